@@ -1,0 +1,91 @@
+"""apikeys: issue, list, revoke, rotate and validate API keys, whatever stores them.
+
+Example:
+    >>> import apikeys
+    >>> manager = apikeys.create_key_manager("sqlite:///:memory:")
+    >>> new = manager.create_api_key("user_123", "CI pipeline", ["read:data"], "2099-12-31")
+    >>> manager.validate_api_key(new.secret, required_scopes=["read:data"]).user_id
+    'user_123'
+"""
+
+from __future__ import annotations
+
+from apikeys._cache import VerificationCache
+from apikeys._config import Settings
+from apikeys._default import (
+    acreate_api_key,
+    avalidate_api_key,
+    configure,
+    create_api_key,
+    get_async_key_manager,
+    get_key_manager,
+    validate_api_key,
+)
+from apikeys._errors import (
+    APIKeysError,
+    AuthenticationError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ExpiredKeyError,
+    InsufficientScopeError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    MissingDependencyError,
+    MissingKeyError,
+    RateLimitedError,
+    RevokedKeyError,
+)
+from apikeys._expiry import Expiration, parse_expiration
+from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._keyformat import KEY_PATTERN, generate_key, key_pattern, parse_key
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
+from apikeys._protocols import AsyncKeyManager, KeyManager
+from apikeys._requests import KEEP
+from apikeys._scopes import missing_scopes, normalize_scopes, scope_covers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KEEP",
+    "KEY_PATTERN",
+    "APIKey",
+    "APIKeyPage",
+    "APIKeysError",
+    "AsyncKeyManager",
+    "AuthenticationError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "Expiration",
+    "ExpiredKeyError",
+    "InsufficientScopeError",
+    "InvalidInputError",
+    "InvalidKeyError",
+    "KeyManager",
+    "KeyNotFoundError",
+    "MissingDependencyError",
+    "MissingKeyError",
+    "NewAPIKey",
+    "RateLimitedError",
+    "RevokedKeyError",
+    "Settings",
+    "VerificationCache",
+    "VerifiedKey",
+    "__version__",
+    "acreate_api_key",
+    "avalidate_api_key",
+    "configure",
+    "create_api_key",
+    "create_async_key_manager",
+    "create_key_manager",
+    "generate_key",
+    "get_async_key_manager",
+    "get_key_manager",
+    "key_pattern",
+    "missing_scopes",
+    "normalize_scopes",
+    "parse_expiration",
+    "parse_key",
+    "scope_covers",
+    "validate_api_key",
+]

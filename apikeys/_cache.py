@@ -1,0 +1,114 @@
+"""An in-process verification cache with bounded size and staleness.
+
+Entries are keyed by a keyed BLAKE2b digest of the full presented key (with a
+random per-process key), so the cache never holds a secret nor anything an
+attacker could test guesses against offline. A hit still enforces the key's
+expiry; revoke, delete and rotate in this process drop the key's entries at
+once. Another process learns of a revocation when its entries age out, after
+at most ``ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from apikeys._models import VerifiedKey
+
+DEFAULT_CACHE_TTL = 10.0
+DEFAULT_CACHE_MAX_ENTRIES = 10_000
+
+
+class VerificationCache:
+    """Maps key digests to verified keys, for at most ``ttl`` seconds each.
+
+    Args:
+        ttl: Seconds an entry may be served; ``0`` disables the cache.
+        max_entries: Upper bound on entries; the oldest is evicted first.
+        clock: A monotonic clock, injectable for tests.
+    """
+
+    __slots__ = ("_by_key_id", "_clock", "_digest_key", "_entries", "_lock", "max_entries", "ttl")
+
+    def __init__(
+        self,
+        ttl: float = DEFAULT_CACHE_TTL,
+        max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl < 0 or max_entries < 1:
+            raise ValueError("cache ttl must be >= 0 and max_entries >= 1")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._digest_key = os.urandom(32)
+        # digest -> (verified key, key expiry as a Unix timestamp or None, served until)
+        self._entries: dict[bytes, tuple[VerifiedKey, float | None, float]] = {}
+        self._by_key_id: dict[str, set[bytes]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether entries are stored at all."""
+        return self.ttl > 0
+
+    def digest(self, key: str) -> bytes:
+        """The cache key for a presented key: never the key itself."""
+        return hashlib.blake2b(key.encode(), digest_size=20, key=self._digest_key).digest()
+
+    def get(self, digest: bytes) -> VerifiedKey | None:
+        """Return the fresh entry for ``digest``, dropping it if stale or expired."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        verified, expires_ts, served_until = entry
+        if self._clock() >= served_until or (expires_ts is not None and time.time() >= expires_ts):
+            self._discard(digest, verified.key_id)
+            return None
+        return verified
+
+    def put(self, digest: bytes, verified: VerifiedKey) -> None:
+        """Remember a successful verification."""
+        if not self.enabled:
+            return
+        expires_ts = verified.expires_at.timestamp() if verified.expires_at else None
+        with self._lock:
+            while len(self._entries) >= self.max_entries:
+                oldest = next(iter(self._entries))
+                self._discard_locked(oldest, self._entries[oldest][0].key_id)
+            self._entries[digest] = (verified, expires_ts, self._clock() + self.ttl)
+            self._by_key_id.setdefault(verified.key_id, set()).add(digest)
+
+    def invalidate(self, key_id: str) -> None:
+        """Forget every entry of ``key_id`` (after revoke, delete or rotate)."""
+        with self._lock:
+            for digest in self._by_key_id.pop(key_id, ()):
+                self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+            self._by_key_id.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _discard(self, digest: bytes, key_id: str) -> None:
+        with self._lock:
+            self._discard_locked(digest, key_id)
+
+    def _discard_locked(self, digest: bytes, key_id: str) -> None:
+        self._entries.pop(digest, None)
+        digests = self._by_key_id.get(key_id)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_key_id[key_id]
+
+
+__all__ = ["DEFAULT_CACHE_MAX_ENTRIES", "DEFAULT_CACHE_TTL", "VerificationCache"]

@@ -1,0 +1,83 @@
+"""Settings, read from keyword arguments first, then the environment.
+
+Nothing here runs at import time: :class:`Settings` is built by the factories
+(:func:`apikeys.create_key_manager`) when a manager is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL
+from apikeys._errors import ConfigurationError, InvalidInputError
+from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
+
+DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
+
+
+class Settings(BaseSettings):
+    """Every setting apikeys reads. Environment variables are ``APIKEYS_<NAME>``
+    unless noted; keyword arguments to the factories win over the environment.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="APIKEYS_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    backend: str | None = Field(
+        default=None, description="Backend URL: sqlite:///…, postgresql+psycopg://…, clerk://"
+    )
+    key_prefix: str = Field(default=DEFAULT_PREFIX, description="Prefix of locally issued keys")
+    cache_ttl: float = Field(
+        default=DEFAULT_CACHE_TTL, ge=0, description="Seconds a verification is cached; 0 disables"
+    )
+    cache_max_entries: int = Field(default=DEFAULT_CACHE_MAX_ENTRIES, ge=1)
+    last_used_interval: float = Field(
+        default=60.0, ge=0, description="Least seconds between two last_used_at writes of a key"
+    )
+    create_schema: bool = Field(default=True, description="Create the table on first use")
+    argon2_time_cost: int = Field(default=1, ge=1)
+    argon2_memory_cost: int = Field(default=1024, ge=8, description="KiB")
+    argon2_parallelism: int = Field(default=1, ge=1)
+    timeout: float = Field(default=5.0, gt=0, description="Seconds for one backend call")
+    clerk_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("clerk_secret_key", "CLERK_SECRET_KEY"),
+        description="Clerk instance secret key (sk_…)",
+    )
+    clerk_api_url: str = Field(
+        default=DEFAULT_CLERK_API_URL,
+        validation_alias=AliasChoices("clerk_api_url", "CLERK_API_URL"),
+    )
+    clerk_api_version: str | None = Field(
+        default=None, validation_alias=AliasChoices("clerk_api_version", "CLERK_API_VERSION")
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+
+def load_settings(**options: Any) -> Settings:
+    """Build :class:`Settings` from ``options`` and the environment.
+
+    Raises:
+        ConfigurationError: An option is unknown or a value is invalid.
+    """
+    try:
+        return Settings(**options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigurationError(f"invalid apikeys settings: {problems}") from None
+    except InvalidInputError as exc:
+        raise ConfigurationError(f"invalid apikeys settings: {exc.message}") from None
+
+
+__all__ = ["Settings", "load_settings"]

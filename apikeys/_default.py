@@ -1,0 +1,114 @@
+"""The process-wide default managers behind ``apikeys.create_api_key`` and friends.
+
+They are built from configuration on first use; :func:`configure` replaces
+them (in tests, or to use an explicit manager).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from apikeys._expiry import Expiration
+from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._models import NewAPIKey, VerifiedKey
+from apikeys._protocols import AsyncKeyManager, KeyManager
+
+_lock = threading.Lock()
+_url: str | None = None
+_options: dict[str, Any] = {}
+_sync_manager: KeyManager | None = None
+_async_manager: AsyncKeyManager | None = None
+
+
+def configure(
+    manager: KeyManager | AsyncKeyManager | None = None, *, url: str | None = None, **options: Any
+) -> None:
+    """Set what the module-level functions use.
+
+    Pass an explicit manager (sync or async; it replaces that side only), or a
+    ``url`` and settings from which both default managers are built on first use.
+    Calling it with nothing resets to configuration from the environment.
+
+    Example:
+        >>> import apikeys
+        >>> apikeys.configure(url="sqlite:///:memory:")
+    """
+    global _url, _options, _sync_manager, _async_manager
+    with _lock:
+        if manager is not None:
+            if inspect.iscoroutinefunction(manager.validate_api_key):
+                _async_manager = manager  # type: ignore[assignment]
+            else:
+                _sync_manager = manager  # type: ignore[assignment]
+            return
+        old = _sync_manager
+        _url, _options, _sync_manager, _async_manager = url, dict(options), None, None
+    if old is not None:
+        old.close()
+
+
+def get_key_manager() -> KeyManager:
+    """Return the default sync manager, building it from configuration on first use."""
+    global _sync_manager
+    with _lock:
+        if _sync_manager is None:
+            _sync_manager = create_key_manager(_url, **_options)
+        return _sync_manager
+
+
+def get_async_key_manager() -> AsyncKeyManager:
+    """Return the default async manager, building it from configuration on first use."""
+    global _async_manager
+    with _lock:
+        if _async_manager is None:
+            _async_manager = create_async_key_manager(_url, **_options)
+        return _async_manager
+
+
+def create_api_key(
+    user_id: str,
+    name: str,
+    scopes: Iterable[str] | str = (),
+    expiration: Expiration = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> NewAPIKey:
+    """Issue a key with the default manager (see :meth:`KeyManager.create_api_key`)."""
+    return get_key_manager().create_api_key(user_id, name, scopes, expiration, metadata=metadata)
+
+
+def validate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+    """Validate a key with the default manager (see :meth:`KeyManager.validate_api_key`)."""
+    return get_key_manager().validate_api_key(secret, required_scopes=required_scopes)
+
+
+async def acreate_api_key(
+    user_id: str,
+    name: str,
+    scopes: Iterable[str] | str = (),
+    expiration: Expiration = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> NewAPIKey:
+    """Async twin of :func:`create_api_key`, using the default async manager."""
+    manager = get_async_key_manager()
+    return await manager.create_api_key(user_id, name, scopes, expiration, metadata=metadata)
+
+
+async def avalidate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+    """Async twin of :func:`validate_api_key`, using the default async manager."""
+    return await get_async_key_manager().validate_api_key(secret, required_scopes=required_scopes)
+
+
+__all__ = [
+    "acreate_api_key",
+    "avalidate_api_key",
+    "configure",
+    "create_api_key",
+    "get_async_key_manager",
+    "get_key_manager",
+    "validate_api_key",
+]

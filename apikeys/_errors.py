@@ -1,0 +1,197 @@
+"""The exception tree of apikeys.
+
+Every error the library raises derives from :class:`APIKeysError` and carries
+the HTTP status an integration should answer with (``status_code``), a stable
+machine-readable ``code``, and the key id where one is known -- never a secret::
+
+    APIKeysError (500)
+    ├── AuthenticationError (401/403)        request-time key failures
+    │   ├── MissingKeyError (401)            no key was sent
+    │   ├── InvalidKeyError (403)            malformed, unknown or wrong key
+    │   │   ├── ExpiredKeyError (403)        right secret, past its expiry
+    │   │   └── RevokedKeyError (403)        right secret, revoked
+    │   └── InsufficientScopeError (403)     valid key lacking a required scope
+    ├── KeyNotFoundError (404)               no key with that id
+    ├── InvalidInputError (422)              bad arguments; nothing was written
+    ├── RateLimitedError (429)               too many attempts; see retry_after
+    ├── ConfigurationError (500)             the library is set up wrongly
+    │   └── MissingDependencyError (500)     an optional extra is not installed
+    └── BackendUnavailableError (503)        the key store cannot answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class APIKeysError(Exception):
+    """Root of every error raised by apikeys.
+
+    Attributes:
+        status_code: The HTTP status an integration answers with.
+        code: A stable, machine-readable error code.
+        key_id: The public id of the key concerned, when known.
+    """
+
+    status_code: int = 500
+    code: str = "apikeys_error"
+    default_message: str = "API key error"
+
+    def __init__(self, message: str | None = None, *, key_id: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.key_id = key_id
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, key_id={self.key_id!r})"
+
+
+class AuthenticationError(APIKeysError):
+    """A request's API key was missing, refused or lacked a scope."""
+
+    status_code = 403
+    code = "authentication_failed"
+    default_message = "API key authentication failed"
+
+
+class MissingKeyError(AuthenticationError):
+    """No API key was sent with the request."""
+
+    status_code = 401
+    code = "missing_api_key"
+    default_message = "An API key is required"
+
+
+class InvalidKeyError(AuthenticationError):
+    """The key is malformed, unknown, or its secret is wrong.
+
+    These three cases share one class, code and message on purpose: a caller
+    must not learn whether a key id exists without holding its secret.
+    """
+
+    status_code = 403
+    code = "invalid_api_key"
+    default_message = "Invalid API key"
+
+
+class ExpiredKeyError(InvalidKeyError):
+    """The secret is right but the key has expired."""
+
+    code = "expired_api_key"
+    default_message = "API key has expired"
+
+
+class RevokedKeyError(InvalidKeyError):
+    """The secret is right but the key was revoked."""
+
+    code = "revoked_api_key"
+    default_message = "API key has been revoked"
+
+
+class InsufficientScopeError(AuthenticationError):
+    """A valid key lacks one or more of the required scopes.
+
+    Attributes:
+        missing_scopes: The required scopes the key does not hold.
+    """
+
+    status_code = 403
+    code = "insufficient_scope"
+    default_message = "API key lacks a required scope"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        key_id: str | None = None,
+        missing_scopes: Sequence[str] = (),
+    ) -> None:
+        self.missing_scopes: tuple[str, ...] = tuple(missing_scopes)
+        if message is None and self.missing_scopes:
+            message = f"API key lacks required scope(s): {' '.join(self.missing_scopes)}"
+        super().__init__(message, key_id=key_id)
+
+
+class KeyNotFoundError(APIKeysError):
+    """No API key exists with the given id."""
+
+    status_code = 404
+    code = "api_key_not_found"
+    default_message = "API key not found"
+
+
+class InvalidInputError(APIKeysError, ValueError):
+    """An argument was rejected before anything was written.
+
+    Attributes:
+        field: The name of the offending argument, when there is one.
+    """
+
+    status_code = 422
+    code = "invalid_input"
+    default_message = "Invalid input"
+
+    def __init__(
+        self, message: str | None = None, *, field: str | None = None, key_id: str | None = None
+    ) -> None:
+        self.field = field
+        super().__init__(message, key_id=key_id)
+
+
+class RateLimitedError(APIKeysError):
+    """Too many attempts; retry after ``retry_after`` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+    default_message = "Too many requests"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        key_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, key_id=key_id)
+
+
+class ConfigurationError(APIKeysError):
+    """apikeys is configured wrongly (a missing setting, an unknown backend)."""
+
+    status_code = 500
+    code = "configuration_error"
+    default_message = "apikeys is not configured correctly"
+
+
+class MissingDependencyError(ConfigurationError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{package} is required for this feature: pip install 'apikeys[{extra}]'")
+
+
+class BackendUnavailableError(APIKeysError):
+    """The key store could not answer; requests must be refused (fail closed).
+
+    Attributes:
+        retry_after: Seconds after which a retry may succeed, when known.
+    """
+
+    status_code = 503
+    code = "backend_unavailable"
+    default_message = "API key backend is unavailable"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        key_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, key_id=key_id)

@@ -1,0 +1,90 @@
+"""Expiration parsing and checks, free of IO."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone
+
+from apikeys._errors import InvalidInputError
+
+Expiration = datetime | date | timedelta | str | None
+"""What ``expiration`` accepts: an instant, a last valid day, a lifetime, ISO text or ``None``."""
+
+_DATE_ONLY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Far enough to be surely a mistake, near enough to stay inside every database's range.
+MAX_LIFETIME = timedelta(days=365 * 100)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def parse_expiration(
+    value: Expiration, *, now: datetime | None = None, field: str = "expiration"
+) -> datetime | None:
+    """Turn any accepted ``expiration`` into an aware UTC instant, or ``None``.
+
+    - ``datetime``: that instant (naive means UTC).
+    - ``date`` or ``"YYYY-MM-DD"``: valid through that whole day, UTC; the key
+      expires at the following midnight.
+    - ``timedelta``: that long from ``now``.
+    - any other ``str``: ISO 8601 date-time (``Z`` allowed).
+    - ``None``: never expires.
+
+    Raises:
+        InvalidInputError: The value is unparseable, not in the future, or
+            more than 100 years away.
+    """
+    now = as_utc(now) if now is not None else utcnow()
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if _DATE_ONLY_RE.fullmatch(text):
+                value = date.fromisoformat(text)
+            else:
+                value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidInputError(
+                f"{field} {value!r} is not an ISO 8601 date or date-time", field=field
+            ) from None
+    if isinstance(value, datetime):
+        expires_at = as_utc(value)
+    elif isinstance(value, date):
+        expires_at = datetime.combine(value + timedelta(days=1), time(), tzinfo=timezone.utc)
+    elif isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise InvalidInputError(f"{field} must be a positive duration", field=field)
+        if value > MAX_LIFETIME:
+            raise InvalidInputError(f"{field} is more than 100 years away", field=field)
+        expires_at = now + value
+    else:
+        raise InvalidInputError(
+            f"{field} must be a datetime, date, timedelta, ISO 8601 string or None,"
+            f" not {type(value).__name__}",
+            field=field,
+        )
+    if expires_at <= now:
+        raise InvalidInputError(f"{field} is in the past", field=field)
+    if expires_at - now > MAX_LIFETIME:
+        raise InvalidInputError(f"{field} is more than 100 years away", field=field)
+    return expires_at
+
+
+def is_expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
+    """Tell whether an expiry instant has passed (``None`` never expires)."""
+    if expires_at is None:
+        return False
+    return (now or utcnow()) >= expires_at
+
+
+__all__ = ["Expiration", "as_utc", "is_expired", "parse_expiration", "utcnow"]

@@ -1,0 +1,178 @@
+"""The local key format: generation and parsing, free of IO.
+
+A key reads ``<prefix>_<body>``; version 1 of the body is 52 base62 characters::
+
+    apk_1 AbCdEfGhIjKl 33-char-secret................... XyZ123
+         | |            |                                 |
+         | lookup id    secret (33 chars, ~196 bits)      CRC32 of everything
+         | (12 chars)                                      before it, base62
+         version
+
+Base62 (``0-9A-Za-z``) survives URLs, HTTP headers and shells unquoted, and a
+double-click selects the whole key because ``_`` is a word character. The
+lookup id makes validation one indexed read; the checksum rejects typos and
+garbage before any IO. Secret scanners can match version 1 keys with
+:data:`KEY_PATTERN` (shown for the default prefix ``apk``)::
+
+    \\bapk_1[0-9A-Za-z]{51}\\b
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+
+from apikeys._errors import InvalidInputError, InvalidKeyError
+
+BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_INDEX = {char: index for index, char in enumerate(BASE62_ALPHABET)}
+
+FORMAT_VERSION = "1"
+DEFAULT_PREFIX = "apk"
+LOOKUP_ID_LENGTH = 12
+SECRET_LENGTH = 33  # 33 * log2(62) = 196.5 bits of entropy
+CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so any CRC32 fits
+BODY_LENGTH = len(FORMAT_VERSION) + LOOKUP_ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
+# Longest prefix we accept; with the body this bounds any key we could issue,
+# so longer input is refused before it is even hashed.
+MAX_PREFIX_LENGTH = 32
+MAX_KEY_LENGTH = MAX_PREFIX_LENGTH + 1 + BODY_LENGTH
+
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# Clerk's keys start with ``ak_``; ours must never be mistaken for them.
+_RESERVED_PREFIXES = frozenset({"ak"})
+_BASE62_RUN = f"[{BASE62_ALPHABET}]"
+_LOOKUP_ID_RE = re.compile(f"{_BASE62_RUN}{{{LOOKUP_ID_LENGTH}}}")
+
+#: A regular expression that matches version 1 keys with the default prefix.
+KEY_PATTERN = rf"\b{DEFAULT_PREFIX}_{FORMAT_VERSION}[0-9A-Za-z]{{{BODY_LENGTH - 1}}}\b"
+
+
+def key_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """Return the secret-scanner regex for version 1 keys with ``prefix``."""
+    validate_prefix(prefix)
+    return rf"\b{re.escape(prefix)}_{FORMAT_VERSION}[0-9A-Za-z]{{{BODY_LENGTH - 1}}}\b"
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a key prefix and return it.
+
+    Raises:
+        InvalidInputError: The prefix is not 1-32 characters of ``[a-z0-9_]``
+            starting with a letter, or it is Clerk's ``ak``.
+    """
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise InvalidInputError(
+            "key prefix must be 1-32 characters of a-z, 0-9 and _, starting with a letter",
+            field="key_prefix",
+        )
+    if prefix in _RESERVED_PREFIXES:
+        raise InvalidInputError(
+            f"key prefix {prefix!r} is reserved for Clerk keys", field="key_prefix"
+        )
+    return prefix
+
+
+def _encode_base62(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        value, remainder = divmod(value, 62)
+        chars.append(BASE62_ALPHABET[remainder])
+    return "".join(reversed(chars))
+
+
+def _checksum(text: str) -> str:
+    return _encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def _random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62_ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key that passed every check that needs no IO.
+
+    ``repr`` shows only the lookup id: the full key is a secret.
+    """
+
+    prefix: str
+    lookup_id: str
+    key: str
+
+    def __repr__(self) -> str:
+        return f"ParsedKey(prefix={self.prefix!r}, lookup_id={self.lookup_id!r})"
+
+    @property
+    def hint(self) -> str:
+        """A display hint safe to store and show: prefix, id and last 4 characters."""
+        return display_hint(self.key)
+
+
+def display_hint(key: str) -> str:
+    """Return the non-secret display hint of a key, e.g. ``apk_1AbC…wxyz``."""
+    prefix, _, body = key.rpartition("_")
+    return f"{prefix}_{body[:4]}…{body[-4:]}"
+
+
+def generate_key(prefix: str = DEFAULT_PREFIX, lookup_id: str | None = None) -> ParsedKey:
+    """Generate a new key with a fresh lookup id and secret from :mod:`secrets`."""
+    validate_prefix(prefix)
+    if lookup_id is None:
+        lookup_id = _random_base62(LOOKUP_ID_LENGTH)
+    elif not _LOOKUP_ID_RE.fullmatch(lookup_id):
+        raise InvalidInputError("lookup id must be 12 base62 characters", field="lookup_id")
+    head = f"{prefix}_{FORMAT_VERSION}{lookup_id}{_random_base62(SECRET_LENGTH)}"
+    key = head + _checksum(head)
+    return ParsedKey(prefix=prefix, lookup_id=lookup_id, key=key)
+
+
+def parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
+    """Parse and checksum-verify a key without any IO.
+
+    Args:
+        key: Untrusted input, typically from a request header.
+        prefix: The prefix this deployment issues keys with.
+
+    Raises:
+        InvalidKeyError: For anything that is not a well-formed key with this
+            prefix: the same error whatever the reason, so the caller learns
+            nothing about why.
+    """
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError()
+    head, sep, body = key.rpartition("_")
+    if (
+        not sep
+        or head != prefix
+        or len(body) != BODY_LENGTH
+        or body[0] != FORMAT_VERSION
+        or not all(char in _BASE62_INDEX for char in body)
+    ):
+        raise InvalidKeyError()
+    checked, checksum = key[:-CHECKSUM_LENGTH], body[-CHECKSUM_LENGTH:]
+    if not secrets.compare_digest(_checksum(checked), checksum):
+        raise InvalidKeyError()
+    lookup_id = body[1 : 1 + LOOKUP_ID_LENGTH]
+    return ParsedKey(prefix=prefix, lookup_id=lookup_id, key=key)
+
+
+def is_lookup_id(value: str) -> bool:
+    """Tell whether ``value`` has the shape of a local key id."""
+    return bool(_LOOKUP_ID_RE.fullmatch(value))
+
+
+__all__ = [
+    "BASE62_ALPHABET",
+    "KEY_PATTERN",
+    "MAX_KEY_LENGTH",
+    "ParsedKey",
+    "display_hint",
+    "generate_key",
+    "is_lookup_id",
+    "key_pattern",
+    "parse_key",
+    "validate_prefix",
+]

@@ -1,0 +1,177 @@
+"""Validation of manager arguments, shared by every backend and free of IO.
+
+Each public manager method checks its arguments here first, so bad input gets
+the same clear :class:`InvalidInputError` from every backend, before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apikeys._errors import InvalidInputError
+from apikeys._expiry import Expiration, parse_expiration, utcnow
+from apikeys._scopes import normalize_scopes
+
+MAX_NAME_LENGTH = 255
+MAX_USER_ID_LENGTH = 255
+MAX_REASON_LENGTH = 500
+MAX_METADATA_BYTES = 8192
+MAX_PAGE_SIZE = 100
+
+
+class Keep(enum.Enum):
+    """Sentinel type: keep the current value (see :data:`KEEP`)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+"""Passed as ``rotate_api_key(expiration=KEEP)`` (the default): keep the old key's expiry."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """Validated arguments of ``create_api_key``."""
+
+    user_id: str
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    metadata: dict[str, Any]
+    now: datetime
+
+
+def check_user_id(user_id: object) -> str:
+    """Return a valid owner id or raise :class:`InvalidInputError`."""
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidInputError("user_id must be a non-empty string", field="user_id")
+    if len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
+        raise InvalidInputError(
+            f"user_id must be at most {MAX_USER_ID_LENGTH} printable characters", field="user_id"
+        )
+    return user_id
+
+
+def check_key_id(key_id: object) -> str:
+    """Return a plausible key id or raise :class:`InvalidInputError`."""
+    if not isinstance(key_id, str) or not key_id or len(key_id) > 64 or not key_id.isprintable():
+        raise InvalidInputError("key_id must be a non-empty string", field="key_id")
+    return key_id
+
+
+def check_name(name: object) -> str:
+    """Return a stripped, non-empty key name or raise :class:`InvalidInputError`."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name must be a non-empty string", field="name")
+    name = name.strip()
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InvalidInputError(
+            f"name must be at most {MAX_NAME_LENGTH} printable characters", field="name"
+        )
+    return name
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return metadata as a JSON-safe dict of at most 8 KiB, or raise."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidInputError("metadata must be a mapping with string keys", field="metadata")
+    try:
+        encoded = json.dumps(dict(metadata), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"metadata must be JSON-serialisable: {exc}", field="metadata"
+        ) from None
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON", field="metadata"
+        )
+    result: dict[str, Any] = json.loads(encoded)
+    return result
+
+
+def check_reason(reason: object) -> str | None:
+    """Return a revocation reason (or ``None``) or raise :class:`InvalidInputError`."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInputError(
+            f"reason must be a string of at most {MAX_REASON_LENGTH} characters", field="reason"
+        )
+    return reason
+
+
+def check_page(limit: object, offset: object) -> tuple[int, int]:
+    """Return a valid ``(limit, offset)`` pair or raise :class:`InvalidInputError`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInputError(
+            f"limit must be an integer from 1 to {MAX_PAGE_SIZE}", field="limit"
+        )
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError("offset must be a non-negative integer", field="offset")
+    return limit, offset
+
+
+def check_grace(grace: object) -> timedelta:
+    """Return a non-negative grace period from a ``timedelta`` or seconds."""
+    if isinstance(grace, timedelta):
+        value = grace
+    elif isinstance(grace, int | float) and not isinstance(grace, bool):
+        try:
+            value = timedelta(seconds=grace)
+        except OverflowError:
+            raise InvalidInputError("grace is too long", field="grace") from None
+    else:
+        raise InvalidInputError("grace must be a timedelta or a number of seconds", field="grace")
+    if value < timedelta(0):
+        raise InvalidInputError("grace must not be negative", field="grace")
+    return value
+
+
+def check_required_scopes(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
+    """Return concrete required scopes (no wildcards) or raise."""
+    return normalize_scopes(required_scopes, allow_wildcards=False, field="required_scopes")
+
+
+def build_create_request(
+    user_id: object,
+    name: object,
+    scopes: Iterable[str] | str | None,
+    expiration: Expiration,
+    metadata: Mapping[str, Any] | None,
+    *,
+    now: datetime | None = None,
+) -> CreateRequest:
+    """Validate every argument of ``create_api_key`` at once."""
+    now = now or utcnow()
+    return CreateRequest(
+        user_id=check_user_id(user_id),
+        name=check_name(name),
+        scopes=normalize_scopes(scopes),
+        expires_at=parse_expiration(expiration, now=now),
+        metadata=check_metadata(metadata),
+        now=now,
+    )
+
+
+__all__ = [
+    "KEEP",
+    "CreateRequest",
+    "Keep",
+    "build_create_request",
+    "check_grace",
+    "check_key_id",
+    "check_metadata",
+    "check_name",
+    "check_page",
+    "check_reason",
+    "check_required_scopes",
+    "check_user_id",
+]

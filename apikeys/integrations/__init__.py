@@ -1,0 +1,1 @@
+"""Web framework integrations, one module per framework, each behind an import guard."""
