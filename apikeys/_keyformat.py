@@ -45,6 +45,7 @@ _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RESERVED_PREFIXES = frozenset({"ak"})
 _BASE62_RUN = f"[{BASE62_ALPHABET}]"
 _LOOKUP_ID_RE = re.compile(f"{_BASE62_RUN}{{{LOOKUP_ID_LENGTH}}}")
+_BODY_RE = re.compile(f"{FORMAT_VERSION}{_BASE62_RUN}{{{BODY_LENGTH - 1}}}")
 
 #: A regular expression that matches version 1 keys with the default prefix.
 KEY_PATTERN = rf"\b{DEFAULT_PREFIX}_{FORMAT_VERSION}[0-9A-Za-z]{{{BODY_LENGTH - 1}}}\b"
@@ -144,13 +145,7 @@ def parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
     if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError()
     head, sep, body = key.rpartition("_")
-    if (
-        not sep
-        or head != prefix
-        or len(body) != BODY_LENGTH
-        or body[0] != FORMAT_VERSION
-        or not all(char in _BASE62_INDEX for char in body)
-    ):
+    if not sep or head != prefix or not _BODY_RE.fullmatch(body):
         raise InvalidKeyError()
     checked, checksum = key[:-CHECKSUM_LENGTH], body[-CHECKSUM_LENGTH:]
     if not secrets.compare_digest(_checksum(checked), checksum):
