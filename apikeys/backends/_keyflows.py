@@ -1,0 +1,62 @@
+"""Backend-independent pieces every manager shares: the cached fast path of
+validation and memoised checks of ``required_scopes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+from apikeys._cache import VerificationCache
+from apikeys._errors import InvalidKeyError
+from apikeys._keyformat import MAX_KEY_LENGTH
+from apikeys._models import VerifiedKey
+from apikeys._requests import check_required_scopes
+from apikeys._validation import check_scopes
+
+
+@lru_cache(maxsize=1024)
+def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
+
+
+def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
+    """Validate ``required_scopes``, memoised: routes pass the same few sets again and again."""
+    if not required_scopes:
+        return ()
+    if isinstance(required_scopes, str):
+        return _required_from_tuple(tuple(required_scopes.split()))
+    scopes = tuple(required_scopes)
+    try:
+        return _required_from_tuple(scopes)
+    except TypeError:  # unhashable items: let the validator name the problem
+        return check_required_scopes(scopes)
+
+
+def cached_verification(
+    cache: VerificationCache,
+    secret: object,
+    required_scopes: tuple[str, ...],
+    *,
+    max_length: int = MAX_KEY_LENGTH,
+) -> VerifiedKey | None:
+    """Serve a validation from the cache, or return ``None`` on a miss.
+
+    Only keys that passed full verification are ever cached, under a digest
+    of the exact presented string, so a hit needs no parsing and no IO.
+
+    Raises:
+        InvalidKeyError: ``secret`` is not a string or longer than ``max_length``.
+        InsufficientScopeError: A hit lacks a required scope.
+    """
+    if not isinstance(secret, str) or len(secret) > max_length:
+        raise InvalidKeyError()
+    if not cache.enabled:
+        return None
+    verified = cache.get(cache.digest(secret))
+    if verified is None:
+        return None
+    return check_scopes(verified, required_scopes)
+
+
+__all__ = ["cached_verification", "required_scopes_of"]

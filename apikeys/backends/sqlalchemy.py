@@ -1,0 +1,772 @@
+"""The local backend: keys in any SQL database through SQLAlchemy, secrets as argon2id hashes.
+
+SQLite is the embedded default, PostgreSQL the production choice::
+
+    from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+
+    manager = SQLAlchemyKeyManager("sqlite:///apikeys.db")
+    new = manager.create_api_key("user_123", "CI", ["read:data"])
+    manager.validate_api_key(new.secret)
+
+Every operation is written once, in :class:`_SQLAlchemyBase`, as a generator
+that yields IO requests (:class:`_Query`, :class:`_Write`, :class:`_Hash`,
+:class:`_Verify`); :class:`SQLAlchemyKeyManager` performs them on a sync
+engine, :class:`AsyncSQLAlchemyKeyManager` on an async engine, with the
+argon2 work in a worker thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from apikeys._imports import require
+
+require("sqlalchemy", "sqlalchemy")
+require("argon2", "sqlalchemy")
+
+import sqlalchemy as sa  # noqa: E402
+from argon2 import PasswordHasher, Type  # noqa: E402
+from argon2.exceptions import InvalidHashError, VerificationError  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
+from sqlalchemy.pool import StaticPool  # noqa: E402
+
+from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache  # noqa: E402
+from apikeys._config import Settings  # noqa: E402
+from apikeys._errors import (  # noqa: E402
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyNotFoundError,
+)
+from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow  # noqa: E402
+from apikeys._flow import run_async, run_sync  # noqa: E402
+from apikeys._keyformat import DEFAULT_PREFIX, generate_key, parse_key, validate_prefix  # noqa: E402
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
+from apikeys._requests import (  # noqa: E402
+    KEEP,
+    Keep,
+    build_create_request,
+    check_grace,
+    check_key_id,
+    check_page,
+    check_reason,
+    check_user_id,
+)
+from apikeys._validation import check_key_state, check_scopes  # noqa: E402
+from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+logger = logging.getLogger("apikeys.sqlalchemy")
+
+SCHEMA_VERSION = 1
+"""Version of the tables below; bumped (with a migration note) whenever they change."""
+
+DEFAULT_URL = "sqlite:///apikeys.db"
+ROTATED_REASON = "rotated"
+_CREATE_ATTEMPTS = 3
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database, SQLite included."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite has no timezone type: store naive UTC so text comparisons order correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+metadata = sa.MetaData()
+"""The tables of this backend, for ``alembic`` autogenerate: ``target_metadata = [..., metadata]``."""
+
+api_keys_table = sa.Table(
+    "apikeys_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True, comment="public lookup id"),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("secret_hash", sa.String(255), nullable=False, comment="argon2id PHC string"),
+    sa.Column("hint", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("revocation_reason", sa.String(500), nullable=True),
+    sa.Index("ix_apikeys_keys_user_id_created_at", "user_id", "created_at"),
+)
+"""One row per key; the primary key is the lookup id embedded in every key."""
+
+schema_version_table = sa.Table(
+    "apikeys_schema",
+    metadata,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+"""The schema version this database was created or migrated to."""
+
+_KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
+
+
+# IO requests yielded by the flows -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """Run a SELECT; the result is a list of row mappings."""
+
+    statement: sa.Executable
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """Run statements in one transaction; the result is their row counts.
+
+    With ``require_rows`` a statement that touches no row rolls the whole
+    transaction back and raises :class:`_Conflict`.
+    """
+
+    statements: tuple[sa.Executable, ...]
+    require_rows: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Hash:
+    """Hash a key with argon2id (CPU-bound); the result is the PHC string."""
+
+    key: str = ""
+
+    def __repr__(self) -> str:
+        return "_Hash(<secret>)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Verify:
+    """Check a key against a stored hash (CPU-bound); the result is a bool."""
+
+    secret_hash: str
+    key: str = ""
+
+    def __repr__(self) -> str:
+        return "_Verify(<secret>)"
+
+
+_Request = _Query | _Write | _Hash | _Verify
+
+
+class _Conflict(Exception):
+    """A write hit a unique constraint or a row that changed underneath it."""
+
+
+def _database_error(exc: sa.exc.SQLAlchemyError) -> BackendUnavailableError:
+    # The engine hides bound parameters, and the message names no value either.
+    return BackendUnavailableError(f"database unavailable ({type(exc).__name__})", retry_after=1)
+
+
+def _normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
+    """Pick an installed driver for the dialect: psycopg 3 for PostgreSQL, aiosqlite for async SQLite."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else ""
+    if backend == "postgres":
+        backend = "postgresql"
+    # Drivers that only work one way are swapped for one that works the way asked.
+    if backend == "sqlite":
+        if asynchronous:
+            driver = "aiosqlite"
+        elif driver == "aiosqlite":
+            driver = ""
+    elif backend == "postgresql":
+        one_way = "psycopg2" if asynchronous else "asyncpg"
+        if driver in ("", one_way):
+            driver = "psycopg"
+    return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
+
+
+def _engine_options(url: sa.URL) -> dict[str, Any]:
+    options: dict[str, Any] = {"hide_parameters": True}
+    if url.get_backend_name() == "sqlite":
+        options["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        if url.database in (None, "", ":memory:"):
+            # One shared connection, or each connection would see its own empty database.
+            options["poolclass"] = StaticPool
+    else:
+        options["pool_pre_ping"] = True
+    return options
+
+
+class _SQLAlchemyBase:
+    """Everything but the IO: statements, row mapping and the operation flows."""
+
+    def __init__(
+        self,
+        *,
+        key_prefix: str = DEFAULT_PREFIX,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+        cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
+        last_used_interval: float = 60.0,
+        create_schema: bool = True,
+        password_hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.key_prefix = validate_prefix(key_prefix)
+        self.cache = VerificationCache(cache_ttl, cache_max_entries)
+        if last_used_interval < 0:
+            raise ConfigurationError("last_used_interval must be >= 0")
+        self.last_used_interval = timedelta(seconds=last_used_interval)
+        self.create_schema = create_schema
+        self.hasher = password_hasher or PasswordHasher(
+            time_cost=1, memory_cost=1024, parallelism=1, hash_len=32, salt_len=16, type=Type.ID
+        )
+        # Verified against when the id is unknown, so that case costs what a wrong secret costs.
+        self._decoy_hash = self.hasher.hash(generate_key(self.key_prefix).key)
+        self._schema_ready = False
+
+    @staticmethod
+    def _options_from_settings(settings: Settings) -> dict[str, Any]:
+        return {
+            "key_prefix": settings.key_prefix,
+            "cache_ttl": settings.cache_ttl,
+            "cache_max_entries": settings.cache_max_entries,
+            "last_used_interval": settings.last_used_interval,
+            "create_schema": settings.create_schema,
+            "password_hasher": PasswordHasher(
+                time_cost=settings.argon2_time_cost,
+                memory_cost=settings.argon2_memory_cost,
+                parallelism=settings.argon2_parallelism,
+                hash_len=32,
+                salt_len=16,
+                type=Type.ID,
+            ),
+        }
+
+    # --- CPU work, shared by both twins ------------------------------------------
+
+    def _hash(self, key: str) -> str:
+        return self.hasher.hash(key)
+
+    def _verify(self, secret_hash: str, key: str) -> bool:
+        try:
+            return self.hasher.verify(secret_hash, key)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # --- row mapping -------------------------------------------------------------
+
+    @staticmethod
+    def _to_api_key(row: Mapping[str, Any]) -> APIKey:
+        return APIKey(
+            id=row["id"],
+            user_id=row["user_id"],
+            name=row["name"],
+            scopes=tuple(row["scopes"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            last_used_at=row["last_used_at"],
+            revoked_at=row["revoked_at"],
+            revocation_reason=row["revocation_reason"],
+            metadata=row["metadata"],
+            hint=row["hint"],
+        )
+
+    @staticmethod
+    def _to_verified(row: Mapping[str, Any]) -> VerifiedKey:
+        return VerifiedKey(
+            key_id=row["id"],
+            user_id=row["user_id"],
+            name=row["name"],
+            scopes=tuple(row["scopes"]),
+            expires_at=row["expires_at"],
+            metadata=row["metadata"],
+        )
+
+    @staticmethod
+    def _select_key(key_id: str, *, with_hash: bool = False) -> sa.Select[Any]:
+        columns = list(api_keys_table.c) if with_hash else _KEY_COLUMNS
+        return sa.select(*columns).where(api_keys_table.c.id == key_id)
+
+    def _fetch_key(self, key_id: str) -> Generator[_Request, Any, Mapping[str, Any]]:
+        rows = yield _Query(self._select_key(key_id))
+        if not rows:
+            raise KeyNotFoundError(key_id=key_id)
+        row: Mapping[str, Any] = rows[0]
+        return row
+
+    # --- flows ---------------------------------------------------------------------
+
+    def _create_flow(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str,
+        expiration: Expiration,
+        metadata: Mapping[str, Any] | None,
+    ) -> Generator[_Request, Any, NewAPIKey]:
+        request = build_create_request(user_id, name, scopes, expiration, metadata)
+        for _attempt in range(_CREATE_ATTEMPTS):
+            new_key = generate_key(self.key_prefix)
+            values = {
+                "id": new_key.lookup_id,
+                "user_id": request.user_id,
+                "name": request.name,
+                "hint": new_key.hint,
+                "scopes": list(request.scopes),
+                "metadata": request.metadata,
+                "created_at": request.now,
+                "expires_at": request.expires_at,
+            }
+            secret_hash = yield _Hash(new_key.key)
+            try:
+                yield _Write((sa.insert(api_keys_table).values(secret_hash=secret_hash, **values),))
+            except _Conflict:
+                continue  # a lookup id collision (~1 in 10^21): draw another
+            return NewAPIKey(
+                secret=new_key.key, scopes=request.scopes, **_without(values, "scopes")
+            )
+        raise BackendUnavailableError("could not store a new key (repeated id conflicts)")
+
+    def _validate_flow(
+        self, secret: str, required: tuple[str, ...]
+    ) -> Generator[_Request, Any, VerifiedKey]:
+        parsed = parse_key(secret, self.key_prefix)
+        rows = yield _Query(self._select_key(parsed.lookup_id, with_hash=True))
+        if not rows:
+            yield _Verify(self._decoy_hash, secret)
+            raise InvalidKeyError()
+        row = rows[0]
+        if not (yield _Verify(row["secret_hash"], secret)):
+            raise InvalidKeyError()
+        now = utcnow()
+        check_key_state(
+            row["id"], revoked=row["revoked_at"] is not None, expires_at=row["expires_at"], now=now
+        )
+        verified = self._to_verified(row)
+        changes: dict[str, Any] = {}
+        if self.hasher.check_needs_rehash(row["secret_hash"]):
+            changes["secret_hash"] = yield _Hash(secret)
+        last_used = row["last_used_at"]
+        if last_used is None or now - last_used >= self.last_used_interval:
+            changes["last_used_at"] = now
+        if changes:
+            update = (
+                sa.update(api_keys_table).where(api_keys_table.c.id == row["id"]).values(**changes)
+            )
+            try:
+                yield _Write((update,))
+            except BackendUnavailableError:
+                # Verified against the database just now; a failed bookkeeping write
+                # (read-only replica, lock) must not turn a valid key away.
+                logger.warning("could not record use of API key %s", row["id"])
+        self.cache.put(self.cache.digest(secret), verified)
+        return check_scopes(verified, required)
+
+    def _list_flow(
+        self, user_id: str, include_invalid: bool, limit: int, offset: int
+    ) -> Generator[_Request, Any, APIKeyPage]:
+        check_user_id(user_id)
+        limit, offset = check_page(limit, offset)
+        table = api_keys_table
+        condition = table.c.user_id == user_id
+        if not include_invalid:
+            now = utcnow()
+            condition = sa.and_(
+                condition,
+                table.c.revoked_at.is_(None),
+                sa.or_(table.c.expires_at.is_(None), table.c.expires_at > now),
+            )
+        page = (
+            sa.select(*_KEY_COLUMNS)
+            .where(condition)
+            .order_by(table.c.created_at.desc(), table.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = yield _Query(page)
+        counted = yield _Query(sa.select(sa.func.count()).select_from(table).where(condition))
+        total = int(next(iter(counted[0].values())))
+        items = tuple(self._to_api_key(row) for row in rows)
+        return APIKeyPage(items=items, total=total, limit=limit, offset=offset)
+
+    def _get_flow(self, key_id: str) -> Generator[_Request, Any, APIKey]:
+        row = yield from self._fetch_key(check_key_id(key_id))
+        return self._to_api_key(row)
+
+    def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[_Request, Any, APIKey]:
+        key_id, reason = check_key_id(key_id), check_reason(reason)
+        table = api_keys_table
+        yield _Write(
+            (
+                sa.update(table)
+                .where(table.c.id == key_id, table.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revocation_reason=reason),
+            )
+        )
+        self.cache.invalidate(key_id)
+        row = yield from self._fetch_key(key_id)
+        return self._to_api_key(row)
+
+    def _delete_flow(self, key_id: str) -> Generator[_Request, Any, None]:
+        key_id = check_key_id(key_id)
+        counts = yield _Write((sa.delete(api_keys_table).where(api_keys_table.c.id == key_id),))
+        self.cache.invalidate(key_id)
+        if counts[0] == 0:
+            raise KeyNotFoundError(key_id=key_id)
+
+    def _rotate_flow(
+        self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
+    ) -> Generator[_Request, Any, NewAPIKey]:
+        key_id, grace = check_key_id(key_id), check_grace(grace)
+        old = yield from self._fetch_key(key_id)
+        now = utcnow()
+        if old["revoked_at"] is not None:
+            raise InvalidInputError(
+                "a revoked key cannot be rotated", field="key_id", key_id=key_id
+            )
+        if expiration is KEEP:
+            expires_at = old["expires_at"]
+            if expires_at is not None and expires_at <= now:
+                raise InvalidInputError(
+                    "the key has expired: give the replacement an expiration",
+                    field="expiration",
+                    key_id=key_id,
+                )
+        else:
+            expires_at = parse_expiration(expiration, now=now)
+        new_key = generate_key(self.key_prefix)
+        secret_hash = yield _Hash(new_key.key)
+        values = {
+            "id": new_key.lookup_id,
+            "user_id": old["user_id"],
+            "name": old["name"],
+            "hint": new_key.hint,
+            "scopes": old["scopes"],
+            "metadata": old["metadata"],
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        table = api_keys_table
+        retire = sa.update(table).where(table.c.id == key_id, table.c.revoked_at.is_(None))
+        if grace:
+            cutoff = now + grace
+            old_expiry = old["expires_at"]
+            retire = retire.values(
+                expires_at=cutoff if old_expiry is None else min(cutoff, old_expiry)
+            )
+        else:
+            retire = retire.values(revoked_at=now, revocation_reason=ROTATED_REASON)
+        try:
+            yield _Write(
+                (retire, sa.insert(table).values(secret_hash=secret_hash, **values)),
+                require_rows=True,
+            )
+        except _Conflict:
+            raise InvalidInputError(
+                "the key was revoked or rotated meanwhile", field="key_id", key_id=key_id
+            ) from None
+        finally:
+            self.cache.invalidate(key_id)
+        return NewAPIKey(
+            secret=new_key.key, scopes=tuple(old["scopes"]), **_without(values, "scopes")
+        )
+
+    # --- schema ------------------------------------------------------------------------
+
+    @staticmethod
+    def _schema_setup(connection: sa.Connection) -> None:
+        """Create missing tables and record, or check, the schema version."""
+        metadata.create_all(connection, checkfirst=True)
+        version = connection.execute(
+            sa.select(schema_version_table.c.version).where(
+                schema_version_table.c.component == "keys"
+            )
+        ).scalar_one_or_none()
+        if version is None:
+            connection.execute(
+                sa.insert(schema_version_table).values(component="keys", version=SCHEMA_VERSION)
+            )
+        elif version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the apikeys tables are at schema version {version}, newer than this"
+                f" release understands ({SCHEMA_VERSION}): upgrade apikeys"
+            )
+
+
+def _without(values: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if name not in names}
+
+
+def _rows_of(result: sa.CursorResult[Any]) -> list[sa.RowMapping]:
+    return list(result.mappings().all())
+
+
+class SQLAlchemyKeyManager(_SQLAlchemyBase):
+    """Synchronous manager over a SQLAlchemy engine; safe to share between threads.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///apikeys.db``, ``postgresql+psycopg://…``)
+            or an :class:`sqlalchemy.Engine` you own.
+        key_prefix: Prefix of issued keys (``apk``).
+        cache_ttl: Seconds a successful validation is served from memory; ``0``
+            disables the cache. It bounds how long another process may still
+            accept a key after it is revoked.
+        cache_max_entries: Bound on cached validations.
+        last_used_interval: Least seconds between two ``last_used_at`` writes of a key.
+        create_schema: Create the tables on first use (turn off when migrations own them).
+        password_hasher: An ``argon2.PasswordHasher`` with your cost parameters.
+    """
+
+    def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:
+        super().__init__(**options)
+        if isinstance(url, sa.Engine):
+            self.engine = url
+        else:
+            sync_url = _normalize_url(url, asynchronous=False)
+            self.engine = sa.create_engine(sync_url, **_engine_options(sync_url))
+        self._schema_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> Self:
+        """Build a manager from a backend URL and :class:`~apikeys.Settings`."""
+        return cls(url, **cls._options_from_settings(settings))
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready or not self.create_schema:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                with self.engine.begin() as connection:
+                    self._schema_setup(connection)
+                self._schema_ready = True
+
+    def _perform(self, request: _Request) -> Any:
+        if isinstance(request, _Hash):
+            return self._hash(request.key)
+        if isinstance(request, _Verify):
+            return self._verify(request.secret_hash, request.key)
+        try:
+            self._ensure_schema()
+            if isinstance(request, _Query):
+                with self.engine.connect() as connection:
+                    return _rows_of(connection.execute(request.statement))
+            with self.engine.begin() as connection:
+                counts = [connection.execute(s).rowcount for s in request.statements]
+                if request.require_rows and 0 in counts:
+                    connection.rollback()
+                    raise _Conflict
+                return counts
+        except sa.exc.IntegrityError as exc:
+            raise _Conflict from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise _database_error(exc) from exc
+
+    def create_api_key(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str = (),
+        expiration: Expiration = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> NewAPIKey:
+        """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
+        return run_sync(
+            self._create_flow(user_id, name, scopes, expiration, metadata), self._perform
+        )
+
+    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        hit = cached_verification(self.cache, secret, required)
+        if hit is not None:
+            return hit
+        return run_sync(self._validate_flow(secret, required), self._perform)
+
+    def list_api_keys(
+        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
+    ) -> APIKeyPage:
+        """List a user's keys; see :meth:`apikeys.KeyManager.list_api_keys`."""
+        return run_sync(self._list_flow(user_id, include_invalid, limit, offset), self._perform)
+
+    def get_api_key(self, key_id: str) -> APIKey:
+        """Fetch one key; see :meth:`apikeys.KeyManager.get_api_key`."""
+        return run_sync(self._get_flow(key_id), self._perform)
+
+    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+        """Revoke a key; see :meth:`apikeys.KeyManager.revoke_api_key`."""
+        return run_sync(self._revoke_flow(key_id, reason), self._perform)
+
+    def delete_api_key(self, key_id: str) -> None:
+        """Delete a key; see :meth:`apikeys.KeyManager.delete_api_key`."""
+        run_sync(self._delete_flow(key_id), self._perform)
+
+    def rotate_api_key(
+        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
+    ) -> NewAPIKey:
+        """Replace a key; see :meth:`apikeys.KeyManager.rotate_api_key`."""
+        return run_sync(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    def close(self) -> None:
+        """Dispose of the engine's connection pool."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
+    """Async manager over a SQLAlchemy async engine; argon2 runs in a worker thread.
+
+    Takes the same arguments as :class:`SQLAlchemyKeyManager`; a plain URL gets
+    an async driver (``aiosqlite`` for SQLite, ``psycopg`` for PostgreSQL).
+    """
+
+    def __init__(self, url: str | sa.URL | AsyncEngine = DEFAULT_URL, **options: Any) -> None:
+        super().__init__(**options)
+        if isinstance(url, AsyncEngine):
+            self.engine = url
+        else:
+            async_url = _normalize_url(url, asynchronous=True)
+            self.engine = create_async_engine(async_url, **_engine_options(async_url))
+        self._schema_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> Self:
+        """Build a manager from a backend URL and :class:`~apikeys.Settings`."""
+        return cls(url, **cls._options_from_settings(settings))
+
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready or not self.create_schema:
+            return
+        if self._schema_lock is None:
+            self._schema_lock = asyncio.Lock()
+        async with self._schema_lock:
+            if not self._schema_ready:
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(self._schema_setup)
+                self._schema_ready = True
+
+    async def _perform(self, request: _Request) -> Any:
+        if isinstance(request, _Hash):
+            return await asyncio.to_thread(self._hash, request.key)
+        if isinstance(request, _Verify):
+            return await asyncio.to_thread(self._verify, request.secret_hash, request.key)
+        try:
+            await self._ensure_schema()
+            if isinstance(request, _Query):
+                async with self.engine.connect() as connection:
+                    return _rows_of(await connection.execute(request.statement))
+            async with self.engine.begin() as connection:
+                counts = [(await connection.execute(s)).rowcount for s in request.statements]
+                if request.require_rows and 0 in counts:
+                    await connection.rollback()
+                    raise _Conflict
+                return counts
+        except sa.exc.IntegrityError as exc:
+            raise _Conflict from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise _database_error(exc) from exc
+        except OSError as exc:  # drivers may surface socket errors unwrapped
+            raise BackendUnavailableError(
+                "database unavailable (connection)", retry_after=1
+            ) from exc
+
+    async def create_api_key(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str = (),
+        expiration: Expiration = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> NewAPIKey:
+        """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
+        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
+        return await run_async(flow, self._perform)
+
+    async def validate_api_key(
+        self, secret: str, *, required_scopes: Iterable[str] = ()
+    ) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        hit = cached_verification(self.cache, secret, required)
+        if hit is not None:
+            return hit
+        return await run_async(self._validate_flow(secret, required), self._perform)
+
+    async def list_api_keys(
+        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
+    ) -> APIKeyPage:
+        """List a user's keys; see :meth:`apikeys.AsyncKeyManager.list_api_keys`."""
+        return await run_async(
+            self._list_flow(user_id, include_invalid, limit, offset), self._perform
+        )
+
+    async def get_api_key(self, key_id: str) -> APIKey:
+        """Fetch one key; see :meth:`apikeys.AsyncKeyManager.get_api_key`."""
+        return await run_async(self._get_flow(key_id), self._perform)
+
+    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+        """Revoke a key; see :meth:`apikeys.AsyncKeyManager.revoke_api_key`."""
+        return await run_async(self._revoke_flow(key_id, reason), self._perform)
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Delete a key; see :meth:`apikeys.AsyncKeyManager.delete_api_key`."""
+        await run_async(self._delete_flow(key_id), self._perform)
+
+    async def rotate_api_key(
+        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
+    ) -> NewAPIKey:
+        """Replace a key; see :meth:`apikeys.AsyncKeyManager.rotate_api_key`."""
+        return await run_async(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    async def close(self) -> None:
+        """Dispose of the engine's connection pool."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncSQLAlchemyKeyManager",
+    "SQLAlchemyKeyManager",
+    "UTCDateTime",
+    "api_keys_table",
+    "metadata",
+    "schema_version_table",
+]
