@@ -1,0 +1,518 @@
+"""The framework-free policy every web integration shares.
+
+An adapter (FastAPI/Starlette, Flask, Django) only reads its native request
+into plain values, calls what is here, and turns a :class:`CoreResponse` into
+a native response. Nothing here imports a web framework or does IO: manager
+calls are *yielded* as :class:`ManagerCall` objects from generator flows, and
+:func:`run_with_sync_manager` / :func:`run_with_async_manager` perform them
+with a sync or an async manager, so each rule is written once.
+
+Request-time policy:
+
+- Credentials come from ``Authorization: Bearer <key>`` and ``X-API-Key``
+  (configurable); a key in the query string is read only when enabled.
+- No key → 401 with ``WWW-Authenticate: Bearer``; a refused key → 403 (or
+  401 with ``error="invalid_token"`` for RFC 6750 clients); a missing scope →
+  403 ``insufficient_scope``; backend down → 503 with ``Retry-After``.
+- Error bodies are ``{"code": ..., "message": ...}`` plus ``missingScopes``,
+  ``errors`` or ``retryAfter`` where they apply: never a secret, never a trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from apikeys._errors import (
+    APIKeysError,
+    BackendUnavailableError,
+    ConfigurationError,
+    InsufficientScopeError,
+    InvalidInputError,
+    InvalidKeyError,
+    MissingKeyError,
+    RateLimitedError,
+)
+from apikeys._flow import Flow, run_async, run_sync
+from apikeys._models import VerifiedKey
+from apikeys._protocols import AsyncKeyManager, KeyManager
+from apikeys._scopes import normalize_scopes
+from apikeys._validation import check_scopes
+
+T = TypeVar("T")
+
+API_KEY_ATTRIBUTE = "api_key"
+"""Where every adapter publishes the verified key: ``request.state.api_key``
+(Starlette), ``flask.g.api_key``, ``request.api_key`` (Django)."""
+
+# Longer than any key any backend issues, short enough to refuse garbage at once.
+MAX_CREDENTIAL_LENGTH = 512
+# A header value longer than this is refused without being parsed further.
+MAX_HEADER_VALUE_LENGTH = 8192
+
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_QUERY_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_REALM_RE = re.compile(r"[ !#-\[\]-~]{1,64}")  # printable ASCII without '"' and '\'
+# Visible ASCII only: every key format we know fits, and nothing else reaches a backend.
+_CREDENTIAL_RE = re.compile(r"[!-~]+")
+_BEARER_RE = re.compile(r"bearer[ \t]+(.*)", re.IGNORECASE | re.DOTALL)
+# Characters RFC 6750 allows inside a quoted error_description.
+_DESCRIPTION_UNSAFE_RE = re.compile(r"[^ !#-\[\]-~]")
+
+
+class IntegrationSettings(BaseModel):
+    """How an integration reads credentials and answers; the same in every framework.
+
+    Build it with keyword arguments, or from a framework's configuration with
+    :meth:`from_mapping` (Flask ``app.config`` keys ``APIKEYS_<NAME>``,
+    Django ``settings.APIKEYS["<NAME>"]``).
+
+    Attributes:
+        header_names: Headers a key is read from, in order. ``Authorization``
+            takes ``Bearer <key>``; any other header takes the bare key.
+        query_param: Name of the query-string parameter read when
+            ``allow_query_param`` is set.
+        allow_query_param: Accept keys in the query string. Off by default:
+            URLs end up in logs, browser history and ``Referer`` headers.
+        invalid_key_status: 403 (default) for a refused key, or 401 with
+            ``error="invalid_token"`` for clients that follow RFC 6750.
+        realm: The ``realm`` of ``WWW-Authenticate`` challenges.
+        exempt_paths: Paths the whole-app middleware lets through without a
+            key: exact paths, or prefixes written ``/public/*``.
+        management_scope: A scope every ``/api-keys`` call must hold, if any.
+        management_delete: What ``DELETE /api-keys/{id}`` does: ``revoke``
+            (default; the key stays listed as revoked) or ``delete`` (gone).
+        max_body_bytes: Largest ``/api-keys`` request body accepted.
+        retry_after: ``Retry-After`` seconds sent with 429/503 when the error
+            does not say.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    header_names: tuple[str, ...] = ("Authorization", "X-API-Key")
+    query_param: str = "api_key"
+    allow_query_param: bool = False
+    invalid_key_status: Literal[401, 403] = 403
+    realm: str = "api"
+    exempt_paths: tuple[str, ...] = ()
+    management_scope: str | None = None
+    management_delete: Literal["revoke", "delete"] = "revoke"
+    max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    retry_after: int = Field(default=5, ge=1, le=86400)
+
+    @field_validator("header_names")
+    @classmethod
+    def _check_header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            raise ValueError("at least one header name is needed")
+        for name in names:
+            if not _HEADER_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return names
+
+    @field_validator("query_param")
+    @classmethod
+    def _check_query_param(cls, name: str) -> str:
+        if not _QUERY_PARAM_RE.fullmatch(name):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return name
+
+    @field_validator("realm")
+    @classmethod
+    def _check_realm(cls, realm: str) -> str:
+        if not _REALM_RE.fullmatch(realm):
+            raise ValueError("must be 1-64 printable ASCII characters without quotes or '\\'")
+        return realm
+
+    @field_validator("exempt_paths")
+    @classmethod
+    def _check_exempt_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.startswith("/") or "*" in path.rstrip("*") or path.endswith("**"):
+                raise ValueError(f"{path!r}: write an exact path '/health' or a prefix '/public/*'")
+        return paths
+
+    @field_validator("management_scope")
+    @classmethod
+    def _check_management_scope(cls, scope: str | None) -> str | None:
+        if scope is not None:
+            normalize_scopes([scope], allow_wildcards=False, field="management_scope")
+        return scope
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> IntegrationSettings:
+        """Build settings from a mapping whose keys are field names in any case.
+
+        Raises:
+            ConfigurationError: A name is unknown or a value is invalid.
+        """
+        normalized = {str(name).lower(): value for name, value in options.items()}
+        try:
+            return cls(**normalized)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+                for error in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigurationError(f"invalid apikeys integration settings: {problems}") from None
+        except InvalidInputError as exc:
+            raise ConfigurationError(
+                f"invalid apikeys integration settings: {exc.message}"
+            ) from None
+
+
+def split_config(
+    config: Mapping[str, Any], prefix: str = ""
+) -> tuple[IntegrationSettings, str | None, dict[str, Any]]:
+    """Split one configuration mapping into integration and manager settings.
+
+    Keys are taken case-insensitively after ``prefix`` (``"APIKEYS_"`` for
+    Flask's ``app.config``; none for Django's ``settings.APIKEYS``). ``BACKEND``
+    is the backend URL; integration fields go to :class:`IntegrationSettings`;
+    the rest are :class:`apikeys.Settings` options for the manager factory.
+
+    Returns:
+        ``(integration settings, backend URL or None, manager options)``.
+    """
+    integration: dict[str, Any] = {}
+    manager_options: dict[str, Any] = {}
+    backend: str | None = None
+    prefix_upper = prefix.upper()
+    for raw_name, value in config.items():
+        name = str(raw_name)
+        if not name.upper().startswith(prefix_upper):
+            continue
+        option = name[len(prefix) :].lower()
+        if option == "backend":
+            backend = value
+        elif option in IntegrationSettings.model_fields:
+            integration[option] = value
+        elif option:
+            manager_options[option] = value
+    return IntegrationSettings.from_mapping(integration), backend, manager_options
+
+
+def _text(value: str | bytes) -> str:
+    # Headers arrive as bytes in ASGI; latin-1 maps every byte, so decoding never fails.
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _pairs(
+    source: Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]],
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, value)`` text pairs from a mapping or a list of pairs."""
+    items = source.items() if isinstance(source, Mapping) else source
+    for name, value in items:
+        if isinstance(value, list | tuple):
+            for item in value:
+                yield _text(name), _text(item)
+        else:
+            yield _text(name), _text(value)
+
+
+HeaderSource = Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]]
+"""Headers or query parameters: a mapping, or ``(name, value)`` pairs (repeats kept)."""
+
+
+def _credential_from(value: str, *, bearer: bool) -> str | None:
+    """Return the key inside one header or query value, or ``None`` if there is none.
+
+    Raises:
+        InvalidKeyError: The value holds something that cannot be a key.
+    """
+    if len(value) > MAX_HEADER_VALUE_LENGTH:
+        raise InvalidKeyError()
+    value = value.strip(" \t\r\n")
+    if not value:
+        return None
+    match = _BEARER_RE.fullmatch(value)
+    if match is not None:
+        value = match.group(1).strip(" \t")
+    elif bearer:
+        # Another scheme (Basic, Digest...): not ours, as if no key was sent.
+        return None
+    if not value:
+        return None
+    if len(value) > MAX_CREDENTIAL_LENGTH or not _CREDENTIAL_RE.fullmatch(value):
+        raise InvalidKeyError()
+    return value
+
+
+def extract_credential(
+    headers: HeaderSource, query: HeaderSource = (), settings: IntegrationSettings | None = None
+) -> str:
+    """Return the one API key a request presents.
+
+    Header names match case-insensitively; surrounding whitespace and the
+    case of ``Bearer`` do not matter; the same key sent twice is fine.
+
+    Raises:
+        MissingKeyError: No key was sent (401).
+        InvalidKeyError: A value cannot be a key (too long, not visible ASCII),
+            or several different keys were sent (403).
+    """
+    settings = settings or IntegrationSettings()
+    wanted = {name.lower() for name in settings.header_names}
+    found: list[str] = []
+    for name, value in _pairs(headers):
+        lowered = name.lower()
+        if lowered in wanted:
+            credential = _credential_from(value, bearer=lowered == "authorization")
+            if credential is not None:
+                found.append(credential)
+    query_used = False
+    for name, value in _pairs(query):
+        if name == settings.query_param:
+            query_used = True
+            if settings.allow_query_param:
+                credential = _credential_from(value, bearer=False)
+                if credential is not None:
+                    found.append(credential)
+    distinct = set(found)
+    if len(distinct) > 1:
+        raise InvalidKeyError("Several different API keys were sent; send exactly one")
+    if distinct:
+        return found[0]
+    if query_used and not settings.allow_query_param:
+        raise MissingKeyError(
+            "API keys are not accepted in the query string;"
+            " send an 'Authorization: Bearer <key>' header"
+        )
+    raise MissingKeyError()
+
+
+def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
+    """Tell whether the whole-app middleware lets ``path`` through without a key.
+
+    ``/health`` matches ``/health`` and ``/health/``; ``/public/*`` matches
+    ``/public`` and everything under ``/public/``. A path with ``.`` or ``..``
+    segments is never exempt, so ``/public/../admin`` cannot slip through.
+    """
+    if not exempt_paths or not path.startswith("/"):
+        return False
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        return False
+    trimmed = path.rstrip("/") or "/"
+    for pattern in exempt_paths:
+        if pattern.endswith("*"):
+            base = pattern.rstrip("*").rstrip("/")
+            if trimmed == (base or "/") or path.startswith(base + "/"):
+                return True
+        elif trimmed == (pattern.rstrip("/") or "/"):
+            return True
+    return False
+
+
+def required_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Validate the scopes a route requires, when the route is declared.
+
+    Raises:
+        ConfigurationError: A scope is malformed or a wildcard.
+    """
+    try:
+        return normalize_scopes(scopes, allow_wildcards=False, field="scopes")
+    except InvalidInputError as exc:
+        raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerCall:
+    """One manager method call a flow asks its driver to perform.
+
+    ``repr`` names only the method: the arguments may hold a secret.
+    """
+
+    method: Literal[
+        "validate_api_key", "list_api_keys", "get_api_key", "create_api_key",
+        "revoke_api_key", "delete_api_key",
+    ]  # fmt: skip
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"ManagerCall({self.method!r})"
+
+
+def run_with_sync_manager(flow: Flow[ManagerCall, T], manager: KeyManager) -> T:
+    """Run ``flow``, performing its calls on a synchronous manager."""
+
+    def perform(call: ManagerCall) -> Any:
+        return getattr(manager, call.method)(*call.args, **call.kwargs)
+
+    return run_sync(flow, perform)
+
+
+async def run_with_async_manager(flow: Flow[ManagerCall, T], manager: AsyncKeyManager) -> T:
+    """Run ``flow``, awaiting its calls on an async manager."""
+
+    def perform(call: ManagerCall) -> Awaitable[Any]:
+        method: Callable[..., Awaitable[Any]] = getattr(manager, call.method)
+        return method(*call.args, **call.kwargs)
+
+    return await run_async(flow, perform)
+
+
+def is_async_manager(manager: KeyManager | AsyncKeyManager) -> bool:
+    """Tell an async manager from a sync one by its ``validate_api_key``."""
+    return inspect.iscoroutinefunction(getattr(manager, "validate_api_key", None))
+
+
+def authentication_flow(
+    headers: HeaderSource,
+    query: HeaderSource,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...] = (),
+) -> Flow[ManagerCall, VerifiedKey]:
+    """Find the request's key, have the manager validate it, and return the result.
+
+    ``scopes`` must come from :func:`required_scopes`. The scopes are checked
+    again here, so a third-party backend that ignores ``required_scopes``
+    still cannot let a request through.
+    """
+    secret = extract_credential(headers, query, settings)
+    verified = yield ManagerCall("validate_api_key", (secret,), {"required_scopes": scopes})
+    if not isinstance(verified, VerifiedKey):
+        # Fail closed on a backend that returns anything but a verified key.
+        raise BackendUnavailableError("API key backend returned an unexpected result")
+    return check_scopes(verified, scopes)
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One rejected field of a request, as JSON names it."""
+
+    field: str
+    message: str
+
+
+class InvalidRequestError(InvalidInputError):
+    """A management request was rejected; carries every field error at once (422)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        message = "; ".join(f"{error.field}: {error.message}" for error in self.errors)
+        super().__init__(message or None, field=self.errors[0].field if self.errors else None)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreResponse:
+    """A framework-free HTTP response: status, extra headers and a JSON body."""
+
+    status: int
+    body: Mapping[str, Any] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    media_type = "application/json"
+
+    def content(self) -> bytes:
+        """The encoded JSON body (empty for a body-less response such as 204)."""
+        if self.body is None:
+            return b""
+        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# Internal argument names → the JSON names clients see.
+_JSON_FIELD_NAMES = {
+    "user_id": "userId",
+    "key_id": "id",
+    "required_scopes": "scopes",
+    "include_invalid": "includeInvalid",
+}
+
+
+def json_field_name(name: str) -> str:
+    """Return the JSON name of an argument named in an :class:`InvalidInputError`."""
+    return _JSON_FIELD_NAMES.get(name, name)
+
+
+def _challenge(realm: str, error: str | None = None, **params: str) -> str:
+    parts = [f'realm="{realm}"']
+    if error is not None:
+        parts.append(f'error="{error}"')
+    for name, value in params.items():
+        parts.append(f'{name}="{_DESCRIPTION_UNSAFE_RE.sub("", value)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+def _retry_after(seconds: float | None, default: int) -> int:
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return default
+    return min(math.ceil(seconds), 86400)
+
+
+def error_response(exc: APIKeysError, settings: IntegrationSettings | None = None) -> CoreResponse:
+    """Map any :class:`APIKeysError` to its HTTP answer, through its ``status_code``.
+
+    Messages of 5xx errors are replaced by the class default: a backend's
+    message may name hosts or drivers, which callers have no need to see.
+    """
+    settings = settings or IntegrationSettings()
+    status = exc.status_code
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    headers: list[tuple[str, str]] = []
+    if status >= 500:
+        body["message"] = type(exc).default_message
+    if isinstance(exc, MissingKeyError):
+        headers.append(("WWW-Authenticate", _challenge(settings.realm)))
+    elif isinstance(exc, InsufficientScopeError):
+        body["missingScopes"] = list(exc.missing_scopes)
+        headers.append(
+            (
+                "WWW-Authenticate",
+                _challenge(
+                    settings.realm, "insufficient_scope", scope=" ".join(exc.missing_scopes)
+                ),
+            )
+        )
+    elif isinstance(exc, InvalidKeyError) and settings.invalid_key_status == 401:
+        status = 401
+        headers.append(
+            (
+                "WWW-Authenticate",
+                _challenge(settings.realm, "invalid_token", error_description=exc.message),
+            )
+        )
+    elif isinstance(exc, InvalidRequestError):
+        body["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    elif isinstance(exc, InvalidInputError):
+        body["errors"] = (
+            [{"field": json_field_name(exc.field), "message": exc.message}] if exc.field else []
+        )
+    elif isinstance(exc, RateLimitedError | BackendUnavailableError):
+        seconds = _retry_after(exc.retry_after, settings.retry_after)
+        body["retryAfter"] = seconds
+        headers.append(("Retry-After", str(seconds)))
+    return CoreResponse(status=status, body=body, headers=tuple(headers))
+
+
+__all__ = [
+    "API_KEY_ATTRIBUTE",
+    "MAX_CREDENTIAL_LENGTH",
+    "CoreResponse",
+    "FieldError",
+    "HeaderSource",
+    "IntegrationSettings",
+    "InvalidRequestError",
+    "ManagerCall",
+    "authentication_flow",
+    "error_response",
+    "extract_credential",
+    "is_async_manager",
+    "is_exempt",
+    "json_field_name",
+    "required_scopes",
+    "run_with_async_manager",
+    "run_with_sync_manager",
+    "split_config",
+]

@@ -1,0 +1,452 @@
+"""The ``/api-keys`` management endpoints, written once for every framework.
+
+:func:`management_flow` turns a :class:`ManagementRequest` (method, path id,
+query, raw body and the already verified caller) into a
+:class:`~apikeys.integrations._core.CoreResponse`, yielding the manager calls
+it needs; :func:`handle_management_sync` / :func:`handle_management_async`
+drive it with a sync or an async manager and map every error.
+
+Rules, enforced before anything is written:
+
+- A caller only ever reaches its own owner's keys: another owner's key id
+  answers 404 exactly like an unknown id, so ids cannot be probed.
+- ``userId`` in a body must be the caller's own (else 403).
+- A new key's scopes must be covered by the caller's (no escalation; 403
+  ``insufficient_scope`` naming what is missing).
+- Bodies are capped in size and checked field by field: wrong types, unknown
+  or repeated fields, past expirations → 422 listing every field error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from apikeys._errors import (
+    APIKeysError,
+    AuthenticationError,
+    InsufficientScopeError,
+    InvalidInputError,
+    KeyNotFoundError,
+)
+from apikeys._expiry import parse_expiration
+from apikeys._flow import Flow
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
+from apikeys._protocols import AsyncKeyManager, KeyManager
+from apikeys._requests import (
+    MAX_PAGE_SIZE,
+    check_key_id,
+    check_metadata,
+    check_name,
+    check_reason,
+)
+from apikeys._scopes import missing_scopes, normalize_scopes
+from apikeys.integrations._core import (
+    CoreResponse,
+    FieldError,
+    HeaderSource,
+    IntegrationSettings,
+    InvalidRequestError,
+    ManagerCall,
+    _pairs,
+    error_response,
+    run_with_async_manager,
+    run_with_sync_manager,
+)
+
+_T = TypeVar("_T")
+
+MANAGEMENT_PATH: Final = "/api-keys"
+DEFAULT_PAGE_SIZE: Final = 50
+# Responses may carry a secret (POST) or a list of keys: no cache may keep them.
+_NO_STORE = (("Cache-Control", "no-store"),)
+_INTEGER_RE = re.compile(r"[0-9]{1,9}")
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+_CREATE_FIELDS = frozenset({"name", "scopes", "expiration", "userId", "metadata"})
+_DELETE_FIELDS = frozenset({"id", "reason"})
+
+
+class ForeignUserError(AuthenticationError):
+    """A management call named a ``userId`` other than the caller's own (403)."""
+
+    code = "forbidden_user"
+    default_message = "An API key can only manage its own user's keys"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementRequest:
+    """A management call as plain values, read from any framework's request.
+
+    Attributes:
+        method: ``GET``, ``POST`` or ``DELETE``.
+        caller: The verified key making the call.
+        key_id: The ``{id}`` of ``/api-keys/{id}``, if the path has one.
+        query: Query parameters (a mapping or ``(name, value)`` pairs).
+        body: The raw request body, at most ``max_body_bytes + 1`` bytes of it.
+    """
+
+    method: str
+    caller: VerifiedKey
+    key_id: str | None = None
+    query: HeaderSource = ()
+    body: bytes = b""
+
+
+def _isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def key_to_json(key: APIKey) -> dict[str, Any]:
+    """The JSON form of a stored key: never its secret."""
+    return {
+        "id": key.id,
+        "userId": key.user_id,
+        "name": key.name,
+        "scopes": list(key.scopes),
+        "createdAt": _isoformat(key.created_at),
+        "expiresAt": _isoformat(key.expires_at),
+        "lastUsedAt": _isoformat(key.last_used_at),
+        "revokedAt": _isoformat(key.revoked_at),
+        "revocationReason": key.revocation_reason,
+        "active": key.active,
+        "hint": key.hint,
+        "metadata": dict(key.metadata),
+    }
+
+
+def new_key_to_json(new_key: NewAPIKey) -> dict[str, Any]:
+    """The JSON form of a key just created: the one time its secret is shown."""
+    return {**key_to_json(new_key), "secret": new_key.secret}
+
+
+def _first_values(query: HeaderSource) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, value in _pairs(query):
+        values.setdefault(name, value)
+    return values
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise InvalidRequestError([FieldError(name, "appears more than once")])
+        result[name] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body(body: bytes, settings: IntegrationSettings) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object (an empty body is ``{}``).
+
+    Raises:
+        InvalidRequestError: The body is too large, not UTF-8 JSON, nested too
+            deeply, not an object, or repeats a field.
+    """
+    if len(body) > settings.max_body_bytes:
+        raise InvalidRequestError(
+            [FieldError("body", f"must be at most {settings.max_body_bytes} bytes")]
+        )
+    if not body.strip():
+        return {}
+    try:
+        decoded = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_refuse_constant,
+        )
+    except InvalidRequestError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequestError([FieldError("body", "must be a JSON object")]) from None
+    if not isinstance(decoded, dict):
+        raise InvalidRequestError([FieldError("body", "must be a JSON object")])
+    return decoded
+
+
+def _unknown_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> list[FieldError]:
+    return [FieldError(name, "unknown field") for name in sorted(set(body) - allowed)]
+
+
+def _page(query: Mapping[str, str]) -> tuple[int, int, bool]:
+    errors: list[FieldError] = []
+    limit, offset, include_invalid = DEFAULT_PAGE_SIZE, 0, False
+    if "limit" in query:
+        text = query["limit"].strip()
+        if _INTEGER_RE.fullmatch(text) and 1 <= int(text) <= MAX_PAGE_SIZE:
+            limit = int(text)
+        else:
+            errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_PAGE_SIZE}"))
+    if "offset" in query:
+        text = query["offset"].strip()
+        if _INTEGER_RE.fullmatch(text):
+            offset = int(text)
+        else:
+            errors.append(FieldError("offset", "must be a non-negative integer"))
+    if "includeInvalid" in query:
+        flag = _BOOLEANS.get(query["includeInvalid"].strip().lower())
+        if flag is None:
+            errors.append(FieldError("includeInvalid", "must be true or false"))
+        else:
+            include_invalid = flag
+    if errors:
+        raise InvalidRequestError(errors)
+    return limit, offset, include_invalid
+
+
+@dataclass(frozen=True, slots=True)
+class _CreateArguments:
+    name: str
+    scopes: tuple[str, ...]
+    expiration: datetime | None
+    metadata: dict[str, Any]
+
+
+def _field(
+    errors: list[FieldError], name: str, check: Callable[[Any], _T], value: object
+) -> _T | None:
+    """Run one core validator, collecting its error under the JSON field ``name``."""
+    try:
+        return check(value)
+    except InvalidInputError as exc:
+        errors.append(FieldError(name, exc.message))
+        return None
+
+
+def _parse_create(body: Mapping[str, Any], caller: VerifiedKey) -> _CreateArguments:
+    errors = _unknown_fields(body, _CREATE_FIELDS)
+    name = None
+    if "name" in body:
+        name = _field(errors, "name", check_name, body["name"])
+    else:
+        errors.append(FieldError("name", "is required"))
+    scopes_value = body.get("scopes", [])
+    scopes: tuple[str, ...] = ()
+    if isinstance(scopes_value, str | list):
+        scopes = _field(errors, "scopes", normalize_scopes, scopes_value) or ()
+    else:
+        errors.append(FieldError("scopes", "must be a list of strings"))
+    expiration_value = body.get("expiration")
+    expiration = None
+    if expiration_value is not None:
+        if isinstance(expiration_value, str):
+            expiration = _field(errors, "expiration", parse_expiration, expiration_value)
+        else:
+            errors.append(
+                FieldError("expiration", "must be an ISO 8601 date or date-time, or null")
+            )
+    metadata_value = body.get("metadata")
+    metadata: dict[str, Any] | None = {}
+    if metadata_value is not None and not isinstance(metadata_value, dict):
+        errors.append(FieldError("metadata", "must be a JSON object"))
+    else:
+        metadata = _field(errors, "metadata", check_metadata, metadata_value)
+    user_id = body.get("userId")
+    if user_id is not None and not isinstance(user_id, str):
+        errors.append(FieldError("userId", "must be a string"))
+    if errors or name is None:
+        raise InvalidRequestError(errors)
+    if user_id is not None and user_id != caller.user_id:
+        raise ForeignUserError(key_id=caller.key_id)
+    escalation = missing_scopes(caller.scopes, scopes)
+    if escalation:
+        raise InsufficientScopeError(
+            "A new key's scopes must be covered by the calling key's scopes",
+            key_id=caller.key_id,
+            missing_scopes=escalation,
+        )
+    return _CreateArguments(name, scopes, expiration, metadata or {})
+
+
+def _delete_target(request: ManagementRequest, body: Mapping[str, Any]) -> tuple[str, str | None]:
+    query = _first_values(request.query)
+    errors = _unknown_fields(body, _DELETE_FIELDS)
+    candidates = [
+        value for value in (request.key_id, body.get("id"), query.get("id")) if value is not None
+    ]
+    if not candidates:
+        errors.append(FieldError("id", "is required, in the path, the body or the query"))
+    elif any(value != candidates[0] for value in candidates):
+        errors.append(FieldError("id", "differs between the path, the body and the query"))
+    key_id = _field(errors, "id", check_key_id, candidates[0]) if candidates else None
+    reason_value = body.get("reason", query.get("reason"))
+    reason = _field(errors, "reason", check_reason, reason_value)
+    if errors or key_id is None:
+        raise InvalidRequestError(errors)
+    return key_id, reason
+
+
+def management_flow(
+    request: ManagementRequest, settings: IntegrationSettings
+) -> Flow[ManagerCall, CoreResponse]:
+    """Serve one ``/api-keys`` request for an already verified caller.
+
+    Raises:
+        APIKeysError: Any refusal; :func:`handle_management_sync` and
+            :func:`handle_management_async` map it to a response.
+    """
+    caller = request.caller
+    method = request.method.upper()
+    if method == "GET" and request.key_id is None:
+        limit, offset, include_invalid = _page(_first_values(request.query))
+        page: APIKeyPage = yield ManagerCall(
+            "list_api_keys",
+            (caller.user_id,),
+            {"include_invalid": include_invalid, "limit": limit, "offset": offset},
+        )
+        body = {
+            "items": [key_to_json(key) for key in page.items],
+            "total": page.total,
+            "limit": page.limit,
+            "offset": page.offset,
+            "hasMore": page.has_more,
+        }
+        return CoreResponse(200, body, _NO_STORE)
+    if method == "POST" and request.key_id is None:
+        arguments = _parse_create(parse_json_body(request.body, settings), caller)
+        new_key: NewAPIKey = yield ManagerCall(
+            "create_api_key",
+            (caller.user_id, arguments.name, arguments.scopes, arguments.expiration),
+            {"metadata": arguments.metadata},
+        )
+        return CoreResponse(201, new_key_to_json(new_key), _NO_STORE)
+    if method == "DELETE":
+        key_id, reason = _delete_target(request, parse_json_body(request.body, settings))
+        key: APIKey = yield ManagerCall("get_api_key", (key_id,))
+        if key.user_id != caller.user_id:
+            # The same answer as an unknown id: other owners' ids stay unknowable.
+            raise KeyNotFoundError()
+        if settings.management_delete == "delete":
+            yield ManagerCall("delete_api_key", (key_id,))
+            return CoreResponse(204, None, _NO_STORE)
+        revoked: APIKey = yield ManagerCall("revoke_api_key", (key_id,), {"reason": reason})
+        return CoreResponse(200, key_to_json(revoked), _NO_STORE)
+    allowed = "DELETE" if request.key_id is not None else "GET, POST, DELETE"
+    return CoreResponse(
+        405,
+        {"code": "method_not_allowed", "message": "Method not allowed"},
+        (("Allow", allowed),),
+    )
+
+
+def handle_management_sync(
+    manager: KeyManager, request: ManagementRequest, settings: IntegrationSettings
+) -> CoreResponse:
+    """Serve one management request with a synchronous manager; errors become responses."""
+    try:
+        return run_with_sync_manager(management_flow(request, settings), manager)
+    except APIKeysError as exc:
+        return error_response(exc, settings)
+
+
+async def handle_management_async(
+    manager: AsyncKeyManager, request: ManagementRequest, settings: IntegrationSettings
+) -> CoreResponse:
+    """Serve one management request with an async manager; errors become responses."""
+    try:
+        return await run_with_async_manager(management_flow(request, settings), manager)
+    except APIKeysError as exc:
+        return error_response(exc, settings)
+
+
+def _key_schema(*, with_secret: bool = False) -> dict[str, Any]:
+    nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    properties: dict[str, Any] = {
+        "id": {"type": "string"},
+        "userId": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "expiresAt": nullable_time,
+        "lastUsedAt": nullable_time,
+        "revokedAt": nullable_time,
+        "revocationReason": {"type": ["string", "null"]},
+        "active": {"type": "boolean"},
+        "hint": {"type": "string"},
+        "metadata": {"type": "object"},
+    }
+    if with_secret:
+        properties["secret"] = {"type": "string", "description": "Shown only this once"}
+    return {"type": "object", "properties": properties, "required": sorted(properties)}
+
+
+CREATE_BODY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
+        "scopes": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
+        "expiration": {
+            "type": ["string", "null"],
+            "description": "ISO 8601 date (valid through that day, UTC) or date-time",
+        },
+        "userId": {"type": "string", "description": "Must be the caller's own user id"},
+        "metadata": {"type": "object"},
+    },
+}
+DELETE_BODY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "reason": {"type": "string", "maxLength": 500},
+    },
+}
+KEY_SCHEMA: Final = _key_schema()
+NEW_KEY_SCHEMA: Final = _key_schema(with_secret=True)
+PAGE_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": KEY_SCHEMA},
+        "total": {"type": "integer"},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "hasMore": {"type": "boolean"},
+    },
+    "required": ["items", "total", "limit", "offset", "hasMore"],
+}
+ERROR_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "missingScopes": {"type": "array", "items": {"type": "string"}},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "retryAfter": {"type": "integer"},
+    },
+    "required": ["code", "message"],
+}
+
+
+__all__ = [
+    "CREATE_BODY_SCHEMA",
+    "DELETE_BODY_SCHEMA",
+    "ERROR_SCHEMA",
+    "KEY_SCHEMA",
+    "MANAGEMENT_PATH",
+    "NEW_KEY_SCHEMA",
+    "PAGE_SCHEMA",
+    "ForeignUserError",
+    "ManagementRequest",
+    "handle_management_async",
+    "handle_management_sync",
+    "key_to_json",
+    "management_flow",
+    "new_key_to_json",
+    "parse_json_body",
+]
