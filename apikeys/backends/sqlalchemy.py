@@ -21,6 +21,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Generator, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -202,11 +203,15 @@ def _normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
     return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
+def _is_memory_sqlite(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def _engine_options(url: sa.URL) -> dict[str, Any]:
     options: dict[str, Any] = {"hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         options["connect_args"] = {"check_same_thread": False, "timeout": 15}
-        if url.database in (None, "", ":memory:"):
+        if _is_memory_sqlite(url):
             # One shared connection, or each connection would see its own empty database.
             options["poolclass"] = StaticPool
     else:
@@ -541,6 +546,11 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
             sync_url = _normalize_url(url, asynchronous=False)
             self.engine = sa.create_engine(sync_url, **_engine_options(sync_url))
         self._schema_lock = threading.Lock()
+        # An in-memory database is one shared connection: transactions of two
+        # threads on it would commit or roll back each other's work.
+        self._io_lock: AbstractContextManager[Any] = (
+            threading.Lock() if _is_memory_sqlite(self.engine.url) else nullcontext()
+        )
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
@@ -563,15 +573,16 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
             return self._verify(request.secret_hash, request.key)
         try:
             self._ensure_schema()
-            if isinstance(request, _Query):
-                with self.engine.connect() as connection:
-                    return _rows_of(connection.execute(request.statement))
-            with self.engine.begin() as connection:
-                counts = [connection.execute(s).rowcount for s in request.statements]
-                if request.require_rows and 0 in counts:
-                    connection.rollback()
-                    raise _Conflict
-                return counts
+            with self._io_lock:
+                if isinstance(request, _Query):
+                    with self.engine.connect() as connection:
+                        return _rows_of(connection.execute(request.statement))
+                with self.engine.begin() as connection:
+                    counts = [connection.execute(s).rowcount for s in request.statements]
+                    if request.require_rows and 0 in counts:
+                        connection.rollback()
+                        raise _Conflict
+                    return counts
         except sa.exc.IntegrityError as exc:
             raise _Conflict from exc
         except sa.exc.SQLAlchemyError as exc:
@@ -654,6 +665,10 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
             async_url = _normalize_url(url, asynchronous=True)
             self.engine = create_async_engine(async_url, **_engine_options(async_url))
         self._schema_lock: asyncio.Lock | None = None
+        # See SQLAlchemyKeyManager: tasks must not interleave on the one connection.
+        self._io_lock: asyncio.Lock | None = (
+            asyncio.Lock() if _is_memory_sqlite(self.engine.url) else None
+        )
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
@@ -678,15 +693,10 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
             return await asyncio.to_thread(self._verify, request.secret_hash, request.key)
         try:
             await self._ensure_schema()
-            if isinstance(request, _Query):
-                async with self.engine.connect() as connection:
-                    return _rows_of(await connection.execute(request.statement))
-            async with self.engine.begin() as connection:
-                counts = [(await connection.execute(s)).rowcount for s in request.statements]
-                if request.require_rows and 0 in counts:
-                    await connection.rollback()
-                    raise _Conflict
-                return counts
+            if self._io_lock is None:
+                return await self._execute(request)
+            async with self._io_lock:
+                return await self._execute(request)
         except sa.exc.IntegrityError as exc:
             raise _Conflict from exc
         except sa.exc.SQLAlchemyError as exc:
@@ -695,6 +705,17 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
             raise BackendUnavailableError(
                 "database unavailable (connection)", retry_after=1
             ) from exc
+
+    async def _execute(self, request: _Query | _Write) -> Any:
+        if isinstance(request, _Query):
+            async with self.engine.connect() as connection:
+                return _rows_of(await connection.execute(request.statement))
+        async with self.engine.begin() as connection:
+            counts = [(await connection.execute(s)).rowcount for s in request.statements]
+            if request.require_rows and 0 in counts:
+                await connection.rollback()
+                raise _Conflict
+            return counts
 
     async def create_api_key(
         self,

@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import postgres_server
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required (APIKEYS_REQUIRE_POSTGRES=1) but {reason}")
+    pytest.skip(
+        f"PostgreSQL tests skipped: {reason}; set APIKEYS_TEST_POSTGRES_URL or install postgresql"
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a real PostgreSQL server: ``APIKEYS_TEST_POSTGRES_URL``,
+    or a throwaway server started on 127.0.0.1 for this session."""
+    configured = os.environ.get("APIKEYS_TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    if postgres_server.find_binary("initdb") is None:
+        _postgres_unavailable("no PostgreSQL server binaries were found")
+    base = Path(tempfile.mkdtemp(prefix="apikeys-pg-"))
+    base.chmod(0o755)  # the server may run as the postgres user
+    data_dir = base / "pg"
+    try:
+        url = postgres_server.start(data_dir, postgres_server.free_port())
+    except Exception as exc:  # surfaced as the skip/fail reason
+        shutil.rmtree(base, ignore_errors=True)
+        _postgres_unavailable(f"the server did not start ({exc})")
+    try:
+        yield url
+    finally:
+        postgres_server.stop(data_dir)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""The backend contract: which backends run it, and how.
+
+Every test in this folder runs once per backend in :data:`BACKENDS` and per
+flavour (``sync`` and ``async``). Tests talk to a :class:`SyncFacade`, which
+calls a sync manager directly and drives an async manager's coroutines on an
+event loop of its own, so one test body checks both twins.
+
+To add a backend, append a :class:`BackendCase`. A capability it lacks goes
+in ``lacks``; tests that need it carry ``@pytest.mark.capability("name")`` and
+are reported as skipped with the reason, never silently dropped. Capabilities:
+
+- ``last_used``: validation records ``last_used_at``.
+- ``shared_store``: two managers built the same way see the same keys.
+- ``rotation_grace``: ``rotate_api_key(grace=...)`` keeps the old key alive for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import apikeys
+from apikeys._keyformat import generate_key, parse_key
+
+
+class SyncFacade:
+    """Call any manager, sync or async, through the sync interface."""
+
+    def __init__(self, manager: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.manager = manager
+        self.loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.manager, name)
+        if self.loop is None or not inspect.iscoroutinefunction(attribute):
+            return attribute
+        loop = self.loop
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return loop.run_until_complete(attribute(*args, **kwargs))
+
+        return call
+
+    def run(self, coroutine: Any) -> Any:
+        """Run a coroutine on this facade's loop (async flavour only)."""
+        assert self.loop is not None
+        return self.loop.run_until_complete(coroutine)
+
+
+@dataclass(frozen=True)
+class BackendCase:
+    """How to build one backend's managers for the contract suite.
+
+    ``make(flavour, workdir, request, options)`` returns a sync or async manager;
+    managers made with the same ``workdir`` share a store when the backend has
+    the ``shared_store`` capability.
+    """
+
+    name: str
+    make: Callable[[str, Path, pytest.FixtureRequest, dict[str, Any]], Any]
+    wrong_secret_for: Callable[[str], str]
+    unknown_key_like: Callable[[str], str]
+    lacks: frozenset[str] = frozenset()
+    marks: tuple[pytest.MarkDecorator, ...] = field(default=())
+
+
+def _sqlalchemy_manager(
+    url_for: Callable[[Path, pytest.FixtureRequest], str],
+) -> Callable[..., Any]:
+    def make(
+        flavour: str, workdir: Path, request: pytest.FixtureRequest, options: dict[str, Any]
+    ) -> Any:
+        url = url_for(workdir, request)
+        if flavour == "sync":
+            return apikeys.create_key_manager(url, **options)
+        return apikeys.create_async_key_manager(url, **options)
+
+    return make
+
+
+def _local_wrong_secret(secret: str) -> str:
+    parsed = parse_key(secret)
+    return generate_key(parsed.prefix, lookup_id=parsed.lookup_id).key
+
+
+def _local_unknown_key(secret: str) -> str:
+    return generate_key(parse_key(secret).prefix).key
+
+
+BACKENDS: list[BackendCase] = [
+    BackendCase(
+        name="sqlite-file",
+        make=_sqlalchemy_manager(lambda workdir, _: f"sqlite:///{workdir / 'keys.db'}"),
+        wrong_secret_for=_local_wrong_secret,
+        unknown_key_like=_local_unknown_key,
+        marks=(pytest.mark.sqlalchemy,),
+    ),
+    BackendCase(
+        name="sqlite-memory",
+        make=_sqlalchemy_manager(lambda *_: "sqlite:///:memory:"),
+        wrong_secret_for=_local_wrong_secret,
+        unknown_key_like=_local_unknown_key,
+        lacks=frozenset({"shared_store"}),
+        marks=(pytest.mark.sqlalchemy,),
+    ),
+    BackendCase(
+        name="postgresql",
+        make=_sqlalchemy_manager(lambda _, request: request.getfixturevalue("postgres_url")),
+        wrong_secret_for=_local_wrong_secret,
+        unknown_key_like=_local_unknown_key,
+        marks=(pytest.mark.sqlalchemy, pytest.mark.postgres),
+    ),
+]
+
+FLAVOURS = ("sync", "async")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "backend",
+            [pytest.param(case, id=case.name, marks=case.marks) for case in BACKENDS],
+        )
+    if "flavour" in metafunc.fixturenames:
+        metafunc.parametrize("flavour", FLAVOURS)
+
+
+@pytest.fixture
+def make_manager(
+    backend: BackendCase, flavour: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., SyncFacade]]:
+    """Build managers of the backend under test; all are closed after the test."""
+    for marker in request.node.iter_markers("capability"):
+        capability = marker.args[0]
+        if capability in backend.lacks:
+            pytest.skip(f"{backend.name} lacks the {capability!r} capability (documented)")
+    loop = asyncio.new_event_loop() if flavour == "async" else None
+    made: list[SyncFacade] = []
+
+    def make(**options: Any) -> SyncFacade:
+        facade = SyncFacade(backend.make(flavour, tmp_path, request, options), loop)
+        made.append(facade)
+        return facade
+
+    try:
+        yield make
+    finally:
+        for facade in made:
+            facade.close()
+        if loop is not None:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+@pytest.fixture
+def manager(make_manager: Callable[..., SyncFacade]) -> SyncFacade:
+    """A manager of the backend under test, default settings."""
+    return make_manager()
+
+
+@pytest.fixture
+def user_id() -> str:
+    """An owner id unique to the test, so tests sharing a database never meet."""
+    return f"user_{uuid.uuid4().hex[:12]}"
