@@ -58,7 +58,13 @@ class VerificationCache:
 
     def digest(self, key: str) -> bytes:
         """The cache key for a presented key: never the key itself."""
-        return hashlib.blake2b(key.encode(), digest_size=20, key=self._digest_key).digest()
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:
+            # Untrusted input may hold lone surrogates; it must reach the
+            # key-format check (and be refused there), not crash here.
+            data = key.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=20, key=self._digest_key).digest()
 
     def get(self, digest: bytes) -> VerifiedKey | None:
         """Return the fresh entry for ``digest``, dropping it if stale or expired."""
