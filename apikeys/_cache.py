@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from apikeys._expiry import as_utc
 from apikeys._models import VerifiedKey
 
 DEFAULT_CACHE_TTL = 10.0
@@ -81,7 +82,8 @@ class VerificationCache:
         """Remember a successful verification."""
         if not self.enabled:
             return
-        expires_ts = verified.expires_at.timestamp() if verified.expires_at else None
+        # as_utc: a naive expiry means UTC; .timestamp() would read it as local time.
+        expires_ts = as_utc(verified.expires_at).timestamp() if verified.expires_at else None
         with self._lock:
             while len(self._entries) >= self.max_entries:
                 oldest = next(iter(self._entries))
