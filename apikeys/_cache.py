@@ -85,6 +85,8 @@ class VerificationCache:
         # as_utc: a naive expiry means UTC; .timestamp() would read it as local time.
         expires_ts = as_utc(verified.expires_at).timestamp() if verified.expires_at else None
         with self._lock:
+            # Re-putting a digest moves it to the end, so eviction takes the oldest.
+            self._discard_locked(digest, verified.key_id)
             while len(self._entries) >= self.max_entries:
                 oldest = next(iter(self._entries))
                 self._discard_locked(oldest, self._entries[oldest][0].key_id)
