@@ -58,8 +58,13 @@ def parse_expiration(
                 f"{field} {value!r} is not an ISO 8601 date or date-time", field=field
             ) from None
     if isinstance(value, datetime):
-        expires_at = as_utc(value)
+        try:
+            expires_at = as_utc(value)
+        except OverflowError:  # e.g. 9999-12-31T23:00-05:00 lies past datetime.max in UTC
+            raise InvalidInputError(f"{field} is out of range", field=field) from None
     elif isinstance(value, date):
+        if value >= date.max:  # the following midnight is not representable
+            raise InvalidInputError(f"{field} is more than 100 years away", field=field)
         expires_at = datetime.combine(value + timedelta(days=1), time(), tzinfo=timezone.utc)
     elif isinstance(value, timedelta):
         if value <= timedelta(0):
