@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, time, timedelta, timezone
 
 from apikeys._errors import InvalidInputError
@@ -10,7 +9,6 @@ from apikeys._errors import InvalidInputError
 Expiration = datetime | date | timedelta | str | None
 """What ``expiration`` accepts: an instant, a last valid day, a lifetime, ISO text or ``None``."""
 
-_DATE_ONLY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Far enough to be surely a mistake, near enough to stay inside every database's range.
 MAX_LIFETIME = timedelta(days=365 * 100)
 
@@ -25,6 +23,13 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def parse_expiration(
@@ -49,10 +54,12 @@ def parse_expiration(
     if isinstance(value, str):
         text = value.strip()
         try:
-            if _DATE_ONLY_RE.fullmatch(text):
-                value = date.fromisoformat(text)
-            else:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            # Any date-only form (2024-12-31, and on Python 3.11+ also 20241231 or
+            # 2024-W53-2) means "through that day": datetime.fromisoformat would
+            # read the compact forms as that day's first instant instead.
+            value = _parse_date(text) or datetime.fromisoformat(
+                text.replace("Z", "+00:00").replace("z", "+00:00")
+            )
         except ValueError:
             raise InvalidInputError(
                 f"{field} {value!r} is not an ISO 8601 date or date-time", field=field
