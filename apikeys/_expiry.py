@@ -96,7 +96,9 @@ def is_expired(expires_at: datetime | None, now: datetime | None = None) -> bool
     """Tell whether an expiry instant has passed (``None`` never expires)."""
     if expires_at is None:
         return False
-    return (now or utcnow()) >= expires_at
+    # Naive datetimes mean UTC here as everywhere (a backend may hand them back
+    # naive); comparing naive with aware would raise TypeError.
+    return (as_utc(now) if now else utcnow()) >= as_utc(expires_at)
 
 
 __all__ = ["Expiration", "as_utc", "is_expired", "parse_expiration", "utcnow"]
