@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apikeys._errors import InvalidInputError
-from apikeys._expiry import Expiration, parse_expiration, utcnow
+from apikeys._expiry import MAX_LIFETIME, Expiration, parse_expiration, utcnow
 from apikeys._scopes import normalize_scopes
 
 MAX_NAME_LENGTH = 255
@@ -120,7 +120,7 @@ def check_page(limit: object, offset: object) -> tuple[int, int]:
 
 
 def check_grace(grace: object) -> timedelta:
-    """Return a non-negative grace period from a ``timedelta`` or seconds."""
+    """Return a grace period of 0 to 100 years from a ``timedelta`` or seconds."""
     if isinstance(grace, timedelta):
         value = grace
     elif isinstance(grace, int | float) and not isinstance(grace, bool):
@@ -128,10 +128,15 @@ def check_grace(grace: object) -> timedelta:
             value = timedelta(seconds=grace)
         except OverflowError:
             raise InvalidInputError("grace is too long", field="grace") from None
+        except ValueError:  # NaN
+            raise InvalidInputError("grace must be a number of seconds", field="grace") from None
     else:
         raise InvalidInputError("grace must be a timedelta or a number of seconds", field="grace")
     if value < timedelta(0):
         raise InvalidInputError("grace must not be negative", field="grace")
+    # Bounded like expirations, so that "now + grace" stays a valid datetime.
+    if value > MAX_LIFETIME:
+        raise InvalidInputError("grace is too long", field="grace")
     return value
 
 
