@@ -28,7 +28,9 @@ typecheck: setup-test
 	$(BIN)/mypy
 
 pytest: setup-test
-	$(BIN)/pytest
+	@status=0; $(BIN)/pytest || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; \
+	exit $$status
 
 test: lint typecheck pytest
 
