@@ -77,6 +77,20 @@ def check_name(name: object) -> str:
     return name
 
 
+def _has_only_string_keys(value: object) -> bool:
+    # Iterative, so depth is no concern; json.dumps has already refused cycles.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True
+
+
 def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return metadata as a JSON-safe dict of at most 8 KiB, or raise."""
     if metadata is None:
@@ -89,6 +103,11 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidInputError(
             f"metadata must be JSON-serialisable: {exc}", field="metadata"
         ) from None
+    except RecursionError:
+        raise InvalidInputError("metadata is nested too deeply", field="metadata") from None
+    if not _has_only_string_keys(metadata):
+        # json.dumps would silently turn nested 1, True or None keys into strings.
+        raise InvalidInputError("metadata must be a mapping with string keys", field="metadata")
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise InvalidInputError(
             f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON", field="metadata"
