@@ -23,6 +23,8 @@ MAX_USER_ID_LENGTH = 255
 MAX_REASON_LENGTH = 500
 MAX_METADATA_BYTES = 8192
 MAX_PAGE_SIZE = 100
+# SQL's OFFSET is a signed 64-bit integer; larger values crash drivers with OverflowError.
+MAX_OFFSET = 2**63 - 1
 
 
 class Keep(enum.Enum):
@@ -133,8 +135,8 @@ def check_page(limit: object, offset: object) -> tuple[int, int]:
         raise InvalidInputError(
             f"limit must be an integer from 1 to {MAX_PAGE_SIZE}", field="limit"
         )
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidInputError("offset must be a non-negative integer", field="offset")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInputError(f"offset must be an integer from 0 to {MAX_OFFSET}", field="offset")
     return limit, offset
 
 
