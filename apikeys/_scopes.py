@@ -43,8 +43,15 @@ def normalize_scopes(
     if scopes is None:
         return ()
     items: Iterable[object] = scopes.split() if isinstance(scopes, str) else scopes
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise InvalidInputError(
+            f"{field} must be a string or an iterable of strings, not {type(scopes).__name__}",
+            field=field,
+        ) from None
     seen: dict[str, None] = {}
-    for scope in items:
+    for scope in iterator:
         if not isinstance(scope, str):
             raise InvalidInputError(
                 f"scopes must be strings, got {type(scope).__name__}", field=field
