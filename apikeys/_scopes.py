@@ -67,8 +67,9 @@ def normalize_scopes(
                 field=field,
             )
         seen[scope] = None
-    if len(seen) > MAX_SCOPES:
-        raise InvalidInputError(f"at most {MAX_SCOPES} scopes per key", field=field)
+        # Checked as we go, so an endless iterable is refused instead of hanging.
+        if len(seen) > MAX_SCOPES:
+            raise InvalidInputError(f"at most {MAX_SCOPES} scopes per key", field=field)
     return tuple(seen)
 
 
