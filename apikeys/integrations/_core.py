@@ -288,6 +288,17 @@ def extract_credential(
     raise MissingKeyError()
 
 
+def check_exempt_paths(paths: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Validate a middleware's own ``exempt_paths`` (``None`` means: use the settings').
+
+    Raises:
+        ConfigurationError: A pattern is neither ``/exact`` nor ``/prefix/*``.
+    """
+    if paths is None:
+        return None
+    return IntegrationSettings.from_mapping({"exempt_paths": tuple(paths)}).exempt_paths
+
+
 def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
     """Tell whether the whole-app middleware lets ``path`` through without a key.
 
@@ -506,6 +517,7 @@ __all__ = [
     "InvalidRequestError",
     "ManagerCall",
     "authentication_flow",
+    "check_exempt_paths",
     "error_response",
     "extract_credential",
     "is_async_manager",

@@ -1,0 +1,248 @@
+"""API-key authentication for Flask: an extension, a view decorator and the ``/api-keys`` blueprint.
+
+Example:
+    >>> from flask import Flask, g
+    >>> from apikeys.integrations.flask import APIKeys, management_router, require_api_key
+    >>> app = Flask(__name__)
+    >>> app.config["APIKEYS_BACKEND"] = "sqlite:///:memory:"
+    >>> keys = APIKeys(app)
+    >>> app.register_blueprint(management_router)
+    >>> @app.get("/protected")
+    ... @require_api_key(scopes=["read:data"])
+    ... def protected():
+    ...     return {"user": g.api_key.user_id}
+
+Settings come from ``app.config``: ``APIKEYS_BACKEND`` (the backend URL),
+the integration settings (``APIKEYS_HEADER_NAMES``, ``APIKEYS_EXEMPT_PATHS``…)
+and any manager setting (``APIKEYS_KEY_PREFIX``, ``APIKEYS_CACHE_TTL``…).
+The verified key is ``flask.g.api_key``. Flask managers are synchronous;
+``async def`` views work too.
+"""
+
+from __future__ import annotations
+
+from apikeys._imports import require
+
+require("flask", "flask")
+
+import functools  # noqa: E402
+import inspect  # noqa: E402
+from collections.abc import Callable, Iterable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, TypeVar, overload  # noqa: E402
+
+from flask import Blueprint, Flask, Response, current_app, g, request  # noqa: E402
+
+from apikeys._default import get_key_manager  # noqa: E402
+from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
+from apikeys._factory import create_key_manager  # noqa: E402
+from apikeys._models import VerifiedKey  # noqa: E402
+from apikeys._protocols import KeyManager  # noqa: E402
+from apikeys._validation import check_scopes  # noqa: E402
+from apikeys.integrations._core import (  # noqa: E402
+    API_KEY_ATTRIBUTE,
+    CoreResponse,
+    IntegrationSettings,
+    authentication_flow,
+    check_exempt_paths,
+    error_response,
+    is_async_manager,
+    is_exempt,
+    required_scopes,
+    run_with_sync_manager,
+    split_config,
+)
+from apikeys.integrations._management import (  # noqa: E402
+    MANAGEMENT_PATH,
+    ManagementRequest,
+    handle_management_sync,
+)
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+_EXTENSION = "apikeys"
+
+
+def to_response(core: CoreResponse) -> Response:
+    """Turn a core response into a Flask one."""
+    return Response(
+        core.content(),
+        status=core.status,
+        headers=list(core.headers),
+        mimetype=core.media_type if core.body is not None else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _AppState:
+    settings: IntegrationSettings
+    manager: KeyManager | None
+
+    def get_manager(self) -> KeyManager:
+        return self.manager if self.manager is not None else get_key_manager()
+
+
+class APIKeys:
+    """The Flask extension: binds a sync key manager and settings to an app.
+
+    Without a ``manager``, ``init_app`` builds one from ``APIKEYS_BACKEND``
+    and the other ``APIKEYS_*`` keys of ``app.config``; with none of those, it
+    uses :func:`apikeys.get_key_manager` (configured by the environment).
+
+    Args:
+        app: The app, or call :meth:`init_app` later (application factories).
+        manager: A sync manager (``apikeys.create_key_manager(url)``).
+        settings: Integration settings, instead of those in ``app.config``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        manager: KeyManager | None = None,
+        settings: IntegrationSettings | None = None,
+    ) -> None:
+        if manager is not None and is_async_manager(manager):
+            raise ConfigurationError("Flask needs a sync manager: apikeys.create_key_manager(...)")
+        self._manager = manager
+        self._settings = settings
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read ``app.config``, attach to ``app`` and install the JSON error handler."""
+        settings, backend, options = split_config(app.config, "APIKEYS_")
+        manager = self._manager
+        if manager is None and (backend is not None or options):
+            manager = create_key_manager(backend, **options)
+        app.extensions[_EXTENSION] = _AppState(self._settings or settings, manager)
+        app.register_error_handler(APIKeysError, _handle_error)
+
+
+def _state() -> _AppState:
+    state = current_app.extensions.get(_EXTENSION)
+    if not isinstance(state, _AppState):
+        raise ConfigurationError("call apikeys.integrations.flask.APIKeys(app) first")
+    return state
+
+
+def _handle_error(exc: APIKeysError) -> Response:
+    return to_response(error_response(exc, _state().settings))
+
+
+def authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
+    """Verify the current request's key, publish it on ``g.api_key`` and return it.
+
+    A key already verified for this request is reused, checked for ``scopes``.
+
+    Raises:
+        APIKeysError: The key is missing or refused; the extension's error
+            handler turns it into the JSON answer.
+    """
+    published = g.get(API_KEY_ATTRIBUTE)
+    if isinstance(published, VerifiedKey):
+        return check_scopes(published, scopes)
+    state = _state()
+    flow = authentication_flow(
+        list(request.headers.items()), request.args.items(multi=True), state.settings, scopes
+    )
+    verified = run_with_sync_manager(flow, state.get_manager())
+    setattr(g, API_KEY_ATTRIBUTE, verified)
+    return verified
+
+
+@overload
+def require_api_key(scopes: _View) -> _View: ...
+@overload
+def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[[_View], _View]: ...
+def require_api_key(scopes: Any = ()) -> Any:
+    """Decorate a view (sync or ``async def``) to require a key holding ``scopes``.
+
+    Use it as ``@require_api_key(scopes=["read:data"])`` or bare
+    ``@require_api_key``; the verified key is ``g.api_key``.
+    """
+    if callable(scopes):
+        return require_api_key()(scopes)
+    needed = required_scopes(scopes)
+
+    def decorate(view: _View) -> _View:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                authenticate(needed)
+                return await view(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            authenticate(needed)
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class APIKeyMiddleware:
+    """Require a valid key on every request of ``app`` but exempt paths.
+
+    A ``before_request`` hook: Flask's way to act on every request while ``g``
+    exists, so the verified key lands on ``g.api_key``.
+
+    Args:
+        app: The app to protect.
+        scopes: Scopes every request must hold.
+        exempt_paths: Paths let through without a key (``/health``,
+            ``/static/*``); by default ``APIKEYS_EXEMPT_PATHS``.
+    """
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        scopes: Iterable[str] | str = (),
+        exempt_paths: Sequence[str] | None = None,
+    ) -> None:
+        self.scopes = required_scopes(scopes)
+        self.exempt_paths = check_exempt_paths(exempt_paths)
+        app.before_request(self._check)
+
+    def _check(self) -> None:
+        exempt = self.exempt_paths
+        if exempt is None:
+            exempt = _state().settings.exempt_paths
+        if not is_exempt(request.path, exempt):
+            authenticate(self.scopes)
+
+
+management_router = Blueprint("apikeys_management", __name__)
+"""The ``/api-keys`` endpoints: ``app.register_blueprint(management_router)``."""
+
+
+@management_router.route(MANAGEMENT_PATH, methods=["GET", "POST", "DELETE"])
+@management_router.route(MANAGEMENT_PATH + "/<key_id>", methods=["DELETE"])
+def _management_view(key_id: str | None = None) -> Response:
+    state = _state()
+    scope = state.settings.management_scope
+    caller = authenticate((scope,) if scope else ())
+    management = ManagementRequest(
+        method=request.method,
+        caller=caller,
+        key_id=key_id,
+        query=list(request.args.items(multi=True)),
+        # At most one byte past the cap: enough for the core to refuse it.
+        body=request.stream.read(state.settings.max_body_bytes + 1),
+    )
+    return to_response(handle_management_sync(state.get_manager(), management, state.settings))
+
+
+__all__ = [
+    "APIKeyMiddleware",
+    "APIKeys",
+    "IntegrationSettings",
+    "authenticate",
+    "management_router",
+    "require_api_key",
+    "to_response",
+]

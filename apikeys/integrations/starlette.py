@@ -1,0 +1,278 @@
+"""API-key authentication for Starlette apps (the base of the FastAPI integration).
+
+Example:
+    >>> from starlette.applications import Starlette
+    >>> from starlette.routing import Mount
+    >>> import apikeys
+    >>> from apikeys.integrations.starlette import APIKeys, APIKeyMiddleware, management_router
+    >>> app = Starlette(routes=[Mount("", app=management_router)])
+    >>> keys = APIKeys(app, manager=apikeys.create_async_key_manager("sqlite:///:memory:"))
+    >>> app.add_middleware(APIKeyMiddleware, exempt_paths=["/health"])
+
+The verified key is ``request.state.api_key``. Only async managers are
+accepted: nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from apikeys._imports import require
+
+require("starlette", "fastapi")
+
+import functools  # noqa: E402
+import inspect  # noqa: E402
+from collections.abc import Callable, Iterable, Sequence  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.datastructures import Headers, QueryParams  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+from starlette.routing import Route, Router  # noqa: E402
+from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
+
+from apikeys._default import get_async_key_manager  # noqa: E402
+from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
+from apikeys._models import VerifiedKey  # noqa: E402
+from apikeys._protocols import AsyncKeyManager  # noqa: E402
+from apikeys._validation import check_scopes  # noqa: E402
+from apikeys.integrations._core import (  # noqa: E402
+    API_KEY_ATTRIBUTE,
+    CoreResponse,
+    IntegrationSettings,
+    authentication_flow,
+    check_exempt_paths,
+    error_response,
+    is_async_manager,
+    is_exempt,
+    required_scopes,
+    run_with_async_manager,
+)
+from apikeys.integrations._management import (  # noqa: E402
+    MANAGEMENT_PATH,
+    ManagementRequest,
+    handle_management_async,
+)
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def to_response(core: CoreResponse) -> Response:
+    """Turn a core response into a Starlette one."""
+    return Response(
+        content=core.content(),
+        status_code=core.status,
+        headers=dict(core.headers),
+        media_type=core.media_type if core.body is not None else None,
+    )
+
+
+class APIKeys:
+    """Binds an async key manager and :class:`IntegrationSettings` to an app.
+
+    ``APIKeys(app)`` stores itself on ``app.state.apikeys`` and installs the
+    handler that turns every :class:`~apikeys.APIKeysError` into its JSON
+    answer. Without a ``manager`` it uses :func:`apikeys.get_async_key_manager`,
+    built from ``APIKEYS_BACKEND`` and friends on first use.
+
+    Args:
+        app: A Starlette or FastAPI app; or call :meth:`init_app` later.
+        manager: An async manager (``apikeys.create_async_key_manager(url)``).
+        settings: Integration settings; or give their fields as keywords.
+    """
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        manager: AsyncKeyManager | None = None,
+        settings: IntegrationSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is not None and options:
+            raise ConfigurationError("pass either settings or keyword options, not both")
+        if manager is not None and not is_async_manager(manager):
+            raise ConfigurationError(
+                "FastAPI and Starlette need an async manager: apikeys.create_async_key_manager(...)"
+            )
+        self.settings = settings or IntegrationSettings.from_mapping(options)
+        self._manager = manager
+        if app is not None:
+            self.init_app(app)
+
+    @property
+    def manager(self) -> AsyncKeyManager:
+        """The async manager in use."""
+        return self._manager if self._manager is not None else get_async_key_manager()
+
+    @property
+    def management_scopes(self) -> tuple[str, ...]:
+        """What every ``/api-keys`` call must hold."""
+        scope = self.settings.management_scope
+        return (scope,) if scope else ()
+
+    def init_app(self, app: Any) -> None:
+        """Attach to ``app``: ``app.state.apikeys`` and the error handler."""
+        app.state.apikeys = self
+        app.add_exception_handler(APIKeysError, self._handle_error)
+
+    @classmethod
+    def of(cls, app: Any) -> APIKeys:
+        """Return the :class:`APIKeys` attached to ``app``.
+
+        Raises:
+            ConfigurationError: ``APIKeys(app)`` was never called.
+        """
+        keys = getattr(getattr(app, "state", None), "apikeys", None)
+        if not isinstance(keys, APIKeys):
+            raise ConfigurationError("call apikeys.integrations.fastapi.APIKeys(app) first")
+        return keys
+
+    async def authenticate(self, scope: Scope, scopes: tuple[str, ...] = ()) -> VerifiedKey:
+        """Verify the key of the request in ``scope`` and publish it on its state.
+
+        A key the middleware already verified is reused, checked for ``scopes``.
+        """
+        state: dict[str, Any] = scope.setdefault("state", {})
+        published = state.get(API_KEY_ATTRIBUTE)
+        if isinstance(published, VerifiedKey):
+            return check_scopes(published, scopes)
+        headers = Headers(scope=scope).raw
+        query = QueryParams(scope.get("query_string", b"")).multi_items()
+        flow = authentication_flow(headers, query, self.settings, scopes)
+        verified = await run_with_async_manager(flow, self.manager)
+        state[API_KEY_ATTRIBUTE] = verified
+        return verified
+
+    def response_for(self, exc: APIKeysError) -> Response:
+        """The JSON answer to an error, with its status and headers."""
+        return to_response(error_response(exc, self.settings))
+
+    async def _handle_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIKeysError)  # registered for APIKeysError only
+        return self.response_for(exc)
+
+    async def read_body(self, request: Request) -> bytes:
+        """Read at most ``max_body_bytes + 1`` bytes: the core refuses anything longer."""
+        limit = self.settings.max_body_bytes
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                break
+        return bytes(body)
+
+    async def serve_management(
+        self, request: Request, caller: VerifiedKey, key_id: str | None = None
+    ) -> Response:
+        """Answer one ``/api-keys`` call for an authenticated caller."""
+        management = ManagementRequest(
+            method=request.method,
+            caller=caller,
+            key_id=key_id,
+            query=request.query_params.multi_items(),
+            body=await self.read_body(request),
+        )
+        return to_response(await handle_management_async(self.manager, management, self.settings))
+
+
+class APIKeyMiddleware:
+    """Pure-ASGI middleware that requires a valid key on every request but exempt paths.
+
+    The verified key is put on ``request.state.api_key``. WebSocket
+    connections without a valid key are closed with code 1008.
+
+    Args:
+        app: The ASGI app to protect.
+        apikeys: The :class:`APIKeys` to use; by default the app's own.
+        scopes: Scopes every request must hold.
+        exempt_paths: Paths let through without a key (``/health``,
+            ``/docs/*``); by default ``settings.exempt_paths``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        apikeys: APIKeys | None = None,
+        scopes: Iterable[str] | str = (),
+        exempt_paths: Sequence[str] | None = None,
+    ) -> None:
+        self.app = app
+        self.apikeys = apikeys
+        self.scopes = required_scopes(scopes)
+        self.exempt_paths = check_exempt_paths(exempt_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        keys = self.apikeys or APIKeys.of(scope.get("app"))
+        exempt = self.exempt_paths if self.exempt_paths is not None else keys.settings.exempt_paths
+        if is_exempt(scope["path"], exempt):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await keys.authenticate(scope, self.scopes)
+        except APIKeysError as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await keys.response_for(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def require_api_key(
+    scopes: Iterable[str] | str = (),
+) -> Callable[[_Endpoint], _Endpoint]:
+    """Decorate a Starlette endpoint ``(request) -> response`` to require a key.
+
+    FastAPI apps use the dependency of :mod:`apikeys.integrations.fastapi` instead.
+    """
+    needed = required_scopes(scopes)
+
+    def decorate(endpoint: _Endpoint) -> _Endpoint:
+        @functools.wraps(endpoint)
+        async def wrapper(request: Request) -> Response:
+            keys = APIKeys.of(request.app)
+            try:
+                await keys.authenticate(request.scope, needed)
+            except APIKeysError as exc:
+                return keys.response_for(exc)
+            if inspect.iscoroutinefunction(endpoint):
+                result: Response = await endpoint(request)
+            else:
+                result = await run_in_threadpool(endpoint, request)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+async def _management_endpoint(request: Request) -> Response:
+    keys = APIKeys.of(request.app)
+    try:
+        caller = await keys.authenticate(request.scope, keys.management_scopes)
+    except APIKeysError as exc:
+        return keys.response_for(exc)
+    return await keys.serve_management(request, caller, request.path_params.get("key_id"))
+
+
+management_router = Router(
+    routes=[
+        Route(MANAGEMENT_PATH, _management_endpoint, methods=["GET", "POST", "DELETE"]),
+        Route(MANAGEMENT_PATH + "/{key_id}", _management_endpoint, methods=["DELETE"]),
+    ]
+)
+"""The ``/api-keys`` endpoints as a Starlette router: ``Mount("", app=management_router)``."""
+
+__all__ = [
+    "APIKeyMiddleware",
+    "APIKeys",
+    "IntegrationSettings",
+    "management_router",
+    "require_api_key",
+    "to_response",
+]
