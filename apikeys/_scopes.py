@@ -87,9 +87,17 @@ def scope_covers(held: str, wanted: str) -> bool:
 
 
 def missing_scopes(held: Iterable[str], required: Iterable[str]) -> tuple[str, ...]:
-    """Return the required scopes that no held scope covers, in order."""
-    held = tuple(held)
-    return tuple(scope for scope in required if not any(scope_covers(have, scope) for have in held))
+    """Return the required scopes that no held scope covers, in order.
+
+    Like :func:`normalize_scopes`, a single string is split on whitespace.
+
+    >>> missing_scopes(["data:*"], "data:read admin")
+    ('admin',)
+    """
+    # Iterating a string would yield its characters: "read:data" -> "r", "e", ...
+    held = tuple(held.split() if isinstance(held, str) else held)
+    wanted = required.split() if isinstance(required, str) else required
+    return tuple(scope for scope in wanted if not any(scope_covers(have, scope) for have in held))
 
 
 __all__ = ["is_wildcard", "missing_scopes", "normalize_scopes", "scope_covers"]
