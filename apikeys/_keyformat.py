@@ -43,6 +43,7 @@ MAX_KEY_LENGTH = MAX_PREFIX_LENGTH + 1 + BODY_LENGTH
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Clerk's keys start with ``ak_``; ours must never be mistaken for them.
 _RESERVED_PREFIXES = frozenset({"ak"})
+_RESERVED_STARTS = tuple(f"{reserved}_" for reserved in sorted(_RESERVED_PREFIXES))
 _BASE62_RUN = f"[{BASE62_ALPHABET}]"
 _LOOKUP_ID_RE = re.compile(f"{_BASE62_RUN}{{{LOOKUP_ID_LENGTH}}}")
 _BODY_RE = re.compile(f"{FORMAT_VERSION}{_BASE62_RUN}{{{BODY_LENGTH - 1}}}")
@@ -62,14 +63,15 @@ def validate_prefix(prefix: str) -> str:
 
     Raises:
         InvalidInputError: The prefix is not 1-32 characters of ``[a-z0-9_]``
-            starting with a letter, or it is Clerk's ``ak``.
+            starting with a letter, or it is (or starts with) Clerk's ``ak_``.
     """
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
         raise InvalidInputError(
             "key prefix must be 1-32 characters of a-z, 0-9 and _, starting with a letter",
             field="key_prefix",
         )
-    if prefix in _RESERVED_PREFIXES:
+    # "ak_live" would issue "ak_live_1…", which starts like a Clerk "ak_" key.
+    if prefix in _RESERVED_PREFIXES or prefix.startswith(_RESERVED_STARTS):
         raise InvalidInputError(
             f"key prefix {prefix!r} is reserved for Clerk keys", field="key_prefix"
         )
