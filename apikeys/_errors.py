@@ -174,6 +174,11 @@ class MissingDependencyError(ConfigurationError, ImportError):
         self.extra = extra
         super().__init__(f"{package} is required for this feature: pip install 'apikeys[{extra}]'")
 
+    def __reduce__(self) -> tuple[type[MissingDependencyError], tuple[str, str]]:
+        # Exceptions unpickle as cls(*self.args), i.e. cls(message), which this
+        # __init__ does not accept; rebuild from what it does.
+        return type(self), (self.package, self.extra)
+
 
 class BackendUnavailableError(APIKeysError):
     """The key store could not answer; requests must be refused (fail closed).
