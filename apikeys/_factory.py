@@ -59,7 +59,9 @@ def _import_path(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        # Only the named module (or a parent package) missing means a bad path; a
+        # module merely named alike ("foo" vs "foobar") is a broken dependency.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigurationError(f"backend module {module_name!r} not found") from exc
         raise
     try:
