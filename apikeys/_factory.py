@@ -91,6 +91,18 @@ def resolve_backend_class(url: str, *, asynchronous: bool) -> Any:
     )
 
 
+def _build(manager_class: Any, url: str, settings: Settings) -> Any:
+    # Every backend class is built through from_settings(url, settings); a
+    # third-party class that lacks it is a configuration error, not an AttributeError.
+    from_settings = getattr(manager_class, "from_settings", None)
+    if not callable(from_settings):
+        raise ConfigurationError(
+            f"backend {getattr(manager_class, '__qualname__', manager_class)!r} for {url!r}"
+            " has no from_settings(url, settings) classmethod"
+        )
+    return from_settings(url, settings)
+
+
 def _resolve(url: str | None, options: dict[str, Any]) -> tuple[str, Settings]:
     settings = load_settings(**options)
     chosen = url or settings.backend
@@ -115,14 +127,14 @@ def create_key_manager(url: str | None = None, **options: Any) -> KeyManager:
     """
     chosen, settings = _resolve(url, options)
     manager_class = resolve_backend_class(chosen, asynchronous=False)
-    return cast(KeyManager, manager_class.from_settings(chosen, settings))
+    return cast(KeyManager, _build(manager_class, chosen, settings))
 
 
 def create_async_key_manager(url: str | None = None, **options: Any) -> AsyncKeyManager:
     """Build the async manager configuration asks for (see :func:`create_key_manager`)."""
     chosen, settings = _resolve(url, options)
     manager_class = resolve_backend_class(chosen, asynchronous=True)
-    return cast(AsyncKeyManager, manager_class.from_settings(chosen, settings))
+    return cast(AsyncKeyManager, _build(manager_class, chosen, settings))
 
 
 __all__ = ["create_async_key_manager", "create_key_manager"]
