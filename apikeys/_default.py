@@ -21,6 +21,8 @@ _url: str | None = None
 _options: dict[str, Any] = {}
 _sync_manager: KeyManager | None = None
 _async_manager: AsyncKeyManager | None = None
+# Whether _sync_manager was built here (and so is ours to close) or passed in.
+_sync_owned = False
 
 
 def configure(
@@ -30,32 +32,34 @@ def configure(
 
     Pass an explicit manager (sync or async; it replaces that side only), or a
     ``url`` and settings from which both default managers are built on first use.
-    Calling it with nothing resets to configuration from the environment.
+    Calling it with nothing resets to configuration from the environment. A
+    manager you pass in stays yours: it is never closed here.
 
     Example:
         >>> import apikeys
         >>> apikeys.configure(url="sqlite:///:memory:")
     """
-    global _url, _options, _sync_manager, _async_manager
+    global _url, _options, _sync_manager, _async_manager, _sync_owned
     with _lock:
-        if manager is not None:
-            if inspect.iscoroutinefunction(manager.validate_api_key):
-                _async_manager = manager  # type: ignore[assignment]
-            else:
-                _sync_manager = manager  # type: ignore[assignment]
-            return
-        old = _sync_manager
-        _url, _options, _sync_manager, _async_manager = url, dict(options), None, None
+        old = _sync_manager if _sync_owned else None
+        if manager is None:
+            _url, _options, _sync_manager, _async_manager = url, dict(options), None, None
+            _sync_owned = False
+        elif inspect.iscoroutinefunction(manager.validate_api_key):
+            _async_manager = manager  # type: ignore[assignment]
+            old = None  # the sync side is untouched
+        else:
+            _sync_manager, _sync_owned = manager, False  # type: ignore[assignment]
     if old is not None:
         old.close()
 
 
 def get_key_manager() -> KeyManager:
     """Return the default sync manager, building it from configuration on first use."""
-    global _sync_manager
+    global _sync_manager, _sync_owned
     with _lock:
         if _sync_manager is None:
-            _sync_manager = create_key_manager(_url, **_options)
+            _sync_manager, _sync_owned = create_key_manager(_url, **_options), True
         return _sync_manager
 
 
