@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from apikeys._errors import ConfigurationError
 from apikeys._expiry import Expiration
 from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._models import NewAPIKey, VerifiedKey
@@ -35,11 +36,16 @@ def configure(
     Calling it with nothing resets to configuration from the environment. A
     manager you pass in stays yours: it is never closed here.
 
+    Raises:
+        ConfigurationError: Both a manager and a ``url`` or settings were given.
+
     Example:
         >>> import apikeys
         >>> apikeys.configure(url="sqlite:///:memory:")
     """
     global _url, _options, _sync_manager, _async_manager, _sync_owned
+    if manager is not None and (url is not None or options):
+        raise ConfigurationError("configure() takes a manager or a url and settings, not both")
     with _lock:
         old = _sync_manager if _sync_owned else None
         if manager is None:
