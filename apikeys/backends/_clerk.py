@@ -1,0 +1,833 @@
+"""The IO-free half of the Clerk backend: requests, retries, answer parsing, flows.
+
+Every operation is a generator (see :mod:`apikeys._flow`) that yields
+:class:`_Send` (one HTTP exchange with Clerk's Backend API) and
+:class:`_Sleep` (a backoff pause) and receives an :class:`httpx.Response`
+or ``None``; transport failures are thrown back into it. The sync and async
+managers in :mod:`apikeys.backends.clerk` only perform those two requests.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from apikeys import __version__
+from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache
+from apikeys._config import DEFAULT_CLERK_API_URL, Settings
+from apikeys._errors import (
+    APIKeysError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ExpiredKeyError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    RevokedKeyError,
+)
+from apikeys._expiry import Expiration, parse_expiration, utcnow
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
+from apikeys._requests import (
+    KEEP,
+    Keep,
+    build_create_request,
+    check_grace,
+    check_key_id,
+    check_page,
+    check_reason,
+    check_user_id,
+)
+from apikeys._validation import check_key_state
+
+logger = logging.getLogger("apikeys.clerk")
+
+ROTATED_REASON = "rotated"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_RETRY_BACKOFF = 0.2
+DEFAULT_MAX_RETRY_WAIT = 5.0
+
+#: Clerk refuses key names shorter than this.
+MIN_NAME_LENGTH = 3
+#: Longest presented secret we send to Clerk; longer ones are refused locally.
+MAX_SECRET_LENGTH = 512
+
+# What Clerk secrets look like: ``ak_`` then base64-ish text. Anything else is
+# refused without a (billed) verification call.
+_SECRET_RE = re.compile(r"ak_[A-Za-z0-9+/=_\-]{16,509}")
+# Ids of Clerk API keys, as the spec's path parameter allows them.
+_KEY_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
+# Owners Clerk accepts as ``subject``: users, organisations, machines, SCIM directories.
+_SUBJECT_RE = re.compile(r"(?:user|org|mch|scim)_[A-Za-z0-9_]{27}")
+_NAME_RE = re.compile(r"\S(?:.*\S)?", re.DOTALL)
+_CREATED_BY_RE = re.compile(r"user_[A-Za-z0-9_]{27}")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Years 1970-9999 in milliseconds: anything outside is a corrupt answer.
+_MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures after which the request surely never reached Clerk.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
+
+
+# --- IO requests yielded by the flows ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """One HTTP exchange with Clerk; the result is the :class:`httpx.Response`.
+
+    ``replayable`` is False for requests that must not be sent twice once
+    they may have reached Clerk (creating a key).
+    """
+
+    method: str
+    path: str
+    operation: str
+    body: dict[str, Any] | None = field(default=None, repr=False)
+    params: dict[str, str] | None = None
+    replayable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    """Wait before the next attempt; the result is ``None``."""
+
+    seconds: float
+
+
+_Op = _Send | _Sleep
+_Flow = Generator[_Op, Any, Any]
+
+
+# --- Clerk's key object --------------------------------------------------------------
+
+
+class ClerkKeyObject(BaseModel):
+    """An API key as Clerk's Backend API describes it (unknown fields are ignored).
+
+    Times are Unix milliseconds; ``secret`` appears only in the answer to create.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    id: str
+    subject: str
+    name: str
+    description: str | None = None
+    claims: Any = None
+    scopes: list[str] = []
+    revoked: bool
+    revocation_reason: str | None = None
+    expired: bool
+    expiration: float | None = None
+    created_by: str | None = None
+    last_used_at: float | None = None
+    created_at: float
+    updated_at: float | None = None
+    secret: SecretStr | None = None
+
+
+def check_subject(user_id: object) -> str:
+    """Return ``user_id`` if Clerk accepts it as a key's subject, else raise.
+
+    Raises:
+        InvalidInputError: It is not a Clerk ``user_…``/``org_…`` (or machine,
+            SCIM) id.
+    """
+    user_id = check_user_id(user_id)
+    if not _SUBJECT_RE.fullmatch(user_id):
+        raise InvalidInputError(
+            "Clerk keys belong to a Clerk user or organisation: user_id must be a Clerk id"
+            " such as 'user_…' or 'org_…' (prefix, underscore, 27 letters or digits)",
+            field="user_id",
+        )
+    return user_id
+
+
+def check_clerk_name(name: str) -> str:
+    """Refuse names Clerk refuses (fewer than 3 characters)."""
+    if len(name) < MIN_NAME_LENGTH or not _NAME_RE.fullmatch(name):
+        raise InvalidInputError(
+            f"Clerk needs key names of at least {MIN_NAME_LENGTH} characters", field="name"
+        )
+    return name
+
+
+def is_clerk_secret(secret: str) -> bool:
+    """Tell whether a presented string has the shape of a Clerk API key secret."""
+    return _SECRET_RE.fullmatch(secret) is not None
+
+
+def is_clerk_key_id(key_id: str) -> bool:
+    """Tell whether ``key_id`` has the shape of a Clerk API key id."""
+    return _KEY_ID_RE.fullmatch(key_id) is not None
+
+
+def secret_hint(secret: str) -> str:
+    """The display hint of a Clerk secret: ``ak_…`` and its last 4 characters."""
+    return f"ak_…{secret[-4:]}"
+
+
+def from_milliseconds(value: float) -> datetime:
+    """Convert a Clerk timestamp (Unix milliseconds) to an aware UTC datetime."""
+    if not 0 <= value <= _MAX_TIMESTAMP_MS:
+        raise ValueError("timestamp out of range")
+    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+
+
+def expiry_from_milliseconds(value: float | None) -> datetime | None:
+    """Clerk's expiry, rounded down to the whole second.
+
+    Clerk only takes a lifetime relative to its own clock, so what it stores is
+    the requested instant plus the request's transit time; rounding down gives
+    back an instant asked for in whole seconds, and never reports a key as
+    living longer than Clerk will let it.
+    """
+    if value is None:
+        return None
+    return from_milliseconds(math.floor(value / 1000) * 1000)
+
+
+def lifetime_seconds(expires_at: datetime, now: datetime) -> float:
+    """``seconds_until_expiration`` for an instant: positive, millisecond precision."""
+    return max(round((expires_at - now).total_seconds(), 3), 0.001)
+
+
+def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
+    """Map Clerk's key object to :class:`~apikeys.APIKey`.
+
+    Clerk keeps no revocation time; ``updated_at`` (the last change, which
+    for a revoked key is normally the revocation) stands in for it.
+    """
+    revoked_at = None
+    if key.revoked:
+        revoked_at = from_milliseconds(key.updated_at or key.created_at)
+    return APIKey(
+        id=key.id,
+        user_id=key.subject,
+        name=key.name,
+        scopes=tuple(key.scopes),
+        created_at=from_milliseconds(key.created_at),
+        expires_at=expiry_from_milliseconds(key.expiration),
+        last_used_at=None if key.last_used_at is None else from_milliseconds(key.last_used_at),
+        revoked_at=revoked_at,
+        revocation_reason=key.revocation_reason if key.revoked else None,
+        metadata=claims_to_metadata(key.claims),
+        hint=hint,
+    )
+
+
+def to_verified(key: ClerkKeyObject) -> VerifiedKey:
+    """Map a verified Clerk key to :class:`~apikeys.VerifiedKey`."""
+    return VerifiedKey(
+        key_id=key.id,
+        user_id=key.subject,
+        name=key.name,
+        scopes=tuple(key.scopes),
+        expires_at=expiry_from_milliseconds(key.expiration),
+        metadata=claims_to_metadata(key.claims),
+    )
+
+
+def claims_to_metadata(claims: Any) -> dict[str, Any]:
+    """Clerk's free-form ``claims`` as our metadata dict.
+
+    Keys made elsewhere (the Clerk dashboard, another SDK) may carry claims
+    that are not an object; those are kept whole under ``"claims"``.
+    """
+    if claims is None:
+        return {}
+    if isinstance(claims, dict):
+        return claims
+    return {"claims": claims}
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or utcnow())).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), 86_400.0)
+
+
+def error_details(response: httpx.Response) -> str:
+    """A short, secret-free description of a Clerk error answer for messages."""
+    parts = [f"HTTP {response.status_code}"]
+    try:
+        payload = response.json()
+    except ValueError:
+        return parts[0]
+    if isinstance(payload, dict):
+        errors = payload.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            code = first.get("code")
+            text = first.get("long_message") or first.get("message")
+            if isinstance(code, str):
+                parts.append(code[:100])
+            if isinstance(text, str):
+                parts.append(text[:300])
+        trace = payload.get("clerk_trace_id")
+        if isinstance(trace, str):
+            parts.append(f"trace {trace[:64]}")
+    return ": ".join(parts)
+
+
+def _malformed(operation: str, detail: str) -> BackendUnavailableError:
+    return BackendUnavailableError(f"Clerk sent a malformed answer to {operation} ({detail})")
+
+
+def json_of(response: httpx.Response, operation: str) -> Any:
+    """Decode a 2xx answer's JSON body, or raise :class:`BackendUnavailableError`."""
+    try:
+        return response.json()
+    except ValueError:
+        raise _malformed(operation, "not JSON") from None
+
+
+def parse_key_object(payload: Any, operation: str) -> ClerkKeyObject:
+    """Validate one key object; malformed answers raise :class:`BackendUnavailableError`.
+
+    The validation error is not chained: it would quote the answer, which
+    holds the new key's secret after a create.
+    """
+    try:
+        key = ClerkKeyObject.model_validate(payload)
+        # Convert every timestamp now, so a corrupt one fails here and not later.
+        to_api_key(key)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)[:3]
+        )
+        raise _malformed(operation, problems) from None
+    except (ValueError, OverflowError, OSError):
+        raise _malformed(operation, "timestamp out of range") from None
+    return key
+
+
+# --- the shared base --------------------------------------------------------------------
+
+
+class _DigestMemory:
+    """Which key id each recently verified secret digest belonged to (never a secret).
+
+    After Clerk refuses a secret that verified before, this tells which key
+    to look up so the holder learns *why* (revoked or expired) even when
+    Clerk's verify endpoint only answers 404.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._ids: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, digest: bytes, key_id: str) -> None:
+        with self._lock:
+            self._ids[digest] = key_id
+            self._ids.move_to_end(digest)
+            while len(self._ids) > self.max_entries:
+                self._ids.popitem(last=False)
+
+    def key_id_of(self, digest: bytes) -> str | None:
+        with self._lock:
+            return self._ids.get(digest)
+
+
+class ClerkBase:
+    """Everything but the IO: configuration, requests, retries, parsing and the flows.
+
+    Args:
+        secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
+        api_url: Clerk's Backend API, ``https://api.clerk.com/v1`` by default; plain
+            ``http`` is accepted only for loopback addresses (tests, local mocks).
+        api_version: Sent as ``Clerk-API-Version`` when given.
+        timeout: Seconds for each phase (connect, write, read, pool) of one call.
+        cache_ttl: Seconds a successful verification is served from memory;
+            ``0`` disables the cache. It bounds how long this process may still
+            accept a key revoked elsewhere.
+        cache_max_entries: Bound on cached verifications.
+        max_retries: Further attempts after a connection error, 5xx or 429.
+        retry_backoff: Base of the exponential backoff, in seconds (with jitter).
+        max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
+            ends the attempts at once (the error carries it as ``retry_after``).
+    """
+
+    def __init__(
+        self,
+        secret_key: str | SecretStr,
+        *,
+        api_url: str = DEFAULT_CLERK_API_URL,
+        api_version: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+        cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+    ) -> None:
+        self._secret_key = _check_secret_key(secret_key)
+        self.api_url = _check_api_url(api_url)
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be > 0 seconds")
+        if max_retries < 0 or retry_backoff < 0 or max_retry_wait < 0:
+            raise ConfigurationError("max_retries, retry_backoff and max_retry_wait must be >= 0")
+        self.api_version = api_version
+        self.timeout = httpx.Timeout(timeout)
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.max_retry_wait = max_retry_wait
+        self.cache = VerificationCache(cache_ttl, cache_max_entries)
+        self._verified_ids = _DigestMemory(cache_max_entries)
+        # Bumped by every revoke/delete/rotate here, so a verification that was
+        # in flight meanwhile does not put a pre-revocation answer in the cache.
+        self._invalidations = 0
+        self._headers = {
+            "Authorization": f"Bearer {self._secret_key.get_secret_value()}",
+            "Accept": "application/json",
+            "User-Agent": f"apikeys/{__version__} (python; httpx)",
+        }
+        if api_version:
+            self._headers["Clerk-API-Version"] = api_version
+
+    @staticmethod
+    def _options_from_settings(url: str, settings: Settings) -> dict[str, Any]:
+        _check_backend_url(url)
+        if settings.clerk_secret_key is None or not settings.clerk_secret_key.get_secret_value():
+            raise ConfigurationError(
+                "the Clerk backend needs your Clerk secret key: set CLERK_SECRET_KEY"
+                " (Clerk Dashboard → API keys), or choose the local backend with"
+                " APIKEYS_BACKEND=sqlite:///apikeys.db"
+            )
+        return {
+            "secret_key": settings.clerk_secret_key,
+            "api_url": settings.clerk_api_url,
+            "api_version": settings.clerk_api_version,
+            "timeout": settings.timeout,
+            "cache_ttl": settings.cache_ttl,
+            "cache_max_entries": settings.cache_max_entries,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_url={self.api_url!r})"
+
+    def _url(self, path: str) -> str:
+        return self.api_url + path
+
+    # --- one exchange, with retries ------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling: float = min(self.retry_backoff * 2.0**attempt, self.max_retry_wait)
+        return ceiling * _jitter.uniform(0.5, 1.0)
+
+    def _exchange(self, send: _Send) -> Generator[_Op, Any, httpx.Response]:
+        """Send with bounded retries; return the final answer, whatever its status.
+
+        Retried: connection failures, timeouts, 5xx and 429 (after ``Retry-After``
+        when it is short enough). A create is retried only when Clerk surely did
+        not act on it (no connection, or 429); otherwise the error says the key
+        may exist.
+        """
+        attempt = 0
+        while True:
+            try:
+                response: httpx.Response = yield send
+            except httpx.RequestError as exc:
+                surely_unsent = isinstance(exc, _NOT_SENT)
+                if not send.replayable and not surely_unsent:
+                    raise self._maybe_done(send, type(exc).__name__) from exc
+                if attempt >= self.max_retries:
+                    raise BackendUnavailableError(
+                        f"Clerk is unreachable ({type(exc).__name__} on {send.operation},"
+                        f" {attempt + 1} attempt(s))",
+                        retry_after=1,
+                    ) from exc
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "Clerk %s failed (%s); retry %d in %.2fs",
+                    send.operation,
+                    type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
+            else:
+                status = response.status_code
+                if status not in _RETRYABLE_STATUSES:
+                    return response
+                if status != 429 and not send.replayable:
+                    raise self._maybe_done(send, f"HTTP {status}")
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if attempt >= self.max_retries or (
+                    retry_after is not None and retry_after > self.max_retry_wait
+                ):
+                    what = "rate-limited us" if status == 429 else "failed"
+                    raise BackendUnavailableError(
+                        f"Clerk {what} ({error_details(response)} on {send.operation},"
+                        f" {attempt + 1} attempt(s))",
+                        retry_after=retry_after if retry_after is not None else 1,
+                    )
+                delay = retry_after if retry_after is not None else self._backoff(attempt)
+                logger.warning(
+                    "Clerk %s answered %d; retry %d in %.2fs",
+                    send.operation,
+                    status,
+                    attempt + 1,
+                    delay,
+                )
+            attempt += 1
+            yield _Sleep(delay)
+
+    @staticmethod
+    def _maybe_done(send: _Send, failure: str) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"Clerk did not confirm {send.operation} ({failure}): it may or may not have"
+            " happened, so it was not retried; list the user's keys before trying again",
+            retry_after=1,
+        )
+
+    def _call(self, send: _Send, *, key_id: str | None = None) -> Generator[_Op, Any, Any]:
+        """Send, then return the decoded 2xx JSON or raise the matching core error."""
+        response = yield from self._exchange(send)
+        if response.is_success:
+            return json_of(response, send.operation)
+        raise self._error_for(response, send.operation, key_id=key_id)
+
+    @staticmethod
+    def _error_for(
+        response: httpx.Response, operation: str, *, key_id: str | None = None
+    ) -> APIKeysError:
+        status = response.status_code
+        details = error_details(response)
+        if status in (401, 403):
+            logger.error("Clerk refused the instance secret key on %s: %s", operation, details)
+            return ConfigurationError(
+                f"Clerk refused this server's secret key ({details}): check CLERK_SECRET_KEY"
+                " (a current sk_live_…/sk_test_… key of the right instance)"
+            )
+        if status == 404:
+            return KeyNotFoundError(key_id=key_id)
+        if status in (400, 409, 422):
+            return InvalidInputError(f"Clerk refused the {operation} ({details})", key_id=key_id)
+        return BackendUnavailableError(
+            f"unexpected answer from Clerk to {operation} ({details})", retry_after=1
+        )
+
+    def _forget(self, key_id: str) -> None:
+        self._invalidations += 1
+        self.cache.invalidate(key_id)
+
+    # --- flows -----------------------------------------------------------------------
+
+    def _create_flow(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str,
+        expiration: Expiration,
+        metadata: Mapping[str, Any] | None,
+    ) -> Generator[_Op, Any, NewAPIKey]:
+        request = build_create_request(user_id, name, scopes, expiration, metadata)
+        body: dict[str, Any] = {
+            "name": check_clerk_name(request.name),
+            "subject": check_subject(request.user_id),
+            "scopes": list(request.scopes),
+        }
+        if request.metadata:
+            body["claims"] = request.metadata
+        if request.expires_at is not None:
+            body["seconds_until_expiration"] = lifetime_seconds(request.expires_at, utcnow())
+        return (yield from self._issue(body))
+
+    def _issue(self, body: dict[str, Any]) -> Generator[_Op, Any, NewAPIKey]:
+        payload = yield from self._call(
+            _Send("POST", "/api_keys", "create", body=body, replayable=False)
+        )
+        try:
+            key = parse_key_object(payload, "create")
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(
+                f"{exc.message}: a key may have been created without its secret reaching"
+                " us; list the user's keys and revoke any you did not receive"
+            ) from None
+        if key.secret is None or not is_clerk_secret(key.secret.get_secret_value()):
+            raise BackendUnavailableError(
+                f"Clerk created key {key.id} but sent no usable secret; revoke it",
+                key_id=key.id,
+            )
+        secret = key.secret.get_secret_value()
+        api_key = to_api_key(key, hint=secret_hint(secret))
+        return NewAPIKey(secret=secret, **api_key.model_dump())
+
+    def _verify_flow(self, secret: str, digest: bytes) -> Generator[_Op, Any, VerifiedKey]:
+        """Verify with Clerk (no scope check); successful answers are cached."""
+        invalidations = self._invalidations
+        response = yield from self._exchange(
+            _Send("POST", "/api_keys/verify", "verify", body={"secret": secret})
+        )
+        status = response.status_code
+        if status in (400, 404, 422):
+            if status != 404:
+                logger.warning("Clerk refused a verification: %s", error_details(response))
+            yield from self._explain_refusal(digest)
+            raise InvalidKeyError()
+        if not response.is_success:
+            raise self._error_for(response, "verify")
+        key = parse_key_object(json_of(response, "verify"), "verify")
+        # Clerk may answer 200 for a key it knows to be unusable: refuse it all the same.
+        if key.revoked:
+            raise RevokedKeyError(key_id=key.id)
+        if key.expired:
+            raise ExpiredKeyError(key_id=key.id)
+        verified = to_verified(key)
+        check_key_state(key.id, revoked=False, expires_at=verified.expires_at)
+        self._verified_ids.remember(digest, key.id)
+        if invalidations == self._invalidations:
+            self.cache.put(digest, verified)
+        return verified
+
+    def _explain_refusal(self, digest: bytes) -> Generator[_Op, Any, None]:
+        """After a refusal, tell the holder of a once-valid secret why, if we can.
+
+        Only a secret that verified in this process before is looked up: its
+        presenter has proven it holds the secret, so learning that the key is
+        revoked or expired tells nothing to anyone else.
+        """
+        key_id = self._verified_ids.key_id_of(digest)
+        if key_id is None:
+            return
+        try:
+            payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"))
+            key = parse_key_object(payload, "get")
+        except APIKeysError:
+            return  # the refusal stands; the reason is a courtesy
+        if key.revoked:
+            raise RevokedKeyError(key_id=key_id)
+        if key.expired or check_expired(key):
+            raise ExpiredKeyError(key_id=key_id)
+
+    def _list_flow(
+        self, user_id: str, include_invalid: bool, limit: int, offset: int
+    ) -> Generator[_Op, Any, APIKeyPage]:
+        subject = check_subject(user_id)
+        limit, offset = check_page(limit, offset)
+        params = {
+            "subject": subject,
+            "include_invalid": "true" if include_invalid else "false",
+            "limit": str(limit),
+            "offset": str(offset),
+        }
+        try:
+            payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+        except KeyNotFoundError:
+            # Clerk answers 404 for an owner it does not know: one without keys.
+            return APIKeyPage(items=(), total=0, limit=limit, offset=offset)
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+            raise _malformed("list", "no data array")
+        total = payload.get("total_count")
+        if isinstance(total, bool) or not isinstance(total, int | float) or total < 0:
+            raise _malformed("list", "no total_count")
+        items = tuple(to_api_key(parse_key_object(item, "list")) for item in payload["data"])
+        return APIKeyPage(items=items, total=int(total), limit=limit, offset=offset)
+
+    def _fetch(self, key_id: str) -> Generator[_Op, Any, ClerkKeyObject]:
+        key_id = check_key_id(key_id)
+        if not is_clerk_key_id(key_id):
+            raise KeyNotFoundError(key_id=key_id)  # no Clerk key has such an id: no call
+        payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"), key_id=key_id)
+        return parse_key_object(payload, "get")
+
+    def _get_flow(self, key_id: str) -> Generator[_Op, Any, APIKey]:
+        return to_api_key((yield from self._fetch(key_id)))
+
+    def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[_Op, Any, APIKey]:
+        key_id, reason = check_key_id(key_id), check_reason(reason)
+        if not is_clerk_key_id(key_id):
+            raise KeyNotFoundError(key_id=key_id)
+        send = _Send(
+            "POST", f"/api_keys/{key_id}/revoke", "revoke", body={"revocation_reason": reason}
+        )
+        try:
+            payload = yield from self._call(send, key_id=key_id)
+        except InvalidInputError:
+            # Clerk may refuse to revoke twice; revoking is idempotent for us.
+            current = yield from self._fetch(key_id)
+            if not current.revoked:
+                raise
+            return to_api_key(current)
+        finally:
+            self._forget(key_id)
+        return to_api_key(parse_key_object(payload, "revoke"))
+
+    def _delete_flow(self, key_id: str) -> Generator[_Op, Any, None]:
+        key_id = check_key_id(key_id)
+        if not is_clerk_key_id(key_id):
+            raise KeyNotFoundError(key_id=key_id)
+        try:
+            yield from self._call(_Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
+        finally:
+            self._forget(key_id)
+
+    def _rotate_flow(
+        self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
+    ) -> Generator[_Op, Any, NewAPIKey]:
+        """Create the replacement, then end the old key (revoke, or shorten its life).
+
+        Clerk has no rotation: this is create-then-retire. If retiring fails, the
+        replacement is deleted again so the caller is left with exactly the old key.
+        """
+        grace = check_grace(grace)
+        old = yield from self._fetch(key_id)
+        key_id = old.id
+        now = utcnow()
+        old_expiry = expiry_from_milliseconds(old.expiration)
+        if old.revoked:
+            raise InvalidInputError(
+                "a revoked key cannot be rotated", field="key_id", key_id=key_id
+            )
+        if expiration is KEEP:
+            expires_at = old_expiry
+            if old.expired or (expires_at is not None and expires_at <= now):
+                raise InvalidInputError(
+                    "the key has expired: give the replacement an expiration",
+                    field="expiration",
+                    key_id=key_id,
+                )
+        else:
+            expires_at = parse_expiration(expiration, now=now)
+        body: dict[str, Any] = {"name": old.name, "subject": old.subject, "scopes": old.scopes}
+        if old.description is not None:
+            body["description"] = old.description
+        if old.claims is not None:
+            body["claims"] = old.claims
+        if old.created_by is not None and _CREATED_BY_RE.fullmatch(old.created_by):
+            body["created_by"] = old.created_by
+        if expires_at is not None:
+            body["seconds_until_expiration"] = lifetime_seconds(expires_at, utcnow())
+        new = yield from self._issue(body)
+        try:
+            yield from self._retire(old, grace, old_expiry)
+        except Exception:
+            # Nobody but us holds the replacement's secret: remove it rather than
+            # leave an orphan (cancellation is not caught: we must not yield then).
+            yield from self._undo_create(new.id, key_id)
+            raise
+        finally:
+            self._forget(key_id)
+        return new
+
+    def _retire(
+        self, old: ClerkKeyObject, grace: timedelta, old_expiry: datetime | None
+    ) -> Generator[_Op, Any, None]:
+        if not grace:
+            send = _Send(
+                "POST",
+                f"/api_keys/{old.id}/revoke",
+                "revoke",
+                body={"revocation_reason": ROTATED_REASON},
+            )
+            yield from self._call(send, key_id=old.id)
+            return
+        cutoff = utcnow() + grace
+        if old_expiry is not None and old_expiry <= cutoff:
+            return  # it ends before the grace period would: leave it be
+        body = {"seconds_until_expiration": lifetime_seconds(cutoff, utcnow())}
+        yield from self._call(
+            _Send("PATCH", f"/api_keys/{old.id}", "update", body=body), key_id=old.id
+        )
+
+    def _undo_create(self, new_id: str, old_id: str) -> Generator[_Op, Any, None]:
+        try:
+            yield from self._call(_Send("DELETE", f"/api_keys/{new_id}", "delete"), key_id=new_id)
+        except APIKeysError:
+            logger.error(
+                "rotation of %s failed and its replacement %s could not be deleted: delete it",
+                old_id,
+                new_id,
+            )
+
+
+def check_expired(key: ClerkKeyObject) -> bool:
+    """Whether a key's expiry has passed by our clock."""
+    expires_at = expiry_from_milliseconds(key.expiration)
+    return expires_at is not None and expires_at <= utcnow()
+
+
+def _check_secret_key(secret_key: str | SecretStr) -> SecretStr:
+    if isinstance(secret_key, SecretStr):
+        secret_key = secret_key.get_secret_value()
+    if not isinstance(secret_key, str) or not secret_key:
+        raise ConfigurationError(
+            "the Clerk backend needs your Clerk secret key: set CLERK_SECRET_KEY, or choose"
+            " the local backend with APIKEYS_BACKEND=sqlite:///apikeys.db"
+        )
+    if not secret_key.startswith("sk_") or not secret_key.isprintable() or " " in secret_key:
+        raise ConfigurationError(
+            "CLERK_SECRET_KEY must be a Clerk secret key (sk_live_… or sk_test_…);"
+            " publishable keys (pk_…) cannot manage API keys"
+        )
+    return SecretStr(secret_key)
+
+
+def _check_api_url(api_url: str) -> str:
+    parts = urlsplit(api_url)
+    problem = None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        problem = "must be an https:// URL"
+    elif parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        problem = "must use https (plain http only to loopback addresses)"
+    elif parts.username or parts.password or parts.query or parts.fragment:
+        problem = "must not carry credentials, a query or a fragment"
+    if problem:
+        raise ConfigurationError(f"CLERK_API_URL {problem}")
+    return api_url.rstrip("/")
+
+
+def _check_backend_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "clerk" or parts.netloc or parts.path.strip("/") or parts.query:
+        raise ConfigurationError(
+            "the Clerk backend URL is just 'clerk://': the secret key comes from"
+            " CLERK_SECRET_KEY and the API address from CLERK_API_URL"
+        )
+
+
+__all__ = [
+    "MAX_SECRET_LENGTH",
+    "ClerkBase",
+    "ClerkKeyObject",
+    "check_clerk_name",
+    "check_subject",
+    "from_milliseconds",
+    "is_clerk_key_id",
+    "is_clerk_secret",
+    "parse_key_object",
+    "parse_retry_after",
+    "secret_hint",
+]

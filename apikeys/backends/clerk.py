@@ -1,0 +1,350 @@
+"""The Clerk backend: keys live in your Clerk instance, managed through Clerk's Backend API.
+
+::
+
+    from apikeys.backends.clerk import ClerkKeyManager
+
+    manager = ClerkKeyManager("sk_live_…")  # or create_key_manager("clerk://")
+    new = manager.create_api_key("user_2xhFjEI5X2qWRvtV13BzSj8H6Dk", "CI", ["read:data"])
+    manager.validate_api_key(new.secret)
+
+The logic lives once, IO-free, in :class:`apikeys.backends._clerk.ClerkBase`;
+:class:`ClerkKeyManager` (``httpx.Client``) and :class:`AsyncClerkKeyManager`
+(``httpx.AsyncClient``) only send its requests and sleep its backoffs.
+Concurrent validations of the same uncached key share one call to Clerk.
+See ``docs/backends/clerk.md`` for the mapping, caching and failure rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from apikeys._imports import require
+
+require("httpx", "clerk")
+
+import httpx  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+
+from apikeys._config import Settings  # noqa: E402
+from apikeys._errors import BackendUnavailableError, InvalidKeyError  # noqa: E402
+from apikeys._expiry import Expiration  # noqa: E402
+from apikeys._flow import run_async, run_sync  # noqa: E402
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
+from apikeys._requests import KEEP, Keep  # noqa: E402
+from apikeys._validation import check_scopes  # noqa: E402
+from apikeys.backends._clerk import (  # noqa: E402
+    MAX_SECRET_LENGTH,
+    ClerkBase,
+    _Op,
+    _Send,
+    _Sleep,
+    is_clerk_secret,
+)
+from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+_POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
+
+
+def _presented_digest(manager: ClerkBase, secret: str) -> bytes:
+    """Refuse secrets that cannot be Clerk keys (no call); return the cache digest."""
+    if not is_clerk_secret(secret):
+        raise InvalidKeyError()
+    return manager.cache.digest(secret)
+
+
+class _Pending:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: VerifiedKey | None = None
+        self.error: BaseException | None = None
+
+
+class _ThreadSingleFlight:
+    """Threads asking for the same digest at once share the first one's call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[bytes, _Pending] = {}
+
+    def run(self, digest: bytes, call: Callable[[], VerifiedKey]) -> VerifiedKey:
+        with self._lock:
+            pending = self._calls.get(digest)
+            leader = pending is None
+            if pending is None:
+                pending = self._calls[digest] = _Pending()
+        if not leader:
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            assert pending.result is not None
+            return pending.result
+        try:
+            pending.result = call()
+            return pending.result
+        except Exception as exc:
+            pending.error = exc
+            raise
+        except BaseException:
+            pending.error = BackendUnavailableError("verification was interrupted")
+            raise
+        finally:
+            with self._lock:
+                del self._calls[digest]
+            pending.done.set()
+
+
+class ClerkKeyManager(ClerkBase):
+    """Synchronous manager over Clerk's Backend API; safe to share between threads.
+
+    Args:
+        secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
+        http_client: An ``httpx.Client`` to send through (yours to close); by
+            default one with connection pooling is made and closed by :meth:`close`.
+        **options: See :class:`~apikeys.backends._clerk.ClerkBase` (``api_url``,
+            ``api_version``, ``timeout``, ``cache_ttl``, ``cache_max_entries``,
+            ``max_retries``, ``retry_backoff``, ``max_retry_wait``).
+
+    Example:
+        >>> from apikeys.testing import FakeClerk
+        >>> fake = FakeClerk()
+        >>> manager = fake.key_manager()
+        >>> new = manager.create_api_key(fake.new_user_id(), "CI pipeline", ["read:data"])
+        >>> manager.validate_api_key(new.secret).key_id == new.id
+        True
+    """
+
+    def __init__(
+        self,
+        secret_key: str | SecretStr,
+        *,
+        http_client: httpx.Client | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(secret_key, **options)
+        self._owns_client = http_client is None
+        self.http_client = http_client or httpx.Client(timeout=self.timeout, limits=_POOL_LIMITS)
+        self._flights = _ThreadSingleFlight()
+        self._sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> Self:
+        """Build a manager from ``clerk://`` and :class:`~apikeys.Settings`."""
+        return cls(**cls._options_from_settings(url, settings))
+
+    def _perform(self, request: _Op) -> Any:
+        if isinstance(request, _Sleep):
+            self._sleep(request.seconds)
+            return None
+        return self._send(request)
+
+    def _send(self, send: _Send) -> httpx.Response:
+        return self.http_client.request(
+            send.method,
+            self._url(send.path),
+            json=send.body,
+            params=send.params,
+            headers=self._headers,
+            timeout=self.timeout,
+        )
+
+    def create_api_key(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str = (),
+        expiration: Expiration = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> NewAPIKey:
+        """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
+        return run_sync(
+            self._create_flow(user_id, name, scopes, expiration, metadata), self._perform
+        )
+
+    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        hit = cached_verification(self.cache, secret, required, max_length=MAX_SECRET_LENGTH)
+        if hit is not None:
+            return hit
+        digest = _presented_digest(self, secret)
+        verified = self._flights.run(
+            digest, lambda: run_sync(self._verify_flow(secret, digest), self._perform)
+        )
+        return check_scopes(verified, required)
+
+    def list_api_keys(
+        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
+    ) -> APIKeyPage:
+        """List a user's keys; see :meth:`apikeys.KeyManager.list_api_keys`."""
+        return run_sync(self._list_flow(user_id, include_invalid, limit, offset), self._perform)
+
+    def get_api_key(self, key_id: str) -> APIKey:
+        """Fetch one key; see :meth:`apikeys.KeyManager.get_api_key`."""
+        return run_sync(self._get_flow(key_id), self._perform)
+
+    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+        """Revoke a key; see :meth:`apikeys.KeyManager.revoke_api_key`."""
+        return run_sync(self._revoke_flow(key_id, reason), self._perform)
+
+    def delete_api_key(self, key_id: str) -> None:
+        """Delete a key; see :meth:`apikeys.KeyManager.delete_api_key`."""
+        run_sync(self._delete_flow(key_id), self._perform)
+
+    def rotate_api_key(
+        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
+    ) -> NewAPIKey:
+        """Replace a key; see :meth:`apikeys.KeyManager.rotate_api_key`."""
+        return run_sync(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    def close(self) -> None:
+        """Close the HTTP client, if this manager made it."""
+        if self._owns_client:
+            self.http_client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClerkKeyManager(ClerkBase):
+    """Async manager over Clerk's Backend API: the twin of :class:`ClerkKeyManager`.
+
+    Takes the same arguments, with an ``httpx.AsyncClient`` as ``http_client``.
+    """
+
+    def __init__(
+        self,
+        secret_key: str | SecretStr,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(secret_key, **options)
+        self._owns_client = http_client is None
+        self.http_client = http_client or httpx.AsyncClient(
+            timeout=self.timeout, limits=_POOL_LIMITS
+        )
+        self._inflight: dict[bytes, asyncio.Future[VerifiedKey]] = {}
+        self._sleep: Callable[[float], Any] = asyncio.sleep
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> Self:
+        """Build a manager from ``clerk://`` and :class:`~apikeys.Settings`."""
+        return cls(**cls._options_from_settings(url, settings))
+
+    async def _perform(self, request: _Op) -> Any:
+        if isinstance(request, _Sleep):
+            await self._sleep(request.seconds)
+            return None
+        return await self.http_client.request(
+            request.method,
+            self._url(request.path),
+            json=request.body,
+            params=request.params,
+            headers=self._headers,
+            timeout=self.timeout,
+        )
+
+    async def create_api_key(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str = (),
+        expiration: Expiration = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> NewAPIKey:
+        """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
+        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
+        return await run_async(flow, self._perform)
+
+    async def validate_api_key(
+        self, secret: str, *, required_scopes: Iterable[str] = ()
+    ) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        hit = cached_verification(self.cache, secret, required, max_length=MAX_SECRET_LENGTH)
+        if hit is not None:
+            return hit
+        digest = _presented_digest(self, secret)
+        shared = self._inflight.get(digest)
+        if shared is None:
+            # A task of its own, so one caller's cancellation never cancels the others'.
+            shared = asyncio.ensure_future(
+                run_async(self._verify_flow(secret, digest), self._perform)
+            )
+            self._inflight[digest] = shared
+            shared.add_done_callback(lambda done: self._landed(digest, done))
+        verified = await asyncio.shield(shared)
+        return check_scopes(verified, required)
+
+    def _landed(self, digest: bytes, done: asyncio.Future[VerifiedKey]) -> None:
+        if self._inflight.get(digest) is done:
+            del self._inflight[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone away
+
+    async def list_api_keys(
+        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
+    ) -> APIKeyPage:
+        """List a user's keys; see :meth:`apikeys.AsyncKeyManager.list_api_keys`."""
+        return await run_async(
+            self._list_flow(user_id, include_invalid, limit, offset), self._perform
+        )
+
+    async def get_api_key(self, key_id: str) -> APIKey:
+        """Fetch one key; see :meth:`apikeys.AsyncKeyManager.get_api_key`."""
+        return await run_async(self._get_flow(key_id), self._perform)
+
+    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+        """Revoke a key; see :meth:`apikeys.AsyncKeyManager.revoke_api_key`."""
+        return await run_async(self._revoke_flow(key_id, reason), self._perform)
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Delete a key; see :meth:`apikeys.AsyncKeyManager.delete_api_key`."""
+        await run_async(self._delete_flow(key_id), self._perform)
+
+    async def rotate_api_key(
+        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
+    ) -> NewAPIKey:
+        """Replace a key; see :meth:`apikeys.AsyncKeyManager.rotate_api_key`."""
+        return await run_async(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    async def close(self) -> None:
+        """Close the HTTP client, if this manager made it."""
+        if self._owns_client:
+            await self.http_client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncClerkKeyManager", "ClerkKeyManager"]
