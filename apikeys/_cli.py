@@ -291,7 +291,7 @@ def _report_error(error: APIKeysError, *, as_json: bool) -> None:
 # --- the backend ---------------------------------------------------------------------
 
 
-def _redact(text: str, url: str | None) -> str:
+def redact_password(text: str, url: str | None) -> str:
     """Remove a password that a database URL may carry from ``text``."""
     if not url:
         return text
@@ -319,9 +319,12 @@ def open_manager(url: str | None) -> KeyManager:
                 f" default {DEFAULT_BACKEND_URL} was tried)"
             ) from exc
         raise
-    except (ValueError, ImportError, AttributeError, TypeError) as exc:
-        # SQLAlchemy raises these for a malformed URL or a missing database driver.
-        detail = _redact(f"{type(exc).__name__}: {exc}", effective)
+    except Exception as exc:
+        # Building a manager does no IO, so whatever fails here is configuration:
+        # SQLAlchemy raises ValueError, ImportError or its ArgumentError for a
+        # malformed URL or a missing driver. One line, without any password.
+        first_line = str(exc).strip().split("\n", 1)[0]
+        detail = redact_password(f"{type(exc).__name__}: {first_line}", effective)
         raise ConfigurationError(f"cannot open the backend ({detail})") from exc
 
 

@@ -1,0 +1,846 @@
+"""The ``apikeys`` command line, run in-process and as the installed console script.
+
+Every test works on a real SQLite file in ``tmp_path``; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import apikeys
+from apikeys._cli import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    exit_code_for,
+    main,
+    parse_duration,
+    parse_expiration_arg,
+    parse_grace_arg,
+    redact_password,
+)
+
+pytestmark = pytest.mark.sqlalchemy
+
+SECRET_LINE = "Secret (shown only this once; store it now):"
+
+
+@dataclass
+class Run:
+    """What one ``apikeys`` invocation produced."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def error(self) -> dict[str, Any]:
+        payload: dict[str, Any] = json.loads(self.err)["error"]
+        return payload
+
+
+CLI = Callable[..., Run]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's own APIKEYS_* settings must not leak into these tests.
+    for name in list(os.environ):
+        if name.startswith("APIKEYS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "keys.db"
+
+
+@pytest.fixture
+def url(database: Path) -> str:
+    return f"sqlite:///{database}"
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str) -> CLI:
+    """Run ``apikeys --backend <url> ARGS`` in-process; ``stdin=`` feeds standard input."""
+
+    def run(*args: str, stdin: str = "", backend: str | None = url) -> Run:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        argv = ([f"--backend={backend}"] if backend is not None else []) + list(args)
+        code = main(argv)
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def secret_of(run: Run) -> str:
+    """The secret a human-readable create/rotate printed: the line after the notice."""
+    lines = run.out.splitlines()
+    return lines[lines.index(SECRET_LINE) + 1]
+
+
+def row_count(database: Path) -> int:
+    if not database.exists():
+        return 0
+    with sqlite3.connect(database) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM apikeys_keys").fetchone()
+    return int(count)
+
+
+def create(cli: CLI, *args: str, user: str = "user_1", name: str = "CI") -> dict[str, Any]:
+    run = cli("create", user, name, "--json", *args)
+    assert run.code == EXIT_OK, run.err
+    created: dict[str, Any] = run.json()
+    return created
+
+
+# --- create ------------------------------------------------------------------------
+
+
+def test_create_prints_a_working_secret_exactly_once(cli: CLI, url: str) -> None:
+    run = cli("create", "user_1", "CI pipeline", "--scope", "read:data", "--scope", "write:data")
+
+    assert run.code == EXIT_OK
+    secret = secret_of(run)
+    assert re.fullmatch(apikeys.KEY_PATTERN, secret)
+    assert run.out.count(secret) == 1
+    assert "CI pipeline" in run.out
+    with contextlib.closing(apikeys.create_key_manager(url)) as manager:
+        verified = manager.validate_api_key(secret, required_scopes=["write:data"])
+    assert verified.user_id == "user_1"
+    assert verified.scopes == ("read:data", "write:data")
+    assert verified.key_id in run.out
+
+
+def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
+    before = datetime.now(timezone.utc)
+    created = create(
+        cli, "--scope", "read:data data:*", "--expires", "30d", "--metadata", '{"team": "infra"}'
+    )
+
+    assert created["user_id"] == "user_1"
+    assert created["name"] == "CI"
+    assert created["scopes"] == ["read:data", "data:*"]
+    assert created["status"] == "active"
+    assert created["metadata"] == {"team": "infra"}
+    assert re.fullmatch(apikeys.KEY_PATTERN, created["secret"])
+    assert created["secret"].startswith(created["hint"].split("…")[0])
+    expires = datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+    assert before + timedelta(days=30) <= expires <= datetime.now(timezone.utc) + timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("expires", "expected"),
+    [
+        ("2099-12-31", datetime(2100, 1, 1, tzinfo=timezone.utc)),
+        ("2099-06-01T12:00:00Z", datetime(2099, 6, 1, 12, tzinfo=timezone.utc)),
+        ("2099-06-01T14:00:00+02:00", datetime(2099, 6, 1, 12, tzinfo=timezone.utc)),
+    ],
+)
+def test_create_accepts_dates_and_datetimes(cli: CLI, expires: str, expected: datetime) -> None:
+    created = create(cli, "--expires", expires)
+    assert datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00")) == expected
+
+
+def test_create_without_expiry_never_expires(cli: CLI) -> None:
+    assert create(cli)["expires_at"] is None
+    assert create(cli, "--expires", "never")["expires_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--expires", "2001-01-01"], "--expires is in the past"),
+        (["--expires", "tomorrow"], "is not an ISO 8601 date"),
+        (["--expires", "0d"], "positive duration"),
+        (["--expires", ""], "is not an ISO 8601 date"),
+        (["--expires", "99999999w"], "100 years"),
+        (["--scope", "read data!"], "malformed scope 'data!'"),
+        (["--scope", "*"], "malformed scope '*'"),
+        (["--metadata", "[1, 2]"], "--metadata must be a JSON object"),
+        (["--metadata", "{nope"], "--metadata must be a JSON object"),
+    ],
+)
+def test_create_refuses_bad_input_and_writes_nothing(
+    cli: CLI, database: Path, args: list[str], message: str
+) -> None:
+    create(cli)  # the database exists and holds one key
+    run = cli("create", "user_1", "second", *args)
+
+    assert run.code == EXIT_USAGE
+    assert message in run.err
+    assert run.err.startswith("apikeys: error: ")
+    assert len(run.err.strip().splitlines()) == 1
+    assert run.out == ""
+    assert row_count(database) == 1
+
+
+@pytest.mark.parametrize(("user", "name"), [("user_1", "   "), ("", "CI"), ("user_1", "a\x00b")])
+def test_create_refuses_bad_owner_or_name_without_touching_the_database(
+    cli: CLI, database: Path, user: str, name: str
+) -> None:
+    run = cli("create", user, name)
+
+    assert run.code == EXIT_USAGE
+    assert "must be" in run.err
+    assert not database.exists()
+
+
+def test_bad_input_as_json_is_an_error_object_on_stderr(cli: CLI) -> None:
+    run = cli("create", "user_1", "CI", "--expires", "yesterday", "--json")
+
+    assert run.code == EXIT_USAGE
+    assert run.out == ""
+    error = run.error()
+    assert error["code"] == "invalid_input"
+    assert error["status_code"] == 422
+    assert error["exit_code"] == EXIT_USAGE
+    assert "yesterday" in error["message"]
+
+
+# --- list and show ---------------------------------------------------------------------
+
+
+def test_list_shows_active_keys_and_never_a_secret(cli: CLI) -> None:
+    first = create(cli, "--scope", "read:data", name="first")
+    second = create(cli, name="second")
+    cli("revoke", second["id"])
+    create(cli, user="someone_else")
+
+    run = cli("list", "user_1")
+
+    assert run.code == EXIT_OK
+    assert first["id"] in run.out
+    assert second["id"] not in run.out
+    assert first["secret"] not in run.out
+    assert "read:data" in run.out
+    assert "1-1 of 1 key(s)" in run.out
+    header = run.out.splitlines()[0].split()
+    assert header[:3] == ["ID", "NAME", "SCOPES"]
+
+
+def test_list_all_includes_revoked_keys_with_their_status(cli: CLI) -> None:
+    kept = create(cli, name="kept")
+    revoked = create(cli, name="gone")
+    cli("revoke", revoked["id"])
+
+    run = cli("list", "user_1", "--all")
+
+    rows = {line.split()[0]: line for line in run.out.splitlines()[1:] if line.strip()}
+    assert "revoked" in rows[revoked["id"]]
+    assert "active" in rows[kept["id"]]
+
+
+def test_list_json_pages_and_has_no_secrets(cli: CLI) -> None:
+    created = [create(cli, name=f"key {n}") for n in range(3)]
+
+    first_page = cli("list", "user_1", "--json", "--limit", "2").json()
+    second_page = cli("list", "user_1", "--json", "--limit", "2", "--offset", "2").json()
+
+    assert first_page["total"] == 3
+    assert first_page["has_more"] is True
+    assert second_page["has_more"] is False
+    listed = [item["id"] for item in first_page["items"] + second_page["items"]]
+    assert sorted(listed) == sorted(key["id"] for key in created)
+    for item in first_page["items"]:
+        assert "secret" not in item
+        assert item["status"] == "active"
+    text = json.dumps([first_page, second_page])
+    assert not any(key["secret"] in text for key in created)
+
+
+def test_list_human_output_points_to_the_next_page(cli: CLI) -> None:
+    create(cli, name="a")
+    create(cli, name="b")
+
+    run = cli("list", "user_1", "--limit", "1")
+
+    assert "1-1 of 2 key(s); next page: --offset 1" in run.out
+
+
+def test_list_of_a_user_without_keys(cli: CLI) -> None:
+    run = cli("list", "nobody")
+    assert run.code == EXIT_OK
+    assert "No active keys for nobody" in run.out
+    assert "--all" in run.out
+
+
+def test_list_refuses_a_page_size_out_of_range(cli: CLI) -> None:
+    run = cli("list", "user_1", "--limit", "1000")
+    assert run.code == EXIT_USAGE
+    assert "limit must be an integer from 1 to 100" in run.err
+
+
+def test_show_one_key_without_its_secret(cli: CLI) -> None:
+    created = create(cli, "--metadata", '{"env": "prod"}', name="deploy bot")
+
+    human = cli("show", created["id"])
+    as_json = cli("show", created["id"], "--json").json()
+
+    assert human.code == EXIT_OK
+    assert "deploy bot" in human.out
+    assert '{"env": "prod"}' in human.out
+    assert created["secret"] not in human.out
+    assert as_json["id"] == created["id"]
+    assert as_json["metadata"] == {"env": "prod"}
+    assert "secret" not in as_json
+
+
+# --- revoke, delete, rotate -----------------------------------------------------------
+
+
+def test_revoke_keeps_the_reason_and_stops_the_key(cli: CLI) -> None:
+    created = create(cli)
+
+    run = cli("revoke", created["id"], "--reason", "laptop lost")
+    shown = cli("show", created["id"], "--json").json()
+    verify = cli("verify", "--json", stdin=created["secret"])
+
+    assert run.code == EXIT_OK
+    assert f"Revoked API key {created['id']}" in run.out
+    assert "laptop lost" in run.out
+    assert shown["status"] == "revoked"
+    assert shown["revocation_reason"] == "laptop lost"
+    assert verify.code == EXIT_REFUSED
+    assert verify.json()["error"]["code"] == "revoked_api_key"
+
+
+def test_revoke_json_and_idempotence(cli: CLI) -> None:
+    created = create(cli)
+    first = cli("revoke", created["id"], "--json").json()
+    second = cli("revoke", created["id"], "--json")
+
+    assert first["status"] == "revoked"
+    assert second.code == EXIT_OK
+    assert second.json()["revoked_at"] == first["revoked_at"]
+
+
+def test_delete_removes_the_key(cli: CLI, database: Path) -> None:
+    created = create(cli)
+
+    run = cli("delete", created["id"])
+    again = cli("delete", created["id"], "--json")
+
+    assert run.code == EXIT_OK
+    assert f"Deleted API key {created['id']}" in run.out
+    assert row_count(database) == 0
+    assert again.code == EXIT_NOT_FOUND
+    assert again.error()["code"] == "api_key_not_found"
+
+
+def test_delete_json(cli: CLI) -> None:
+    created = create(cli)
+    assert cli("delete", created["id"], "--json").json() == {"deleted": created["id"]}
+
+
+def test_rotate_without_grace_retires_the_old_key_now(cli: CLI) -> None:
+    old = create(cli, "--scope", "read:data", "--expires", "2099-01-01")
+
+    run = cli("rotate", old["id"])
+    new_secret = secret_of(run)
+
+    assert run.code == EXIT_OK
+    assert "stops working now" in run.out
+    assert run.out.count(new_secret) == 1
+    assert cli("verify", stdin=new_secret).code == EXIT_OK
+    assert cli("verify", stdin=old["secret"]).code == EXIT_REFUSED
+    listed = cli("list", "user_1", "--json").json()["items"]
+    assert len(listed) == 1
+    assert listed[0]["scopes"] == ["read:data"]
+    assert listed[0]["expires_at"] == old["expires_at"]
+
+
+def test_rotate_with_grace_keeps_the_old_key_for_a_while(cli: CLI) -> None:
+    old = create(cli)
+    before = datetime.now(timezone.utc)
+
+    rotated = cli("rotate", old["id"], "--grace", "1h", "--expires", "90d", "--json").json()
+
+    assert rotated["replaces"]["id"] == old["id"]
+    assert rotated["replaces"]["status"] == "active"
+    old_expiry = datetime.fromisoformat(rotated["replaces"]["expires_at"].replace("Z", "+00:00"))
+    assert before + timedelta(hours=1) <= old_expiry <= before + timedelta(hours=1, minutes=1)
+    assert rotated["name"] == old["name"]
+    assert rotated["id"] != old["id"]
+    assert cli("verify", stdin=old["secret"]).code == EXIT_OK
+    assert cli("verify", stdin=rotated["secret"]).code == EXIT_OK
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grace", "soon"], "--grace 'soon' is not a duration"),
+        (["--grace", "-5"], "--grace '-5' is not a duration"),
+        (["--grace", "nan"], "is not a duration"),
+        (["--expires", "1999-01-01"], "--expires is in the past"),
+    ],
+)
+def test_rotate_refuses_bad_input_and_writes_nothing(
+    cli: CLI, database: Path, args: list[str], message: str
+) -> None:
+    old = create(cli)
+
+    run = cli("rotate", old["id"], *args)
+
+    assert run.code == EXIT_USAGE
+    assert message in run.err
+    assert row_count(database) == 1
+    assert cli("verify", stdin=old["secret"]).code == EXIT_OK
+
+
+def test_rotate_of_a_revoked_key_is_refused(cli: CLI) -> None:
+    old = create(cli)
+    cli("revoke", old["id"])
+
+    run = cli("rotate", old["id"])
+
+    assert run.code == EXIT_USAGE
+    assert "a revoked key cannot be rotated" in run.err
+
+
+@pytest.mark.parametrize("command", ["show", "revoke", "delete", "rotate"])
+def test_unknown_key_id_is_not_found(cli: CLI, command: str) -> None:
+    create(cli)
+    run = cli(command, "NoSuchKey123")
+
+    assert run.code == EXIT_NOT_FOUND
+    assert run.err == "apikeys: error: API key not found (key NoSuchKey123)\n"
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def test_verify_from_stdin(cli: CLI) -> None:
+    created = create(cli, "--scope", "read:data")
+
+    run = cli("verify", stdin=created["secret"] + "\n")
+
+    assert run.code == EXIT_OK
+    assert run.out.startswith(f"valid: key {created['id']} (CI) of user_1")
+    assert created["secret"] not in run.out
+
+
+def test_verify_from_stdin_with_a_dash(cli: CLI) -> None:
+    created = create(cli)
+    assert cli("verify", "-", stdin=created["secret"]).code == EXIT_OK
+
+
+def test_verify_from_an_environment_variable(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = create(cli)
+    monkeypatch.setenv("MY_API_KEY", created["secret"])
+
+    run = cli("verify", "--key-env", "MY_API_KEY", "--json")
+
+    assert run.code == EXIT_OK
+    assert run.json() == {
+        "valid": True,
+        "key": {
+            "key_id": created["id"],
+            "user_id": "user_1",
+            "name": "CI",
+            "scopes": [],
+            "expires_at": None,
+            "metadata": {},
+        },
+    }
+
+
+def test_verify_from_an_argument(cli: CLI) -> None:
+    created = create(cli)
+    assert cli("verify", created["secret"]).code == EXIT_OK
+
+
+def test_verify_checks_required_scopes(cli: CLI) -> None:
+    created = create(cli, "--scope", "data:*")
+
+    held = cli("verify", "--scope", "data:read", stdin=created["secret"])
+    lacking = cli("verify", "--scope", "admin:users", "--json", stdin=created["secret"])
+
+    assert held.code == EXIT_OK
+    assert lacking.code == EXIT_REFUSED
+    error = lacking.json()["error"]
+    assert error["code"] == "insufficient_scope"
+    assert error["status_code"] == 403
+    assert "admin:users" in error["message"]
+
+
+def test_verify_refuses_a_wrong_key_without_echoing_it(cli: CLI) -> None:
+    created = create(cli)
+    wrong = apikeys.generate_key(lookup_id=created["id"]).key
+
+    human = cli("verify", stdin=wrong)
+    as_json = cli("verify", "--json", stdin=wrong)
+
+    assert human.code == EXIT_REFUSED
+    assert human.out == "refused: Invalid API key [invalid_api_key, HTTP 403]\n"
+    assert as_json.code == EXIT_REFUSED
+    assert as_json.json()["valid"] is False
+    assert as_json.json()["error"]["code"] == "invalid_api_key"
+    for output in (human.out, human.err, as_json.out, as_json.err):
+        assert wrong not in output
+
+
+def test_verify_refuses_an_expired_key(cli: CLI, database: Path) -> None:
+    created = create(cli, "--expires", "1d")
+    # Move the expiry into the past directly in the file: no sleeping.
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE apikeys_keys SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = ?",
+            (created["id"],),
+        )
+
+    run = cli("verify", "--json", stdin=created["secret"])
+
+    assert run.code == EXIT_REFUSED
+    assert run.json()["error"]["code"] == "expired_api_key"
+    assert run.json()["error"]["key_id"] == created["id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        ([], "", "no API key given"),
+        ([], "  \n", "no API key given"),
+        (["--key-env", "UNSET_VARIABLE_FOR_TEST"], "", "UNSET_VARIABLE_FOR_TEST is not set"),
+        (["apk_1x", "--key-env", "X"], "", "not both"),
+        (["--scope", "admin:*"], "k", "malformed scope 'admin:*'"),
+    ],
+)
+def test_verify_usage_errors(cli: CLI, args: list[str], stdin: str, message: str) -> None:
+    run = cli("verify", *args, stdin=stdin)
+    assert run.code == EXIT_USAGE
+    assert message in run.err
+
+
+# --- backends and configuration -------------------------------------------------------
+
+
+def test_backend_from_the_environment(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, url: str, database: Path
+) -> None:
+    monkeypatch.setenv("APIKEYS_BACKEND", url)
+
+    run = cli("create", "user_1", "from env", backend=None)
+
+    assert run.code == EXIT_OK
+    assert row_count(database) == 1
+
+
+def test_backend_option_wins_over_the_environment(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database: Path
+) -> None:
+    monkeypatch.setenv("APIKEYS_BACKEND", f"sqlite:///{tmp_path / 'other.db'}")
+
+    assert cli("create", "user_1", "explicit").code == EXIT_OK
+    assert row_count(database) == 1
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_global_options_go_before_or_after_the_command(cli: CLI, url: str) -> None:
+    created = create(cli)
+    # ``cli`` puts --backend first; here it comes after the command instead.
+    after = cli("show", created["id"], "--backend", url, "--json", backend=None)
+
+    assert after.code == EXIT_OK
+    assert after.json()["id"] == created["id"]
+    assert cli("--json", "show", created["id"]).json()["id"] == created["id"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("nonsense", "neither a URL"),
+        ("gopher://somewhere", "no apikeys backend for 'gopher' URLs"),
+        ("no_such_module_here:Manager", "backend module 'no_such_module_here' not found"),
+        ("postgresql://admin:hunter2@127.0.0.1:notaport/db", "cannot open the backend"),
+        ("postgresql+nosuchdriver://admin:hunter2@127.0.0.1/db", "Can't load plugin"),
+        ("sqlite://admin:hunter2@host/x.db", "Invalid SQLite URL"),
+        ("json:JSONDecoder", "has no from_settings"),
+    ],
+)
+def test_bad_backend_is_a_configuration_error(cli: CLI, backend: str, message: str) -> None:
+    run = cli("list", "user_1", backend=backend)
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert message in run.err
+    assert "hunter2" not in run.err
+    assert len(run.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "expected"),
+    [
+        (
+            "cannot reach postgresql://admin:hunter2@db/keys",
+            "postgresql://admin:hunter2@db/keys",
+            "cannot reach postgresql://admin:***@db/keys",
+        ),
+        ("no password here", "sqlite:///keys.db", "no password here"),
+        ("unparseable [", "postgresql://u:p@[::1/db", "unparseable ["),
+        ("anything", None, "anything"),
+    ],
+)
+def test_redact_password(text: str, url: str | None, expected: str) -> None:
+    assert redact_password(text, url) == expected
+
+
+def test_unreachable_database_is_backend_unavailable(cli: CLI, tmp_path: Path) -> None:
+    run = cli("list", "user_1", "--json", backend=f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert run.error()["code"] == "backend_unavailable"
+    assert run.error()["status_code"] == 503
+
+
+def test_no_backend_configured_says_what_was_tried(cli: CLI) -> None:
+    run = cli("list", "user_1", backend=None)
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert "clerk" in run.err
+
+
+def test_invalid_settings_in_the_environment(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIKEYS_KEY_PREFIX", "ak")
+
+    run = cli("list", "user_1")
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert "reserved for Clerk keys" in run.err
+
+
+# --- exit codes and usage -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (apikeys.InvalidKeyError(), EXIT_REFUSED),
+        (apikeys.ExpiredKeyError(), EXIT_REFUSED),
+        (apikeys.RevokedKeyError(), EXIT_REFUSED),
+        (apikeys.InsufficientScopeError(), EXIT_REFUSED),
+        (apikeys.MissingKeyError(), EXIT_REFUSED),
+        (apikeys.InvalidInputError(), EXIT_USAGE),
+        (apikeys.KeyNotFoundError(), EXIT_NOT_FOUND),
+        (apikeys.ConfigurationError(), EXIT_UNAVAILABLE),
+        (apikeys.MissingDependencyError("sqlalchemy", "sqlalchemy"), EXIT_UNAVAILABLE),
+        (apikeys.BackendUnavailableError(), EXIT_UNAVAILABLE),
+        (apikeys.RateLimitedError(), EXIT_UNAVAILABLE),
+        (apikeys.APIKeysError(), EXIT_UNAVAILABLE),
+    ],
+)
+def test_exit_code_of_every_error(error: apikeys.APIKeysError, code: int) -> None:
+    assert exit_code_for(error) == code
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["frobnicate"], ["create", "only_user"], ["list", "u", "--limit", "ten"], ["show"]],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "usage: apikeys" in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for command in ("create", "list", "show", "revoke", "delete", "rotate", "verify", "demo"):
+        assert command in out
+    assert "3  no key with that id" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == f"apikeys {apikeys.__version__}"
+
+
+# --- value parsers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("2w", timedelta(weeks=2)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        (" 45s ", timedelta(seconds=45)),
+        ("1d12h", timedelta(days=1, hours=12)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "d", "1.5d", "10", "1 d", "-1d", "1y", "2027-01-01"])
+def test_parse_duration_rejects_other_text(text: str) -> None:
+    assert parse_duration(text) is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("wdhms")), min_size=1, max_size=4)
+)
+def test_parse_duration_sums_its_parts(parts: list[tuple[int, str]]) -> None:
+    seconds = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = "".join(f"{n}{unit}" for n, unit in parts)
+    assert parse_duration(text) == timedelta(seconds=sum(n * seconds[u] for n, u in parts))
+
+
+def test_parse_grace_accepts_seconds_and_durations() -> None:
+    assert parse_grace_arg("0") == timedelta(0)
+    assert parse_grace_arg("90") == timedelta(seconds=90)
+    assert parse_grace_arg("1.5") == timedelta(seconds=1.5)
+    assert parse_grace_arg("30m") == timedelta(minutes=30)
+
+
+@given(st.text(max_size=60))
+def test_value_parsers_raise_only_invalid_input(text: str) -> None:
+    # Anything else (ValueError, OverflowError, ...) would escape main() as a traceback.
+    for parse in (parse_expiration_arg, parse_grace_arg, parse_duration):
+        with contextlib.suppress(apikeys.InvalidInputError):
+            parse(text)
+
+
+# --- the demo --------------------------------------------------------------------------
+
+
+def test_demo_in_a_temporary_database(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == EXIT_OK
+    out = capsys.readouterr().out
+
+    assert "HTTP 200" in out
+    for refused in (
+        "HTTP 403  InsufficientScopeError",
+        "HTTP 403  InvalidKeyError",
+        "HTTP 403  ExpiredKeyError",
+        "HTTP 403  RevokedKeyError",
+        "HTTP 503  BackendUnavailableError",
+    ):
+        assert refused in out
+    shown = re.search(r"database: (\S+)", out)
+    assert shown is not None
+    database = Path(shown.group(1))
+    assert not database.exists()
+    assert "deleted" in out
+
+
+def test_demo_keeps_a_database_it_was_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    database = tmp_path / "demo.db"
+
+    assert main(["demo", "--database", str(database)]) == EXIT_OK
+    out = capsys.readouterr().out
+
+    with contextlib.closing(apikeys.create_key_manager(f"sqlite:///{database}")) as manager:
+        page = manager.list_api_keys("user_123", include_invalid=True)
+    by_name: dict[str, list[apikeys.APIKey]] = {}
+    for key in page.items:
+        by_name.setdefault(key.name, []).append(key)
+    assert sorted(by_name) == ["CI pipeline", "old laptop", "short-lived"]
+    assert len(by_name["CI pipeline"]) == 2  # the original and its rotation
+    assert by_name["old laptop"][0].revocation_reason == "laptop lost"
+    assert by_name["short-lived"][0].expired
+    # Each secret the demo printed is the one stored for that key.
+    printed = re.findall(r"secret  (\S+)", out)
+    assert len(printed) == 2
+    with contextlib.closing(apikeys.create_key_manager(f"sqlite:///{database}")) as manager:
+        assert manager.validate_api_key(printed[1]).name == "CI pipeline"
+    assert f"apikeys --backend sqlite:///{database} list user_123 --all" in out
+
+
+def test_demo_refuses_an_existing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    database = tmp_path / "precious.db"
+    database.write_bytes(b"do not touch")
+
+    assert main(["demo", "--database", str(database)]) == EXIT_USAGE
+    assert "already exists" in capsys.readouterr().err
+    assert database.read_bytes() == b"do not touch"
+
+
+def test_demo_refuses_a_missing_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["demo", "--database", str(tmp_path / "nope" / "demo.db")]) == EXIT_USAGE
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_does_not_take_a_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--backend", "sqlite:///x.db", "demo"]) == EXIT_USAGE
+    assert "fresh SQLite file" in capsys.readouterr().err
+
+
+# --- the installed console script -------------------------------------------------------
+
+
+def _console_script() -> Path:
+    script = Path(sys.executable).parent / ("apikeys.exe" if os.name == "nt" else "apikeys")
+    assert script.exists(), f"the apikeys console script is not installed next to {sys.executable}"
+    return script
+
+
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    script = _console_script()
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")
+    }
+    environment["APIKEYS_BACKEND"] = f"sqlite:///{tmp_path / 'keys.db'}"
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+            check=False,
+        )
+
+    created = run("create", "user_1", "CI", "--scope", "read:data", "--json")
+    assert created.returncode == EXIT_OK, created.stderr
+    key = json.loads(created.stdout)
+
+    assert run("verify", "--scope", "read:data", stdin=key["secret"]).returncode == EXIT_OK
+    assert run("revoke", key["id"]).returncode == EXIT_OK
+    refused = run("verify", stdin=key["secret"])
+    assert refused.returncode == EXIT_REFUSED
+    assert "API key has been revoked" in refused.stdout
+
+    missing = run("show", "NoSuchKey123")
+    assert missing.returncode == EXIT_NOT_FOUND
+    broken = run("--backend", "nonsense", "list", "user_1")
+    assert broken.returncode == EXIT_UNAVAILABLE
+    bad = run("create", "user_1", "x", "--expires", "last week")
+    assert bad.returncode == EXIT_USAGE
+    for result in (missing, broken, bad):
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("apikeys: error: ")
+
+    demo = run("demo")
+    assert demo.returncode == EXIT_OK, demo.stderr
+    assert "HTTP 403  RevokedKeyError" in demo.stdout
