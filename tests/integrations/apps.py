@@ -1,0 +1,227 @@
+"""The demo app of :mod:`tests.integrations.contract`, built in each framework."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+
+from apikeys import RateLimitedError, VerifiedKey
+from tests.integrations.contract import AppOptions, Client, Reply
+
+EXEMPT_PATHS = ("/health", "/public/*")
+
+
+def product_docs_body(key: VerifiedKey) -> dict[str, str]:
+    """What the product docs' protected endpoint answers."""
+    return {
+        "message": "API key authentication successful",
+        "user": key.user_id,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def _latin1_headers(headers: Mapping[str, str] | None) -> dict[str, bytes]:
+    # Sent as bytes so that a non-ASCII value reaches the app instead of failing in the client.
+    return {name: value.encode("latin-1") for name, value in (headers or {}).items()}
+
+
+# --- FastAPI ---------------------------------------------------------------------------
+
+
+def fastapi_app(url: str, options: AppOptions) -> Any:
+    """The demo app in FastAPI, on an async manager closed at shutdown."""
+    import apikeys
+    from apikeys.integrations.fastapi import (
+        APIKeyMiddleware,
+        APIKeys,
+        management_router,
+        require_api_key,
+    )
+
+    manager = apikeys.create_async_key_manager(url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    app = FastAPI(lifespan=lifespan)
+    APIKeys(app, manager=manager, settings=options.settings)
+    app.include_router(management_router)
+    if options.middleware:
+        app.add_middleware(
+            APIKeyMiddleware, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS
+        )
+
+    @app.get("/protected")
+    async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
+        return product_docs_body(key)
+
+    @app.get("/protected-sync")
+    def protected_sync(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
+        return product_docs_body(key)
+
+    @app.get("/scoped")
+    async def scoped(key: VerifiedKey = Depends(require_api_key(["read:data"]))) -> dict[str, str]:  # noqa: B008
+        return {"user": key.user_id}
+
+    @app.get("/admin")
+    async def admin(key: VerifiedKey = Depends(require_api_key("admin:write"))) -> dict[str, str]:  # noqa: B008
+        return {"user": key.user_id}
+
+    @app.get("/rate-limited")
+    async def rate_limited(_: VerifiedKey = Depends(require_api_key())) -> None:  # noqa: B008
+        raise RateLimitedError("slow down", retry_after=7)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/public/info")
+    async def public_info() -> dict[str, str]:
+        return {"info": "public"}
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, str | None]:
+        key = getattr(request.state, "api_key", None)
+        return {"user": key.user_id if key else None}
+
+    return app
+
+
+class ASGIClient:
+    """The contract's :class:`Client` over Starlette's ``TestClient``."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply:
+        response = self._client.request(
+            method, path, headers=_latin1_headers(headers), params=params, content=content
+        )
+        return Reply(
+            response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.text,
+        )
+
+
+@contextmanager
+def asgi_client(app: Any) -> Iterator[Client]:
+    """Run ``app`` (lifespan included) under Starlette's ``TestClient``."""
+    from starlette.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield ASGIClient(client)
+
+
+# --- Flask ---------------------------------------------------------------------------------
+
+
+def flask_app(url: str, options: AppOptions) -> Any:
+    """The demo app in Flask, configured through ``app.config``."""
+    from flask import Flask, g
+
+    from apikeys.integrations.flask import (
+        APIKeyMiddleware,
+        APIKeys,
+        management_router,
+        require_api_key,
+    )
+
+    app = Flask(__name__)
+    app.config["APIKEYS_BACKEND"] = url
+    for name, value in options.settings.model_dump(exclude_defaults=True).items():
+        app.config[f"APIKEYS_{name.upper()}"] = value
+    APIKeys(app)
+    app.register_blueprint(management_router)
+    if options.middleware:
+        APIKeyMiddleware(app, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS)
+
+    @app.get("/protected")
+    @require_api_key
+    async def protected() -> dict[str, str]:
+        return product_docs_body(g.api_key)
+
+    @app.get("/protected-sync")
+    @require_api_key()
+    def protected_sync() -> dict[str, str]:
+        return product_docs_body(g.api_key)
+
+    @app.get("/scoped")
+    @require_api_key(scopes=["read:data"])
+    def scoped() -> dict[str, str]:
+        return {"user": g.api_key.user_id}
+
+    @app.get("/admin")
+    @require_api_key(scopes="admin:write")
+    def admin() -> dict[str, str]:
+        return {"user": g.api_key.user_id}
+
+    @app.get("/rate-limited")
+    @require_api_key
+    def rate_limited() -> None:
+        raise RateLimitedError("slow down", retry_after=7)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/public/info")
+    def public_info() -> dict[str, str]:
+        return {"info": "public"}
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, str | None]:
+        key = g.get("api_key")
+        return {"user": key.user_id if key else None}
+
+    return app
+
+
+class WSGIClient:
+    """The contract's :class:`Client` over Flask's test client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply:
+        response = self._client.open(
+            path, method=method, headers=dict(headers or {}), query_string=params, data=content
+        )
+        return Reply(
+            response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.get_data(as_text=True),
+        )
+
+
+@contextmanager
+def flask_client(app: Any) -> Iterator[Client]:
+    """Flask's test client; closes the manager the app built from its config."""
+    try:
+        yield WSGIClient(app.test_client())
+    finally:
+        state = app.extensions.get("apikeys")
+        if state is not None and state.manager is not None:
+            state.manager.close()

@@ -1,0 +1,612 @@
+"""One behaviour suite that every framework integration runs.
+
+A framework's test module subclasses :class:`IntegrationContract` and provides
+the ``make_client`` fixture: a factory that builds the framework's demo app
+(see :class:`AppOptions`) on a database URL and returns that framework's own
+test client, wrapped as a :class:`Client`. The tests here then prove that
+every framework answers every request the same way.
+
+The demo app every framework builds:
+
+- ``GET /protected`` and ``GET /protected-sync``: ``require_api_key()``,
+  answering the product docs' body (an ``async`` and a sync handler);
+- ``GET /scoped``: ``require_api_key(scopes=["read:data"])``;
+- ``GET /admin``: ``require_api_key(scopes=["admin:write"])``;
+- ``GET /rate-limited``: raises ``RateLimitedError(retry_after=7)`` in the handler;
+- the management endpoints at ``/api-keys``;
+- with ``AppOptions.middleware``: ``APIKeyMiddleware`` over the whole app,
+  exempting ``/health`` and ``/public/*``, plus ``GET /health``,
+  ``GET /public/info`` and ``GET /whoami`` (answers the published key's user id
+  or ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import pytest
+
+from apikeys.integrations._core import IntegrationSettings
+from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response, whatever client produced it."""
+
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    text: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class Client(Protocol):
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply: ...
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """How to build the demo app."""
+
+    settings: IntegrationSettings = field(default_factory=IntegrationSettings)
+    middleware: bool = False
+    middleware_scopes: tuple[str, ...] = ()
+
+
+ClientFactory = Callable[..., AbstractContextManager[Client]]
+"""``make_client(url, AppOptions(...))`` → a context manager yielding a :class:`Client`."""
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def as_json(body: object) -> bytes:
+    return json.dumps(body).encode()
+
+
+def assert_no_secret(reply: Reply, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in reply.text
+    assert "Traceback" not in reply.text
+
+
+PROTECTED = ["/protected", "/protected-sync"]
+
+
+class IntegrationContract:
+    """Behaviour shared by every framework. Subclasses provide ``make_client``."""
+
+    @pytest.fixture
+    def make_client(self) -> ClientFactory:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def client(self, make_client: ClientFactory, seeded: Seeded) -> Iterator[Client]:
+        with make_client(seeded.url, AppOptions()) as made:
+            yield made
+
+    # --- protecting a route -----------------------------------------------------------
+
+    @pytest.mark.parametrize("path", PROTECTED)
+    def test_no_key_is_401_with_a_bearer_challenge(self, client: Client, path: str) -> None:
+        reply = client.request("GET", path)
+        assert reply.status == 401
+        assert reply.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.json == {"code": "missing_api_key", "message": "An API key is required"}
+
+    @pytest.mark.parametrize("path", PROTECTED)
+    def test_valid_key_answers_the_product_docs_example(
+        self, client: Client, seeded: Seeded, path: str
+    ) -> None:
+        before = datetime.now(timezone.utc)
+        reply = client.request("GET", path, headers=bearer(seeded.admin.secret))
+        assert reply.status == 200
+        body = reply.json
+        assert body["message"] == "API key authentication successful"
+        assert body["user"] == OWNER
+        stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+        assert before - timedelta(seconds=1) <= stamp <= datetime.now(timezone.utc)
+        assert set(body) == {"message", "user", "timestamp"}
+
+    @pytest.mark.parametrize(
+        "make_headers",
+        [
+            lambda k: {"Authorization": f"Bearer {k}"},
+            lambda k: {"authorization": f"bearer {k}"},
+            lambda k: {"Authorization": f"BEARER   {k}  "},
+            lambda k: {"Authorization": f"\tBearer\t{k}"},
+            lambda k: {"X-API-Key": k},
+            lambda k: {"x-api-key": f"  {k} "},
+            lambda k: {"X-API-Key": f"Bearer {k}"},
+            lambda k: {"Authorization": f"Bearer {k}", "X-API-Key": k},
+        ],
+        ids=["bearer", "lowercase", "upper-spaces", "tabs", "x-api-key", "x-api-key-spaces",
+             "x-api-key-bearer", "both-same"],
+    )  # fmt: skip
+    def test_header_variants_are_accepted(
+        self, client: Client, seeded: Seeded, make_headers: Callable[[str], dict[str, str]]
+    ) -> None:
+        reply = client.request("GET", "/protected", headers=make_headers(seeded.admin.secret))
+        assert reply.status == 200, reply.text
+        assert reply.json["user"] == OWNER
+
+    def test_two_different_keys_are_refused(self, client: Client, seeded: Seeded) -> None:
+        headers = {**bearer(seeded.admin.secret), "X-API-Key": seeded.reader.secret}
+        reply = client.request("GET", "/protected", headers=headers)
+        assert reply.status == 403
+        assert reply.json["code"] == "invalid_api_key"
+        assert_no_secret(reply, seeded.admin.secret, seeded.reader.secret)
+
+    def test_another_authorization_scheme_counts_as_no_key(self, client: Client) -> None:
+        reply = client.request("GET", "/protected", headers={"Authorization": "Basic dXNlcjpwdw=="})
+        assert reply.status == 401
+        assert reply.json["code"] == "missing_api_key"
+
+    @pytest.mark.parametrize(
+        ("pick", "code"),
+        [
+            (lambda s: "apk_1garbage", "invalid_api_key"),
+            (lambda s: "x" * 600, "invalid_api_key"),
+            (lambda s: "x" * 20_000, "invalid_api_key"),
+            (lambda s: s.admin.secret[:-1] + ("A" if s.admin.secret[-1] != "A" else "B"),
+             "invalid_api_key"),
+            (lambda s: s.revoked.secret, "revoked_api_key"),
+            (lambda s: s.expired.secret, "expired_api_key"),
+        ],
+        ids=["malformed", "too-long", "huge", "typo", "revoked", "expired"],
+    )  # fmt: skip
+    def test_refused_keys_are_403(
+        self, client: Client, seeded: Seeded, pick: Callable[[Seeded], str], code: str
+    ) -> None:
+        presented = pick(seeded)
+        reply = client.request("GET", "/protected", headers=bearer(presented))
+        assert reply.status == 403
+        assert reply.json["code"] == code
+        assert "www-authenticate" not in reply.headers
+        assert_no_secret(reply, presented, seeded.admin.secret)
+
+    def test_unknown_key_is_refused_like_a_malformed_one(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        import apikeys
+
+        unknown = apikeys.generate_key().key  # well-formed, never stored
+        unknown_reply = client.request("GET", "/protected", headers=bearer(unknown))
+        malformed_reply = client.request("GET", "/protected", headers=bearer("apk_1nope"))
+        assert unknown_reply.status == malformed_reply.status == 403
+        assert unknown_reply.json == malformed_reply.json
+
+    def test_non_ascii_key_is_refused(self, client: Client) -> None:
+        reply = client.request("GET", "/protected", headers={"X-API-Key": "apk_1clé"})
+        assert reply.status == 403
+        assert reply.json["code"] == "invalid_api_key"
+
+    def test_missing_scope_is_403_insufficient_scope(self, client: Client, seeded: Seeded) -> None:
+        reply = client.request("GET", "/admin", headers=bearer(seeded.admin.secret))
+        assert reply.status == 403
+        assert reply.json["code"] == "insufficient_scope"
+        assert reply.json["missingScopes"] == ["admin:write"]
+        challenge = reply.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge
+        assert 'scope="admin:write"' in challenge
+
+    def test_held_scope_passes(self, client: Client, seeded: Seeded) -> None:
+        reply = client.request("GET", "/scoped", headers=bearer(seeded.reader.secret))
+        assert reply.status == 200
+        assert reply.json["user"] == OWNER
+
+    def test_rate_limit_error_is_429_with_retry_after(self, client: Client, seeded: Seeded) -> None:
+        reply = client.request("GET", "/rate-limited", headers=bearer(seeded.admin.secret))
+        assert reply.status == 429
+        assert reply.headers["retry-after"] == "7"
+        assert reply.json == {"code": "rate_limited", "message": "slow down", "retryAfter": 7}
+
+    def test_backend_unavailable_is_503_with_retry_after(
+        self, make_client: ClientFactory, unavailable_url: str, seeded: Seeded
+    ) -> None:
+        with make_client(unavailable_url, AppOptions()) as broken:
+            reply = broken.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+            listing = broken.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        for answer in (reply, listing):
+            assert answer.status == 503
+            assert int(answer.headers["retry-after"]) >= 1
+            assert answer.json["code"] == "backend_unavailable"
+            # The generic message: nothing about drivers, paths or SQL.
+            assert answer.json["message"] == "API key backend is unavailable"
+            assert_no_secret(answer, seeded.admin.secret, unavailable_url)
+
+    def test_rfc6750_mode_answers_401_invalid_token(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        options = AppOptions(settings=IntegrationSettings(invalid_key_status=401))
+        with make_client(seeded.url, options) as rfc_client:
+            for presented, code in [
+                ("apk_1garbage", "invalid_api_key"),
+                (seeded.revoked.secret, "revoked_api_key"),
+            ]:
+                reply = rfc_client.request("GET", "/protected", headers=bearer(presented))
+                assert reply.status == 401
+                assert reply.json["code"] == code
+                challenge = reply.headers["www-authenticate"]
+                assert challenge.startswith('Bearer realm="api", error="invalid_token"')
+            scope_reply = rfc_client.request("GET", "/admin", headers=bearer(seeded.admin.secret))
+            assert scope_reply.status == 403
+
+    def test_query_string_key_is_refused_by_default(self, client: Client, seeded: Seeded) -> None:
+        reply = client.request("GET", "/protected", params={"api_key": seeded.admin.secret})
+        assert reply.status == 401
+        assert reply.json["code"] == "missing_api_key"
+        assert "query string" in reply.json["message"]
+        assert_no_secret(reply, seeded.admin.secret)
+
+    def test_query_string_key_when_enabled(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        options = AppOptions(settings=IntegrationSettings(allow_query_param=True))
+        with make_client(seeded.url, options) as query_client:
+            reply = query_client.request(
+                "GET", "/protected", params={"api_key": seeded.admin.secret}
+            )
+        assert reply.status == 200
+        assert reply.json["user"] == OWNER
+
+    def test_custom_header_names(self, make_client: ClientFactory, seeded: Seeded) -> None:
+        options = AppOptions(settings=IntegrationSettings(header_names=("X-Service-Token",)))
+        with make_client(seeded.url, options) as custom:
+            good = custom.request(
+                "GET", "/protected", headers={"x-service-token": seeded.admin.secret}
+            )
+            ignored = custom.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+        assert good.status == 200
+        assert ignored.status == 401
+
+    # --- whole-app middleware -----------------------------------------------------------
+
+    @pytest.fixture
+    def guarded(self, make_client: ClientFactory, seeded: Seeded) -> Iterator[Client]:
+        with make_client(seeded.url, AppOptions(middleware=True)) as made:
+            yield made
+
+    @pytest.mark.parametrize("path", ["/health", "/public/info"])
+    def test_exempt_paths_need_no_key(self, guarded: Client, path: str) -> None:
+        reply = guarded.request("GET", path)
+        assert reply.status == 200
+
+    def test_exempt_path_with_a_trailing_slash(self, guarded: Client) -> None:
+        # Whether "/health/" routes is the framework's business; the middleware lets it by.
+        reply = guarded.request("GET", "/health/")
+        assert reply.status not in (401, 403)
+
+    def test_middleware_refuses_other_paths_without_a_key(self, guarded: Client) -> None:
+        reply = guarded.request("GET", "/whoami")
+        assert reply.status == 401
+        assert reply.headers["www-authenticate"] == 'Bearer realm="api"'
+        missing = guarded.request("GET", "/no-such-page")
+        assert missing.status == 401  # unknown paths are not a way around the middleware
+
+    def test_middleware_publishes_the_key(self, guarded: Client, seeded: Seeded) -> None:
+        reply = guarded.request("GET", "/whoami", headers={"X-API-Key": seeded.reader.secret})
+        assert reply.status == 200
+        assert reply.json == {"user": OWNER}
+
+    def test_middleware_refuses_a_revoked_key(self, guarded: Client, seeded: Seeded) -> None:
+        reply = guarded.request("GET", "/whoami", headers=bearer(seeded.revoked.secret))
+        assert reply.status == 403
+        assert reply.json["code"] == "revoked_api_key"
+
+    def test_route_scopes_still_apply_behind_the_middleware(
+        self, guarded: Client, seeded: Seeded
+    ) -> None:
+        reply = guarded.request("GET", "/admin", headers=bearer(seeded.admin.secret))
+        assert reply.status == 403
+        assert reply.json["missingScopes"] == ["admin:write"]
+
+    def test_middleware_scopes(self, make_client: ClientFactory, seeded: Seeded) -> None:
+        options = AppOptions(middleware=True, middleware_scopes=("keys:read",))
+        with make_client(seeded.url, options) as scoped:
+            refused = scoped.request("GET", "/whoami", headers=bearer(seeded.reader.secret))
+            allowed = scoped.request("GET", "/whoami", headers=bearer(seeded.admin.secret))
+            exempt = scoped.request("GET", "/health")
+        assert refused.status == 403
+        assert refused.json["missingScopes"] == ["keys:read"]
+        assert allowed.status == 200
+        assert exempt.status == 200
+
+    # --- management: listing ------------------------------------------------------------
+
+    def test_list_returns_only_the_callers_keys_without_secrets(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        reply = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        assert reply.status == 200
+        assert reply.headers["cache-control"] == "no-store"
+        body = reply.json
+        names = {item["name"] for item in body["items"]}
+        assert names == {"admin", "reader"}  # active keys of OWNER only
+        assert all(item["userId"] == OWNER for item in body["items"])
+        assert all("secret" not in item for item in body["items"])
+        assert_no_secret(reply, seeded.admin.secret, seeded.reader.secret)
+        assert body["total"] == 2
+        assert body["hasMore"] is False
+
+    def test_list_paginates_and_includes_invalid_keys_on_request(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        first = client.request(
+            "GET", "/api-keys", headers=bearer(seeded.admin.secret), params={"limit": "1"}
+        ).json
+        assert (len(first["items"]), first["total"], first["hasMore"]) == (1, 2, True)
+        second = client.request(
+            "GET",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            params={"limit": "1", "offset": "1"},
+        ).json
+        assert second["items"][0]["id"] != first["items"][0]["id"]
+        everything = client.request(
+            "GET",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            params={"includeInvalid": "true"},
+        ).json
+        states = {item["name"]: item["active"] for item in everything["items"]}
+        assert states == {"admin": True, "reader": True, "revoked": False, "expired": False}
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"offset": "-1"},
+         {"includeInvalid": "maybe"}],
+    )  # fmt: skip
+    def test_list_refuses_bad_paging(
+        self, client: Client, seeded: Seeded, params: dict[str, str]
+    ) -> None:
+        reply = client.request(
+            "GET", "/api-keys", headers=bearer(seeded.admin.secret), params=params
+        )
+        assert reply.status == 422
+        assert [error["field"] for error in reply.json["errors"]] == list(params)
+
+    def test_management_needs_a_key(self, client: Client) -> None:
+        for method in ("GET", "POST", "DELETE"):
+            reply = client.request(method, "/api-keys", content=as_json({"name": "x"}))
+            assert reply.status == 401, method
+
+    def test_management_scope(self, make_client: ClientFactory, seeded: Seeded) -> None:
+        options = AppOptions(settings=IntegrationSettings(management_scope="keys:manage"))
+        with make_client(seeded.url, options) as scoped:
+            refused = scoped.request("GET", "/api-keys", headers=bearer(seeded.reader.secret))
+            allowed = scoped.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        assert refused.status == 403
+        assert refused.json["missingScopes"] == ["keys:manage"]
+        assert allowed.status == 200
+
+    # --- management: creating -----------------------------------------------------------
+
+    def test_create_returns_the_secret_once_and_it_works(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        reply = client.request(
+            "POST",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"name": "CI", "scopes": ["read:data"], "expiration": "2099-12-31"}),
+        )
+        assert reply.status == 201
+        assert reply.headers["cache-control"] == "no-store"
+        created = reply.json
+        assert created["userId"] == OWNER
+        assert created["scopes"] == ["read:data"]
+        assert created["expiresAt"] == "2100-01-01T00:00:00Z"
+        used = client.request("GET", "/protected", headers=bearer(created["secret"]))
+        assert used.status == 200
+        listed = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        assert created["id"] in {item["id"] for item in listed.json["items"]}
+        assert created["secret"] not in listed.text
+
+    def test_create_with_own_user_id_and_wildcard_cover(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        reply = client.request(
+            "POST",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"name": "ops", "scopes": ["keys:read", "keys:*"], "userId": OWNER}),
+        )
+        assert reply.status == 201
+        assert reply.json["scopes"] == ["keys:read", "keys:*"]
+
+    def test_create_for_another_user_is_403_and_writes_nothing(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        before = seeded.count_keys()
+        reply = client.request(
+            "POST",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"name": "sneaky", "userId": OTHER_OWNER}),
+        )
+        assert reply.status == 403
+        assert reply.json["code"] == "forbidden_user"
+        assert seeded.count_keys() == before
+
+    @pytest.mark.parametrize(
+        ("scopes", "missing"),
+        [(["admin:write"], ["admin:write"]), (["read:data", "write:data"], ["write:data"]),
+         (["read:*"], ["read:*"])],
+    )  # fmt: skip
+    def test_create_cannot_escalate_scopes(
+        self, client: Client, seeded: Seeded, scopes: list[str], missing: list[str]
+    ) -> None:
+        before = seeded.count_keys()
+        reply = client.request(
+            "POST",
+            "/api-keys",
+            headers=bearer(seeded.reader.secret),
+            content=as_json({"name": "escalate", "scopes": scopes}),
+        )
+        assert reply.status == 403
+        assert reply.json["code"] == "insufficient_scope"
+        assert reply.json["missingScopes"] == missing
+        assert seeded.count_keys() == before
+
+    @pytest.mark.parametrize(
+        ("body", "fields"),
+        [
+            (b"not json", ["body"]),
+            (b'["a list"]', ["body"]),
+            (b'{"name": "a", "name": "b"}', ["name"]),
+            (b'{"name": NaN}', ["body"]),
+            (b"[" * 5000 + b"]" * 5000, ["body"]),
+            (b"\xff\xfe", ["body"]),
+            (as_json({}), ["name"]),
+            (as_json({"name": ""}), ["name"]),
+            (as_json({"name": 42}), ["name"]),
+            (as_json({"name": "a", "scopes": "bad scope!"}), ["scopes"]),
+            (as_json({"name": "a", "scopes": [1, 2]}), ["scopes"]),
+            (as_json({"name": "a", "scopes": {"read": True}}), ["scopes"]),
+            (as_json({"name": "a", "expiration": "2001-01-01"}), ["expiration"]),
+            (as_json({"name": "a", "expiration": "soon"}), ["expiration"]),
+            (as_json({"name": "a", "expiration": 1700000000}), ["expiration"]),
+            (as_json({"name": "a", "userId": 7}), ["userId"]),
+            (as_json({"name": "a", "metadata": [1]}), ["metadata"]),
+            (as_json({"name": "a", "admin": True}), ["admin"]),
+            (as_json({"name": "a", "owner": "x", "scopes": 3}), ["owner", "scopes"]),
+            (as_json({"name": "a" * 100_000}), ["body"]),
+        ],
+        ids=["not-json", "array", "repeated-field", "nan", "deep", "not-utf8", "empty",
+             "empty-name", "name-type", "bad-scope", "scope-types", "scopes-object",
+             "past-expiration", "unparseable-expiration", "numeric-expiration", "user-id-type",
+             "metadata-type", "unknown-field", "several", "huge"],
+    )  # fmt: skip
+    def test_create_refuses_bad_bodies_and_writes_nothing(
+        self, client: Client, seeded: Seeded, body: bytes, fields: list[str]
+    ) -> None:
+        before = seeded.count_keys()
+        reply = client.request(
+            "POST",
+            "/api-keys",
+            headers={**bearer(seeded.admin.secret), "Content-Type": "application/json"},
+            content=body,
+        )
+        assert reply.status == 422, reply.text
+        assert reply.json["code"] == "invalid_input"
+        assert sorted(error["field"] for error in reply.json["errors"]) == sorted(fields)
+        assert seeded.count_keys() == before
+
+    # --- management: revoking -----------------------------------------------------------
+
+    def test_delete_by_path_revokes_with_a_reason(self, client: Client, seeded: Seeded) -> None:
+        reply = client.request(
+            "DELETE",
+            f"/api-keys/{seeded.reader.id}",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"reason": "leaked in CI logs"}),
+        )
+        assert reply.status == 200
+        assert reply.json["id"] == seeded.reader.id
+        assert reply.json["revokedAt"] is not None
+        assert reply.json["revocationReason"] == "leaked in CI logs"
+        assert reply.json["active"] is False
+        refused = client.request("GET", "/protected", headers=bearer(seeded.reader.secret))
+        assert refused.status == 403
+        assert refused.json["code"] == "revoked_api_key"
+
+    def test_delete_with_the_id_in_the_body_or_the_query(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        by_body = client.request(
+            "DELETE",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"id": seeded.reader.id}),
+        )
+        assert by_body.status == 200
+        assert by_body.json["id"] == seeded.reader.id
+        by_query = client.request(
+            "DELETE",
+            "/api-keys",
+            headers=bearer(seeded.admin.secret),
+            params={"id": seeded.expired.id, "reason": "old"},
+        )
+        assert by_query.status == 200
+        assert by_query.json["revocationReason"] == "old"
+
+    def test_delete_of_another_owners_key_is_404_like_an_unknown_one(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        foreign = client.request(
+            "DELETE", f"/api-keys/{seeded.other.id}", headers=bearer(seeded.admin.secret)
+        )
+        unknown = client.request(
+            "DELETE", "/api-keys/AAAAAAAAAAAA", headers=bearer(seeded.admin.secret)
+        )
+        assert foreign.status == unknown.status == 404
+        assert (
+            foreign.json
+            == unknown.json
+            == {
+                "code": "api_key_not_found",
+                "message": "API key not found",
+            }
+        )
+        still_works = client.request("GET", "/protected", headers=bearer(seeded.other.secret))
+        assert still_works.status == 200
+
+    @pytest.mark.parametrize(
+        ("path", "params", "body", "fields"),
+        [
+            ("/api-keys", None, None, ["id"]),
+            ("/api-keys", None, as_json({"id": 5}), ["id"]),
+            ("/api-keys", None, as_json({"id": "a", "force": True}), ["force"]),
+            ("/api-keys/AAAAAAAAAAAA", None, as_json({"id": "BBBBBBBBBBBB"}), ["id"]),
+            ("/api-keys/AAAAAAAAAAAA", None, as_json({"reason": "r" * 501}), ["reason"]),
+        ],
+        ids=["no-id", "id-type", "unknown-field", "conflicting-ids", "long-reason"],
+    )
+    def test_delete_refuses_bad_requests(
+        self,
+        client: Client,
+        seeded: Seeded,
+        path: str,
+        params: dict[str, str] | None,
+        body: bytes | None,
+        fields: list[str],
+    ) -> None:
+        reply = client.request(
+            "DELETE", path, headers=bearer(seeded.admin.secret), params=params, content=body
+        )
+        assert reply.status == 422, reply.text
+        assert [error["field"] for error in reply.json["errors"]] == fields
+
+    def test_delete_mode_deletes_for_good(self, make_client: ClientFactory, seeded: Seeded) -> None:
+        options = AppOptions(settings=IntegrationSettings(management_delete="delete"))
+        before = seeded.count_keys()
+        with make_client(seeded.url, options) as deleting:
+            first = deleting.request(
+                "DELETE", f"/api-keys/{seeded.reader.id}", headers=bearer(seeded.admin.secret)
+            )
+            second = deleting.request(
+                "DELETE", f"/api-keys/{seeded.reader.id}", headers=bearer(seeded.admin.secret)
+            )
+        assert first.status == 204
+        assert first.text == ""
+        assert second.status == 404
+        assert seeded.count_keys() == before - 1
