@@ -409,8 +409,9 @@ class ClerkBase:
         # Bumped by every revoke/delete/rotate here, so a verification that was
         # in flight meanwhile does not put a pre-revocation answer in the cache.
         self._invalidations = 0
+        # Without the Authorization header: that is built per request from the
+        # SecretStr, so the secret key never sits in plain view on the manager.
         self._headers = {
-            "Authorization": f"Bearer {self._secret_key.get_secret_value()}",
             "Accept": "application/json",
             "User-Agent": f"apikeys/{__version__} (python; httpx)",
         }
@@ -440,6 +441,9 @@ class ClerkBase:
 
     def _url(self, path: str) -> str:
         return self.api_url + path
+
+    def _request_headers(self) -> dict[str, str]:
+        return {**self._headers, "Authorization": f"Bearer {self._secret_key.get_secret_value()}"}
 
     # --- one exchange, with retries ------------------------------------------------
 
@@ -566,11 +570,13 @@ class ClerkBase:
         return (yield from self._issue(body))
 
     def _issue(self, body: dict[str, Any]) -> Generator[_Op, Any, NewAPIKey]:
-        payload = yield from self._call(
+        response = yield from self._exchange(
             _Send("POST", "/api_keys", "create", body=body, replayable=False)
         )
+        if not response.is_success:
+            raise self._error_for(response, "create")
         try:
-            key = parse_key_object(payload, "create")
+            key = parse_key_object(json_of(response, "create"), "create")
         except BackendUnavailableError as exc:
             raise BackendUnavailableError(
                 f"{exc.message}: a key may have been created without its secret reaching"

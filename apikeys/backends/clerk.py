@@ -155,7 +155,7 @@ class ClerkKeyManager(ClerkBase):
             self._url(send.path),
             json=send.body,
             params=send.params,
-            headers=self._headers,
+            headers=self._request_headers(),
             timeout=self.timeout,
         )
 
@@ -261,7 +261,7 @@ class AsyncClerkKeyManager(ClerkBase):
             self._url(request.path),
             json=request.body,
             params=request.params,
-            headers=self._headers,
+            headers=self._request_headers(),
             timeout=self.timeout,
         )
 
