@@ -1,0 +1,587 @@
+"""The framework-free core: settings, credential parsing, error mapping, /api-keys flows."""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import apikeys
+from apikeys import (
+    APIKeysError,
+    AuthenticationError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ExpiredKeyError,
+    InsufficientScopeError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    MissingDependencyError,
+    MissingKeyError,
+    RateLimitedError,
+    RevokedKeyError,
+    VerifiedKey,
+)
+from apikeys.integrations._core import (
+    MAX_CREDENTIAL_LENGTH,
+    CoreResponse,
+    IntegrationSettings,
+    ManagerCall,
+    authentication_flow,
+    check_exempt_paths,
+    error_response,
+    extract_credential,
+    is_exempt,
+    required_scopes,
+    run_with_async_manager,
+    run_with_sync_manager,
+    split_config,
+)
+from apikeys.integrations._management import (
+    ForeignUserError,
+    ManagementRequest,
+    handle_management_async,
+    handle_management_sync,
+    parse_json_body,
+)
+from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
+
+VISIBLE_ASCII = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation)
+TOKENS = VISIBLE_ASCII.filter(lambda t: 0 < len(t) <= MAX_CREDENTIAL_LENGTH)
+SPACE = st.text(alphabet=" \t", max_size=3)
+DEFAULTS = IntegrationSettings()
+
+# --- settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"header_names": ()},
+        {"header_names": ("X Bad",)},
+        {"header_names": ("X-Key\r\nInjected",)},
+        {"query_param": "a b"},
+        {"realm": 'say "hi"'},
+        {"realm": ""},
+        {"exempt_paths": ("health",)},
+        {"exempt_paths": ("/a/*/b",)},
+        {"management_scope": "keys:*"},
+        {"management_scope": "bad scope"},
+        {"invalid_key_status": 400},
+        {"management_delete": "purge"},
+        {"max_body_bytes": 10},
+        {"unknown_option": True},
+    ],
+)
+def test_bad_settings_are_a_configuration_error(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="invalid apikeys integration settings"):
+        IntegrationSettings.from_mapping(options)
+
+
+def test_settings_from_mapping_take_any_case() -> None:
+    settings = IntegrationSettings.from_mapping({"INVALID_KEY_STATUS": 401, "Realm": "svc"})
+    assert (settings.invalid_key_status, settings.realm) == (401, "svc")
+
+
+def test_split_config_separates_integration_backend_and_manager_options() -> None:
+    settings, backend, manager_options = split_config(
+        {
+            "APIKEYS_BACKEND": "sqlite:///k.db",
+            "APIKEYS_EXEMPT_PATHS": ["/health"],
+            "APIKEYS_CACHE_TTL": 0,
+            "SECRET_KEY": "not ours",
+            "apikeys_realm": "svc",
+        },
+        "APIKEYS_",
+    )
+    assert backend == "sqlite:///k.db"
+    assert settings.exempt_paths == ("/health",)
+    assert settings.realm == "svc"
+    assert manager_options == {"cache_ttl": 0}
+
+
+def test_check_exempt_paths() -> None:
+    assert check_exempt_paths(None) is None
+    assert check_exempt_paths(["/health"]) == ("/health",)
+    with pytest.raises(ConfigurationError):
+        check_exempt_paths(["health"])
+
+
+def test_required_scopes_are_checked_when_declared() -> None:
+    assert required_scopes("read:data write:data") == ("read:data", "write:data")
+    assert required_scopes(None) == ()
+    with pytest.raises(ConfigurationError):
+        required_scopes(["data:*"])
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+@given(token=TOKENS, before=SPACE, middle=SPACE.filter(bool), after=SPACE, scheme=st.sampled_from(
+    ["Bearer", "bearer", "BEARER", "bEaReR"]))  # fmt: skip
+def test_bearer_header_yields_the_token(
+    token: str, before: str, middle: str, after: str, scheme: str
+) -> None:
+    headers = [("Authorization", f"{before}{scheme}{middle}{token}{after}")]
+    assert extract_credential(headers) == token
+
+
+@given(token=TOKENS, name=st.sampled_from(["X-API-Key", "x-api-key", "X-Api-Key"]))
+def test_api_key_header_yields_the_token(token: str, name: str) -> None:
+    assert extract_credential({name: f" {token} "}) == token
+
+
+@given(
+    headers=st.lists(
+        st.tuples(
+            st.one_of(st.sampled_from(["Authorization", "X-API-Key", "x-api-key"]), st.text()),
+            st.one_of(st.text(), st.binary().map(lambda b: b.decode("latin-1"))),
+        ),
+        max_size=5,
+    ),
+    query=st.lists(st.tuples(st.sampled_from(["api_key", "x"]), st.text()), max_size=3),
+    allow_query=st.booleans(),
+)
+def test_any_headers_give_a_key_or_an_authentication_error(
+    headers: list[tuple[str, str]], query: list[tuple[str, str]], allow_query: bool
+) -> None:
+    settings = IntegrationSettings(allow_query_param=allow_query)
+    try:
+        credential = extract_credential(headers, query, settings)
+    except (MissingKeyError, InvalidKeyError):
+        return
+    assert 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
+    assert credential.isascii() and credential.isprintable() and " " not in credential
+
+
+@given(raw=st.binary(max_size=200))
+def test_raw_asgi_bytes_give_the_key_or_an_authentication_error(raw: bytes) -> None:
+    try:
+        credential = extract_credential([(b"authorization", b"Bearer " + raw), (b"x-api-key", raw)])
+    except (MissingKeyError, InvalidKeyError):
+        return
+    assert credential == raw.decode("ascii").strip(" \t\r\n")
+
+
+@pytest.mark.parametrize(
+    ("headers", "error", "code"),
+    [
+        ({}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": ""}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": "Bearer"}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": "Bearer    "}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": "Basic dTpw"}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": "Token abc"}, MissingKeyError, "missing_api_key"),
+        ({"Authorization": "Bearer a b"}, InvalidKeyError, "invalid_api_key"),
+        ({"X-API-Key": "clé"}, InvalidKeyError, "invalid_api_key"),
+        ({"X-API-Key": "a\x00b"}, InvalidKeyError, "invalid_api_key"),
+        ({"X-API-Key": "k" * (MAX_CREDENTIAL_LENGTH + 1)}, InvalidKeyError, "invalid_api_key"),
+        ({"X-API-Key": "k" * 1_000_000}, InvalidKeyError, "invalid_api_key"),
+        ({"Authorization": "Bearer one", "X-API-Key": "two"}, InvalidKeyError, "invalid_api_key"),
+        ({"X-Other": "apk_1key"}, MissingKeyError, "missing_api_key"),
+    ],
+)
+def test_credential_errors(headers: dict[str, str], error: type[APIKeysError], code: str) -> None:
+    with pytest.raises(error) as caught:
+        extract_credential(headers)
+    assert caught.value.code == code
+
+
+def test_same_key_in_several_headers_is_fine() -> None:
+    headers = [("Authorization", "Bearer k1"), ("authorization", "bearer k1"), ("X-API-Key", "k1")]
+    assert extract_credential(headers) == "k1"
+
+
+def test_query_key_is_refused_unless_enabled() -> None:
+    with pytest.raises(MissingKeyError, match="query string"):
+        extract_credential({}, {"api_key": "k1"})
+    assert extract_credential({"X-API-Key": "k1"}, {"api_key": "k2"}) == "k1"
+    enabled = IntegrationSettings(allow_query_param=True, query_param="token")
+    assert extract_credential({}, {"token": "k1"}, enabled) == "k1"
+    assert extract_credential({}, [("token", ["k1", "k1"])], enabled) == "k1"
+    with pytest.raises(InvalidKeyError):
+        extract_credential({"X-API-Key": "k1"}, {"token": "k2"}, enabled)
+
+
+def test_custom_header_names_replace_the_defaults() -> None:
+    settings = IntegrationSettings(header_names=("X-Token",))
+    assert extract_credential({"x-token": "k1"}, settings=settings) == "k1"
+    with pytest.raises(MissingKeyError):
+        extract_credential({"Authorization": "Bearer k1"}, settings=settings)
+
+
+# --- exempt paths ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "exempt"),
+    [
+        ("/health", True),
+        ("/health/", True),
+        ("/healthz", False),
+        ("/health/deep", False),
+        ("/public", True),
+        ("/public/", True),
+        ("/public/a/b", True),
+        ("/publicity", False),
+        ("/public/../admin", False),
+        ("/public/./x", False),
+        ("/", False),
+        ("", False),
+        ("health", False),
+    ],
+)
+def test_is_exempt(path: str, exempt: bool) -> None:
+    assert is_exempt(path, ("/health", "/public/*")) is exempt
+
+
+def test_root_patterns() -> None:
+    assert is_exempt("/", ("/",))
+    assert not is_exempt("/x", ("/",))
+    assert is_exempt("/anything/at/all", ("/*",))
+    assert not is_exempt("/x", ())
+
+
+@given(prefix=st.text(), suffix=st.text(), dots=st.sampled_from([".", ".."]))
+def test_dot_segments_are_never_exempt(prefix: str, suffix: str, dots: str) -> None:
+    path = f"/public/{prefix.replace('/', '')}/{dots}/{suffix}"
+    assert not is_exempt(path, ("/public/*", "/*"))
+
+
+# --- error responses -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (MissingKeyError(), 401, "missing_api_key"),
+        (InvalidKeyError(), 403, "invalid_api_key"),
+        (ExpiredKeyError(key_id="k"), 403, "expired_api_key"),
+        (RevokedKeyError(key_id="k"), 403, "revoked_api_key"),
+        (InsufficientScopeError(missing_scopes=["a:b"]), 403, "insufficient_scope"),
+        (AuthenticationError(), 403, "authentication_failed"),
+        (ForeignUserError(), 403, "forbidden_user"),
+        (KeyNotFoundError(), 404, "api_key_not_found"),
+        (InvalidInputError("bad", field="user_id"), 422, "invalid_input"),
+        (RateLimitedError(retry_after=2.1), 429, "rate_limited"),
+        (ConfigurationError("DSN postgres://u:pw@db"), 500, "configuration_error"),
+        (MissingDependencyError("flask", "flask"), 500, "missing_dependency"),
+        (BackendUnavailableError("host db.internal refused"), 503, "backend_unavailable"),
+        (APIKeysError(), 500, "apikeys_error"),
+    ],
+)
+def test_every_error_maps_through_its_status_code(
+    error: APIKeysError, status: int, code: str
+) -> None:
+    response = error_response(error)
+    assert response.status == status == error.status_code
+    assert response.body is not None
+    assert response.body["code"] == code
+    assert json.loads(response.content())["code"] == code
+
+
+def test_missing_key_challenge() -> None:
+    response = error_response(MissingKeyError(), IntegrationSettings(realm="svc"))
+    assert dict(response.headers) == {"WWW-Authenticate": 'Bearer realm="svc"'}
+
+
+def test_invalid_key_in_rfc6750_mode() -> None:
+    settings = IntegrationSettings(invalid_key_status=401)
+    for error in (InvalidKeyError(), ExpiredKeyError(), RevokedKeyError()):
+        response = error_response(error, settings)
+        assert response.status == 401
+        assert dict(response.headers)["WWW-Authenticate"] == (
+            f'Bearer realm="api", error="invalid_token", error_description="{error.message}"'
+        )
+    assert error_response(InsufficientScopeError(), settings).status == 403
+    assert error_response(InvalidKeyError()).headers == ()
+
+
+def test_insufficient_scope_names_the_missing_scopes() -> None:
+    response = error_response(InsufficientScopeError(missing_scopes=["a:b", "c"]))
+    assert response.body is not None
+    assert response.body["missingScopes"] == ["a:b", "c"]
+    assert dict(response.headers)["WWW-Authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", scope="a:b c"'
+    )
+
+
+def test_challenge_parameters_drop_quotes_and_control_characters() -> None:
+    error = InvalidKeyError('bad "key"\r\nX-Injected: 1')
+    challenge = dict(error_response(error, IntegrationSettings(invalid_key_status=401)).headers)
+    assert challenge["WWW-Authenticate"].endswith('error_description="bad keyX-Injected: 1"')
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [(None, "5"), (0.2, "1"), (2.1, "3"), (float("nan"), "5"), (-4, "5"), (10**9, "86400")],
+)
+def test_retry_after(retry_after: float | None, header: str) -> None:
+    for error in (BackendUnavailableError(retry_after=retry_after),
+                  RateLimitedError(retry_after=retry_after)):  # fmt: skip
+        response = error_response(error)
+        assert dict(response.headers) == {"Retry-After": header}
+        assert response.body is not None
+        assert response.body["retryAfter"] == int(header)
+
+
+def test_server_errors_show_only_the_generic_message() -> None:
+    secret = apikeys.generate_key().key
+    for error in (BackendUnavailableError(f"pool for {secret} failed"),
+                  ConfigurationError(f"bad pepper {secret}")):  # fmt: skip
+        response = error_response(error)
+        assert secret not in response.content().decode()
+        assert response.body is not None
+        assert response.body["message"] == type(error).default_message
+
+
+def test_input_errors_carry_json_field_names() -> None:
+    response = error_response(InvalidInputError("user_id must be a string", field="user_id"))
+    assert response.body is not None
+    assert response.body["errors"] == [{"field": "userId", "message": "user_id must be a string"}]
+    assert error_response(InvalidInputError("bad")).body == {
+        "code": "invalid_input",
+        "message": "bad",
+        "errors": [],
+    }
+
+
+def test_body_less_response_has_no_content() -> None:
+    assert CoreResponse(204).content() == b""
+
+
+# --- the authentication flow -----------------------------------------------------------------
+
+
+def test_manager_call_repr_hides_arguments() -> None:
+    secret = apikeys.generate_key().key
+    call = ManagerCall("validate_api_key", (secret,), {"required_scopes": ()})
+    assert secret not in repr(call)
+    assert "validate_api_key" in repr(call)
+
+
+def _flow_answered_with(result: object, scopes: tuple[str, ...] = ()) -> VerifiedKey:
+    flow = authentication_flow({"X-API-Key": "apk_1x"}, (), DEFAULTS, scopes)
+    call = next(flow)
+    assert call.method == "validate_api_key"
+    assert call.args == ("apk_1x",)
+    assert call.kwargs == {"required_scopes": scopes}
+    try:
+        flow.send(result)
+    except StopIteration as stop:
+        verified: VerifiedKey = stop.value
+        return verified
+    raise AssertionError("the flow asked for a second call")
+
+
+def test_flow_fails_closed_on_a_backend_answer_that_is_no_verified_key() -> None:
+    with pytest.raises(BackendUnavailableError):
+        _flow_answered_with(None)
+    with pytest.raises(BackendUnavailableError):
+        _flow_answered_with({"user_id": "u"})
+
+
+def test_flow_checks_scopes_again_whatever_the_backend_says() -> None:
+    verified = VerifiedKey(key_id="k", user_id="u", name="n", scopes=("read:data",))
+    assert _flow_answered_with(verified, ("read:data",)) is verified
+    with pytest.raises(InsufficientScopeError) as caught:
+        _flow_answered_with(verified, ("write:data",))
+    assert caught.value.missing_scopes == ("write:data",)
+
+
+def test_flow_refuses_before_any_call_when_no_key_is_sent() -> None:
+    flow = authentication_flow({}, (), DEFAULTS)
+    with pytest.raises(MissingKeyError):
+        next(flow)
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+@given(body=st.binary(max_size=300))
+def test_any_body_parses_or_is_an_input_error(body: bytes) -> None:
+    try:
+        parsed = parse_json_body(body, DEFAULTS)
+    except InvalidInputError:
+        return
+    assert isinstance(parsed, dict)
+
+
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+))  # fmt: skip
+def test_only_json_objects_are_bodies(value: object) -> None:
+    encoded = json.dumps(value).encode()
+    if isinstance(value, dict):
+        assert parse_json_body(encoded, DEFAULTS) == value
+    else:
+        with pytest.raises(InvalidInputError):
+            parse_json_body(encoded, DEFAULTS)
+
+
+def test_deeply_nested_body_is_an_input_error() -> None:
+    with pytest.raises(InvalidInputError):
+        parse_json_body(b"[" * 10_000 + b"]" * 10_000, IntegrationSettings(max_body_bytes=30_000))
+
+
+# --- management flows, with sync and async managers ------------------------------------------
+
+Serve = Callable[[ManagementRequest, IntegrationSettings], Awaitable[CoreResponse]]
+
+
+@pytest.fixture(params=["sync", "async"])
+async def serve(request: pytest.FixtureRequest, seeded: Seeded) -> AsyncIterator[Serve]:
+    """Serve a management request with a real sync or async SQLite manager."""
+    if request.param == "sync":
+        manager = apikeys.create_key_manager(seeded.url)
+
+        async def serve_sync(
+            call: ManagementRequest, settings: IntegrationSettings
+        ) -> CoreResponse:
+            return handle_management_sync(manager, call, settings)
+
+        yield serve_sync
+        manager.close()
+    else:
+        async_manager = apikeys.create_async_key_manager(seeded.url)
+
+        async def serve_async(
+            call: ManagementRequest, settings: IntegrationSettings
+        ) -> CoreResponse:
+            return await handle_management_async(async_manager, call, settings)
+
+        yield serve_async
+        await async_manager.close()
+
+
+def _caller(seeded: Seeded, which: str = "admin") -> VerifiedKey:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        return manager.validate_api_key(getattr(seeded, which).secret)
+    finally:
+        manager.close()
+
+
+async def test_list_create_revoke_round_trip(serve: Serve, seeded: Seeded) -> None:
+    caller = _caller(seeded)
+    listed = await serve(ManagementRequest("GET", caller, query={"limit": "10"}), DEFAULTS)
+    assert listed.status == 200
+    assert listed.body is not None
+    assert {item["name"] for item in listed.body["items"]} == {"admin", "reader"}
+
+    body = json.dumps({"name": "new", "scopes": "keys:read", "metadata": {"team": "ci"}})
+    created = await serve(ManagementRequest("post", caller, body=body.encode()), DEFAULTS)
+    assert created.status == 201
+    assert created.body is not None
+    assert created.body["metadata"] == {"team": "ci"}
+    assert created.body["secret"].startswith("apk_")
+    assert ("Cache-Control", "no-store") in created.headers
+
+    revoked = await serve(
+        ManagementRequest("DELETE", caller, key_id=created.body["id"], query={"reason": "done"}),
+        DEFAULTS,
+    )
+    assert revoked.status == 200
+    assert revoked.body is not None
+    assert revoked.body["revocationReason"] == "done"
+
+
+async def test_foreign_key_is_404_and_foreign_user_403(serve: Serve, seeded: Seeded) -> None:
+    caller = _caller(seeded)
+    foreign = await serve(ManagementRequest("DELETE", caller, key_id=seeded.other.id), DEFAULTS)
+    assert foreign.status == 404
+    before = seeded.count_keys()
+    body = json.dumps({"name": "x", "userId": OTHER_OWNER}).encode()
+    refused = await serve(ManagementRequest("POST", caller, body=body), DEFAULTS)
+    assert refused.status == 403
+    assert refused.body is not None
+    assert refused.body["code"] == "forbidden_user"
+    assert seeded.count_keys() == before
+
+
+async def test_no_escalation(serve: Serve, seeded: Seeded) -> None:
+    caller = _caller(seeded, "reader")
+    body = json.dumps({"name": "x", "scopes": ["read:data", "keys:*"]}).encode()
+    refused = await serve(ManagementRequest("POST", caller, body=body), DEFAULTS)
+    assert refused.status == 403
+    assert refused.body is not None
+    assert refused.body["missingScopes"] == ["keys:*"]
+    own = json.dumps({"name": "x", "scopes": ["read:data"], "userId": OWNER}).encode()
+    assert (await serve(ManagementRequest("POST", caller, body=own), DEFAULTS)).status == 201
+
+
+async def test_body_size_cap(serve: Serve, seeded: Seeded) -> None:
+    settings = IntegrationSettings(max_body_bytes=256)
+    caller = _caller(seeded)
+    body = json.dumps({"name": "x" * 300}).encode()
+    refused = await serve(ManagementRequest("POST", caller, body=body), settings)
+    assert refused.status == 422
+    assert refused.body is not None
+    assert refused.body["errors"] == [{"field": "body", "message": "must be at most 256 bytes"}]
+
+
+async def test_delete_mode(serve: Serve, seeded: Seeded) -> None:
+    settings = IntegrationSettings(management_delete="delete")
+    caller = _caller(seeded)
+    deleted = await serve(ManagementRequest("DELETE", caller, key_id=seeded.reader.id), settings)
+    assert (deleted.status, deleted.body) == (204, None)
+    again = await serve(ManagementRequest("DELETE", caller, key_id=seeded.reader.id), settings)
+    assert again.status == 404
+
+
+@pytest.mark.parametrize(("method", "key_id", "allow"), [
+    ("PUT", None, "GET, POST, DELETE"), ("PATCH", "k", "DELETE"), ("GET", "k", "DELETE"),
+    ("POST", "k", "DELETE"),
+])  # fmt: skip
+async def test_other_methods_are_405(
+    serve: Serve, seeded: Seeded, method: str, key_id: str | None, allow: str
+) -> None:
+    response = await serve(ManagementRequest(method, _caller(seeded), key_id=key_id), DEFAULTS)
+    assert response.status == 405
+    assert dict(response.headers) == {"Allow": allow}
+
+
+async def test_backend_down_is_503(unavailable_url: str, seeded: Seeded) -> None:
+    caller = _caller(seeded)
+    manager = apikeys.create_async_key_manager(unavailable_url)
+    try:
+        response = await handle_management_async(
+            manager, ManagementRequest("GET", caller), DEFAULTS
+        )
+    finally:
+        await manager.close()
+    assert response.status == 503
+    sync_manager = apikeys.create_key_manager(unavailable_url)
+    try:
+        flow = authentication_flow({"X-API-Key": seeded.admin.secret}, (), DEFAULTS)
+        with pytest.raises(BackendUnavailableError):
+            run_with_sync_manager(flow, sync_manager)
+    finally:
+        sync_manager.close()
+
+
+async def test_authentication_with_both_drivers(seeded: Seeded) -> None:
+    headers = {"Authorization": f"Bearer {seeded.reader.secret}"}
+    sync_manager = apikeys.create_key_manager(seeded.url)
+    async_manager = apikeys.create_async_key_manager(seeded.url)
+    try:
+        by_sync = run_with_sync_manager(
+            authentication_flow(headers, (), DEFAULTS, ("read:data",)), sync_manager
+        )
+        by_async = await run_with_async_manager(
+            authentication_flow(headers, (), DEFAULTS, ("read:data",)), async_manager
+        )
+    finally:
+        sync_manager.close()
+        await async_manager.close()
+    assert by_sync == by_async
+    assert by_sync.user_id == OWNER
