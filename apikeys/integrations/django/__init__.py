@@ -1,0 +1,47 @@
+"""API-key authentication for Django: settings, a middleware, a view decorator and ``/api-keys``.
+
+Example ``settings.py``::
+
+    APIKEYS = {"BACKEND": "sqlite:///keys.db", "EXEMPT_PATHS": ["/health"]}
+    MIDDLEWARE = [..., "apikeys.integrations.django.APIKeyMiddleware"]
+
+``urls.py``::
+
+    from django.urls import include, path
+    from apikeys.integrations.django import management_router, require_api_key
+
+    @require_api_key(scopes=["read:data"])
+    def protected(request):
+        return JsonResponse({"user": request.api_key.user_id})
+
+    urlpatterns = [path("protected", protected), path("", include(management_router))]
+
+The verified key is ``request.api_key``. Sync views use the sync manager,
+``async def`` views the async one. Django REST framework classes are in
+:mod:`apikeys.integrations.django.rest_framework`.
+"""
+
+from __future__ import annotations
+
+from apikeys._imports import require
+
+require("django", "django")
+
+from apikeys.integrations._core import IntegrationSettings  # noqa: E402
+from apikeys.integrations.django._decorators import require_api_key  # noqa: E402
+from apikeys.integrations.django._keys import APIKeys, to_response  # noqa: E402
+from apikeys.integrations.django._middleware import APIKeyMiddleware  # noqa: E402
+from apikeys.integrations.django.urls import (  # noqa: E402
+    async_management_router,
+    management_router,
+)
+
+__all__ = [
+    "APIKeyMiddleware",
+    "APIKeys",
+    "IntegrationSettings",
+    "async_management_router",
+    "management_router",
+    "require_api_key",
+    "to_response",
+]

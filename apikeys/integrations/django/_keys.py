@@ -1,0 +1,332 @@
+"""The Django side of the core: ``settings.APIKEYS``, the managers, requests and responses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
+
+from apikeys._config import load_settings
+from apikeys._default import get_async_key_manager, get_key_manager
+from apikeys._errors import APIKeysError, ConfigurationError
+from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._models import VerifiedKey
+from apikeys._protocols import AsyncKeyManager, KeyManager
+from apikeys._validation import check_scopes
+from apikeys.integrations._core import (
+    API_KEY_ATTRIBUTE,
+    CoreResponse,
+    IntegrationSettings,
+    authentication_flow,
+    error_response,
+    is_async_manager,
+    run_with_async_manager,
+    run_with_sync_manager,
+    split_config,
+)
+from apikeys.integrations._management import (
+    ManagementRequest,
+    handle_management_async,
+    handle_management_sync,
+)
+
+logger = logging.getLogger("apikeys.integrations.django")
+
+SETTING_NAME = "APIKEYS"
+
+
+def to_response(core: CoreResponse) -> HttpResponse:
+    """Turn a core response into a Django one."""
+    response = HttpResponse(core.content(), status=core.status, content_type=core.media_type)
+    if core.body is None:
+        del response["Content-Type"]
+    for name, value in core.headers:
+        response[name] = value
+    return response
+
+
+def query_pairs(request: HttpRequest) -> list[tuple[str, str]]:
+    """The query string as ``(name, value)`` pairs, repeated names kept."""
+    return [(name, value) for name, values in request.GET.lists() for value in values]
+
+
+def log_server_error(exc: APIKeysError) -> None:
+    """Log a 5xx refusal: its body says only the generic message, the log says why.
+
+    Messages of apikeys errors never hold a secret.
+    """
+    if exc.status_code >= 500:
+        logger.warning("API key check failed: %s: %s", type(exc).__name__, exc.message)
+
+
+class APIKeys:
+    """Binds key managers and :class:`IntegrationSettings` to a Django project.
+
+    Django projects rarely build one: :meth:`current` reads ``settings.APIKEYS``
+    on first use. Its ``BACKEND`` is the backend URL, integration fields
+    (``EXEMPT_PATHS``, ``HEADER_NAMES``…) configure the requests, and every other
+    key is an :class:`apikeys.Settings` option for the managers. Without a
+    backend or manager option, the process-wide defaults are used
+    (:func:`apikeys.get_key_manager`, configured by ``APIKEYS_BACKEND``).
+
+    Sync views and the sync middleware use the sync manager; ``async def``
+    views and the async middleware use the async manager, built lazily.
+
+    Args:
+        settings: Integration settings (defaults when omitted).
+        manager: A sync manager to use; it stays yours (never closed here).
+        async_manager: An async manager to use; it stays yours.
+        backend: A backend URL from which the managers are built, and owned.
+        **manager_options: :class:`apikeys.Settings` options for those managers.
+
+    Raises:
+        ConfigurationError: A manager of the wrong kind, or an invalid option.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: IntegrationSettings | None = None,
+        manager: KeyManager | None = None,
+        async_manager: AsyncKeyManager | None = None,
+        backend: str | None = None,
+        **manager_options: Any,
+    ) -> None:
+        if manager is not None and is_async_manager(manager):
+            raise ConfigurationError("manager must be sync: apikeys.create_key_manager(...)")
+        if async_manager is not None and not is_async_manager(async_manager):
+            raise ConfigurationError(
+                "async_manager must be async: apikeys.create_async_key_manager(...)"
+            )
+        if backend is not None and not isinstance(backend, str):
+            raise ConfigurationError("BACKEND must be a backend URL string")
+        if manager_options:
+            load_settings(**manager_options)  # refuse unknown or invalid options now
+        self.settings = settings or IntegrationSettings()
+        self._backend = backend
+        self._options = manager_options
+        # Build (and own) managers only when configuration names a backend.
+        self._builds = backend is not None or bool(manager_options)
+        self._manager = manager
+        self._async_manager = async_manager
+        self._owns_sync = False
+        self._owns_async = False
+        # The event loop the async manager serves; see _async_manager_here.
+        self._async_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, config: Mapping[str, Any] | None = None) -> APIKeys:
+        """Build from ``config``, by default Django's ``settings.APIKEYS``.
+
+        Raises:
+            ConfigurationError: The setting is not a mapping, or holds an
+                invalid value.
+        """
+        if config is None:
+            config = getattr(django_settings, SETTING_NAME, None) or {}
+        if not isinstance(config, Mapping):
+            raise ConfigurationError(f"settings.{SETTING_NAME} must be a dict")
+        integration, backend, options = split_config(config)
+        return cls(settings=integration, backend=backend, **options)
+
+    @classmethod
+    def current(cls) -> APIKeys:
+        """The project's instance, built from ``settings.APIKEYS`` on first use.
+
+        It is rebuilt when the setting changes (``override_settings`` in tests).
+        """
+        global _current
+        with _current_lock:
+            if _current is None:
+                _current = cls.from_settings()
+            return _current
+
+    @property
+    def management_scopes(self) -> tuple[str, ...]:
+        """What every ``/api-keys`` call must hold."""
+        scope = self.settings.management_scope
+        return (scope,) if scope else ()
+
+    @property
+    def manager(self) -> KeyManager:
+        """The sync manager, built on first use."""
+        with self._lock:
+            if self._manager is None:
+                if not self._builds:
+                    return get_key_manager()
+                self._manager = create_key_manager(self._backend, **self._options)
+                self._owns_sync = True
+            return self._manager
+
+    def _async_manager_here(self) -> AsyncKeyManager | None:
+        """The async manager, or ``None`` when it serves another event loop.
+
+        Under WSGI, Django runs every ``async def`` view in a new event loop;
+        connections pooled in one loop cannot be used from another, so the
+        manager stays with the first loop that used it and other loops are
+        answered with the sync manager in a worker thread.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._async_loop is None:
+                self._async_loop = weakref.ref(loop)
+            elif self._async_loop() is not loop:
+                return None
+            if self._async_manager is None:
+                if not self._builds:
+                    return get_async_key_manager()
+                self._async_manager = create_async_key_manager(self._backend, **self._options)
+                self._owns_async = True
+            return self._async_manager
+
+    def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
+        """Verify the request's key with the sync manager and set ``request.api_key``.
+
+        A key already verified for this request is reused, checked for ``scopes``
+        (which must come from :func:`~apikeys.integrations._core.required_scopes`).
+
+        Raises:
+            APIKeysError: The key is missing or refused, or the backend failed.
+        """
+        published = getattr(request, API_KEY_ATTRIBUTE, None)
+        if isinstance(published, VerifiedKey):
+            return check_scopes(published, scopes)
+        flow = authentication_flow(
+            request.headers.items(), query_pairs(request), self.settings, scopes
+        )
+        verified = run_with_sync_manager(flow, self.manager)
+        setattr(request, API_KEY_ATTRIBUTE, verified)
+        return verified
+
+    async def aauthenticate(
+        self, request: HttpRequest, scopes: tuple[str, ...] = ()
+    ) -> VerifiedKey:
+        """Async twin of :meth:`authenticate`, with the async manager."""
+        published = getattr(request, API_KEY_ATTRIBUTE, None)
+        if isinstance(published, VerifiedKey):
+            return check_scopes(published, scopes)
+        manager = self._async_manager_here()
+        if manager is None:
+            return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
+        flow = authentication_flow(
+            request.headers.items(), query_pairs(request), self.settings, scopes
+        )
+        verified = await run_with_async_manager(flow, manager)
+        setattr(request, API_KEY_ATTRIBUTE, verified)
+        return verified
+
+    def response_for(self, exc: APIKeysError) -> HttpResponse:
+        """The JSON answer to an error, with its status and headers."""
+        log_server_error(exc)
+        return to_response(error_response(exc, self.settings))
+
+    def _management_request(
+        self, request: HttpRequest, caller: VerifiedKey, key_id: str | None
+    ) -> ManagementRequest:
+        return ManagementRequest(
+            method=request.method or "GET",
+            caller=caller,
+            key_id=key_id,
+            query=query_pairs(request),
+            # At most one byte past the cap: enough for the core to refuse it.
+            body=request.read(self.settings.max_body_bytes + 1),
+        )
+
+    def serve_management(self, request: HttpRequest, key_id: str | None = None) -> HttpResponse:
+        """Answer one ``/api-keys`` call with the sync manager."""
+        try:
+            caller = self.authenticate(request, self.management_scopes)
+            management = self._management_request(request, caller, key_id)
+            core = handle_management_sync(self.manager, management, self.settings)
+        except APIKeysError as exc:
+            return self.response_for(exc)
+        return to_response(core)
+
+    async def aserve_management(
+        self, request: HttpRequest, key_id: str | None = None
+    ) -> HttpResponse:
+        """Answer one ``/api-keys`` call with the async manager."""
+        try:
+            manager = self._async_manager_here()
+            if manager is None:
+                serve = sync_to_async(self.serve_management, thread_sensitive=False)
+                return await serve(request, key_id)
+            caller = await self.aauthenticate(request, self.management_scopes)
+            management = self._management_request(request, caller, key_id)
+            core = await handle_management_async(manager, management, self.settings)
+        except APIKeysError as exc:
+            return self.response_for(exc)
+        return to_response(core)
+
+    def close(self) -> None:
+        """Close the sync manager this instance built; it is rebuilt if used again."""
+        with self._lock:
+            manager = self._manager if self._owns_sync else None
+            if manager is not None:
+                self._manager, self._owns_sync = None, False
+        if manager is not None:
+            manager.close()
+
+    async def aclose(self) -> None:
+        """Close every manager this instance built (the sync one in a worker thread)."""
+        with self._lock:
+            manager = self._async_manager if self._owns_async else None
+            if manager is not None:
+                self._async_manager, self._owns_async = None, False
+            self._async_loop = None
+        if manager is not None:
+            await manager.close()
+        await sync_to_async(self.close, thread_sensitive=False)()
+
+    def _discard(self) -> None:
+        """Release what this instance built, from sync or async code alike."""
+        self.close()
+        with self._lock:
+            manager = self._async_manager if self._owns_async else None
+            loop = self._async_loop() if self._async_loop is not None else None
+            self._async_manager, self._owns_async, self._async_loop = None, False, None
+        if manager is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is loop:
+            task = running.create_task(manager.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+        elif loop is not None and not loop.is_closed() and not loop.is_running():
+            loop.run_until_complete(manager.close())
+        else:
+            logger.warning("an async key manager could not be closed: its event loop is gone")
+
+
+_current: APIKeys | None = None
+_current_lock = threading.Lock()
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _reset_current(*, setting: str, **kwargs: Any) -> None:
+    """Forget the project's instance when ``settings.APIKEYS`` changes."""
+    global _current
+    if setting != SETTING_NAME:
+        return
+    with _current_lock:
+        old, _current = _current, None
+    if old is not None:
+        old._discard()
+
+
+setting_changed.connect(_reset_current, dispatch_uid="apikeys.integrations.django")
+
+
+__all__ = ["SETTING_NAME", "APIKeys", "log_server_error", "query_pairs", "to_response"]

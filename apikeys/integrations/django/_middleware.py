@@ -1,0 +1,81 @@
+"""``APIKeyMiddleware``: a valid key on every request but exempt paths, sync or async."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import ClassVar
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from apikeys._errors import APIKeysError
+from apikeys.integrations._core import check_exempt_paths, is_exempt, required_scopes
+from apikeys.integrations.django._keys import APIKeys
+
+_GetResponse = Callable[[HttpRequest], "HttpResponseBase | Awaitable[HttpResponseBase]"]
+
+
+class APIKeyMiddleware:
+    """Require a valid key on every request but exempt paths; sets ``request.api_key``.
+
+    Add ``"apikeys.integrations.django.APIKeyMiddleware"`` to ``MIDDLEWARE``.
+    Exempt paths come from ``settings.APIKEYS["EXEMPT_PATHS"]`` (``/health``,
+    ``/static/*``), matched against ``request.path_info``. It runs in whichever
+    mode Django's handler is in: sync (WSGI), with the sync manager, or async
+    (ASGI), with the async manager.
+
+    To require scopes on every request, or fixed exempt paths, subclass it::
+
+        class ReadMiddleware(APIKeyMiddleware):
+            scopes = ["read:data"]
+            exempt_paths = ["/health"]
+
+    Attributes:
+        scopes: Scopes every request must hold.
+        exempt_paths: Paths let through without a key; ``None`` means the
+            ``EXEMPT_PATHS`` setting.
+    """
+
+    sync_capable: ClassVar[bool] = True
+    async_capable: ClassVar[bool] = True
+    scopes: ClassVar[Iterable[str] | str] = ()
+    exempt_paths: ClassVar[Sequence[str] | None] = None
+
+    def __init__(self, get_response: _GetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+        # Checked once, when Django loads the middleware: a typo fails at startup.
+        self.required_scopes = required_scopes(self.scopes)
+        self.exempt = check_exempt_paths(self.exempt_paths)
+        APIKeys.current()
+
+    def _exempt(self, request: HttpRequest, keys: APIKeys) -> bool:
+        exempt = self.exempt if self.exempt is not None else keys.settings.exempt_paths
+        return is_exempt(request.path_info, exempt)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        keys = APIKeys.current()
+        if not self._exempt(request, keys):
+            try:
+                keys.authenticate(request, self.required_scopes)
+            except APIKeysError as exc:
+                return keys.response_for(exc)
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        keys = APIKeys.current()
+        if not self._exempt(request, keys):
+            try:
+                await keys.aauthenticate(request, self.required_scopes)
+            except APIKeysError as exc:
+                return keys.response_for(exc)
+        response = self.get_response(request)
+        assert not isinstance(response, HttpResponseBase)  # async mode: a coroutine
+        return await response
+
+
+__all__ = ["APIKeyMiddleware"]

@@ -1,0 +1,189 @@
+"""API-key authentication for Django REST framework: an authentication class and a scope permission.
+
+Example:
+    ``settings.REST_FRAMEWORK`` or per view::
+
+        from apikeys.integrations.django.rest_framework import (
+            APIKeyAuthentication, HasAPIKeyScopes, require_scopes,
+        )
+
+        class DataView(APIView):
+            authentication_classes = [APIKeyAuthentication]
+            permission_classes = [require_scopes("read:data")]
+
+            def get(self, request):
+                return Response({"user": request.auth.user_id})
+
+``request.auth`` is the :class:`~apikeys.VerifiedKey` (also ``request.api_key``),
+``request.user`` an :class:`APIKeyUser`. Refusals are answered with the same
+JSON bodies, statuses and headers as everywhere else in apikeys. DRF views are
+synchronous, so the sync manager is used.
+"""
+
+from __future__ import annotations
+
+from apikeys._imports import require
+
+require("rest_framework", "django")
+
+from collections.abc import Iterable  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
+
+from rest_framework.authentication import BaseAuthentication  # noqa: E402
+from rest_framework.exceptions import APIException  # noqa: E402
+from rest_framework.permissions import BasePermission  # noqa: E402
+from rest_framework.request import Request  # noqa: E402
+from rest_framework.views import APIView  # noqa: E402
+
+from apikeys._errors import APIKeysError, MissingKeyError  # noqa: E402
+from apikeys._models import VerifiedKey  # noqa: E402
+from apikeys._validation import check_scopes  # noqa: E402
+from apikeys.integrations._core import (  # noqa: E402
+    error_response,
+    extract_credential,
+    required_scopes,
+)
+from apikeys.integrations.django._keys import (  # noqa: E402
+    APIKeys,
+    log_server_error,
+    query_pairs,
+)
+
+
+class APIKeyException(APIException):
+    """A refusal, carrying the core's status, JSON body and headers into DRF.
+
+    DRF's exception handler answers with ``detail`` as the body, ``auth_header``
+    as ``WWW-Authenticate`` and ``wait`` as ``Retry-After``.
+    """
+
+    def __init__(self, error: APIKeysError, keys: APIKeys) -> None:
+        core = error_response(error, keys.settings)
+        super().__init__(detail=error.message, code=error.code)
+        self.status_code = core.status
+        # Set after __init__, which would turn every value (retryAfter too) into a string.
+        self.detail = dict(core.body or {})
+        headers = dict(core.headers)
+        self.auth_header = headers.get("WWW-Authenticate")
+        retry_after = headers.get("Retry-After")
+        self.wait = int(retry_after) if retry_after else None
+        log_server_error(error)
+
+
+class APIKeyUser:
+    """The ``request.user`` of a request authenticated by API key.
+
+    Not a database user: ``pk``, ``id`` and ``username`` are the key's owner
+    id, so DRF's per-user throttles and ``IsAuthenticated`` work. Override
+    :meth:`APIKeyAuthentication.get_user` to map keys to your user model.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, api_key: VerifiedKey) -> None:
+        self.api_key = api_key
+        self.pk = self.id = self.username = api_key.user_id
+
+    def get_username(self) -> str:
+        """The owner's user id."""
+        return self.username
+
+    def __str__(self) -> str:
+        return self.username
+
+    def __repr__(self) -> str:
+        return f"APIKeyUser({self.username!r}, key_id={self.api_key.key_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, APIKeyUser) and other.pk == self.pk
+
+    def __hash__(self) -> int:
+        return hash(self.pk)
+
+
+class APIKeyAuthentication(BaseAuthentication):
+    """Authenticate DRF requests by API key: ``(user, VerifiedKey)``.
+
+    A request without a key is left to the next authentication class (DRF's
+    convention); a refused key is answered at once (403, or 401 with
+    ``invalid_key_status=401``). A key the Django middleware already verified
+    is reused without asking the backend again.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, VerifiedKey] | None:
+        """Verify the request's key; ``None`` if it sent none."""
+        keys = APIKeys.current()
+        try:
+            verified = keys.authenticate(request._request)
+        except MissingKeyError:
+            return None
+        except APIKeysError as exc:
+            raise APIKeyException(exc, keys) from None
+        return self.get_user(verified), verified
+
+    def get_user(self, api_key: VerifiedKey) -> Any:
+        """The ``request.user`` for a verified key; an :class:`APIKeyUser` by default."""
+        return APIKeyUser(api_key)
+
+    def authenticate_header(self, request: Request) -> str:
+        """The ``WWW-Authenticate`` challenge, so DRF answers 401 (not 403) without a key."""
+        keys = APIKeys.current()
+        return dict(error_response(MissingKeyError(), keys.settings).headers)["WWW-Authenticate"]
+
+
+class HasAPIKeyScopes(BasePermission):
+    """Allow requests authenticated by API key that hold the required scopes.
+
+    The scopes are the class's ``required_scopes`` (see :func:`require_scopes`)
+    or, when it has none, the view's ``required_scopes`` attribute. Refusals
+    use the apikeys bodies: 401 ``missing_api_key`` without a key, 403
+    ``insufficient_scope`` with ``missingScopes``.
+    """
+
+    required_scopes: ClassVar[tuple[str, ...]] = ()
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        """Check the key and its scopes; raise the apikeys refusal otherwise."""
+        keys = APIKeys.current()
+        try:
+            scopes = self.required_scopes or required_scopes(getattr(view, "required_scopes", ()))
+            verified = request.auth
+            if not isinstance(verified, VerifiedKey):
+                # Say why exactly, as the other adapters do (a query-string key
+                # while those are off…); another authentication may have won.
+                django_request = request._request
+                extract_credential(
+                    django_request.headers.items(), query_pairs(django_request), keys.settings
+                )
+                raise MissingKeyError()
+            check_scopes(verified, scopes)
+        except APIKeysError as exc:
+            raise APIKeyException(exc, keys) from None
+        return True
+
+
+def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
+    """A :class:`HasAPIKeyScopes` requiring ``scopes``: ``permission_classes = [require_scopes("read:data")]``.
+
+    Raises:
+        ConfigurationError: A scope is malformed or a wildcard.
+    """
+    flattened: list[str] = []
+    for scope in scopes:
+        flattened.extend([scope] if isinstance(scope, str) else scope)
+    needed = required_scopes(flattened)
+    name = "HasAPIKeyScopes[" + " ".join(needed) + "]"
+    return type(name, (HasAPIKeyScopes,), {"required_scopes": needed})
+
+
+__all__ = [
+    "APIKeyAuthentication",
+    "APIKeyException",
+    "APIKeyUser",
+    "HasAPIKeyScopes",
+    "require_scopes",
+]
