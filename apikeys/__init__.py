@@ -36,6 +36,7 @@ from apikeys._errors import (
     RateLimitedError,
     RevokedKeyError,
 )
+from apikeys._events import KeyEvent, add_event_listener, remove_event_listener
 from apikeys._expiry import Expiration, parse_expiration
 from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keyformat import KEY_PATTERN, generate_key, key_pattern, parse_key
@@ -61,6 +62,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidInputError",
     "InvalidKeyError",
+    "KeyEvent",
     "KeyManager",
     "KeyNotFoundError",
     "MissingDependencyError",
@@ -73,6 +75,7 @@ __all__ = [
     "VerifiedKey",
     "__version__",
     "acreate_api_key",
+    "add_event_listener",
     "avalidate_api_key",
     "configure",
     "create_api_key",
@@ -86,6 +89,7 @@ __all__ = [
     "normalize_scopes",
     "parse_expiration",
     "parse_key",
+    "remove_event_listener",
     "scope_covers",
     "validate_api_key",
 ]

@@ -13,7 +13,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL
 from apikeys._errors import ConfigurationError, InvalidInputError
+from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW
 from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
+from apikeys._ratelimit import (
+    DEFAULT_FAILURE_WINDOW,
+    DEFAULT_MAX_FAILURES_PER_KEY,
+    DEFAULT_MAX_TRACKED_KEYS,
+)
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
 
@@ -43,6 +49,31 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(default=1024, ge=8, description="KiB")
     argon2_parallelism: int = Field(default=1, ge=1)
     timeout: float = Field(default=5.0, gt=0, description="Seconds for one backend call")
+    max_failures_per_key: int = Field(
+        default=DEFAULT_MAX_FAILURES_PER_KEY,
+        ge=0,
+        description="Failed validations per key id per failure_window before 429; 0 disables",
+    )
+    failure_window: float = Field(
+        default=DEFAULT_FAILURE_WINDOW,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds over which max_failures_per_key counts",
+    )
+    max_concurrent_hashes: int | None = Field(
+        default=None, ge=1, description="argon2 hashes running at once; default one per CPU"
+    )
+    max_tracked_key_ids: int = Field(
+        default=DEFAULT_MAX_TRACKED_KEYS,
+        ge=1,
+        description="Key ids the failure limiter and burst detector remember at most",
+    )
+    suspicious_failures: int = Field(
+        default=DEFAULT_SUSPICIOUS_FAILURES,
+        ge=0,
+        description="Failures against one key id per suspicious_window reported as suspicious",
+    )
+    suspicious_window: float = Field(default=DEFAULT_SUSPICIOUS_WINDOW, gt=0, allow_inf_nan=False)
     clerk_secret_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("clerk_secret_key", "CLERK_SECRET_KEY"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -42,16 +43,29 @@ from sqlalchemy.pool import StaticPool  # noqa: E402
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache  # noqa: E402
 from apikeys._config import Settings  # noqa: E402
 from apikeys._errors import (  # noqa: E402
+    APIKeysError,
     BackendUnavailableError,
     ConfigurationError,
     InvalidInputError,
     InvalidKeyError,
     KeyNotFoundError,
 )
+from apikeys._events import (  # noqa: E402
+    DEFAULT_SUSPICIOUS_FAILURES,
+    DEFAULT_SUSPICIOUS_WINDOW,
+    EventReporter,
+)
 from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow  # noqa: E402
 from apikeys._flow import run_async, run_sync  # noqa: E402
 from apikeys._keyformat import DEFAULT_PREFIX, generate_key, parse_key, validate_prefix  # noqa: E402
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
+from apikeys._ratelimit import (  # noqa: E402
+    DEFAULT_FAILURE_WINDOW,
+    DEFAULT_MAX_FAILURES_PER_KEY,
+    DEFAULT_MAX_TRACKED_KEYS,
+    ConcurrencyCap,
+    FailureLimiter,
+)
 from apikeys._requests import (  # noqa: E402
     KEEP,
     Keep,
@@ -74,6 +88,7 @@ SCHEMA_VERSION = 1
 """Version of the tables below; bumped (with a migration note) whenever they change."""
 
 DEFAULT_URL = "sqlite:///apikeys.db"
+DEFAULT_TIMEOUT = 5.0
 ROTATED_REASON = "rotated"
 _CREATE_ATTEMPTS = 3
 
@@ -162,10 +177,15 @@ class _Hash:
 
 @dataclass(frozen=True, slots=True)
 class _Verify:
-    """Check a key against a stored hash (CPU-bound); the result is a bool."""
+    """Check a key against a stored hash (CPU-bound); the result is a bool.
+
+    ``limit_key`` is re-checked against the failure limiter once a hashing
+    turn is held, so attempts that queued while the limit was reached never hash.
+    """
 
     secret_hash: str
     key: str = ""
+    limit_key: str | None = None
 
     def __repr__(self) -> str:
         return "_Verify(<secret>)"
@@ -207,15 +227,21 @@ def _is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _engine_options(url: sa.URL) -> dict[str, Any]:
+def _engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
+    """Engine options; ``timeout`` bounds every wait (a lock, a connection, the pool)."""
     options: dict[str, Any] = {"hide_parameters": True}
     if url.get_backend_name() == "sqlite":
-        options["connect_args"] = {"check_same_thread": False, "timeout": 15}
+        # SQLite's busy timeout: how long a write waits for another connection's lock.
+        options["connect_args"] = {"check_same_thread": False, "timeout": timeout}
         if _is_memory_sqlite(url):
             # One shared connection, or each connection would see its own empty database.
             options["poolclass"] = StaticPool
     else:
         options["pool_pre_ping"] = True
+        options["pool_timeout"] = timeout
+        if url.get_driver_name() in ("psycopg", "psycopg2"):
+            # libpq counts whole seconds and refuses less than 2.
+            options["connect_args"] = {"connect_timeout": max(2, math.ceil(timeout))}
     return options
 
 
@@ -231,11 +257,32 @@ class _SQLAlchemyBase:
         last_used_interval: float = 60.0,
         create_schema: bool = True,
         password_hasher: PasswordHasher | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_failures_per_key: int = DEFAULT_MAX_FAILURES_PER_KEY,
+        failure_window: float = DEFAULT_FAILURE_WINDOW,
+        max_concurrent_hashes: int | None = None,
+        max_tracked_key_ids: int = DEFAULT_MAX_TRACKED_KEYS,
+        suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
+        suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
     ) -> None:
         self.key_prefix = validate_prefix(key_prefix)
         self.cache = VerificationCache(cache_ttl, cache_max_entries)
         if last_used_interval < 0:
             raise ConfigurationError("last_used_interval must be >= 0")
+        self.timeout = timeout
+        try:
+            self.failure_limiter = FailureLimiter(
+                max_failures_per_key, failure_window, max_tracked=max_tracked_key_ids
+            )
+            self.hash_cap = ConcurrencyCap(max_concurrent_hashes, timeout=timeout)
+            self.events = EventReporter(
+                "sqlalchemy",
+                suspicious_failures=suspicious_failures,
+                suspicious_window=suspicious_window,
+                max_tracked=max_tracked_key_ids,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid abuse-control settings: {exc}") from None
         self.last_used_interval = timedelta(seconds=last_used_interval)
         self.create_schema = create_schema
         self.hasher = password_hasher or PasswordHasher(
@@ -253,6 +300,13 @@ class _SQLAlchemyBase:
             "cache_max_entries": settings.cache_max_entries,
             "last_used_interval": settings.last_used_interval,
             "create_schema": settings.create_schema,
+            "timeout": settings.timeout,
+            "max_failures_per_key": settings.max_failures_per_key,
+            "failure_window": settings.failure_window,
+            "max_concurrent_hashes": settings.max_concurrent_hashes,
+            "max_tracked_key_ids": settings.max_tracked_key_ids,
+            "suspicious_failures": settings.suspicious_failures,
+            "suspicious_window": settings.suspicious_window,
             "password_hasher": PasswordHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost=settings.argon2_memory_cost,
@@ -268,11 +322,24 @@ class _SQLAlchemyBase:
     def _hash(self, key: str) -> str:
         return self.hasher.hash(key)
 
-    def _verify(self, secret_hash: str, key: str) -> bool:
+    def _verify(self, request: _Verify) -> bool:
+        if request.limit_key is not None:
+            self.failure_limiter.check(request.limit_key)
         try:
-            return self.hasher.verify(secret_hash, key)
+            return self.hasher.verify(request.secret_hash, request.key)
         except (VerificationError, InvalidHashError):
             return False
+
+    def _cached(self, secret: str, required: tuple[str, ...]) -> VerifiedKey | None:
+        """The validation fast path: a cache hit, or ``None`` to run the flow."""
+        try:
+            hit = cached_verification(self.cache, secret, required)
+        except APIKeysError as exc:
+            self.events.rejected(exc)
+            raise
+        if hit is not None:
+            self.events.report("validated", hit.key_id, user_id=hit.user_id)
+        return hit
 
     # --- row mapping -------------------------------------------------------------
 
@@ -343,6 +410,7 @@ class _SQLAlchemyBase:
                 yield _Write((sa.insert(api_keys_table).values(secret_hash=secret_hash, **values),))
             except _Conflict:
                 continue  # a lookup id collision (~1 in 10^21): draw another
+            self.events.report("created", new_key.lookup_id, user_id=request.user_id)
             return NewAPIKey(
                 secret=new_key.key, scopes=request.scopes, **_without(values, "scopes")
             )
@@ -351,14 +419,35 @@ class _SQLAlchemyBase:
     def _validate_flow(
         self, secret: str, required: tuple[str, ...]
     ) -> Generator[_Request, Any, VerifiedKey]:
-        parsed = parse_key(secret, self.key_prefix)
-        rows = yield _Query(self._select_key(parsed.lookup_id, with_hash=True))
-        if not rows:
-            yield _Verify(self._decoy_hash, secret)
-            raise InvalidKeyError()
-        row = rows[0]
-        if not (yield _Verify(row["secret_hash"], secret)):
-            raise InvalidKeyError()
+        key_id: str | None = None  # the id the key claims, for events only
+        user_id: str | None = None
+        try:
+            parsed = parse_key(secret, self.key_prefix)
+            key_id = parsed.lookup_id
+            # Known and unknown ids are limited alike, so a 429 reveals nothing,
+            # and before any IO, so a limited flood costs neither query nor hash.
+            self.failure_limiter.check(key_id)
+            rows = yield _Query(self._select_key(key_id, with_hash=True))
+            row = rows[0] if rows else None
+            # An unknown id is checked against a decoy: it costs what a wrong secret costs.
+            stored_hash = self._decoy_hash if row is None else row["secret_hash"]
+            matched = yield _Verify(stored_hash, secret, limit_key=key_id)
+            if row is None or not matched:
+                self.failure_limiter.record_failure(key_id)
+                if row is not None:
+                    user_id = row["user_id"]
+                raise InvalidKeyError()
+            user_id = row["user_id"]
+            verified = yield from self._accept(row, secret)
+            verified = check_scopes(verified, required)
+        except APIKeysError as exc:
+            self.events.rejected(exc, key_id=key_id, user_id=user_id)
+            raise
+        self.events.report("validated", verified.key_id, user_id=verified.user_id)
+        return verified
+
+    def _accept(self, row: Mapping[str, Any], secret: str) -> Generator[_Request, Any, VerifiedKey]:
+        """Checks and bookkeeping once ``secret`` is proven to match ``row``."""
         now = utcnow()
         check_key_state(
             row["id"], revoked=row["revoked_at"] is not None, expires_at=row["expires_at"], now=now
@@ -381,7 +470,7 @@ class _SQLAlchemyBase:
                 # (read-only replica, lock) must not turn a valid key away.
                 logger.warning("could not record use of API key %s", row["id"])
         self.cache.put(self.cache.digest(secret), verified)
-        return check_scopes(verified, required)
+        return verified
 
     def _list_flow(
         self, user_id: str, include_invalid: bool, limit: int, offset: int
@@ -417,7 +506,7 @@ class _SQLAlchemyBase:
     def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[_Request, Any, APIKey]:
         key_id, reason = check_key_id(key_id), check_reason(reason)
         table = api_keys_table
-        yield _Write(
+        counts = yield _Write(
             (
                 sa.update(table)
                 .where(table.c.id == key_id, table.c.revoked_at.is_(None))
@@ -426,6 +515,8 @@ class _SQLAlchemyBase:
         )
         self.cache.invalidate(key_id)
         row = yield from self._fetch_key(key_id)
+        if counts[0]:  # not when it was revoked already
+            self.events.report("revoked", key_id, user_id=row["user_id"])
         return self._to_api_key(row)
 
     def _delete_flow(self, key_id: str) -> Generator[_Request, Any, None]:
@@ -434,6 +525,7 @@ class _SQLAlchemyBase:
         self.cache.invalidate(key_id)
         if counts[0] == 0:
             raise KeyNotFoundError(key_id=key_id)
+        self.events.report("deleted", key_id)
 
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
@@ -488,6 +580,7 @@ class _SQLAlchemyBase:
             ) from None
         finally:
             self.cache.invalidate(key_id)
+        self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.lookup_id)
         return NewAPIKey(
             secret=new_key.key, scopes=tuple(old["scopes"]), **_without(values, "scopes")
         )
@@ -536,6 +629,17 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
         last_used_interval: Least seconds between two ``last_used_at`` writes of a key.
         create_schema: Create the tables on first use (turn off when migrations own them).
         password_hasher: An ``argon2.PasswordHasher`` with your cost parameters.
+        timeout: Longest wait, in seconds, for a database lock, a connection, or a
+            hashing turn; past it the call fails with ``BackendUnavailableError``.
+        max_failures_per_key: Failed validations allowed per key id per
+            ``failure_window`` before further attempts get ``RateLimitedError``
+            (unknown ids count alike); ``0`` disables. See ``docs/security.md``.
+        failure_window: Seconds over which those failures count.
+        max_concurrent_hashes: argon2 hashes running at once (default: one per CPU).
+        max_tracked_key_ids: Key ids the limiter and the burst detector remember.
+        suspicious_failures: Failures against one key id per ``suspicious_window``
+            reported as a ``suspicious`` event; ``0`` disables.
+        suspicious_window: Seconds over which those failures count.
     """
 
     def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:
@@ -544,7 +648,7 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
             self.engine = url
         else:
             sync_url = _normalize_url(url, asynchronous=False)
-            self.engine = sa.create_engine(sync_url, **_engine_options(sync_url))
+            self.engine = sa.create_engine(sync_url, **_engine_options(sync_url, self.timeout))
         self._schema_lock = threading.Lock()
         # An in-memory database is one shared connection: transactions of two
         # threads on it would commit or roll back each other's work.
@@ -568,9 +672,11 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
 
     def _perform(self, request: _Request) -> Any:
         if isinstance(request, _Hash):
-            return self._hash(request.key)
+            with self.hash_cap.hold():
+                return self._hash(request.key)
         if isinstance(request, _Verify):
-            return self._verify(request.secret_hash, request.key)
+            with self.hash_cap.hold():
+                return self._verify(request)
         try:
             self._ensure_schema()
             with self._io_lock:
@@ -605,7 +711,7 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = cached_verification(self.cache, secret, required)
+        hit = self._cached(secret, required)
         if hit is not None:
             return hit
         return run_sync(self._validate_flow(secret, required), self._perform)
@@ -663,7 +769,7 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
             self.engine = url
         else:
             async_url = _normalize_url(url, asynchronous=True)
-            self.engine = create_async_engine(async_url, **_engine_options(async_url))
+            self.engine = create_async_engine(async_url, **_engine_options(async_url, self.timeout))
         self._schema_lock: asyncio.Lock | None = None
         # See SQLAlchemyKeyManager: tasks must not interleave on the one connection.
         self._io_lock: asyncio.Lock | None = (
@@ -688,9 +794,11 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
 
     async def _perform(self, request: _Request) -> Any:
         if isinstance(request, _Hash):
-            return await asyncio.to_thread(self._hash, request.key)
+            async with self.hash_cap.hold_async():
+                return await asyncio.to_thread(self._hash, request.key)
         if isinstance(request, _Verify):
-            return await asyncio.to_thread(self._verify, request.secret_hash, request.key)
+            async with self.hash_cap.hold_async():
+                return await asyncio.to_thread(self._verify, request)
         try:
             await self._ensure_schema()
             if self._io_lock is None:
@@ -735,7 +843,7 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
     ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = cached_verification(self.cache, secret, required)
+        hit = self._cached(secret, required)
         if hit is not None:
             return hit
         return await run_async(self._validate_flow(secret, required), self._perform)

@@ -1,0 +1,219 @@
+"""Abuse controls, free of IO: a limiter of failed attempts and a cap on concurrent work.
+
+:class:`FailureLimiter` is a token bucket per key (a key id, or a client
+address in a web integration): each failed attempt takes a token, a key with
+no token left is refused with :class:`~apikeys.RateLimitedError` until one
+grows back. It remembers at most ``max_tracked`` keys, so a flood of
+distinct keys cannot grow it without bound.
+
+:class:`ConcurrencyCap` bounds how many threads or tasks do expensive work
+(argon2 hashing) at once, so a flood of wrong secrets queues behind the cap
+instead of taking every CPU from valid requests. Tasks wait on an
+:class:`asyncio.Semaphore` of their own event loop and never block it.
+
+Example:
+    >>> limiter = FailureLimiter(max_failures=3, window=60.0)
+    >>> for _ in range(3):
+    ...     limiter.check("key_1")
+    ...     _ = limiter.record_failure("key_1")
+    >>> limiter.check("key_1")
+    Traceback (most recent call last):
+    ...
+    apikeys._errors.RateLimitedError: Too many requests
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from apikeys._errors import BackendUnavailableError, RateLimitedError
+
+DEFAULT_MAX_FAILURES_PER_KEY = 100
+DEFAULT_FAILURE_WINDOW = 60.0
+DEFAULT_MAX_TRACKED_KEYS = 10_000
+
+
+def default_hash_concurrency() -> int:
+    """One argon2 hash per CPU: more only makes each one slower."""
+    return os.cpu_count() or 1
+
+
+class FailureLimiter:
+    """Allow at most ``max_failures`` failed attempts per key within ``window`` seconds.
+
+    A token bucket (kept as the "theoretical arrival time" of the generic cell
+    rate algorithm, one float per key): a key starts with ``max_failures``
+    tokens, each failure takes one, and one grows back every
+    ``window / max_failures`` seconds. A key with no token is refused. Only
+    failures count; successes neither take nor give tokens.
+
+    Args:
+        max_failures: Tokens per key; ``0`` disables the limiter.
+        window: Seconds for a key's bucket to refill completely.
+        max_tracked: Upper bound on keys remembered; past it the key that failed
+            least recently is forgotten (the limit gets more lenient, never
+            stricter, and memory stays bounded).
+        clock: A monotonic clock, injectable for tests.
+    """
+
+    __slots__ = ("_clock", "_interval", "_lock", "_tat", "max_failures", "max_tracked", "window")
+
+    def __init__(
+        self,
+        max_failures: int = DEFAULT_MAX_FAILURES_PER_KEY,
+        window: float = DEFAULT_FAILURE_WINDOW,
+        *,
+        max_tracked: int = DEFAULT_MAX_TRACKED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_failures < 0 or not window > 0 or max_tracked < 1 or math.isinf(window):
+            raise ValueError("max_failures must be >= 0, window > 0 and max_tracked >= 1")
+        self.max_failures = max_failures
+        self.window = float(window)
+        self.max_tracked = max_tracked
+        self._interval = self.window / max_failures if max_failures else 0.0
+        self._clock = clock
+        # key -> the time at which its bucket is full again; past keys are full.
+        self._tat: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key can be refused at all."""
+        return self.max_failures > 0
+
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until ``key`` may try again, or ``None`` if it may try now."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            tat = self._tat.get(key)
+            if tat is None:
+                return None
+            wait = tat - self._clock() - (self.window - self._interval)
+        return wait if wait > 0 else None
+
+    def check(self, key: str) -> None:
+        """Refuse ``key`` if it has no token left.
+
+        Raises:
+            RateLimitedError: With ``retry_after`` in seconds. It carries no key
+                id: the caller sent the key and learns nothing new from it.
+        """
+        wait = self.retry_after(key)
+        if wait is not None:
+            # Rounded up to the millisecond, so a retry at retry_after succeeds.
+            raise RateLimitedError(retry_after=math.ceil(wait * 1000) / 1000)
+
+    def record_failure(self, key: str) -> int:
+        """Take a token from ``key``; return how many failures its bucket now holds."""
+        if not self.enabled:
+            return 0
+        with self._lock:
+            now = self._clock()
+            tat = self._tat.pop(key, None)  # re-inserted below: most recent last
+            if tat is None:
+                self._make_room(now)
+                tat = now
+            # Capped at a full window: a key is never locked out for longer than
+            # ``window``, however many attempts raced past the check.
+            tat = min(max(tat, now) + self._interval, now + self.window)
+            self._tat[key] = tat
+        return math.ceil((tat - now) / self._interval - 1e-9)
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``'s failures."""
+        with self._lock:
+            self._tat.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._tat)
+
+    def _make_room(self, now: float) -> None:
+        # Oldest first: refilled buckets are dropped, then, if the table is
+        # still full, the key that failed least recently.
+        while self._tat:
+            oldest, tat = next(iter(self._tat.items()))
+            if tat > now and len(self._tat) < self.max_tracked:
+                return
+            del self._tat[oldest]
+
+
+class ConcurrencyCap:
+    """Let at most ``limit`` threads, or tasks per event loop, in at once.
+
+    Args:
+        limit: How many may hold the cap at once; ``None`` means one per CPU.
+        timeout: Longest wait for a turn before giving up.
+
+    Waiting longer than ``timeout`` raises
+    :class:`~apikeys.BackendUnavailableError` (503 with ``retry_after``): the
+    server is saturated and the request is refused, never let through.
+    """
+
+    __slots__ = ("__weakref__", "_async_slots", "_lock", "_thread_slots", "limit", "timeout")
+
+    def __init__(self, limit: int | None = None, *, timeout: float = 5.0) -> None:
+        limit = default_hash_concurrency() if limit is None else limit
+        if limit < 1 or not timeout > 0:
+            raise ValueError("limit must be >= 1 and timeout > 0")
+        self.limit = limit
+        self.timeout = timeout
+        self._thread_slots = threading.BoundedSemaphore(limit)
+        # One semaphore per event loop: an asyncio primitive belongs to one loop.
+        self._async_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold a turn for the duration of the ``with`` block (threads)."""
+        if not self._thread_slots.acquire(timeout=self.timeout):
+            raise _saturated()
+        try:
+            yield
+        finally:
+            self._thread_slots.release()
+
+    @asynccontextmanager
+    async def hold_async(self) -> AsyncIterator[None]:
+        """Hold a turn for the duration of the ``async with`` block (tasks)."""
+        slots = self._slots_of(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(slots.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise _saturated() from None
+        try:
+            yield
+        finally:
+            slots.release()
+
+    def _slots_of(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        with self._lock:
+            slots = self._async_slots.get(loop)
+            if slots is None:
+                slots = self._async_slots[loop] = asyncio.Semaphore(self.limit)
+            return slots
+
+
+def _saturated() -> BackendUnavailableError:
+    return BackendUnavailableError("too many API key checks in progress", retry_after=1)
+
+
+__all__ = [
+    "DEFAULT_FAILURE_WINDOW",
+    "DEFAULT_MAX_FAILURES_PER_KEY",
+    "DEFAULT_MAX_TRACKED_KEYS",
+    "ConcurrencyCap",
+    "FailureLimiter",
+    "default_hash_concurrency",
+]
