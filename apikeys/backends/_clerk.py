@@ -78,6 +78,9 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Years 1970-9999 in milliseconds: anything outside is a corrupt answer.
 _MAX_TIMESTAMP_MS = 253_402_300_799_999
 
+# How far short of a whole second a stored expiry may fall and still count as it.
+_EXPIRY_SLACK_MS = 10
+
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Failures after which the request surely never reached Clerk.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -195,12 +198,13 @@ def expiry_from_milliseconds(value: float | None) -> datetime | None:
 
     Clerk only takes a lifetime relative to its own clock, so what it stores is
     the requested instant plus the request's transit time; rounding down gives
-    back an instant asked for in whole seconds, and never reports a key as
-    living longer than Clerk will let it.
+    back an instant asked for in whole seconds (forgiving a few milliseconds
+    short, from millisecond rounding on either side), and reports a key as
+    living at most that much longer than Clerk lets it.
     """
     if value is None:
         return None
-    return from_milliseconds(math.floor(value / 1000) * 1000)
+    return from_milliseconds(math.floor((value + _EXPIRY_SLACK_MS) / 1000) * 1000)
 
 
 def lifetime_seconds(expires_at: datetime, now: datetime) -> float:

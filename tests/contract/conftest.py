@@ -17,7 +17,9 @@ are reported as skipped with the reason, never silently dropped. Capabilities:
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ import pytest
 
 import apikeys
 from apikeys._keyformat import generate_key, parse_key
+from apikeys.testing import FakeClerk
 
 
 class SyncFacade:
@@ -60,7 +63,8 @@ class BackendCase:
 
     ``make(flavour, workdir, request, options)`` returns a sync or async manager;
     managers made with the same ``workdir`` share a store when the backend has
-    the ``shared_store`` capability.
+    the ``shared_store`` capability. ``new_user_id()`` makes an owner id the
+    backend accepts (Clerk takes only ``user_…``/``org_…`` ids of its own shape).
     """
 
     name: str
@@ -69,6 +73,7 @@ class BackendCase:
     unknown_key_like: Callable[[str], str]
     lacks: frozenset[str] = frozenset()
     marks: tuple[pytest.MarkDecorator, ...] = field(default=())
+    new_user_id: Callable[[], str] = field(default=lambda: f"user_{uuid.uuid4().hex[:12]}")
 
 
 def _sqlalchemy_manager(
@@ -94,6 +99,27 @@ def _local_unknown_key(secret: str) -> str:
     return generate_key(parse_key(secret).prefix).key
 
 
+def _clerk_manager(
+    flavour: str, workdir: Path, request: pytest.FixtureRequest, options: dict[str, Any]
+) -> Any:
+    # One fake Clerk instance per test (per workdir): managers of a test share it.
+    fake: FakeClerk = request.getfixturevalue("clerk_fake")
+    if flavour == "sync":
+        return fake.key_manager(**options)
+    return fake.async_key_manager(**options)
+
+
+def _clerk_other_secret(secret: str) -> str:
+    # Another secret of exactly the shape Clerk issues (``ak_`` + base64 of 32 bytes).
+    return "ak_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def clerk_fake() -> FakeClerk:
+    """The fake Clerk instance the ``clerk`` case's managers talk to."""
+    return FakeClerk()
+
+
 BACKENDS: list[BackendCase] = [
     BackendCase(
         name="sqlite-file",
@@ -116,6 +142,14 @@ BACKENDS: list[BackendCase] = [
         wrong_secret_for=_local_wrong_secret,
         unknown_key_like=_local_unknown_key,
         marks=(pytest.mark.sqlalchemy, pytest.mark.postgres),
+    ),
+    BackendCase(
+        name="clerk",
+        make=_clerk_manager,
+        wrong_secret_for=_clerk_other_secret,
+        unknown_key_like=_clerk_other_secret,
+        marks=(pytest.mark.clerk,),
+        new_user_id=FakeClerk.new_user_id,
     ),
 ]
 
@@ -166,6 +200,6 @@ def manager(make_manager: Callable[..., SyncFacade]) -> SyncFacade:
 
 
 @pytest.fixture
-def user_id() -> str:
+def user_id(backend: BackendCase) -> str:
     """An owner id unique to the test, so tests sharing a database never meet."""
-    return f"user_{uuid.uuid4().hex[:12]}"
+    return backend.new_user_id()

@@ -265,9 +265,11 @@ def test_malformed_ids_are_bad_input(manager: SyncFacade, bad_id: str) -> None:
 # --- list --------------------------------------------------------------------------
 
 
-def test_list_shows_only_the_owners_keys_newest_first(manager: SyncFacade, user_id: str) -> None:
+def test_list_shows_only_the_owners_keys_newest_first(
+    manager: SyncFacade, backend: BackendCase, user_id: str
+) -> None:
     mine = [manager.create_api_key(user_id, f"mine {i}") for i in range(3)]
-    manager.create_api_key(user_id + "_other", "not mine")
+    manager.create_api_key(backend.new_user_id(), "not mine")
     page = manager.list_api_keys(user_id)
     assert isinstance(page, APIKeyPage)
     assert page.total == 3
@@ -279,7 +281,7 @@ def test_list_shows_only_the_owners_keys_newest_first(manager: SyncFacade, user_
 
 
 def test_list_paginates(manager: SyncFacade, user_id: str) -> None:
-    created = [manager.create_api_key(user_id, f"k{i}").id for i in range(5)]
+    created = [manager.create_api_key(user_id, f"key {i}").id for i in range(5)]
     first = manager.list_api_keys(user_id, limit=2)
     second = manager.list_api_keys(user_id, limit=2, offset=2)
     last = manager.list_api_keys(user_id, limit=2, offset=4)
@@ -365,7 +367,7 @@ def test_rotate_refuses_revoked_keys(manager: SyncFacade, user_id: str) -> None:
 
 
 def test_rotate_refuses_negative_grace(manager: SyncFacade, user_id: str) -> None:
-    old = manager.create_api_key(user_id, "k")
+    old = manager.create_api_key(user_id, "key")
     with pytest.raises(InvalidInputError):
         manager.rotate_api_key(old.id, grace=-1)
     assert manager.validate_api_key(old.secret).key_id == old.id
@@ -423,7 +425,7 @@ def test_concurrent_creation_and_validation(
         import asyncio
 
         async def one(i: int) -> tuple[str, str]:
-            new = await manager.manager.create_api_key(user_id, f"c{i}")
+            new = await manager.manager.create_api_key(user_id, f"key {i}")
             verified = await manager.manager.validate_api_key(new.secret)
             return new.id, verified.key_id
 
@@ -436,7 +438,7 @@ def test_concurrent_creation_and_validation(
         lock = threading.Lock()
 
         def work(i: int) -> None:
-            new = manager.create_api_key(user_id, f"c{i}")
+            new = manager.create_api_key(user_id, f"key {i}")
             verified = manager.validate_api_key(new.secret)
             with lock:
                 results.append((new.id, verified.key_id))
