@@ -65,6 +65,9 @@ DEFAULT_PAGE_SIZE: Final = 50
 # Responses may carry a secret (POST) or a list of keys: no cache may keep them.
 _NO_STORE = (("Cache-Control", "no-store"),)
 _INTEGER_RE = re.compile(r"[0-9]{1,9}")
+MAX_OFFSET: Final = 999_999_999
+# The scope syntax of apikeys._scopes, for OpenAPI documents.
+SCOPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*(:\*)?$"
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 _CREATE_FIELDS = frozenset({"name", "scopes", "expiration", "userId", "metadata"})
@@ -384,7 +387,11 @@ CREATE_BODY_SCHEMA: Final[dict[str, Any]] = {
     "required": ["name"],
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 255},
-        "scopes": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
+        "scopes": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 128, "pattern": SCOPE_PATTERN},
+            "maxItems": 64,
+        },
         "expiration": {
             "type": ["string", "null"],
             "description": "ISO 8601 date (valid through that day, UTC) or date-time",
@@ -439,8 +446,10 @@ __all__ = [
     "ERROR_SCHEMA",
     "KEY_SCHEMA",
     "MANAGEMENT_PATH",
+    "MAX_OFFSET",
     "NEW_KEY_SCHEMA",
     "PAGE_SCHEMA",
+    "SCOPE_PATTERN",
     "ForeignUserError",
     "ManagementRequest",
     "handle_management_async",

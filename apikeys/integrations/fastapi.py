@@ -36,6 +36,7 @@ from apikeys.integrations._management import (  # noqa: E402
     ERROR_SCHEMA,
     KEY_SCHEMA,
     MANAGEMENT_PATH,
+    MAX_OFFSET,
     NEW_KEY_SCHEMA,
     PAGE_SCHEMA,
 )
@@ -129,7 +130,9 @@ management_router = APIRouter(tags=["api-keys"])
     openapi_extra={
         "parameters": [
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size"),
-            _query("offset", {"type": "integer", "minimum": 0}, "Keys to skip"),
+            _query(
+                "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "Keys to skip"
+            ),
             _query("includeInvalid", {"type": "boolean"}, "Include revoked and expired keys"),
         ]
     },
