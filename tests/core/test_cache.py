@@ -1,0 +1,304 @@
+"""The verification cache: TTL, size bound, invalidation, expiry on hits, digests, threads."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import apikeys._cache as cache_module
+from apikeys import VerificationCache, VerifiedKey, generate_key
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def verified(key_id: str = "k1", expires_at: datetime | None = None) -> VerifiedKey:
+    return VerifiedKey(key_id=key_id, user_id="u", name="n", expires_at=expires_at)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_a_put_entry_is_served(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=10, clock=clock)
+    digest = cache.digest("apk_1secret")
+    assert cache.get(digest) is None
+    entry = verified()
+    cache.put(digest, entry)
+    assert cache.get(digest) is entry
+    assert len(cache) == 1
+    assert cache.get(cache.digest("apk_1other")) is None
+
+
+def test_entries_are_served_for_ttl_seconds_then_dropped(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=10, clock=clock)
+    digest = cache.digest("key")
+    cache.put(digest, verified())
+    clock.advance(9.999)
+    assert cache.get(digest) is not None
+    clock.advance(0.001)
+    assert cache.get(digest) is None
+    assert len(cache) == 0  # a stale entry is removed, not only hidden
+
+
+def test_a_refreshed_entry_gets_a_new_ttl(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=10, clock=clock)
+    digest = cache.digest("key")
+    cache.put(digest, verified())
+    clock.advance(8)
+    cache.put(digest, verified())
+    clock.advance(8)
+    assert cache.get(digest) is not None
+
+
+def test_ttl_zero_disables_the_cache(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=0, clock=clock)
+    assert not cache.enabled
+    digest = cache.digest("key")
+    cache.put(digest, verified())
+    assert cache.get(digest) is None
+    assert len(cache) == 0
+    assert VerificationCache(ttl=0.5).enabled
+
+
+@pytest.mark.parametrize(("ttl", "max_entries"), [(-1, 10), (-0.001, 10), (10, 0), (10, -5)])
+def test_bad_bounds_are_refused(ttl: float, max_entries: int) -> None:
+    with pytest.raises(ValueError, match="cache ttl"):
+        VerificationCache(ttl=ttl, max_entries=max_entries)
+
+
+def test_defaults() -> None:
+    cache = VerificationCache()
+    assert (cache.ttl, cache.max_entries) == (10.0, 10_000)
+
+
+# --- size bound ---------------------------------------------------------------------------------------
+
+
+def test_the_size_is_bounded_and_the_oldest_entry_goes_first(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, max_entries=3, clock=clock)
+    digests = [cache.digest(f"key{i}") for i in range(5)]
+    for i, digest in enumerate(digests):
+        cache.put(digest, verified(f"k{i}"))
+        assert len(cache) == min(i + 1, 3)
+    assert [cache.get(d) is not None for d in digests] == [False, False, True, True, True]
+
+
+def test_refreshing_an_entry_in_a_full_cache_evicts_nothing(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, max_entries=2, clock=clock)
+    first, second = cache.digest("a"), cache.digest("b")
+    cache.put(first, verified("ka"))
+    cache.put(second, verified("kb"))
+    cache.put(second, verified("kb"))
+    assert cache.get(first) is not None
+    assert cache.get(second) is not None
+    # The refreshed entry is now the newest: a third key evicts "a", not "b".
+    cache.put(cache.digest("c"), verified("kc"))
+    assert cache.get(first) is None
+    assert cache.get(second) is not None
+
+
+def test_eviction_keeps_the_key_id_index_consistent(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, max_entries=1, clock=clock)
+    old, new = cache.digest("a"), cache.digest("b")
+    cache.put(old, verified("ka"))
+    cache.put(new, verified("kb"))
+    cache.invalidate("ka")  # already evicted: nothing else may go
+    assert cache.get(new) is not None
+
+
+# --- invalidation ----------------------------------------------------------------------------------------
+
+
+def test_invalidate_drops_every_entry_of_a_key_id(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    # Two presented strings for one key (e.g. before and after a case change in a
+    # custom backend) and one other key.
+    same_key = [cache.digest("form-1"), cache.digest("form-2")]
+    other = cache.digest("other")
+    for digest in same_key:
+        cache.put(digest, verified("k1"))
+    cache.put(other, verified("k2"))
+    cache.invalidate("k1")
+    assert [cache.get(d) for d in same_key] == [None, None]
+    assert cache.get(other) is not None
+    assert len(cache) == 1
+    cache.invalidate("k1")  # idempotent
+    cache.invalidate("never-cached")
+
+
+def test_clear(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    digest = cache.digest("a")
+    cache.put(digest, verified())
+    cache.clear()
+    assert len(cache) == 0
+    assert cache.get(digest) is None
+    cache.put(digest, verified())
+    assert cache.get(digest) is not None
+
+
+# --- expiry is enforced on a hit ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wall_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Replace the wall clock the cache reads key expiry against."""
+    wall = FakeClock()
+    wall.now = float(int(time.time()))  # whole seconds: exact as datetimes
+    monkeypatch.setattr(
+        cache_module, "time", types.SimpleNamespace(time=wall, monotonic=time.monotonic)
+    )
+    return wall
+
+
+def test_a_hit_past_the_keys_expiry_is_dropped(clock: FakeClock, wall_clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=3600, clock=clock)
+    expires_at = datetime.fromtimestamp(wall_clock.now + 5, tz=timezone.utc)
+    digest = cache.digest("key")
+    cache.put(digest, verified(expires_at=expires_at))
+    wall_clock.advance(4.5)
+    assert cache.get(digest) is not None
+    wall_clock.advance(0.5)  # exactly the expiry instant
+    assert cache.get(digest) is None  # although the TTL has an hour to run
+    assert len(cache) == 0
+
+
+def test_an_expired_key_is_never_served(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=3600, clock=clock)
+    digest = cache.digest("key")
+    cache.put(digest, verified(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    assert cache.get(digest) is None
+
+
+@pytest.fixture
+def west_of_utc() -> Iterator[None]:
+    """Run in a timezone five hours behind UTC (naive .timestamp() reads local time)."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is POSIX only")
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "EST+05"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+
+
+@pytest.mark.usefixtures("west_of_utc")
+def test_a_naive_expiry_is_read_as_utc(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=3600, clock=clock)
+    digest = cache.digest("key")
+    an_hour_ago_naive = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    cache.put(digest, verified(expires_at=an_hour_ago_naive))
+    assert cache.get(digest) is None
+
+
+# --- digests ---------------------------------------------------------------------------------------------------
+
+
+def test_digests_hide_the_key_and_are_stable_per_instance() -> None:
+    cache = VerificationCache()
+    key = generate_key().key
+    digest = cache.digest(key)
+    assert isinstance(digest, bytes)
+    assert len(digest) == 20
+    assert key.encode() not in digest
+    assert key[5:-6].encode() not in digest
+    assert cache.digest(key) == digest
+    assert cache.digest(key + "x") != digest
+
+
+def test_digests_differ_between_instances() -> None:
+    key = generate_key().key
+    digests = {VerificationCache().digest(key) for _ in range(20)}
+    assert len(digests) == 20  # a random per-instance key: nothing to precompute
+
+
+def test_digests_of_lone_surrogates_do_not_raise() -> None:
+    cache = VerificationCache()
+    assert cache.digest("\ud800") != cache.digest("\udfff")
+    assert cache.digest("apk_\ud800") != cache.digest("apk_")
+
+
+def test_entries_are_not_shared_between_instances(clock: FakeClock) -> None:
+    first, second = VerificationCache(clock=clock), VerificationCache(clock=clock)
+    first.put(first.digest("key"), verified())
+    assert second.get(second.digest("key")) is None
+
+
+def test_the_cache_holds_no_key_text(clock: FakeClock) -> None:
+    cache = VerificationCache(clock=clock)
+    key = generate_key().key
+    cache.put(cache.digest(key), verified())
+    held = repr([cache._entries, cache._by_key_id])
+    assert key not in held
+    assert key[5:-6] not in held
+
+
+# --- threads --------------------------------------------------------------------------------------------------------
+
+
+def test_concurrent_use_keeps_the_bounds_and_the_index_consistent() -> None:
+    cache = VerificationCache(ttl=60, max_entries=50)
+    key_ids = [f"k{i}" for i in range(20)]
+    entries = {key_id: verified(key_id) for key_id in key_ids}
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        try:
+            start.wait()
+            for n in range(3000):
+                key_id = key_ids[(n * 7 + worker) % len(key_ids)]
+                digest = cache.digest(f"{key_id}/{n % 9}")
+                if n % 5 == 0:
+                    cache.invalidate(key_id)
+                elif n % 2:
+                    cache.put(digest, entries[key_id])
+                else:
+                    hit = cache.get(digest)
+                    assert hit is None or hit.key_id == key_id
+                assert len(cache) <= cache.max_entries
+        except BaseException as exc:  # reported below; a thread must not die silently
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(8)]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to provoke races
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert errors == []
+    assert 0 < len(cache) <= 50
+    # The key-id index tracks every entry: invalidating every id empties the cache.
+    for key_id in key_ids:
+        cache.invalidate(key_id)
+    assert len(cache) == 0

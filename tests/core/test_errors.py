@@ -1,0 +1,219 @@
+"""The exception tree: statuses, codes, hierarchy, and no secret in any message."""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import TypeVar
+
+import pytest
+
+import apikeys
+from apikeys import (
+    APIKeysError,
+    AuthenticationError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ExpiredKeyError,
+    InsufficientScopeError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    MissingDependencyError,
+    MissingKeyError,
+    RateLimitedError,
+    RevokedKeyError,
+    generate_key,
+    parse_key,
+)
+from apikeys._imports import require
+
+T = TypeVar("T")
+
+
+def pickled_copy(value: T) -> T:
+    """Round-trip ``value`` through pickle (our own bytes, so loading them is safe)."""
+    copy: T = pickle.loads(pickle.dumps(value))  # noqa: S301
+    return copy
+
+
+# class, HTTP status, code, direct parent
+TREE: list[tuple[type[APIKeysError], int, str, type[BaseException]]] = [
+    (APIKeysError, 500, "apikeys_error", Exception),
+    (AuthenticationError, 403, "authentication_failed", APIKeysError),
+    (MissingKeyError, 401, "missing_api_key", AuthenticationError),
+    (InvalidKeyError, 403, "invalid_api_key", AuthenticationError),
+    (ExpiredKeyError, 403, "expired_api_key", InvalidKeyError),
+    (RevokedKeyError, 403, "revoked_api_key", InvalidKeyError),
+    (InsufficientScopeError, 403, "insufficient_scope", AuthenticationError),
+    (KeyNotFoundError, 404, "api_key_not_found", APIKeysError),
+    (InvalidInputError, 422, "invalid_input", APIKeysError),
+    (RateLimitedError, 429, "rate_limited", APIKeysError),
+    (ConfigurationError, 500, "configuration_error", APIKeysError),
+    (MissingDependencyError, 500, "missing_dependency", ConfigurationError),
+    (BackendUnavailableError, 503, "backend_unavailable", APIKeysError),
+]
+SIMPLE = [cls for cls, *_ in TREE if cls is not MissingDependencyError]
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code", "parent"), TREE, ids=[c.__name__ for c, *_ in TREE]
+)
+def test_status_code_and_parent(
+    cls: type[APIKeysError], status: int, code: str, parent: type[BaseException]
+) -> None:
+    assert cls.status_code == status
+    assert cls.code == code
+    assert cls.__bases__[0] is parent
+    assert issubclass(cls, APIKeysError)
+
+
+def test_the_tree_is_every_public_error() -> None:
+    public = {
+        obj
+        for obj in vars(apikeys).values()
+        if isinstance(obj, type) and issubclass(obj, BaseException)
+    }
+    assert public == {cls for cls, *_ in TREE}
+
+
+def test_codes_are_unique() -> None:
+    codes = [code for _, _, code, _ in TREE]
+    assert len(set(codes)) == len(codes)
+
+
+def test_builtin_bases_let_callers_catch_them_idiomatically() -> None:
+    assert issubclass(InvalidInputError, ValueError)
+    assert issubclass(MissingDependencyError, ImportError)
+    assert not issubclass(InvalidKeyError, ValueError)
+
+
+def test_wrong_key_states_are_invalid_key_errors() -> None:
+    # An integration that refuses InvalidKeyError refuses expired and revoked keys too.
+    for cls in (ExpiredKeyError, RevokedKeyError):
+        with pytest.raises(InvalidKeyError):
+            raise cls()
+
+
+@pytest.mark.parametrize("cls", SIMPLE, ids=lambda c: c.__name__)
+def test_default_and_custom_messages_and_key_id(cls: type[APIKeysError]) -> None:
+    default = cls()
+    assert default.message == cls.default_message
+    assert str(default) == cls.default_message
+    assert default.key_id is None
+    custom = cls("something specific", key_id="AbCdEf123456")
+    assert str(custom) == "something specific"
+    assert custom.key_id == "AbCdEf123456"
+    assert repr(custom) == f"{cls.__name__}('something specific', key_id='AbCdEf123456')"
+
+
+def test_an_empty_message_falls_back_to_the_default() -> None:
+    assert str(InvalidKeyError("")) == "Invalid API key"
+
+
+@pytest.mark.parametrize("cls", SIMPLE, ids=lambda c: c.__name__)
+def test_errors_survive_pickling(cls: type[APIKeysError]) -> None:
+    error = cls("why", key_id="k1")
+    copy = pickled_copy(error)
+    assert type(copy) is cls
+    assert (copy.message, copy.key_id, str(copy)) == ("why", "k1", "why")
+
+
+def test_insufficient_scope_error_lists_what_is_missing() -> None:
+    error = InsufficientScopeError(key_id="k1", missing_scopes=["write:data", "admin"])
+    assert error.missing_scopes == ("write:data", "admin")
+    assert str(error) == "API key lacks required scope(s): write:data admin"
+    assert error.key_id == "k1"
+    assert InsufficientScopeError().missing_scopes == ()
+    assert str(InsufficientScopeError()) == "API key lacks a required scope"
+    explicit = InsufficientScopeError("nope", missing_scopes=["a"])
+    assert (str(explicit), explicit.missing_scopes) == ("nope", ("a",))
+    copy = pickled_copy(error)
+    assert copy.missing_scopes == error.missing_scopes
+
+
+def test_invalid_input_error_names_its_field() -> None:
+    error = InvalidInputError("bad name", field="name", key_id="k1")
+    assert (error.field, error.key_id, str(error)) == ("name", "k1", "bad name")
+    assert InvalidInputError().field is None
+    assert pickled_copy(error).field == "name"
+
+
+@pytest.mark.parametrize("cls", [RateLimitedError, BackendUnavailableError])
+def test_retry_after(cls: type[RateLimitedError | BackendUnavailableError]) -> None:
+    error = cls(retry_after=2.5, key_id="k")
+    assert error.retry_after == 2.5
+    assert cls().retry_after is None
+    assert pickled_copy(error).retry_after == 2.5
+
+
+def test_missing_dependency_error_names_the_extra_to_install() -> None:
+    error = MissingDependencyError("httpx", "clerk")
+    assert (error.package, error.extra) == ("httpx", "clerk")
+    assert str(error) == "httpx is required for this feature: pip install 'apikeys[clerk]'"
+    assert error.status_code == 500
+    copy = pickled_copy(error)
+    assert (type(copy), copy.package, copy.extra, str(copy)) == (
+        MissingDependencyError,
+        "httpx",
+        "clerk",
+        str(error),
+    )
+
+
+def test_require_imports_or_names_the_extra() -> None:
+    assert require("json", "never") is __import__("json")
+    with pytest.raises(MissingDependencyError) as caught:
+        require("apikeys_no_such_package.sub", "fastapi")
+    assert caught.value.package == "apikeys_no_such_package"
+    assert "pip install 'apikeys[fastapi]'" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ImportError)
+
+
+# --- secrets never leak into errors -----------------------------------------------------------
+
+
+def rendered(error: BaseException) -> str:
+    """Everything a log line or error page could show about an exception."""
+    return "\n".join(
+        [str(error), repr(error), *map(str, error.args), *traceback.format_exception(error)]
+    )
+
+
+def test_refusing_a_key_never_echoes_it() -> None:
+    key = generate_key().key
+    # A one-character typo: the remaining 55 characters are still almost the whole secret.
+    typo = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for presented in (typo, key + "x", " " + key, key.replace("apk_", "xyz_")):
+        with pytest.raises(InvalidKeyError) as caught:
+            parse_key(presented)
+        text = rendered(caught.value)
+        assert key[5:-6] not in text
+        assert presented not in text
+
+
+def test_validation_errors_of_a_real_manager_never_echo_the_secret() -> None:
+    pytest.importorskip("sqlalchemy")
+    from datetime import timedelta
+
+    manager = apikeys.create_key_manager("sqlite:///:memory:", cache_ttl=0)
+    try:
+        new = manager.create_api_key("user_1", "ci", ["read:data"], timedelta(days=1))
+        wrong = generate_key(lookup_id=new.id).key  # right id, wrong secret
+        failures: list[apikeys.AuthenticationError] = []
+        for presented, required in ((wrong, ()), (new.secret, ("admin",))):
+            with pytest.raises(apikeys.AuthenticationError) as caught:
+                manager.validate_api_key(presented, required_scopes=required)
+            failures.append(caught.value)
+        manager.revoke_api_key(new.id, reason="test")
+        with pytest.raises(RevokedKeyError) as revoked:
+            manager.validate_api_key(new.secret)
+        failures.append(revoked.value)
+        for failure in failures:
+            text = rendered(failure)
+            assert new.secret not in text
+            assert new.secret[5:-6] not in text
+            assert wrong not in text
+        assert failures[1].key_id == new.id  # the key id is fine to report
+    finally:
+        manager.close()
