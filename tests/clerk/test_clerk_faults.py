@@ -27,7 +27,7 @@ from apikeys import (
 from apikeys.backends._clerk import parse_retry_after
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
 from apikeys.testing import FakeClerk, Fault
-from tests.clerk.conftest import Twin
+from tests.clerk.conftest import Twin, record_sleeps
 
 pytestmark = pytest.mark.clerk
 
@@ -38,16 +38,7 @@ CREATE = ("POST", "/api_keys")
 @pytest.fixture
 def sleeps(twin: Twin) -> list[float]:
     """Record the manager's backoff pauses instead of sleeping them."""
-    recorded: list[float] = []
-    if isinstance(twin.manager, AsyncClerkKeyManager):
-
-        async def record_async(seconds: float) -> None:
-            recorded.append(seconds)
-
-        twin.manager._sleep = record_async
-    else:
-        twin.manager._sleep = recorded.append
-    return recorded
+    return record_sleeps(twin.manager)
 
 
 @pytest.fixture
@@ -89,15 +80,7 @@ def test_backoff_grows_with_jitter_and_is_capped(
     make_twin: Callable[..., Twin], fake: FakeClerk, user_id: str
 ) -> None:
     twin = make_twin(max_retries=5, retry_backoff=0.5, max_retry_wait=3.0)
-    recorded: list[float] = []
-    if isinstance(twin.manager, AsyncClerkKeyManager):
-
-        async def record_async(seconds: float) -> None:
-            recorded.append(seconds)
-
-        twin.manager._sleep = record_async
-    else:
-        twin.manager._sleep = recorded.append
+    recorded = record_sleeps(twin.manager)
     fake.raise_next(httpx.ConnectError, times=100)
     with pytest.raises(BackendUnavailableError):
         twin.list_api_keys(user_id)
