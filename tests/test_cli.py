@@ -844,3 +844,55 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     demo = run("demo")
     assert demo.returncode == EXIT_OK, demo.stderr
     assert "HTTP 403  RevokedKeyError" in demo.stdout
+
+
+# A helper run in its own (single-threaded) interpreter: it starts ``apikeys verify``
+# on a new pseudo-terminal, answers the prompt, and reports everything the
+# terminal showed, so the test can check the key was read without being echoed.
+_PTY_HELPER = """
+import json, os, pty, sys, time
+
+script, key = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(script, [script, "verify"])
+shown = b""
+deadline = time.monotonic() + 30
+while b"API key: " not in shown and time.monotonic() < deadline:
+    shown += os.read(fd, 1024)
+os.write(fd, key.encode() + b"\\n")
+while time.monotonic() < deadline:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:  # EIO: the child closed the terminal
+        break
+    if not chunk:
+        break
+    shown += chunk
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "shown": shown.decode()}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a POSIX pseudo-terminal")
+def test_verify_prompts_on_a_terminal_without_echo(cli: CLI, url: str) -> None:
+    created = create(cli)
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")
+    }
+    environment["APIKEYS_BACKEND"] = url
+
+    helper = subprocess.run(
+        [sys.executable, "-c", _PTY_HELPER, str(_console_script()), created["secret"]],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(helper.stdout)
+
+    assert result["code"] == EXIT_OK
+    assert result["shown"].startswith("API key: ")
+    assert f"valid: key {created['id']}" in result["shown"]
+    assert created["secret"] not in result["shown"]
