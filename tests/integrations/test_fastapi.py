@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import schemathesis
+from fastapi import Depends, FastAPI
 from hypothesis import HealthCheck, given, settings
+from openapi_spec_validator import validate
 from schemathesis import GenerationMode
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+import apikeys
+from apikeys import ConfigurationError, MissingDependencyError, VerifiedKey
+from apikeys.integrations.fastapi import (
+    APIKeyMiddleware,
+    APIKeys,
+    IntegrationSettings,
+    require_api_key,
+)
 from tests.integrations.apps import asgi_client, fastapi_app
-from tests.integrations.conftest import Seeded, seed
-from tests.integrations.contract import ClientFactory, IntegrationContract
+from tests.integrations.conftest import OWNER, Seeded, seed
+from tests.integrations.contract import AppOptions, ClientFactory, IntegrationContract
 from tests.integrations.servers import running_server, uvicorn_command
 
 pytestmark = pytest.mark.fastapi
@@ -59,3 +80,270 @@ def test_api_keys_schema_never_answers_500(
         assert keys.admin.secret not in response.text
 
     no_server_error()
+
+
+# --- what only FastAPI and Starlette have ---------------------------------------------------
+
+
+def _openapi(seeded: Seeded) -> dict[str, Any]:
+    with asgi_client(fastapi_app(seeded.url, AppOptions())) as client:
+        reply = client.request("GET", "/openapi.json")
+    assert reply.status == 200
+    document: dict[str, Any] = reply.json
+    return document
+
+
+def test_openapi_document_is_valid_and_shows_the_security_schemes(seeded: Seeded) -> None:
+    document = _openapi(seeded)
+    validate(document)
+    assert document["components"]["securitySchemes"] == {
+        "APIKeyBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer <key>`",
+        },
+        "APIKeyHeader": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "An API key in the `X-API-Key` header",
+        },
+    }
+    either = [{"APIKeyBearer": []}, {"APIKeyHeader": []}]
+    assert document["paths"]["/protected"]["get"]["security"] == either
+    assert document["paths"]["/scoped"]["get"]["security"] == either
+    assert "security" not in document["paths"]["/health"]["get"]
+
+
+def test_openapi_documents_the_management_endpoints(seeded: Seeded) -> None:
+    paths = _openapi(seeded)["paths"]
+    assert set(paths["/api-keys"]) == {"get", "post", "delete"}
+    assert set(paths["/api-keys/{key_id}"]) == {"delete"}
+    create = paths["/api-keys"]["post"]
+    body_schema = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema["required"] == ["name"]
+    assert body_schema["additionalProperties"] is False
+    assert (
+        "secret"
+        in create["responses"]["201"]["content"]["application/json"]["schema"]["properties"]
+    )
+    listing = paths["/api-keys"]["get"]
+    assert [p["name"] for p in listing["parameters"]] == ["limit", "offset", "includeInvalid"]
+    assert set(listing["responses"]) >= {"200", "401", "403", "422", "503"}
+
+
+def test_api_keys_refuses_a_sync_manager(seeded: Seeded) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        with pytest.raises(ConfigurationError, match="async manager"):
+            APIKeys(FastAPI(), manager=manager)
+    finally:
+        manager.close()
+
+
+def test_api_keys_takes_settings_or_options_not_both() -> None:
+    with pytest.raises(ConfigurationError):
+        APIKeys(settings=IntegrationSettings(), realm="x")
+    with pytest.raises(ConfigurationError):
+        APIKeys(header_names=["bad header"])
+    assert APIKeys(realm="svc").settings.realm == "svc"
+
+
+def test_without_api_keys_the_app_fails_closed() -> None:
+    app = FastAPI()
+
+    @app.get("/protected")
+    async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
+        return {"user": key.user_id}
+
+    with TestClient(app) as client, pytest.raises(ConfigurationError, match=r"APIKeys\(app\)"):
+        client.get("/protected", headers={"X-API-Key": "apk_1x"})
+
+
+def test_bad_route_scopes_fail_when_the_route_is_declared() -> None:
+    with pytest.raises(ConfigurationError):
+        require_api_key(["data:*"])
+    with pytest.raises(ConfigurationError):
+        APIKeyMiddleware(FastAPI(), exempt_paths=["no-slash"])
+
+
+def test_default_manager_comes_from_configuration(seeded: Seeded) -> None:
+    apikeys.configure(url=seeded.url)
+    try:
+        app = FastAPI()
+        APIKeys(app)
+
+        @app.get("/protected")
+        async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
+            return {"user": key.user_id}
+
+        with TestClient(app) as client:
+            reply = client.get("/protected", headers={"X-API-Key": seeded.admin.secret})
+            assert reply.json() == {"user": OWNER}
+            # The default async manager is bound to this client's event loop: close it there.
+            client.portal.call(apikeys.get_async_key_manager().close)
+    finally:
+        apikeys.configure()
+
+
+def test_dependency_reuses_the_key_the_middleware_verified(seeded: Seeded) -> None:
+    calls: list[str] = []
+    app = fastapi_app(seeded.url, AppOptions(middleware=True))
+    keys = APIKeys.of(app)
+    real_validate = keys.manager.validate_api_key
+
+    async def counting_validate(secret: str, **kwargs: Any) -> VerifiedKey:
+        calls.append("validate")
+        return await real_validate(secret, **kwargs)
+
+    keys.manager.validate_api_key = counting_validate  # type: ignore[method-assign]
+    with asgi_client(app) as client:
+        reply = client.request("GET", "/scoped", headers={"X-API-Key": seeded.admin.secret})
+    assert reply.status == 200
+    assert calls == ["validate"]
+
+
+def _starlette_app(seeded: Seeded, manager: apikeys.AsyncKeyManager) -> Starlette:
+    from apikeys.integrations.starlette import APIKeyMiddleware as StarletteMiddleware
+    from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys
+    from apikeys.integrations.starlette import management_router as starlette_management
+    from apikeys.integrations.starlette import require_api_key as starlette_require
+
+    @starlette_require(["read:data"])
+    async def scoped(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.state.api_key.user_id})
+
+    @starlette_require()
+    def sync_endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.state.api_key.user_id, "sync": True})
+
+    @starlette_require("admin:write")
+    async def admin(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"user": websocket.state.api_key.user_id})
+        await websocket.close()
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    app = Starlette(
+        routes=[
+            Route("/scoped", scoped),
+            Route("/sync", sync_endpoint),
+            Route("/admin", admin),
+            Route("/health", health),
+            WebSocketRoute("/ws", websocket_endpoint),
+            Mount("", app=starlette_management),
+        ],
+        lifespan=lifespan,
+    )
+    StarletteAPIKeys(app, manager=manager)
+    app.add_middleware(StarletteMiddleware, exempt_paths=["/health"])
+    return app
+
+
+def test_plain_starlette_app(seeded: Seeded) -> None:
+    app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
+    auth = {"Authorization": f"Bearer {seeded.reader.secret}"}
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/scoped").status_code == 401
+        assert client.get("/scoped", headers=auth).json() == {"user": OWNER}
+        assert client.get("/sync", headers=auth).json() == {"user": OWNER, "sync": True}
+        refused = client.get("/admin", headers=auth)
+        assert refused.status_code == 403
+        assert refused.json()["missingScopes"] == ["admin:write"]
+        listed = client.get("/api-keys", headers=auth)
+        assert listed.status_code == 200
+        assert listed.json()["total"] == 2
+        created = client.post(
+            "/api-keys", headers=auth, json={"name": "s", "scopes": ["read:data"]}
+        )
+        assert created.status_code == 201
+        revoked = client.delete(f"/api-keys/{created.json()['id']}", headers=auth)
+        assert revoked.status_code == 200
+
+
+def test_starlette_decorator_without_middleware_answers_errors_itself(seeded: Seeded) -> None:
+    from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys
+    from apikeys.integrations.starlette import require_api_key as starlette_require
+
+    manager = apikeys.create_async_key_manager(seeded.url)
+
+    @starlette_require()
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.state.api_key.user_id})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    app = Starlette(routes=[Route("/", endpoint)], lifespan=lifespan)
+    StarletteAPIKeys(app, manager=manager, invalid_key_status=401)
+    with TestClient(app) as client:
+        refused = client.get("/", headers={"X-API-Key": seeded.expired.secret})
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "expired_api_key"
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+def test_websocket_needs_a_key(seeded: Seeded) -> None:
+    app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
+            pass
+        assert closed.value.code == 1008
+        headers = {"X-API-Key": seeded.reader.secret}
+        with client.websocket_connect("/ws", headers=headers) as websocket:
+            assert websocket.receive_json() == {"user": OWNER}
+
+
+def test_middleware_passes_lifespan_through(seeded: Seeded) -> None:
+    started: list[bool] = []
+    manager = apikeys.create_async_key_manager(seeded.url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started.append(True)
+        yield
+        await manager.close()
+
+    app = FastAPI(lifespan=lifespan)
+    APIKeys(app, manager=manager)
+    app.add_middleware(APIKeyMiddleware)
+    with TestClient(app):
+        pass
+    assert started == [True]
+
+
+@pytest.mark.parametrize(
+    "module", ["apikeys.integrations.fastapi", "apikeys.integrations.starlette"]
+)
+def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'apikeys\[fastapi\]'"):
+        importlib.import_module(module)
+
+
+def test_integrations_import_no_backend_dependency() -> None:
+    code = (
+        "import sys\n"
+        "import apikeys.integrations.fastapi, apikeys.integrations.flask\n"
+        "loaded = {'sqlalchemy', 'argon2', 'aiosqlite', 'psycopg', 'httpx'} & set(sys.modules)\n"
+        "print(sorted(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

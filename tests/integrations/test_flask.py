@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import importlib
+import sys
 
+import pytest
+from flask import Flask, g
+
+import apikeys
+from apikeys import ConfigurationError, MissingDependencyError
+from apikeys.integrations.flask import (
+    APIKeyMiddleware,
+    APIKeys,
+    IntegrationSettings,
+    require_api_key,
+)
 from tests.integrations.apps import flask_app, flask_client
+from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import ClientFactory, IntegrationContract
 
 pytestmark = pytest.mark.flask
@@ -14,3 +27,135 @@ class TestFlaskContract(IntegrationContract):
     @pytest.fixture
     def make_client(self) -> ClientFactory:
         return lambda url, options: flask_client(flask_app(url, options))
+
+
+# --- what only Flask has ---------------------------------------------------------------------
+
+
+def _protected_app(app: Flask) -> Flask:
+    @app.get("/protected")
+    @require_api_key
+    def protected() -> dict[str, str]:
+        return {"user": g.api_key.user_id}
+
+    return app
+
+
+def test_settings_come_from_app_config(seeded: Seeded) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        APIKEYS_BACKEND=seeded.url,
+        APIKEYS_INVALID_KEY_STATUS=401,
+        APIKEYS_HEADER_NAMES=["X-Token"],
+        APIKEYS_CACHE_TTL=0,
+    )
+    APIKeys(app)
+    with flask_client(_protected_app(app)) as client:
+        refused = client.request("GET", "/protected", headers={"X-Token": "apk_1nope"})
+        ok = client.request("GET", "/protected", headers={"X-Token": seeded.admin.secret})
+    assert refused.status == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert ok.json == {"user": OWNER}
+
+
+def test_application_factory_with_init_app(seeded: Seeded) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    extension = APIKeys(manager=manager)
+    try:
+        apps = []
+        for realm in ("one", "two"):
+            app = Flask(__name__)
+            app.config["APIKEYS_REALM"] = realm
+            extension.init_app(app)
+            apps.append(_protected_app(app))
+        for app, realm in zip(apps, ("one", "two"), strict=True):
+            reply = app.test_client().get("/protected")
+            assert reply.headers["WWW-Authenticate"] == f'Bearer realm="{realm}"'
+            good = app.test_client().get("/protected", headers={"X-API-Key": seeded.admin.secret})
+            assert good.json == {"user": OWNER}
+    finally:
+        manager.close()
+
+
+def test_explicit_settings_win_over_app_config(seeded: Seeded) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        app = Flask(__name__)
+        app.config["APIKEYS_REALM"] = "from-config"
+        APIKeys(app, manager=manager, settings=IntegrationSettings(realm="explicit"))
+        reply = _protected_app(app).test_client().get("/protected")
+        assert reply.headers["WWW-Authenticate"] == 'Bearer realm="explicit"'
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"APIKEYS_INVALID_KEY_STATUS": 400}, {"APIKEYS_NO_SUCH_OPTION": 1},
+     {"APIKEYS_BACKEND": "nosuchscheme://x"}],
+)  # fmt: skip
+def test_bad_config_fails_at_init(config: dict[str, object]) -> None:
+    app = Flask(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError):
+        APIKeys(app)
+
+
+def test_async_manager_is_refused(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url)
+    with pytest.raises(ConfigurationError, match="sync manager"):
+        APIKeys(Flask(__name__), manager=manager)
+
+
+def test_without_the_extension_the_app_fails_closed() -> None:
+    app = _protected_app(Flask(__name__))
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    with pytest.raises(ConfigurationError, match=r"APIKeys\(app\)"):
+        app.test_client().get("/protected", headers={"X-API-Key": "apk_1x"})
+
+
+def test_default_manager_comes_from_configuration(seeded: Seeded) -> None:
+    apikeys.configure(url=seeded.url)
+    try:
+        app = Flask(__name__)
+        APIKeys(app)
+        reply = (
+            _protected_app(app)
+            .test_client()
+            .get("/protected", headers={"Authorization": f"Bearer {seeded.admin.secret}"})
+        )
+        assert reply.json == {"user": OWNER}
+    finally:
+        apikeys.configure()
+
+
+def test_views_keep_their_names_and_arguments(seeded: Seeded) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        app = Flask(__name__)
+        APIKeys(app, manager=manager)
+
+        @app.get("/items/<int:item_id>")
+        @require_api_key(scopes=["read:data"])
+        def show_item(item_id: int) -> dict[str, object]:
+            return {"item": item_id, "user": g.api_key.user_id}
+
+        assert show_item.__name__ == "show_item"
+        reply = app.test_client().get("/items/7", headers={"X-API-Key": seeded.reader.secret})
+        assert reply.json == {"item": 7, "user": OWNER}
+    finally:
+        manager.close()
+
+
+def test_bad_route_scopes_fail_when_declared() -> None:
+    with pytest.raises(ConfigurationError):
+        require_api_key(scopes=["bad scope!"])
+    with pytest.raises(ConfigurationError):
+        APIKeyMiddleware(Flask(__name__), exempt_paths=["relative"])
+
+
+def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "flask", None)
+    monkeypatch.delitem(sys.modules, "apikeys.integrations.flask", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'apikeys\[flask\]'"):
+        importlib.import_module("apikeys.integrations.flask")
