@@ -52,13 +52,14 @@ class Settings(BaseSettings):
     max_failures_per_key: int = Field(
         default=DEFAULT_MAX_FAILURES_PER_KEY,
         ge=0,
-        description="Failed validations per key id per failure_window before 429; 0 disables",
+        description="Failed validations per key id in a burst before 429 (one more per"
+        " failure_window / max_failures_per_key seconds); 0 disables",
     )
     failure_window: float = Field(
         default=DEFAULT_FAILURE_WINDOW,
         gt=0,
         allow_inf_nan=False,
-        description="Seconds over which max_failures_per_key counts",
+        description="Seconds for a key id's failure allowance to refill completely",
     )
     max_concurrent_hashes: int | None = Field(
         default=None, ge=1, description="argon2 hashes running at once; default one per CPU"

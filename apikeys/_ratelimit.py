@@ -47,13 +47,16 @@ def default_hash_concurrency() -> int:
 
 
 class FailureLimiter:
-    """Allow at most ``max_failures`` failed attempts per key within ``window`` seconds.
+    """Allow ``max_failures`` failed attempts per key in a burst, then as many per ``window``.
 
     A token bucket (kept as the "theoretical arrival time" of the generic cell
     rate algorithm, one float per key): a key starts with ``max_failures``
     tokens, each failure takes one, and one grows back every
-    ``window / max_failures`` seconds. A key with no token is refused. Only
-    failures count; successes neither take nor give tokens.
+    ``window / max_failures`` seconds; an empty bucket is full again
+    ``window`` seconds after its last failure. A key with no token is refused,
+    so in any span of ``t`` seconds it gets at most
+    ``max_failures * (1 + t / window)`` failures. Only failures count;
+    successes neither take nor give tokens.
 
     Args:
         max_failures: Tokens per key; ``0`` disables the limiter.

@@ -332,13 +332,17 @@ class _SQLAlchemyBase:
 
     def _cached(self, secret: str, required: tuple[str, ...]) -> VerifiedKey | None:
         """The validation fast path: a cache hit, or ``None`` to run the flow."""
+        user_id: str | None = None
         try:
-            hit = cached_verification(self.cache, secret, required)
+            hit = cached_verification(self.cache, secret, ())
+            if hit is None:
+                return None
+            user_id = hit.user_id
+            hit = check_scopes(hit, required)
         except APIKeysError as exc:
-            self.events.rejected(exc)
+            self.events.rejected(exc, user_id=user_id)
             raise
-        if hit is not None:
-            self.events.report("validated", hit.key_id, user_id=hit.user_id)
+        self.events.report("validated", hit.key_id, user_id=hit.user_id)
         return hit
 
     # --- row mapping -------------------------------------------------------------
