@@ -32,7 +32,16 @@ class VerificationCache:
         clock: A monotonic clock, injectable for tests.
     """
 
-    __slots__ = ("_by_key_id", "_clock", "_digest_key", "_entries", "_lock", "max_entries", "ttl")
+    __slots__ = (
+        "_by_key_id",
+        "_clock",
+        "_digest_base",
+        "_digest_key",
+        "_entries",
+        "_lock",
+        "max_entries",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -47,6 +56,8 @@ class VerificationCache:
         self.max_entries = max_entries
         self._clock = clock
         self._digest_key = os.urandom(32)
+        # Keying BLAKE2b costs a whole block; copying a keyed state is cheaper.
+        self._digest_base = hashlib.blake2b(digest_size=20, key=self._digest_key)
         # digest -> (verified key, key expiry as a Unix timestamp or None, served until)
         self._entries: dict[bytes, tuple[VerifiedKey, float | None, float]] = {}
         self._by_key_id: dict[str, set[bytes]] = {}
@@ -65,7 +76,9 @@ class VerificationCache:
             # Untrusted input may hold lone surrogates; it must reach the
             # key-format check (and be refused there), not crash here.
             data = key.encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(data, digest_size=20, key=self._digest_key).digest()
+        state = self._digest_base.copy()
+        state.update(data)
+        return state.digest()
 
     def get(self, digest: bytes) -> VerifiedKey | None:
         """Return the fresh entry for ``digest``, dropping it if stale or expired."""
