@@ -25,7 +25,9 @@ def require_api_key(scopes: Any = ()) -> Any:
 
     Use it as ``@require_api_key(scopes=["read:data"])`` or bare
     ``@require_api_key``; the verified key is ``request.api_key``. Refusals are
-    answered with the JSON error, the view never runs. The view is exempt from
+    answered with the JSON error and the view never runs; an
+    :class:`~apikeys.APIKeysError` the view raises (``RateLimitedError``,
+    ``KeyNotFoundError``…) is answered the same way. The view is exempt from
     CSRF checks: a key travels in a header, which no other site can make a
     browser send. On a class-based view, use
     ``method_decorator(require_api_key(...), name="dispatch")``.
@@ -46,9 +48,9 @@ def require_api_key(scopes: Any = ()) -> Any:
                 keys = APIKeys.current()
                 try:
                     await keys.aauthenticate(request, needed)
+                    return await view(request, *args, **kwargs)
                 except APIKeysError as exc:
                     return keys.response_for(exc)
-                return await view(request, *args, **kwargs)
 
             wrapper = async_wrapper
         else:
@@ -58,9 +60,9 @@ def require_api_key(scopes: Any = ()) -> Any:
                 keys = APIKeys.current()
                 try:
                     keys.authenticate(request, needed)
+                    return view(request, *args, **kwargs)
                 except APIKeysError as exc:
                     return keys.response_for(exc)
-                return view(request, *args, **kwargs)
 
             wrapper = sync_wrapper
         # What django.views.decorators.csrf.csrf_exempt sets; set directly because

@@ -267,47 +267,58 @@ class APIKeys:
             return self.response_for(exc)
         return to_response(core)
 
-    def close(self) -> None:
-        """Close the sync manager this instance built; it is rebuilt if used again."""
+    def _take_managers(
+        self,
+    ) -> tuple[KeyManager | None, AsyncKeyManager | None, asyncio.AbstractEventLoop | None]:
+        """Detach the managers this instance built, with the async one's event loop."""
         with self._lock:
-            manager = self._manager if self._owns_sync else None
-            if manager is not None:
+            sync_manager = self._manager if self._owns_sync else None
+            async_manager = self._async_manager if self._owns_async else None
+            loop = self._async_loop() if self._async_loop is not None else None
+            if sync_manager is not None:
                 self._manager, self._owns_sync = None, False
-        if manager is not None:
-            manager.close()
-
-    async def aclose(self) -> None:
-        """Close every manager this instance built (the sync one in a worker thread)."""
-        with self._lock:
-            manager = self._async_manager if self._owns_async else None
-            if manager is not None:
+            if async_manager is not None:
                 self._async_manager, self._owns_async = None, False
             self._async_loop = None
-        if manager is not None:
-            await manager.close()
-        await sync_to_async(self.close, thread_sensitive=False)()
+        return sync_manager, async_manager, loop
 
-    def _discard(self) -> None:
-        """Release what this instance built, from sync or async code alike."""
-        self.close()
-        with self._lock:
-            manager = self._async_manager if self._owns_async else None
-            loop = self._async_loop() if self._async_loop is not None else None
-            self._async_manager, self._owns_async, self._async_loop = None, False, None
-        if manager is None:
+    def close(self) -> None:
+        """Close the managers this instance built; they are rebuilt if used again.
+
+        Managers passed in stay open. From async code, prefer :meth:`aclose`.
+        """
+        sync_manager, async_manager, loop = self._take_managers()
+        if sync_manager is not None:
+            sync_manager.close()
+        if async_manager is None:
             return
         try:
-            running = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is not None and running is loop:
-            task = running.create_task(manager.close())
+        if running is not None:
+            # Called from async code (a settings change in an async test): no blocking here.
+            task = running.create_task(async_manager.close())
             _closing.add(task)
             task.add_done_callback(_closing.discard)
-        elif loop is not None and not loop.is_closed() and not loop.is_running():
-            loop.run_until_complete(manager.close())
+        elif loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(async_manager.close(), loop).result(timeout=30)
         else:
-            logger.warning("an async key manager could not be closed: its event loop is gone")
+            # Its loop is gone (under WSGI each async view has a loop of its own).
+            asyncio.run(async_manager.close())
+
+    async def aclose(self) -> None:
+        """Close the managers this instance built, without blocking the event loop."""
+        sync_manager, async_manager, loop = self._take_managers()
+        if async_manager is not None:
+            running = asyncio.get_running_loop()
+            if loop is not None and loop is not running and loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(async_manager.close(), loop)
+                await asyncio.wrap_future(closing)
+            else:
+                await async_manager.close()
+        if sync_manager is not None:
+            await sync_to_async(sync_manager.close, thread_sensitive=False)()
 
 
 _current: APIKeys | None = None
@@ -323,7 +334,7 @@ def _reset_current(*, setting: str, **kwargs: Any) -> None:
     with _current_lock:
         old, _current = _current, None
     if old is not None:
-        old._discard()
+        old.close()
 
 
 setting_changed.connect(_reset_current, dispatch_uid="apikeys.integrations.django")

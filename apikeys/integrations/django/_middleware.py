@@ -22,7 +22,8 @@ class APIKeyMiddleware:
     Exempt paths come from ``settings.APIKEYS["EXEMPT_PATHS"]`` (``/health``,
     ``/static/*``), matched against ``request.path_info``. It runs in whichever
     mode Django's handler is in: sync (WSGI), with the sync manager, or async
-    (ASGI), with the async manager.
+    (ASGI), with the async manager. An :class:`~apikeys.APIKeysError` raised
+    by any view is answered with its JSON error too.
 
     To require scopes on every request, or fixed exempt paths, subclass it::
 
@@ -76,6 +77,14 @@ class APIKeyMiddleware:
         response = self.get_response(request)
         assert not isinstance(response, HttpResponseBase)  # async mode: a coroutine
         return await response
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
+        """Answer an :class:`~apikeys.APIKeysError` raised by any view with its JSON error."""
+        if isinstance(exception, APIKeysError):
+            return APIKeys.current().response_for(exception)
+        return None
 
 
 __all__ = ["APIKeyMiddleware"]

@@ -27,13 +27,12 @@ from apikeys._imports import require
 require("rest_framework", "django")
 
 from collections.abc import Iterable  # noqa: E402
-from typing import Any, ClassVar  # noqa: E402
+from typing import TYPE_CHECKING, Any, ClassVar  # noqa: E402
 
 from rest_framework.authentication import BaseAuthentication  # noqa: E402
 from rest_framework.exceptions import APIException  # noqa: E402
 from rest_framework.permissions import BasePermission  # noqa: E402
 from rest_framework.request import Request  # noqa: E402
-from rest_framework.views import APIView  # noqa: E402
 
 from apikeys._errors import APIKeysError, MissingKeyError  # noqa: E402
 from apikeys._models import VerifiedKey  # noqa: E402
@@ -48,6 +47,11 @@ from apikeys.integrations.django._keys import (  # noqa: E402
     log_server_error,
     query_pairs,
 )
+
+if TYPE_CHECKING:
+    # rest_framework.views reads settings.REST_FRAMEWORK when imported: not at import time here.
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
 
 
 class APIKeyException(APIException):
@@ -180,10 +184,26 @@ def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
     return type(name, (HasAPIKeyScopes,), {"required_scopes": needed})
 
 
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's exception handler that also answers apikeys errors raised in views.
+
+    Set ``REST_FRAMEWORK["EXCEPTION_HANDLER"] =
+    "apikeys.integrations.django.rest_framework.exception_handler"`` so that a
+    view raising :class:`~apikeys.RateLimitedError`, :class:`~apikeys.KeyNotFoundError`…
+    answers with the same JSON as the rest of apikeys.
+    """
+    from rest_framework.views import exception_handler as default_handler
+
+    if isinstance(exc, APIKeysError):
+        exc = APIKeyException(exc, APIKeys.current())
+    return default_handler(exc, context)
+
+
 __all__ = [
     "APIKeyAuthentication",
     "APIKeyException",
     "APIKeyUser",
     "HasAPIKeyScopes",
+    "exception_handler",
     "require_scopes",
 ]

@@ -1,0 +1,1 @@
+"""A Django project protected by API keys: see settings.py and urls.py."""

@@ -1,0 +1,412 @@
+"""The Django integration: the shared contract with Django's sync and async test
+clients, plus what only Django has (settings, the two middleware modes, CSRF,
+async views under WSGI) and the example project in a real WSGI server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import apikeys
+from apikeys import ConfigurationError
+from apikeys.integrations._core import IntegrationSettings
+from tests.integrations.conftest import OWNER, Seeded
+from tests.integrations.contract import AppOptions, ClientFactory, IntegrationContract, bearer
+from tests.integrations.django_settings import (
+    SyncURLConf,
+    configured,
+    django_client,
+)
+from tests.integrations.servers import running_server, waitress_command
+
+pytestmark = pytest.mark.django
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _django() -> Iterator[None]:
+    with configured():
+        yield
+
+
+class TestDjangoSyncContract(IntegrationContract):
+    """Django's ``Client``: the WSGI handler, the middleware in sync mode, sync ``/api-keys``."""
+
+    @pytest.fixture
+    def make_client(self) -> ClientFactory:
+        return lambda url, options: django_client(url, options, asynchronous=False)
+
+
+class TestDjangoAsyncContract(IntegrationContract):
+    """Django's ``AsyncClient``: the ASGI handler, the middleware in async mode, async ``/api-keys``."""
+
+    @pytest.fixture
+    def make_client(self) -> ClientFactory:
+        return lambda url, options: django_client(url, options, asynchronous=True)
+
+
+# --- which manager serves which view -------------------------------------------------------
+
+
+def test_async_views_use_the_async_manager_and_sync_views_the_sync_one(seeded: Seeded) -> None:
+    from apikeys.integrations.django import APIKeys
+
+    with django_client(seeded.url, AppOptions(), asynchronous=True) as client:
+        keys = APIKeys.current()
+        assert (
+            client.request("GET", "/protected", headers=bearer(seeded.admin.secret)).status == 200
+        )
+        assert keys._async_manager is not None
+        assert keys._manager is None  # the async view never touched the sync manager
+        listing = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        assert listing.status == 200
+        assert keys._manager is None  # nor did the async /api-keys views
+        synced = client.request("GET", "/protected-sync", headers=bearer(seeded.reader.secret))
+        assert synced.status == 200
+        assert keys._manager is not None  # a sync view, run in a worker thread
+
+
+def test_async_views_under_wsgi_keep_working_across_event_loops(seeded: Seeded) -> None:
+    # Under WSGI Django runs each async view in a new event loop: after the first
+    # request, verification moves to the sync manager in a worker thread.
+    from apikeys.integrations.django import APIKeys
+
+    with django_client(seeded.url, AppOptions(), asynchronous=False) as client:
+        for _ in range(3):
+            good = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+            assert good.status == 200
+            assert good.json["user"] == OWNER
+            refused = client.request("GET", "/admin", headers=bearer(seeded.revoked.secret))
+            assert refused.status == 403
+            assert refused.json["code"] == "revoked_api_key"
+        keys = APIKeys.current()
+        assert keys._manager is not None
+        # Built by the first loop; closed here on the thread that can still close it.
+        if keys._async_manager is not None:
+            import asyncio
+
+            asyncio.run(keys.aclose())
+
+
+# --- Django specifics ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_middleware_answers_api_key_errors_raised_by_any_view(
+    seeded: Seeded, asynchronous: bool
+) -> None:
+    options = AppOptions(middleware=True)
+    with django_client(seeded.url, options, asynchronous=asynchronous) as client:
+        reply = client.request(
+            "GET", "/unguarded-rate-limited", headers=bearer(seeded.admin.secret)
+        )
+    assert reply.status == 429
+    assert reply.headers["retry-after"] == "3"
+    assert reply.json == {"code": "rate_limited", "message": "slow down", "retryAfter": 3}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_exempt_paths_do_not_publish_a_key(seeded: Seeded, asynchronous: bool) -> None:
+    options = AppOptions(settings=IntegrationSettings(exempt_paths=("/whoami",)))
+    with django_client(
+        seeded.url,
+        options,
+        asynchronous=asynchronous,
+        MIDDLEWARE=["apikeys.integrations.django.APIKeyMiddleware"],
+    ) as client:
+        anonymous = client.request("GET", "/whoami")
+        with_key = client.request("GET", "/whoami", headers=bearer(seeded.admin.secret))
+        dotted = client.request("GET", "/whoami/../protected-sync")
+    assert anonymous.status == 200
+    assert anonymous.json == {"user": None}
+    assert with_key.json == {"user": None}  # exempt: the key is not even looked at
+    assert dotted.status == 401
+
+
+def test_views_and_api_keys_are_csrf_exempt(seeded: Seeded) -> None:
+    from django.test import Client
+
+    with django_client(
+        seeded.url,
+        AppOptions(),
+        asynchronous=False,
+        MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"],
+    ):
+        client = Client(enforce_csrf_checks=True)
+        created = client.post(
+            "/api-keys",
+            data=b'{"name": "no csrf token"}',
+            content_type="application/json",
+            headers=bearer(seeded.admin.secret),
+        )
+        assert created.status_code == 201
+        assert (
+            client.post("/protected-sync", headers=bearer(seeded.admin.secret)).status_code == 200
+        )
+        # An undecorated view is still protected by CSRF: the middleware is really on.
+        assert client.post("/health").status_code == 403
+
+
+def test_management_answers_405_with_allow_after_authentication(seeded: Seeded) -> None:
+    with django_client(seeded.url, AppOptions(), asynchronous=False) as client:
+        anonymous = client.request("PUT", "/api-keys")
+        listed = client.request("PUT", "/api-keys", headers=bearer(seeded.admin.secret))
+        detail = client.request(
+            "GET", f"/api-keys/{seeded.reader.id}", headers=bearer(seeded.admin.secret)
+        )
+    assert anonymous.status == 401
+    assert listed.status == 405
+    assert listed.headers["allow"] == "GET, POST, DELETE"
+    assert detail.status == 405
+    assert detail.headers["allow"] == "DELETE"
+
+
+def test_backend_failures_are_logged_without_secrets(
+    unavailable_url: str, seeded: Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="apikeys.integrations.django"),
+        django_client(unavailable_url, AppOptions(), asynchronous=False) as client,
+    ):
+        reply = client.request("GET", "/protected-sync", headers=bearer(seeded.admin.secret))
+    assert reply.status == 503
+    logged = [r for r in caplog.records if r.name == "apikeys.integrations.django"]
+    assert logged
+    assert "BackendUnavailableError" in logged[0].getMessage()
+    assert seeded.admin.secret not in caplog.text
+
+
+def test_changing_the_setting_rebuilds_and_closes_the_old_managers(seeded: Seeded) -> None:
+    from django.test.utils import override_settings
+
+    from apikeys.integrations.django import APIKeys
+
+    with override_settings(APIKEYS={"BACKEND": seeded.url}):
+        first = APIKeys.current()
+        assert APIKeys.current() is first
+        assert first.manager.validate_api_key(seeded.admin.secret).user_id == OWNER
+        with override_settings(APIKEYS={"BACKEND": seeded.url, "REALM": "other"}):
+            second = APIKeys.current()
+            assert second is not first
+            assert second.settings.realm == "other"
+        assert first._manager is None  # closed when the setting changed
+        third = APIKeys.current()
+        assert third is not second
+        third.close()
+
+
+def test_without_a_backend_the_default_managers_are_used(seeded: Seeded) -> None:
+    apikeys.configure(url=seeded.url)
+    try:
+        with django_client(seeded.url, AppOptions(), asynchronous=False) as client:
+            from django.test.utils import override_settings
+
+            with override_settings(APIKEYS={}):
+                reply = client.request(
+                    "GET", "/protected-sync", headers=bearer(seeded.admin.secret)
+                )
+        assert reply.status == 200
+        assert reply.json["user"] == OWNER
+    finally:
+        apikeys.configure()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["not", "a", "dict"],
+        {"COLOUR": "blue"},
+        {"BACKEND": 42},
+        {"EXEMPT_PATHS": ["no-slash"]},
+        {"HEADER_NAMES": ["bad header"]},
+        {"INVALID_KEY_STATUS": 418},
+        {"CACHE_TTL": -1},
+    ],
+    ids=["not-a-dict", "unknown", "backend-type", "exempt", "header", "status", "manager-option"],
+)
+def test_bad_settings_fail_at_startup(setting: object) -> None:
+    from django.test.utils import override_settings
+
+    from apikeys.integrations.django import APIKeyMiddleware, APIKeys
+
+    with override_settings(APIKEYS=setting):
+        with pytest.raises(ConfigurationError):
+            APIKeys.current()
+        with pytest.raises(ConfigurationError):
+            APIKeyMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+
+
+def test_bad_declarations_fail_when_declared() -> None:
+    from apikeys.integrations.django import APIKeyMiddleware, APIKeys, require_api_key
+
+    with pytest.raises(ConfigurationError):
+        require_api_key(scopes="bad scope!")
+    with pytest.raises(ConfigurationError):
+        require_api_key(scopes=["data:*"])  # a route requires scopes, never a wildcard
+
+    class BadScopes(APIKeyMiddleware):
+        scopes = ("Bad Scope",)
+
+    class BadExempt(APIKeyMiddleware):
+        exempt_paths = ("/a*b",)
+
+    for middleware in (BadScopes, BadExempt):
+        with pytest.raises(ConfigurationError):
+            middleware(lambda request: None)  # type: ignore[arg-type,return-value]
+    sync_manager = apikeys.create_key_manager("sqlite:///:memory:")
+    async_manager = apikeys.create_async_key_manager("sqlite:///:memory:")
+    try:
+        with pytest.raises(ConfigurationError):
+            APIKeys(manager=async_manager)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            APIKeys(async_manager=sync_manager)  # type: ignore[arg-type]
+    finally:
+        sync_manager.close()
+
+
+def test_explicit_managers_stay_the_callers(seeded: Seeded) -> None:
+    from django.test import RequestFactory
+
+    from apikeys.integrations.django import APIKeys
+
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        keys = APIKeys(manager=manager)
+        request = RequestFactory().get("/", headers=bearer(seeded.reader.secret))
+        verified = keys.authenticate(request, ("read:data",))
+        assert verified.key_id == seeded.reader.id
+        assert request.api_key is verified  # type: ignore[attr-defined]
+        keys.close()
+        # Still usable: close() only closes managers the instance built.
+        assert manager.validate_api_key(seeded.admin.secret).user_id == OWNER
+    finally:
+        manager.close()
+
+
+def test_public_surface() -> None:
+    import apikeys.integrations.django as module
+
+    assert sorted(module.__all__) == [
+        "APIKeyMiddleware",
+        "APIKeys",
+        "IntegrationSettings",
+        "async_management_router",
+        "management_router",
+        "require_api_key",
+        "to_response",
+    ]
+    assert module.IntegrationSettings is IntegrationSettings
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+# --- untrusted header values ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, Seeded]]:
+    from tests.integrations.conftest import seed
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('django-fuzz') / 'keys.db'}"
+    keys = seed(url)
+    with django_client(url, AppOptions(), asynchronous=False) as client:
+        yield client, keys
+
+
+@given(
+    value=st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=300),
+    header=st.sampled_from(["Authorization", "X-API-Key"]),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_header_value_is_a_clean_refusal(
+    fuzz_client: tuple[object, Seeded], value: str, header: str
+) -> None:
+    client, keys = fuzz_client
+    reply = client.request("GET", "/protected-sync", headers={header: value})  # type: ignore[attr-defined]
+    assert reply.status in (401, 403), reply.text
+    assert reply.json["code"] in ("missing_api_key", "invalid_api_key")
+    assert "Traceback" not in reply.text
+    assert keys.admin.secret not in reply.text
+
+
+# --- the example project in a real WSGI server ---------------------------------------------
+
+
+@pytest.mark.e2e
+def test_example_project_over_real_http(seeded: Seeded) -> None:
+    with (
+        running_server(
+            waitress_command, "examples.django_project.wsgi:application", seeded.url
+        ) as base_url,
+        httpx.Client(base_url=base_url, timeout=10) as http,
+    ):
+        assert http.get("/health").json() == {"status": "ok"}
+
+        missing = http.get("/protected")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert missing.json() == {"code": "missing_api_key", "message": "An API key is required"}
+
+        auth = {"Authorization": f"Bearer {seeded.admin.secret}"}
+        before = datetime.now(timezone.utc)
+        protected = http.get("/protected", headers=auth)
+        assert protected.status_code == 200
+        body = protected.json()
+        assert set(body) == {"message", "user", "timestamp"}
+        assert body["message"] == "API key authentication successful"
+        assert body["user"] == OWNER
+        stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+        assert before - timedelta(seconds=5) <= stamp <= datetime.now(timezone.utc)
+
+        whoami = http.get("/whoami", headers={"X-API-Key": seeded.reader.secret})
+        assert whoami.json()["user"] == OWNER
+        assert http.get("/whoami").status_code == 401
+        revoked = http.get("/protected", headers=bearer(seeded.revoked.secret))
+        assert revoked.status_code == 403
+        assert revoked.json()["code"] == "revoked_api_key"
+
+        created = http.post(
+            "/api-keys", headers=auth, json={"name": "e2e", "scopes": ["read:data"]}
+        )
+        assert created.status_code == 201
+        new_secret, new_id = created.json()["secret"], created.json()["id"]
+        new_auth = bearer(new_secret)
+        assert http.get("/data", headers=new_auth).json()["owner"] == OWNER
+        assert http.get("/drf/data", headers=new_auth).json()["owner"] == OWNER
+        assert http.get("/async-data", headers=new_auth).json()["owner"] == OWNER
+
+        escalation = http.post(
+            "/api-keys", headers=new_auth, json={"name": "more", "scopes": ["keys:write"]}
+        )
+        assert escalation.status_code == 403
+        assert escalation.json()["missingScopes"] == ["keys:write"]
+        bad = http.post("/api-keys", headers=auth, json={"name": "x", "expiration": "2001-01-01"})
+        assert bad.status_code == 422
+        assert [error["field"] for error in bad.json()["errors"]] == ["expiration"]
+
+        listed = http.get("/api-keys", headers=auth, params={"limit": "100"})
+        assert new_id in {item["id"] for item in listed.json()["items"]}
+        assert new_secret not in listed.text
+
+        assert http.delete(f"/api-keys/{seeded.other.id}", headers=auth).status_code == 404
+        revoke = http.delete(f"/api-keys/{new_id}", headers=auth, params={"reason": "e2e done"})
+        assert revoke.status_code == 200
+        assert revoke.json()["revocationReason"] == "e2e done"
+        # The server's verification cache is dropped by its own revoke: refused at once.
+        assert http.get("/data", headers=new_auth).status_code == 403
+        assert http.get("/drf/data", headers=new_auth).status_code == 403
+
+
+def test_sync_urlconf_mounts_the_management_views() -> None:
+    from django.urls import URLResolver
+
+    from apikeys.integrations.django import management_router
+
+    included = [p for p in SyncURLConf.urlpatterns if isinstance(p, URLResolver)]
+    assert included
+    assert included[0].url_patterns == management_router
