@@ -298,6 +298,8 @@ def management_flow(
     """
     caller = request.caller
     method = request.method.upper()
+    if method == "HEAD":
+        method = "GET"  # frameworks route HEAD to GET views; the server drops the body
     if method == "GET" and request.key_id is None:
         limit, offset, include_invalid = _page(_first_values(request.query))
         page: APIKeyPage = yield ManagerCall(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +27,33 @@ def product_docs_body(key: VerifiedKey) -> dict[str, str]:
 def _latin1_headers(headers: Mapping[str, str] | None) -> dict[str, bytes]:
     # Sent as bytes so that a non-ASCII value reaches the app instead of failing in the client.
     return {name: value.encode("latin-1") for name, value in (headers or {}).items()}
+
+
+Send = Callable[[str, str, Mapping[str, str] | None, Mapping[str, str] | None, bytes | None], Reply]
+"""``(method, path, headers, params, content) -> Reply`` through one framework's test client."""
+
+
+class SendingClient:
+    """The contract's :class:`Client` over a framework-specific ``send`` function."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply:
+        return self._send(method, path, headers, params, content)
+
+
+def reply_of(status: int, headers: Iterable[tuple[str, str]], text: str) -> Reply:
+    """A :class:`Reply` with lower-cased header names."""
+    return Reply(status, {name.lower(): value for name, value in headers}, text)
 
 
 # --- FastAPI ---------------------------------------------------------------------------
@@ -93,38 +120,26 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
     return app
 
 
-class ASGIClient:
-    """The contract's :class:`Client` over Starlette's ``TestClient``."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> Reply:
-        response = self._client.request(
-            method, path, headers=_latin1_headers(headers), params=params, content=content
-        )
-        return Reply(
-            response.status_code,
-            {name.lower(): value for name, value in response.headers.items()},
-            response.text,
-        )
-
-
 @contextmanager
 def asgi_client(app: Any) -> Iterator[Client]:
     """Run ``app`` (lifespan included) under Starlette's ``TestClient``."""
     from starlette.testclient import TestClient
 
     with TestClient(app) as client:
-        yield ASGIClient(client)
+
+        def send(
+            method: str,
+            path: str,
+            headers: Mapping[str, str] | None,
+            params: Mapping[str, str] | None,
+            content: bytes | None,
+        ) -> Reply:
+            response = client.request(
+                method, path, headers=_latin1_headers(headers), params=params, content=content
+            )
+            return reply_of(response.status_code, response.headers.items(), response.text)
+
+        yield SendingClient(send)
 
 
 # --- Flask ---------------------------------------------------------------------------------
@@ -191,36 +206,25 @@ def flask_app(url: str, options: AppOptions) -> Any:
     return app
 
 
-class WSGIClient:
-    """The contract's :class:`Client` over Flask's test client."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> Reply:
-        response = self._client.open(
-            path, method=method, headers=dict(headers or {}), query_string=params, data=content
-        )
-        return Reply(
-            response.status_code,
-            {name.lower(): value for name, value in response.headers.items()},
-            response.get_data(as_text=True),
-        )
-
-
 @contextmanager
 def flask_client(app: Any) -> Iterator[Client]:
     """Flask's test client; closes the manager the app built from its config."""
+    client = app.test_client()
+
+    def send(
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        content: bytes | None,
+    ) -> Reply:
+        response = client.open(
+            path, method=method, headers=dict(headers or {}), query_string=params, data=content
+        )
+        return reply_of(response.status_code, response.headers.items(), response.get_data(True))
+
     try:
-        yield WSGIClient(app.test_client())
+        yield SendingClient(send)
     finally:
         state = app.extensions.get("apikeys")
         if state is not None and state.manager is not None:

@@ -538,6 +538,14 @@ async def test_delete_mode(serve: Serve, seeded: Seeded) -> None:
     assert again.status == 404
 
 
+async def test_head_lists_like_get(serve: Serve, seeded: Seeded) -> None:
+    caller = _caller(seeded)
+    head = await serve(ManagementRequest("HEAD", caller), DEFAULTS)
+    get = await serve(ManagementRequest("GET", caller), DEFAULTS)
+    assert head.status == get.status == 200
+    assert head.body == get.body
+
+
 @pytest.mark.parametrize(("method", "key_id", "allow"), [
     ("PUT", None, "GET, POST, DELETE"), ("PATCH", "k", "DELETE"), ("GET", "k", "DELETE"),
     ("POST", "k", "DELETE"),
