@@ -13,6 +13,7 @@ Exit codes:
 2     usage error or bad input; nothing was written
 3     no key with that id
 4     the backend is unavailable, or apikeys is misconfigured
+130   interrupted (Ctrl-C)
 ====  ==========================================================================
 
 Errors are one line on stderr (a JSON object with ``--json``), never a
@@ -56,6 +57,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
+EXIT_INTERRUPTED = 130
 
 BACKEND_ENV = "APIKEYS_BACKEND"
 # A key is well under 100 characters; reading more from stdin would only waste memory.
@@ -68,11 +70,12 @@ _UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 _EPILOG = """\
 exit codes:
-  0  success
-  1  verify: the key was refused (invalid, expired, revoked, missing a scope)
-  2  usage error or bad input; nothing was written
-  3  no key with that id
-  4  the backend is unavailable, or apikeys is misconfigured
+  0    success
+  1    verify: the key was refused (invalid, expired, revoked, missing a scope)
+  2    usage error or bad input; nothing was written
+  3    no key with that id
+  4    the backend is unavailable, or apikeys is misconfigured
+  130  interrupted
 
 The backend is --backend URL, else $APIKEYS_BACKEND (e.g. sqlite:///apikeys.db,
 postgresql+psycopg://user@host/db). Other settings come from APIKEYS_* variables.
@@ -597,6 +600,8 @@ def _typo(key: str) -> str:
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.backend is not None:
         raise InvalidInputError("demo always uses a fresh SQLite file; use --database PATH")
+    if args.json:
+        raise InvalidInputError("demo prints a tour for people; it has no --json output")
     if args.database is None:
         with tempfile.TemporaryDirectory(prefix="apikeys-demo-") as directory:
             _Demo(out, Path(directory) / "demo.db", Path(directory)).run()
@@ -731,7 +736,6 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="a guided tour on a fresh SQLite database",
         description="Create, validate, refuse, list and rotate keys on a fresh SQLite file.",
-        parents=[common],
     )
     demo.add_argument(
         "--database", metavar="PATH", help="a new SQLite file to keep (default: a temporary one)"
@@ -761,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_for(error)
     except KeyboardInterrupt:
         sys.stderr.write("apikeys: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     return result
 
 

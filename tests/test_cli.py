@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import apikeys
 from apikeys._cli import (
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_REFUSED,
@@ -671,7 +672,7 @@ def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     for command in ("create", "list", "show", "revoke", "delete", "rotate", "verify", "demo"):
         assert command in out
-    assert "3  no key with that id" in out
+    assert "3    no key with that id" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -792,6 +793,30 @@ def test_demo_refuses_a_missing_directory(
 def test_demo_does_not_take_a_backend(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--backend", "sqlite:///x.db", "demo"]) == EXIT_USAGE
     assert "fresh SQLite file" in capsys.readouterr().err
+
+
+def test_demo_has_no_json_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "demo"]) == EXIT_USAGE
+    assert "no --json output" in capsys.readouterr().err
+
+
+class _InterruptedInput:
+    """Standard input on which the user presses Ctrl-C."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def read(self, size: int = -1) -> str:
+        raise KeyboardInterrupt
+
+
+def test_interrupt_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _InterruptedInput())
+
+    assert main(["--backend", url, "verify"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "apikeys: interrupted\n"
 
 
 # --- the installed console script -------------------------------------------------------
