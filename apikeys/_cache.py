@@ -38,6 +38,7 @@ class VerificationCache:
         "_digest_base",
         "_digest_key",
         "_entries",
+        "_generation",
         "_lock",
         "max_entries",
         "ttl",
@@ -61,6 +62,8 @@ class VerificationCache:
         # digest -> (verified key, key expiry as a Unix timestamp or None, served until)
         self._entries: dict[bytes, tuple[VerifiedKey, float | None, float]] = {}
         self._by_key_id: dict[str, set[bytes]] = {}
+        # Counts invalidations, so a put() racing with one can be refused.
+        self._generation = 0
         self._lock = threading.Lock()
 
     @property
@@ -91,13 +94,28 @@ class VerificationCache:
             return None
         return verified
 
-    def put(self, digest: bytes, verified: VerifiedKey) -> None:
-        """Remember a successful verification."""
+    @property
+    def generation(self) -> int:
+        """How many invalidations there have been; read it before looking a key up."""
+        return self._generation
+
+    def put(self, digest: bytes, verified: VerifiedKey, *, generation: int | None = None) -> None:
+        """Remember a successful verification.
+
+        Args:
+            digest: :meth:`digest` of the presented key.
+            verified: What its verification returned.
+            generation: :attr:`generation` as read before the key was looked up.
+                If anything was invalidated since, the lookup may predate a
+                revocation, so nothing is stored.
+        """
         if not self.enabled:
             return
         # as_utc: a naive expiry means UTC; .timestamp() would read it as local time.
         expires_ts = as_utc(verified.expires_at).timestamp() if verified.expires_at else None
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             # Re-putting a digest moves it to the end, so eviction takes the oldest.
             self._discard_locked(digest, verified.key_id)
             while len(self._entries) >= self.max_entries:
@@ -109,12 +127,14 @@ class VerificationCache:
     def invalidate(self, key_id: str) -> None:
         """Forget every entry of ``key_id`` (after revoke, delete or rotate)."""
         with self._lock:
+            self._generation += 1
             for digest in self._by_key_id.pop(key_id, ()):
                 self._entries.pop(digest, None)
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            self._generation += 1
             self._entries.clear()
             self._by_key_id.clear()
 

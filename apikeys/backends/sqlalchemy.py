@@ -431,6 +431,9 @@ class _SQLAlchemyBase:
             # Known and unknown ids are limited alike, so a 429 reveals nothing,
             # and before any IO, so a limited flood costs neither query nor hash.
             self.failure_limiter.check(key_id)
+            # Read before the lookup: a revocation committed meanwhile must keep
+            # this (possibly older) row out of the cache.
+            generation = self.cache.generation
             rows = yield _Query(self._select_key(key_id, with_hash=True))
             row = rows[0] if rows else None
             # An unknown id is checked against a decoy: it costs what a wrong secret costs.
@@ -442,7 +445,7 @@ class _SQLAlchemyBase:
                     user_id = row["user_id"]
                 raise InvalidKeyError()
             user_id = row["user_id"]
-            verified = yield from self._accept(row, secret)
+            verified = yield from self._accept(row, secret, generation)
             verified = check_scopes(verified, required)
         except APIKeysError as exc:
             self.events.rejected(exc, key_id=key_id, user_id=user_id)
@@ -450,7 +453,9 @@ class _SQLAlchemyBase:
         self.events.report("validated", verified.key_id, user_id=verified.user_id)
         return verified
 
-    def _accept(self, row: Mapping[str, Any], secret: str) -> Generator[_Request, Any, VerifiedKey]:
+    def _accept(
+        self, row: Mapping[str, Any], secret: str, generation: int
+    ) -> Generator[_Request, Any, VerifiedKey]:
         """Checks and bookkeeping once ``secret`` is proven to match ``row``."""
         now = utcnow()
         check_key_state(
@@ -473,7 +478,7 @@ class _SQLAlchemyBase:
                 # Verified against the database just now; a failed bookkeeping write
                 # (read-only replica, lock) must not turn a valid key away.
                 logger.warning("could not record use of API key %s", row["id"])
-        self.cache.put(self.cache.digest(secret), verified)
+        self.cache.put(self.cache.digest(secret), verified, generation=generation)
         return verified
 
     def _list_flow(

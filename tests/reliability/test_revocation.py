@@ -1,0 +1,100 @@
+"""Once ``revoke_api_key`` returns, no validation in this process accepts the key.
+
+Found by this suite: a validation that read the key just before a revocation
+committed used to put it in the cache just after, so the revoked key was
+accepted again for up to ``cache_ttl``. The cache now refuses entries looked
+up before an invalidation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher, Type
+
+from apikeys import InvalidKeyError, RevokedKeyError, VerificationCache, VerifiedKey
+from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
+
+pytestmark = pytest.mark.sqlalchemy
+
+
+class PausingHasher(PasswordHasher):
+    """Pauses inside ``verify`` -- after the row was read, before the cache is filled."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID)
+        self.pause = False
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Any:
+        if self.pause:
+            self.pause = False
+            self.paused.set()
+            assert self.resume.wait(10)
+        return super().verify(hash, password)
+
+
+@pytest.mark.parametrize("operation", ["revoke", "rotate", "delete"])
+def test_a_validation_racing_a_revocation_does_not_refill_the_cache(
+    tmp_path: Path, operation: str
+) -> None:
+    hasher = PausingHasher()
+    manager = SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}", password_hasher=hasher)
+    new = manager.create_api_key("u1", "k")
+    results: list[VerifiedKey] = []
+    hasher.pause = True
+    racing = threading.Thread(target=lambda: results.append(manager.validate_api_key(new.secret)))
+    racing.start()
+    assert hasher.paused.wait(10)  # the racing validation has read the live row
+    if operation == "revoke":
+        manager.revoke_api_key(new.id)
+    elif operation == "rotate":
+        manager.rotate_api_key(new.id)
+    else:
+        manager.delete_api_key(new.id)
+    hasher.resume.set()
+    racing.join(10)
+    assert [r.key_id for r in results] == [new.id]  # it started before: it may succeed
+    expected = InvalidKeyError if operation == "delete" else RevokedKeyError
+    with pytest.raises(expected) as caught:
+        manager.validate_api_key(new.secret)
+    assert type(caught.value) is expected
+    assert len(manager.cache) == 0
+    manager.close()
+
+
+async def test_the_async_manager_has_the_same_guarantee(tmp_path: Path) -> None:
+    hasher = PausingHasher()
+    manager = AsyncSQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}", password_hasher=hasher)
+    new = await manager.create_api_key("u1", "k")
+    hasher.pause = True
+    racing = asyncio.create_task(manager.validate_api_key(new.secret))
+    assert await asyncio.to_thread(hasher.paused.wait, 10)
+    await manager.revoke_api_key(new.id)
+    hasher.resume.set()
+    assert (await racing).key_id == new.id
+    with pytest.raises(RevokedKeyError):
+        await manager.validate_api_key(new.secret)
+    await manager.close()
+
+
+def test_cache_refuses_entries_looked_up_before_an_invalidation() -> None:
+    cache = VerificationCache(ttl=60)
+    verified = VerifiedKey(key_id="abc", user_id="u1", name="k")
+    before = cache.generation
+    cache.invalidate("other")  # any invalidation: the lookup may be stale
+    cache.put(b"d1", verified, generation=before)
+    assert cache.get(b"d1") is None
+    cache.put(b"d1", verified, generation=cache.generation)
+    assert cache.get(b"d1") == verified
+    now = cache.generation
+    cache.clear()
+    cache.put(b"d2", verified, generation=now)
+    assert len(cache) == 0
+    cache.put(b"d2", verified)  # without a generation: stored as before
+    assert cache.get(b"d2") == verified
