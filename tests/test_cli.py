@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import apikeys
@@ -724,6 +724,72 @@ def test_value_parsers_raise_only_invalid_input(text: str) -> None:
     for parse in (parse_expiration_arg, parse_grace_arg, parse_duration):
         with contextlib.suppress(apikeys.InvalidInputError):
             parse(text)
+
+
+# --- untrusted input through main() --------------------------------------------------
+
+
+def _run_quietly(argv: list[str], stdin: str = "") -> Run:
+    """Run main() capturing output without pytest fixtures (for hypothesis)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        sys.stdin = saved_stdin
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+_ARG_TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(user=_ARG_TEXT, name=_ARG_TEXT, scope=_ARG_TEXT, expires=_ARG_TEXT, metadata=_ARG_TEXT)
+def test_create_with_arbitrary_arguments_succeeds_or_refuses_cleanly(
+    tmp_path_factory: pytest.TempPathFactory,
+    user: str,
+    name: str,
+    scope: str,
+    expires: str,
+    metadata: str,
+) -> None:
+    database = tmp_path_factory.getbasetemp() / "fuzzed-create.db"
+    backend = f"--backend=sqlite:///{database}"
+    before = row_count(database)
+    options = ["--scope", scope, "--expires", expires, "--metadata", metadata]
+    argv = [backend, "create", *options, "--", user, name]
+
+    run = _run_quietly(argv)
+
+    assert "Traceback" not in run.err
+    if run.code == EXIT_OK:
+        assert row_count(database) == before + 1
+        assert SECRET_LINE in run.out
+    else:
+        assert run.code == EXIT_USAGE, (argv, run)
+        assert row_count(database) == before
+        assert run.out == ""
+        # Either our one-line error, or argparse's usage (an option value like "-x").
+        one_line = run.err.startswith("apikeys: error: ") and run.err.count("\n") == 1
+        assert one_line or run.err.startswith("usage: apikeys create"), run.err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(presented=st.text(st.characters(blacklist_categories=["Cs"]), max_size=200))
+def test_verify_of_arbitrary_input_is_refused_without_echo(
+    tmp_path_factory: pytest.TempPathFactory, presented: str
+) -> None:
+    database = tmp_path_factory.getbasetemp() / "fuzzed-verify.db"
+    run = _run_quietly([f"--backend=sqlite:///{database}", "verify", "--json"], stdin=presented)
+
+    assert run.code in (EXIT_REFUSED, EXIT_USAGE)
+    assert "Traceback" not in run.err
+    if presented.strip() and len(presented.strip()) >= 8:
+        assert presented.strip() not in run.out + run.err
+    if run.code == EXIT_REFUSED:
+        assert run.json()["error"]["code"] == "invalid_api_key"
 
 
 # --- the demo --------------------------------------------------------------------------
