@@ -33,11 +33,13 @@ from apikeys._errors import (
     BackendUnavailableError,
     ConfigurationError,
     ExpiredKeyError,
+    InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
     KeyNotFoundError,
     RevokedKeyError,
 )
+from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, parse_expiration, utcnow
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._requests import (
@@ -50,7 +52,7 @@ from apikeys._requests import (
     check_reason,
     check_user_id,
 )
-from apikeys._validation import check_key_state
+from apikeys._validation import check_key_state, check_scopes
 
 logger = logging.getLogger("apikeys.clerk")
 
@@ -382,6 +384,9 @@ class ClerkBase:
         retry_backoff: Base of the exponential backoff, in seconds (with jitter).
         max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
             ends the attempts at once (the error carries it as ``retry_after``).
+        suspicious_failures: Refusals of one key (revoked, expired) that make a
+            ``suspicious`` event (see :mod:`apikeys._events`); ``0``: never.
+        suspicious_window: Seconds over which they count.
     """
 
     def __init__(
@@ -396,6 +401,8 @@ class ClerkBase:
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
+        suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
     ) -> None:
         self._secret_key = _check_secret_key(secret_key)
         self.api_url = _check_api_url(api_url)
@@ -408,11 +415,16 @@ class ClerkBase:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.max_retry_wait = max_retry_wait
-        self.cache = VerificationCache(cache_ttl, cache_max_entries)
+        try:
+            self.cache = VerificationCache(cache_ttl, cache_max_entries)
+            self.events = EventReporter(
+                "clerk",
+                suspicious_failures=suspicious_failures,
+                suspicious_window=suspicious_window,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Clerk backend settings: {exc}") from None
         self._verified_ids = _DigestMemory(cache_max_entries)
-        # Bumped by every revoke/delete/rotate here, so a verification that was
-        # in flight meanwhile does not put a pre-revocation answer in the cache.
-        self._invalidations = 0
         # Without the Authorization header: that is built per request from the
         # SecretStr, so the secret key never sits in plain view on the manager.
         self._headers = {
@@ -438,6 +450,8 @@ class ClerkBase:
             "timeout": settings.timeout,
             "cache_ttl": settings.cache_ttl,
             "cache_max_entries": settings.cache_max_entries,
+            "suspicious_failures": settings.suspicious_failures,
+            "suspicious_window": settings.suspicious_window,
         }
 
     def __repr__(self) -> str:
@@ -548,8 +562,17 @@ class ClerkBase:
         )
 
     def _forget(self, key_id: str) -> None:
-        self._invalidations += 1
         self.cache.invalidate(key_id)
+
+    def _accepted(self, verified: VerifiedKey, required: tuple[str, ...]) -> VerifiedKey:
+        """Check the scopes one caller needs, and report the outcome."""
+        try:
+            check_scopes(verified, required)
+        except InsufficientScopeError as exc:
+            self.events.rejected(exc, user_id=verified.user_id)
+            raise
+        self.events.report("validated", verified.key_id, user_id=verified.user_id)
+        return verified
 
     # --- flows -----------------------------------------------------------------------
 
@@ -571,7 +594,9 @@ class ClerkBase:
             body["claims"] = request.metadata
         if request.expires_at is not None:
             body["seconds_until_expiration"] = lifetime_seconds(request.expires_at, utcnow())
-        return (yield from self._issue(body))
+        new = yield from self._issue(body)
+        self.events.report("created", new.id, user_id=new.user_id)
+        return new
 
     def _issue(self, body: dict[str, Any]) -> Generator[_Op, Any, NewAPIKey]:
         response = yield from self._exchange(
@@ -597,7 +622,8 @@ class ClerkBase:
 
     def _verify_flow(self, secret: str, digest: bytes) -> Generator[_Op, Any, VerifiedKey]:
         """Verify with Clerk (no scope check); successful answers are cached."""
-        invalidations = self._invalidations
+        # Read before asking: a revocation here meanwhile keeps this answer out of the cache.
+        generation = self.cache.generation
         response = yield from self._exchange(
             _Send("POST", "/api_keys/verify", "verify", body={"secret": secret})
         )
@@ -618,8 +644,7 @@ class ClerkBase:
         verified = to_verified(key)
         check_key_state(key.id, revoked=False, expires_at=verified.expires_at)
         self._verified_ids.remember(digest, key.id)
-        if invalidations == self._invalidations:
-            self.cache.put(digest, verified)
+        self.cache.put(digest, verified, generation=generation)
         return verified
 
     def _explain_refusal(self, digest: bytes) -> Generator[_Op, Any, None]:
@@ -690,10 +715,12 @@ class ClerkBase:
             current = yield from self._fetch(key_id)
             if not current.revoked:
                 raise
-            return to_api_key(current)
+            return to_api_key(current)  # already revoked: nothing happened now
         finally:
             self._forget(key_id)
-        return to_api_key(parse_key_object(payload, "revoke"))
+        revoked = to_api_key(parse_key_object(payload, "revoke"))
+        self.events.report("revoked", key_id, user_id=revoked.user_id)
+        return revoked
 
     def _delete_flow(self, key_id: str) -> Generator[_Op, Any, None]:
         key_id = check_key_id(key_id)
@@ -703,6 +730,7 @@ class ClerkBase:
             yield from self._call(_Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
         finally:
             self._forget(key_id)
+        self.events.report("deleted", key_id)
 
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
@@ -750,6 +778,7 @@ class ClerkBase:
             raise
         finally:
             self._forget(key_id)
+        self.events.report("rotated", key_id, user_id=old.subject, new_key_id=new.id)
         return new
 
     def _retire(

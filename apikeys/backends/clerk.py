@@ -33,12 +33,11 @@ import httpx  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from apikeys._config import Settings  # noqa: E402
-from apikeys._errors import BackendUnavailableError, InvalidKeyError  # noqa: E402
+from apikeys._errors import APIKeysError, BackendUnavailableError, InvalidKeyError  # noqa: E402
 from apikeys._expiry import Expiration  # noqa: E402
 from apikeys._flow import run_async, run_sync  # noqa: E402
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
 from apikeys._requests import KEEP, Keep  # noqa: E402
-from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.backends._clerk import (  # noqa: E402
     MAX_SECRET_LENGTH,
     ClerkBase,
@@ -176,14 +175,17 @@ class ClerkKeyManager(ClerkBase):
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = cached_verification(self.cache, secret, required, max_length=MAX_SECRET_LENGTH)
-        if hit is not None:
-            return hit
-        digest = _presented_digest(self, secret)
-        verified = self._flights.run(
-            digest, lambda: run_sync(self._verify_flow(secret, digest), self._perform)
-        )
-        return check_scopes(verified, required)
+        try:
+            verified = cached_verification(self.cache, secret, (), max_length=MAX_SECRET_LENGTH)
+            if verified is None:
+                digest = _presented_digest(self, secret)
+                verified = self._flights.run(
+                    digest, lambda: run_sync(self._verify_flow(secret, digest), self._perform)
+                )
+        except APIKeysError as exc:
+            self.events.rejected(exc)
+            raise
+        return self._accepted(verified, required)
 
     def list_api_keys(
         self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
@@ -283,9 +285,17 @@ class AsyncClerkKeyManager(ClerkBase):
     ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = cached_verification(self.cache, secret, required, max_length=MAX_SECRET_LENGTH)
-        if hit is not None:
-            return hit
+        try:
+            verified = cached_verification(self.cache, secret, (), max_length=MAX_SECRET_LENGTH)
+            if verified is None:
+                verified = await self._shared_verification(secret)
+        except APIKeysError as exc:
+            self.events.rejected(exc)
+            raise
+        return self._accepted(verified, required)
+
+    async def _shared_verification(self, secret: str) -> VerifiedKey:
+        """Verify with Clerk, sharing one call among concurrent callers of one secret."""
         digest = _presented_digest(self, secret)
         shared = self._inflight.get(digest)
         if shared is None:
@@ -295,8 +305,7 @@ class AsyncClerkKeyManager(ClerkBase):
             )
             self._inflight[digest] = shared
             shared.add_done_callback(lambda done: self._landed(digest, done))
-        verified = await asyncio.shield(shared)
-        return check_scopes(verified, required)
+        return await asyncio.shield(shared)
 
     def _landed(self, digest: bytes, done: asyncio.Future[VerifiedKey]) -> None:
         if self._inflight.get(digest) is done:

@@ -544,3 +544,65 @@ def test_secrets_never_reach_logs_or_errors(
         assert FAKE_SECRET_KEY not in text
     assert malformed.value.__cause__ is None and malformed.value.__context__ is not None
     assert new.secret not in str(malformed.value.__context__)
+
+
+# --- monitoring events ----------------------------------------------------------------
+
+
+@pytest.fixture
+def events() -> Any:
+    seen: list[apikeys.KeyEvent] = []
+    listener = apikeys.add_event_listener(seen.append)
+    yield seen
+    apikeys.remove_event_listener(listener)
+
+
+def test_every_lifecycle_step_is_reported(
+    make_twin: Any, fake: FakeClerk, user_id: str, events: list[apikeys.KeyEvent]
+) -> None:
+    twin = make_twin(cache_ttl=60)
+    new = twin.create_api_key(user_id, "watched", ["read:data"])
+    twin.validate_api_key(new.secret)
+    twin.validate_api_key(new.secret)  # from the cache: reported all the same
+    with pytest.raises(apikeys.InsufficientScopeError):
+        twin.validate_api_key(new.secret, required_scopes=["admin"])
+    with pytest.raises(InvalidKeyError):
+        twin.validate_api_key("garbage")
+    rotated = twin.rotate_api_key(new.id)
+    twin.revoke_api_key(rotated.id)
+    with pytest.raises(RevokedKeyError):
+        twin.validate_api_key(new.secret)
+    twin.delete_api_key(rotated.id)
+    fake.fail_next(503, times=3)
+    with pytest.raises(BackendUnavailableError):
+        twin.validate_api_key(rotated.secret)
+    summary = [(e.kind, e.key_id, e.user_id, e.reason, e.new_key_id) for e in events]
+    assert summary == [
+        ("created", new.id, user_id, None, None),
+        ("validated", new.id, user_id, None, None),
+        ("validated", new.id, user_id, None, None),
+        ("rejected", new.id, user_id, "insufficient_scope", None),
+        ("rejected", None, None, "invalid", None),
+        ("rotated", new.id, user_id, None, rotated.id),
+        ("revoked", rotated.id, user_id, None, None),
+        ("rejected", new.id, None, "revoked", None),
+        ("deleted", rotated.id, None, None, None),
+        ("rejected", None, None, "unavailable", None),
+    ]
+    assert {e.source for e in events} == {"clerk"}
+    assert all(new.secret not in e.describe() for e in events)
+
+
+def test_repeated_use_of_a_revoked_key_is_suspicious(
+    make_twin: Any, fake: FakeClerk, user_id: str, events: list[apikeys.KeyEvent]
+) -> None:
+    twin = make_twin(suspicious_failures=3, suspicious_window=60)
+    new = twin.create_api_key(user_id, "leaked")
+    twin.validate_api_key(new.secret)
+    twin.revoke_api_key(new.id)
+    for _ in range(4):
+        with pytest.raises(RevokedKeyError):
+            twin.validate_api_key(new.secret)
+    suspicious = [e for e in events if e.kind == "suspicious"]
+    assert len(suspicious) == 1
+    assert (suspicious[0].key_id, suspicious[0].failures) == (new.id, 3)
