@@ -71,9 +71,9 @@ def test_async_views_use_the_async_manager_and_sync_views_the_sync_one(seeded: S
         assert keys._manager is not None  # a sync view, run in a worker thread
 
 
-def test_async_views_under_wsgi_keep_working_across_event_loops(seeded: Seeded) -> None:
-    # Under WSGI Django runs each async view in a new event loop: after the first
-    # request, verification moves to the sync manager in a worker thread.
+def test_async_views_under_wsgi_use_the_sync_manager(seeded: Seeded) -> None:
+    # Under WSGI Django runs each async view in a throwaway event loop: pooling
+    # connections there would leave them dead, so the sync manager serves them.
     from apikeys.integrations.django import APIKeys
 
     with django_client(seeded.url, AppOptions(), asynchronous=False) as client:
@@ -86,11 +86,34 @@ def test_async_views_under_wsgi_keep_working_across_event_loops(seeded: Seeded) 
             assert refused.json["code"] == "revoked_api_key"
         keys = APIKeys.current()
         assert keys._manager is not None
-        # Built by the first loop; closed here on the thread that can still close it.
-        if keys._async_manager is not None:
-            import asyncio
+        assert keys._async_manager is None
 
-            asyncio.run(keys.aclose())
+
+def test_an_async_manager_serves_only_its_own_event_loop(seeded: Seeded) -> None:
+    import asyncio
+
+    from django.test import AsyncRequestFactory
+
+    from apikeys.integrations.django import APIKeys
+
+    keys = APIKeys(backend=seeded.url)
+
+    async def verify() -> str:
+        request = AsyncRequestFactory().get("/", headers=bearer(seeded.admin.secret))
+        return (await keys.aauthenticate(request)).user_id
+
+    try:
+        assert asyncio.run(verify()) == OWNER
+        first_loop_manager = keys._async_manager
+        assert first_loop_manager is not None
+        assert keys._manager is None
+        assert asyncio.run(verify()) == OWNER  # another loop: the sync manager, in a thread
+        assert keys._async_manager is first_loop_manager
+        assert keys._manager is not None
+    finally:
+        keys.close()  # the first loop is gone: closes the async manager in a fresh one
+    assert keys._async_manager is None
+    assert keys._manager is None
 
 
 # --- Django specifics ----------------------------------------------------------------------

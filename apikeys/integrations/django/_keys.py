@@ -11,6 +11,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
+from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
@@ -119,7 +120,7 @@ class APIKeys:
         self._async_manager = async_manager
         self._owns_sync = False
         self._owns_async = False
-        # The event loop the async manager serves; see _async_manager_here.
+        # The event loop the async manager serves; see _async_manager_for.
         self._async_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._lock = threading.Lock()
 
@@ -167,14 +168,17 @@ class APIKeys:
                 self._owns_sync = True
             return self._manager
 
-    def _async_manager_here(self) -> AsyncKeyManager | None:
-        """The async manager, or ``None`` when it serves another event loop.
+    def _async_manager_for(self, request: HttpRequest) -> AsyncKeyManager | None:
+        """The async manager to serve ``request`` in this event loop, or ``None``
+        when the sync manager must serve it (in a worker thread) instead.
 
-        Under WSGI, Django runs every ``async def`` view in a new event loop;
-        connections pooled in one loop cannot be used from another, so the
-        manager stays with the first loop that used it and other loops are
-        answered with the sync manager in a worker thread.
+        Under WSGI, Django runs each ``async def`` view in an event loop of its
+        own, thrown away after the request: connections pooled there would die
+        with it. So WSGI requests, and any loop other than the first one that
+        used the async manager, are served by the sync manager.
         """
+        if isinstance(request, WSGIRequest):
+            return None
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._async_loop is None:
@@ -214,7 +218,7 @@ class APIKeys:
         published = getattr(request, API_KEY_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        manager = self._async_manager_here()
+        manager = self._async_manager_for(request)
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
         flow = authentication_flow(
@@ -256,7 +260,7 @@ class APIKeys:
     ) -> HttpResponse:
         """Answer one ``/api-keys`` call with the async manager."""
         try:
-            manager = self._async_manager_here()
+            manager = self._async_manager_for(request)
             if manager is None:
                 serve = sync_to_async(self.serve_management, thread_sensitive=False)
                 return await serve(request, key_id)
