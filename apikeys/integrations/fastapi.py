@@ -40,7 +40,7 @@ from apikeys.integrations._management import (  # noqa: E402
     NEW_KEY_SCHEMA,
     PAGE_SCHEMA,
 )
-from apikeys.integrations.starlette import APIKeyMiddleware, APIKeys  # noqa: E402
+from apikeys.integrations.starlette import APIKeyMiddleware, APIKeys, to_response  # noqa: E402
 
 # Both schemes only document the credentials in OpenAPI; the key itself is read
 # by the core, from the headers the settings name.
@@ -207,4 +207,5 @@ __all__ = [
     "IntegrationSettings",
     "management_router",
     "require_api_key",
+    "to_response",
 ]

@@ -129,7 +129,7 @@ def _handle_error(exc: APIKeysError) -> Response:
     return to_response(error_response(exc, _state().settings))
 
 
-def authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
+def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
     """Verify the current request's key, publish it on ``g.api_key`` and return it.
 
     A key already verified for this request is reused, checked for ``scopes``.
@@ -169,14 +169,14 @@ def require_api_key(scopes: Any = ()) -> Any:
 
             @functools.wraps(view)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                authenticate(needed)
+                _authenticate(needed)
                 return await view(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            authenticate(needed)
+            _authenticate(needed)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -213,7 +213,7 @@ class APIKeyMiddleware:
         if exempt is None:
             exempt = _state().settings.exempt_paths
         if not is_exempt(request.path, exempt):
-            authenticate(self.scopes)
+            _authenticate(self.scopes)
 
 
 management_router = Blueprint("apikeys_management", __name__)
@@ -225,7 +225,7 @@ management_router = Blueprint("apikeys_management", __name__)
 def _management_view(key_id: str | None = None) -> Response:
     state = _state()
     scope = state.settings.management_scope
-    caller = authenticate((scope,) if scope else ())
+    caller = _authenticate((scope,) if scope else ())
     management = ManagementRequest(
         method=request.method,
         caller=caller,
@@ -241,7 +241,6 @@ __all__ = [
     "APIKeyMiddleware",
     "APIKeys",
     "IntegrationSettings",
-    "authenticate",
     "management_router",
     "require_api_key",
     "to_response",
