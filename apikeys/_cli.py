@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from apikeys._errors import (
@@ -171,6 +171,36 @@ def _metadata_arg(text: str | None) -> dict[str, Any] | None:
 # --- output --------------------------------------------------------------------------
 
 
+class Writer(Protocol):
+    """Where a command writes: ``sys.stdout``, or anything with ``write``."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+def terminal_safe(text: str) -> str:
+    """Escape what a terminal would interpret (ANSI sequences, ``\\r``...); keep newlines.
+
+    Names, reasons and metadata may come from any client of a backend; printed
+    raw, an escape sequence in one could rewrite what the operator sees.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or char == "\n" else char.encode("unicode_escape").decode()
+        for char in text
+    )
+
+
+class _TerminalSafeWriter:
+    """Passes everything through :func:`terminal_safe` on its way to ``stream``."""
+
+    def __init__(self, stream: Writer) -> None:
+        self.stream = stream
+
+    def write(self, text: str, /) -> object:
+        return self.stream.write(terminal_safe(text))
+
+
 def _when(moment: datetime | None, *, seconds: bool = True) -> str:
     if moment is None:
         return "-"
@@ -198,7 +228,7 @@ def _new_key_json(new: NewAPIKey) -> dict[str, Any]:
     return data
 
 
-def _write_json(out: TextIO, data: object) -> None:
+def _write_json(out: Writer, data: object) -> None:
     out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -255,14 +285,14 @@ def _details(key: APIKey) -> list[tuple[str, str]]:
     return details
 
 
-def _write_details(out: TextIO, details: Iterable[tuple[str, str]], indent: str = "  ") -> None:
+def _write_details(out: Writer, details: Iterable[tuple[str, str]], indent: str = "  ") -> None:
     details = list(details)
     width = max(len(label) for label, _ in details)
     for label, value in details:
         out.write(f"{indent}{label.ljust(width)}  {value}\n")
 
 
-def _write_secret(out: TextIO, secret: str) -> None:
+def _write_secret(out: Writer, secret: str) -> None:
     out.write("\nSecret (shown only this once; store it now):\n")
     out.write(f"{secret}\n")
 
@@ -288,7 +318,7 @@ def _report_error(error: APIKeysError, *, as_json: bool) -> None:
     if as_json:
         sys.stderr.write(json.dumps({"error": _error_json(error)}, sort_keys=True) + "\n")
     else:
-        sys.stderr.write(f"apikeys: error: {_describe_error(error)}\n")
+        sys.stderr.write(terminal_safe(f"apikeys: error: {_describe_error(error)}") + "\n")
 
 
 # --- the backend ---------------------------------------------------------------------
@@ -343,7 +373,7 @@ def _manager(args: argparse.Namespace) -> Iterator[KeyManager]:
 # --- commands ------------------------------------------------------------------------
 
 
-def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_create(args: argparse.Namespace, out: Writer) -> int:
     scopes = _scopes_arg(args.scope)
     expiration = None if args.expires is None else parse_expiration_arg(args.expires)
     metadata = _metadata_arg(args.metadata)
@@ -358,7 +388,7 @@ def _cmd_create(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_list(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         page: APIKeyPage = manager.list_api_keys(
             args.user_id, include_invalid=args.all, limit=args.limit, offset=args.offset
@@ -382,7 +412,7 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         key = manager.get_api_key(args.key_id)
     if args.json:
@@ -392,7 +422,7 @@ def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_revoke(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         key = manager.revoke_api_key(args.key_id, reason=args.reason)
     if args.json:
@@ -403,7 +433,7 @@ def _cmd_revoke(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_delete(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         manager.delete_api_key(args.key_id)
     if args.json:
@@ -413,7 +443,7 @@ def _cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_rotate(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_rotate(args: argparse.Namespace, out: Writer) -> int:
     grace = parse_grace_arg(args.grace)
     expiration: Expiration | Keep = KEEP
     if args.expires is not None:
@@ -462,7 +492,7 @@ def _verified_json(verified: VerifiedKey) -> dict[str, Any]:
     return data
 
 
-def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_verify(args: argparse.Namespace, out: Writer) -> int:
     required = _scopes_arg(args.scope, field="--scope")
     secret = _read_key(args)
     with _manager(args) as manager:
@@ -495,7 +525,7 @@ class _Demo:
 
     user_id = "user_123"
 
-    def __init__(self, out: TextIO, database: Path, directory: Path) -> None:
+    def __init__(self, out: Writer, database: Path, directory: Path) -> None:
         self.out = out
         self.database = database
         self.directory = directory
@@ -597,7 +627,7 @@ def _typo(key: str) -> str:
     return key[:position] + replacement + key[position + 1 :]
 
 
-def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_demo(args: argparse.Namespace, out: Writer) -> int:
     if args.backend is not None:
         raise InvalidInputError("demo always uses a fresh SQLite file; use --database PATH")
     if args.json:
@@ -759,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     args.backend = getattr(args, "backend", None)
     args.json = getattr(args, "json", False)
     try:
-        result: int = args.handler(args, sys.stdout)
+        result: int = args.handler(args, _TerminalSafeWriter(sys.stdout))
     except APIKeysError as error:
         _report_error(error, as_json=args.json)
         return exit_code_for(error)

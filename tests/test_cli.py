@@ -37,6 +37,7 @@ from apikeys._cli import (
     parse_expiration_arg,
     parse_grace_arg,
     redact_password,
+    terminal_safe,
 )
 
 pytestmark = pytest.mark.sqlalchemy
@@ -327,6 +328,30 @@ def test_revoke_keeps_the_reason_and_stops_the_key(cli: CLI) -> None:
     assert shown["revocation_reason"] == "laptop lost"
     assert verify.code == EXIT_REFUSED
     assert verify.json()["error"]["code"] == "revoked_api_key"
+
+
+def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI) -> None:
+    created = create(cli)
+    hostile = "\x1b[2J\x1b[31mall good\rok\x07"
+
+    revoked = cli("revoke", created["id"], "--reason", hostile)
+    shown = cli("show", created["id"])
+    as_json = cli("show", created["id"], "--json")
+
+    for output in (revoked.out, shown.out):
+        assert "\x1b" not in output and "\r" not in output and "\x07" not in output
+        assert "\\x1b[2J\\x1b[31mall good\\rok\\x07" in output
+    assert as_json.json()["revocation_reason"] == hostile  # JSON escapes it, losslessly
+    assert "\x1b" not in as_json.out
+
+
+@given(st.text())
+def test_terminal_safe_leaves_only_printable_text_and_newlines(text: str) -> None:
+    safe = terminal_safe(text)
+    assert all(char.isprintable() or char == "\n" for char in safe)
+    if text.isprintable():
+        assert safe == text
+    assert safe.count("\n") == text.count("\n")
 
 
 def test_revoke_json_and_idempotence(cli: CLI) -> None:
