@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ from apikeys._scopes import normalize_scopes
 from apikeys._validation import check_scopes
 
 T = TypeVar("T")
+
+logger = logging.getLogger("apikeys.integrations")
 
 API_KEY_ATTRIBUTE = "api_key"
 """Where every adapter publishes the verified key: ``request.state.api_key``
@@ -466,13 +469,17 @@ def error_response(exc: APIKeysError, settings: IntegrationSettings | None = Non
     """Map any :class:`APIKeysError` to its HTTP answer, through its ``status_code``.
 
     Messages of 5xx errors are replaced by the class default: a backend's
-    message may name hosts or drivers, which callers have no need to see.
+    message may name hosts or drivers, which callers have no need to see;
+    they are logged instead (logger ``apikeys.integrations``, level WARNING).
     """
     settings = settings or IntegrationSettings()
     status = exc.status_code
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     headers: list[tuple[str, str]] = []
     if status >= 500:
+        # The body gets the generic message; the log keeps the reason for operators.
+        # apikeys error messages never hold a secret.
+        logger.warning("API key request failed: %s: %s", type(exc).__name__, exc.message)
         body["message"] = type(exc).default_message
     if isinstance(exc, MissingKeyError):
         headers.append(("WWW-Authenticate", _challenge(settings.realm)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -339,6 +340,15 @@ def test_server_errors_show_only_the_generic_message() -> None:
         assert secret not in response.content().decode()
         assert response.body is not None
         assert response.body["message"] == type(error).default_message
+
+
+def test_server_errors_are_logged_with_their_reason(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="apikeys.integrations"):
+        error_response(BackendUnavailableError("database unavailable (OperationalError)"))
+        error_response(InvalidKeyError())
+    assert [record.getMessage() for record in caplog.records] == [
+        "API key request failed: BackendUnavailableError: database unavailable (OperationalError)"
+    ]
 
 
 def test_input_errors_carry_json_field_names() -> None:
