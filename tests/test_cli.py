@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -655,6 +655,58 @@ def test_invalid_settings_in_the_environment(cli: CLI, monkeypatch: pytest.Monke
 
     assert run.code == EXIT_UNAVAILABLE
     assert "reserved for Clerk keys" in run.err
+
+
+class FakeClerkBackend:
+    """``--backend tests.test_cli:FakeClerkBackend``: the real Clerk manager over the
+    project's stateful fake of Clerk's API, shared by every CLI run of one test."""
+
+    fake: ClassVar[Any] = None
+
+    @classmethod
+    def from_settings(cls, url: str, settings: apikeys.Settings) -> apikeys.KeyManager:
+        assert cls.fake is not None, "set FakeClerkBackend.fake first"
+        manager: apikeys.KeyManager = cls.fake.key_manager()
+        return manager
+
+
+@pytest.mark.clerk
+def test_every_command_on_the_clerk_backend(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, database: Path
+) -> None:
+    testing = pytest.importorskip("apikeys.testing", exc_type=ImportError)
+    monkeypatch.setattr(FakeClerkBackend, "fake", testing.FakeClerk())
+    backend = "tests.test_cli:FakeClerkBackend"
+    user = testing.FakeClerk.new_user_id()
+
+    def run(*args: str, stdin: str = "") -> Run:
+        return cli(*args, stdin=stdin, backend=backend)
+
+    created = run(
+        "create", user, "CI pipeline", "--scope", "read:data", "--expires", "30d", "--json"
+    )
+    assert created.code == EXIT_OK, created.err
+    key = created.json()
+    assert key["id"].startswith("ak_")
+    assert run("list", user, "--json").json()["items"][0]["id"] == key["id"]
+    assert run("show", key["id"], "--json").json()["scopes"] == ["read:data"]
+    assert run("verify", "--scope", "read:data", stdin=key["secret"]).code == EXIT_OK
+
+    rotated = run("rotate", key["id"], "--json")
+    assert rotated.code == EXIT_OK, rotated.err
+    new_secret = rotated.json()["secret"]
+    assert run("verify", stdin=new_secret).code == EXIT_OK
+    assert run("verify", stdin=key["secret"]).code == EXIT_REFUSED
+
+    new_id = rotated.json()["id"]
+    assert run("revoke", new_id, "--reason", "done").code == EXIT_OK
+    assert run("verify", stdin=new_secret).code == EXIT_REFUSED
+    assert run("delete", new_id).code == EXIT_OK
+    assert run("show", new_id).code == EXIT_NOT_FOUND
+    not_clerk_user = run("create", "user_1", "CI pipeline")
+    assert not_clerk_user.code == EXIT_USAGE
+    assert "Clerk id" in not_clerk_user.err
+    assert not database.exists()  # nothing went to the SQLite default
 
 
 # --- exit codes and usage -----------------------------------------------------------
