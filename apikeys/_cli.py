@@ -473,6 +473,10 @@ def _read_key(args: argparse.Namespace) -> str:
             raise InvalidInputError(f"environment variable {args.key_env} is not set")
     elif args.key is not None and args.key != "-":
         value = args.key
+        sys.stderr.write(
+            "apikeys: note: a key given as an argument shows in ps and shell history;"
+            " pipe it on stdin or use --key-env instead\n"
+        )
     elif sys.stdin is not None and sys.stdin.isatty():
         value = getpass.getpass("API key: ")
     elif sys.stdin is not None:

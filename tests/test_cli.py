@@ -494,9 +494,19 @@ def test_verify_from_an_environment_variable(cli: CLI, monkeypatch: pytest.Monke
     }
 
 
-def test_verify_from_an_argument(cli: CLI) -> None:
+def test_verify_from_an_argument_works_but_warns(cli: CLI) -> None:
     created = create(cli)
-    assert cli("verify", created["secret"]).code == EXIT_OK
+
+    run = cli("verify", created["secret"])
+
+    assert run.code == EXIT_OK
+    assert "shows in ps and shell history" in run.err
+    assert created["secret"] not in run.err
+
+
+def test_verify_from_stdin_does_not_warn(cli: CLI) -> None:
+    created = create(cli)
+    assert cli("verify", stdin=created["secret"]).err == ""
 
 
 def test_verify_checks_required_scopes(cli: CLI) -> None:
