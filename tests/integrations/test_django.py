@@ -5,7 +5,7 @@ async views under WSGI) and the example project in a real WSGI server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -23,7 +23,7 @@ from tests.integrations.django_settings import (
     configured,
     django_client,
 )
-from tests.integrations.servers import running_server, waitress_command
+from tests.integrations.servers import running_server, uvicorn_command, waitress_command
 
 pytestmark = pytest.mark.django
 
@@ -114,6 +114,34 @@ def test_an_async_manager_serves_only_its_own_event_loop(seeded: Seeded) -> None
         keys.close()  # the first loop is gone: closes the async manager in a fresh one
     assert keys._async_manager is None
     assert keys._manager is None
+
+
+def test_sync_and_async_managers_share_one_verification_cache(seeded: Seeded) -> None:
+    # Under ASGI the async middleware verifies with the async manager while a sync
+    # /api-keys view revokes with the sync one: a revocation must take effect at once.
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncRequestFactory
+
+    from apikeys.integrations.django import APIKeys
+
+    keys = APIKeys(backend=seeded.url)  # the default cache_ttl: 10 seconds
+
+    async def verify() -> apikeys.VerifiedKey:
+        request = AsyncRequestFactory().get("/", headers=bearer(seeded.reader.secret))
+        return await keys.aauthenticate(request)
+
+    async def scenario() -> None:
+        try:
+            assert (await verify()).user_id == OWNER  # now cached
+            await sync_to_async(keys.manager.revoke_api_key)(seeded.reader.id)
+            with pytest.raises(apikeys.RevokedKeyError):
+                await verify()
+        finally:
+            await keys.aclose()
+
+    asyncio.run(scenario())
 
 
 # --- Django specifics ----------------------------------------------------------------------
@@ -361,11 +389,19 @@ def test_any_header_value_is_a_clean_refusal(
 
 
 @pytest.mark.e2e
-def test_example_project_over_real_http(seeded: Seeded) -> None:
+@pytest.mark.parametrize(
+    ("command_for", "app"),
+    [
+        (waitress_command, "examples.django_project.wsgi:application"),
+        (uvicorn_command, "examples.django_project.asgi:application"),
+    ],
+    ids=["wsgi-waitress", "asgi-uvicorn"],
+)
+def test_example_project_over_real_http(
+    seeded: Seeded, command_for: Callable[[str, int], list[str]], app: str
+) -> None:
     with (
-        running_server(
-            waitress_command, "examples.django_project.wsgi:application", seeded.url
-        ) as base_url,
+        running_server(command_for, app, seeded.url) as base_url,
         httpx.Client(base_url=base_url, timeout=10) as http,
     ):
         assert http.get("/health").json() == {"status": "ok"}

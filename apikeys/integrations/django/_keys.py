@@ -15,6 +15,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
+from apikeys._cache import VerificationCache
 from apikeys._config import load_settings
 from apikeys._default import get_async_key_manager, get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError
@@ -66,6 +67,21 @@ def log_server_error(exc: APIKeysError) -> None:
     """
     if exc.status_code >= 500:
         logger.warning("API key check failed: %s: %s", type(exc).__name__, exc.message)
+
+
+def _share_cache(built: object, other: object | None) -> None:
+    """Make a manager just built use the other manager's verification cache.
+
+    One process, one cache: a key revoked through the sync manager (a sync
+    ``/api-keys`` view) must not stay verified in the async manager's cache
+    (the async middleware) for up to ``CACHE_TTL``, nor the other way round.
+    Backends without a :class:`~apikeys.VerificationCache` keep their own.
+    """
+    shared = getattr(other, "cache", None)
+    if isinstance(shared, VerificationCache) and isinstance(
+        getattr(built, "cache", None), VerificationCache
+    ):
+        built.cache = shared  # type: ignore[attr-defined]
 
 
 class APIKeys:
@@ -166,6 +182,7 @@ class APIKeys:
                     return get_key_manager()
                 self._manager = create_key_manager(self._backend, **self._options)
                 self._owns_sync = True
+                _share_cache(self._manager, self._async_manager if self._owns_async else None)
             return self._manager
 
     def _async_manager_for(self, request: HttpRequest) -> AsyncKeyManager | None:
@@ -190,6 +207,7 @@ class APIKeys:
                     return get_async_key_manager()
                 self._async_manager = create_async_key_manager(self._backend, **self._options)
                 self._owns_async = True
+                _share_cache(self._async_manager, self._manager if self._owns_sync else None)
             return self._async_manager
 
     def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
