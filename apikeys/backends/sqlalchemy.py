@@ -54,6 +54,7 @@ from apikeys._events import (  # noqa: E402
     DEFAULT_SUSPICIOUS_FAILURES,
     DEFAULT_SUSPICIOUS_WINDOW,
     EventReporter,
+    is_wanted,
 )
 from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow  # noqa: E402
 from apikeys._flow import run_async, run_sync  # noqa: E402
@@ -332,17 +333,16 @@ class _SQLAlchemyBase:
 
     def _cached(self, secret: str, required: tuple[str, ...]) -> VerifiedKey | None:
         """The validation fast path: a cache hit, or ``None`` to run the flow."""
-        user_id: str | None = None
         try:
-            hit = cached_verification(self.cache, secret, ())
-            if hit is None:
-                return None
-            user_id = hit.user_id
-            hit = check_scopes(hit, required)
+            hit = cached_verification(self.cache, secret, required)
         except APIKeysError as exc:
-            self.events.rejected(exc, user_id=user_id)
+            # Rare (a cached key lacking a scope, or a non-string): look the owner up again.
+            cached = self.cache.get(self.cache.digest(secret)) if isinstance(secret, str) else None
+            self.events.rejected(exc, user_id=cached.user_id if cached else None)
             raise
-        self.events.report("validated", hit.key_id, user_id=hit.user_id)
+        # Checked here, not in report(): a hit that nobody monitors pays one call, no more.
+        if hit is not None and is_wanted("validated"):
+            self.events.report("validated", hit.key_id, user_id=hit.user_id)
         return hit
 
     # --- row mapping -------------------------------------------------------------
@@ -640,10 +640,10 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
         password_hasher: An ``argon2.PasswordHasher`` with your cost parameters.
         timeout: Longest wait, in seconds, for a database lock, a connection, or a
             hashing turn; past it the call fails with ``BackendUnavailableError``.
-        max_failures_per_key: Failed validations allowed per key id per
-            ``failure_window`` before further attempts get ``RateLimitedError``
-            (unknown ids count alike); ``0`` disables. See ``docs/security.md``.
-        failure_window: Seconds over which those failures count.
+        max_failures_per_key: Failed validations (wrong secret or unknown id) a key
+            id may have in a burst before every attempt for it, the right secret
+            included, gets ``RateLimitedError``; ``0`` disables. See ``docs/security.md``.
+        failure_window: Seconds for a key id's allowance to refill completely.
         max_concurrent_hashes: argon2 hashes running at once (default: one per CPU).
         max_tracked_key_ids: Key ids the limiter and the burst detector remember.
         suspicious_failures: Failures against one key id per ``suspicious_window``
