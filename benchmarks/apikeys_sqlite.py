@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from argon2 import PasswordHasher
 
-from apikeys import InvalidKeyError, generate_key
+from apikeys import InvalidKeyError, generate_key, parse_key
 from apikeys._keyformat import BASE62_ALPHABET, MAX_KEY_LENGTH
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager, api_keys_table, metadata
+from benchmarks.harness import Case
 from benchmarks.workloads import KeySets
 
 SUBJECT_NAME = "apikeys-sqlalchemy"
@@ -32,6 +34,7 @@ CREATED_BY = "bench-create"
 
 _INSERT_CHUNK = 10_000  # rows per executemany: bounded memory, few round trips
 _LAST_USED_INTERVAL = 3600.0
+_COMPONENT_KEYS = 64  # hashed again for argon2_verify: a few suffice, the cost is per call
 
 
 @dataclass
@@ -115,6 +118,7 @@ def open_subject(
     real_keys: int,
     filler_hash_pool: int,
     rng: random.Random,
+    password_hasher: PasswordHasher | None = None,
 ) -> ApikeysSQLiteSubject:
     """Create a SQLite file at ``path`` holding ``size`` keys and wrap it as a subject.
 
@@ -125,16 +129,18 @@ def open_subject(
             workloads present these. Capped at ``size``.
         filler_hash_pool: Distinct real hashes reused for the other rows.
         rng: Source of filler ids and garbage (not of any secret).
+        password_hasher: argon2 parameters other than the backend's defaults.
     """
     if path.exists():
         raise FileExistsError(path)
     started = time.perf_counter()
     # Steady-state figures: a last_used_at write happens once per key per
     # interval; an hour keeps it out of the timed batches (the warm-up pays it).
-    manager = SQLAlchemyKeyManager(f"sqlite:///{path}", last_used_interval=_LAST_USED_INTERVAL)
-    uncached = SQLAlchemyKeyManager(
-        manager.engine, cache_ttl=0, last_used_interval=_LAST_USED_INTERVAL
-    )
+    options: dict[str, Any] = {"last_used_interval": _LAST_USED_INTERVAL}
+    if password_hasher is not None:
+        options["password_hasher"] = password_hasher
+    manager = SQLAlchemyKeyManager(f"sqlite:///{path}", **options)
+    uncached = SQLAlchemyKeyManager(manager.engine, cache_ttl=0, **options)
     real_count = min(real_keys, size)
     hash_started = time.perf_counter()
     presented = [generate_key() for _ in range(real_count)]
@@ -184,6 +190,41 @@ def open_subject(
     )
     subject.counter.attach(manager.engine)
     return subject
+
+
+def argon2_verify(subject: ApikeysSQLiteSubject, ops: int) -> Case:
+    """Component of a cache miss: one argon2id check with the manager's hasher, nothing else."""
+    keys = subject.keys.valid
+    hashes = [subject.manager.hasher.hash(key) for key in keys[:_COMPONENT_KEYS]]
+    verify, count = subject.manager.hasher.verify, len(hashes)
+
+    def op(index: int) -> object:
+        return verify(hashes[index % count], keys[index % count])
+
+    return Case(subject.name, subject.size, "argon2_verify", ops, op, io_count=subject.queries)
+
+
+def row_lookup(subject: ApikeysSQLiteSubject, ops: int) -> Case:
+    """Component of a cache miss: the indexed read of one key's row, as the backend issues it."""
+    ids = [parse_key(key).lookup_id for key in subject.keys.valid]
+    engine, table, count = subject.manager.engine, api_keys_table, len(ids)
+
+    def op(index: int) -> object:
+        statement = sa.select(*table.c).where(table.c.id == ids[index % count])
+        with engine.connect() as connection:
+            rows = connection.execute(statement).mappings().all()
+        if len(rows) != 1:
+            raise AssertionError(f"key #{index % count} is not stored")
+        return rows
+
+    return Case(subject.name, subject.size, "row_lookup", ops, op, io_count=subject.queries)
+
+
+COMPONENTS: dict[str, Callable[[ApikeysSQLiteSubject, int], Case]] = {
+    "argon2_verify": argon2_verify,
+    "row_lookup": row_lookup,
+}
+"""The parts of a cache miss, measured alone to show where its time goes."""
 
 
 def _row(lookup_id: str, secret_hash: str, hint: str, now: datetime) -> dict[str, Any]:
@@ -251,11 +292,14 @@ def garbage_keys(valid: list[str], rng: random.Random, *, count: int) -> list[st
 
 
 __all__ = [
+    "COMPONENTS",
     "CREATED_BY",
     "SUBJECT_NAME",
     "ApikeysSQLiteSubject",
     "QueryCounter",
     "SeedReport",
+    "argon2_verify",
     "garbage_keys",
     "open_subject",
+    "row_lookup",
 ]

@@ -33,6 +33,8 @@ _WORKLOAD_TITLES = {
     "garbage": "Garbage (mixed malformed strings)",
     "bad_checksum": "Garbage: typo (bad checksum only)",
     "create": "Key creation",
+    "argon2_verify": "Component: argon2id verify",
+    "row_lookup": "Component: indexed row read",
 }
 
 
@@ -217,6 +219,7 @@ def render_markdown_block(record: RunRecord) -> str:
     machine = record.machine
     argon2 = machine["argon2_parameters"]
     config = record.config
+    defaults = "the defaults" if config.get("default_argon2", True) else "**not** the defaults"
     lines = [
         BEGIN_MARKER,
         "",
@@ -228,7 +231,7 @@ def render_markdown_block(record: RunRecord) -> str:
         f"{machine['sqlalchemy']}, argon2-cffi {machine['argon2-cffi']} (bindings "
         f"{machine['argon2-cffi-bindings']}), SQLite {machine['sqlite']}, apikeys "
         f"{machine['apikeys']} at commit `{machine['git_commit']}`",
-        f"- argon2id parameters (the defaults): time_cost={argon2['time_cost']}, "
+        f"- argon2id parameters ({defaults}): time_cost={argon2['time_cost']}, "
         f"memory_cost={argon2['memory_cost']} KiB, parallelism={argon2['parallelism']}",
         f"- Load average at start: {machine['load_average_at_start']}; timer overhead "
         f"{config['timer_overhead_ns']:.0f} ns per operation (included in the figures)",

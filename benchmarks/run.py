@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.apikeys_sqlite import ApikeysSQLiteSubject, open_subject
+from argon2 import PasswordHasher
+
+from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+from benchmarks.apikeys_sqlite import COMPONENTS, ApikeysSQLiteSubject, open_subject
 from benchmarks.harness import Case, run_interleaved, timer_overhead_ns
 from benchmarks.report import RunRecord, machine_info, render_console, update_markdown, write_json
 from benchmarks.targets import evaluate
@@ -30,6 +33,7 @@ from benchmarks.workloads import WORKLOADS
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+ALL_WORKLOADS = [*WORKLOADS, *COMPONENTS]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Profile:
     ops: dict[str, int] = field(default_factory=dict)
     real_keys: int = 512
     filler_hash_pool: int = 64
+    argon2: dict[str, int] | None = None
+    """argon2id ``time_cost``/``memory_cost`` overrides; ``None``: the backend's defaults."""
 
 
 FULL = Profile(
@@ -63,6 +69,8 @@ FULL = Profile(
         "garbage": 20_000,
         "bad_checksum": 20_000,
         "create": 40,
+        "argon2_verify": 512,
+        "row_lookup": 2_000,
     },
 )
 QUICK = Profile(
@@ -76,6 +84,8 @@ QUICK = Profile(
         "garbage": 200,
         "bad_checksum": 200,
         "create": 3,
+        "argon2_verify": 16,
+        "row_lookup": 16,
     },
     real_keys=16,
     filler_hash_pool=4,
@@ -97,13 +107,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workload",
         action="append",
-        choices=sorted(WORKLOADS),
+        choices=ALL_WORKLOADS,
         help="measure only this workload (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=2026, help="seeds filler ids, garbage, order")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="update the generated block of this page")
     parser.add_argument("--no-write", action="store_true", help="write no file, even in a full run")
+    parser.add_argument(
+        "--argon2-memory-cost",
+        type=int,
+        metavar="KIB",
+        help="argon2id memory cost instead of the backend's default (explores a trade-off)",
+    )
+    parser.add_argument(
+        "--argon2-time-cost",
+        type=int,
+        metavar="N",
+        help="argon2id time cost instead of the backend's default",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep the SQLite files in this directory (default: temporary)"
     )
@@ -126,7 +148,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 def run_benchmarks(
     profile: Profile,
     *,
-    workloads: Sequence[str] = tuple(WORKLOADS),
+    workloads: Sequence[str] = tuple(ALL_WORKLOADS),
     seed: int = 2026,
     workdir: Path | None = None,
     command: str = "python -m benchmarks",
@@ -145,6 +167,7 @@ def run_benchmarks(
     directory = Path(tempfile.mkdtemp(prefix="apikeys-bench-")) if workdir is None else workdir
     directory.mkdir(parents=True, exist_ok=True)
     subjects: list[ApikeysSQLiteSubject] = []
+    hasher, default_argon2 = _password_hasher(profile.argon2)
     try:
         for size in profile.sizes:
             say(f"seeding {size:,} keys ...")
@@ -154,22 +177,25 @@ def run_benchmarks(
                 real_keys=profile.real_keys,
                 filler_hash_pool=profile.filler_hash_pool,
                 rng=rng,
+                password_hasher=hasher,
             )
             subjects.append(subject)
             say(f"  done in {subject.seed_report.seconds:.1f} s")
         cases: list[Case] = [
             WORKLOADS[name](subject, profile.ops[name])
+            if name in WORKLOADS
+            else COMPONENTS[name](subject, profile.ops[name])
             for subject in subjects
             for name in workloads
         ]
         overhead = timer_overhead_ns()
-        hasher = subjects[0].manager.hasher
+        used = subjects[0].manager.hasher
         machine = machine_info(
             ROOT,
             argon2_parameters={
-                "time_cost": hasher.time_cost,
-                "memory_cost": hasher.memory_cost,
-                "parallelism": hasher.parallelism,
+                "time_cost": used.time_cost,
+                "memory_cost": used.memory_cost,
+                "parallelism": used.parallelism,
             },
         )
         say(f"running {len(cases)} cases x {profile.repeats} repeats, interleaved ...")
@@ -185,11 +211,12 @@ def run_benchmarks(
                 "filler_hash_pool": profile.filler_hash_pool,
                 "seed": seed,
                 "timer_overhead_ns": overhead,
+                "default_argon2": default_argon2,
             },
             machine=machine,
             seeding=[subject.seed_report.as_dict() for subject in subjects],
             results=results,
-            checks=evaluate(results),
+            checks=evaluate(results, default_argon2=default_argon2),
             duration_s=time.perf_counter() - started,
         )
     finally:
@@ -197,6 +224,27 @@ def run_benchmarks(
             subject.close()
         if own_workdir:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _password_hasher(overrides: dict[str, int] | None) -> tuple[PasswordHasher | None, bool]:
+    """The hasher for ``overrides`` (``None`` keeps the backend's), and whether it is the default."""
+    if not overrides:
+        return None, True
+    probe = SQLAlchemyKeyManager("sqlite://")
+    default = probe.hasher
+    probe.close()
+    hasher = PasswordHasher(
+        time_cost=overrides.get("time_cost", default.time_cost),
+        memory_cost=overrides.get("memory_cost", default.memory_cost),
+        parallelism=default.parallelism,
+        hash_len=default.hash_len,
+        salt_len=default.salt_len,
+        type=default.type,
+    )
+    same = all(
+        getattr(hasher, name) == getattr(default, name) for name in ("time_cost", "memory_cost")
+    )
+    return hasher, same
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,12 +258,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ops=base.ops,
         real_keys=base.real_keys,
         filler_hash_pool=base.filler_hash_pool,
+        argon2={
+            name: value
+            for name, value in (
+                ("memory_cost", options.argon2_memory_cost),
+                ("time_cost", options.argon2_time_cost),
+            )
+            if value is not None
+        }
+        or None,
     )
     if profile.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
     record = run_benchmarks(
         profile,
-        workloads=options.workload or tuple(WORKLOADS),
+        workloads=options.workload or tuple(ALL_WORKLOADS),
         seed=options.seed,
         workdir=options.workdir,
         command=shlex.join(["python", "-m", "benchmarks", *arguments]),
@@ -239,4 +296,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FULL", "QUICK", "Profile", "main", "run_benchmarks"]
+__all__ = ["ALL_WORKLOADS", "FULL", "QUICK", "Profile", "main", "run_benchmarks"]
