@@ -379,12 +379,13 @@ def _cmd_create(args: argparse.Namespace, out: Writer) -> int:
     metadata = _metadata_arg(args.metadata)
     with _manager(args) as manager:
         new = manager.create_api_key(args.user_id, args.name, scopes, expiration, metadata=metadata)
-    if args.json:
-        _write_json(out, _new_key_json(new))
-        return EXIT_OK
-    out.write(f"Created API key {new.id} for {new.user_id}\n")
-    _write_details(out, _details(new.api_key))
-    _write_secret(out, new.secret)
+        # Printed before the manager closes: the secret exists nowhere else.
+        if args.json:
+            _write_json(out, _new_key_json(new))
+            return EXIT_OK
+        out.write(f"Created API key {new.id} for {new.user_id}\n")
+        _write_details(out, _details(new.api_key))
+        _write_secret(out, new.secret)
     return EXIT_OK
 
 
@@ -450,16 +451,26 @@ def _cmd_rotate(args: argparse.Namespace, out: Writer) -> int:
         expiration = parse_expiration_arg(args.expires)
     with _manager(args) as manager:
         new = manager.rotate_api_key(args.key_id, grace=grace, expiration=expiration)
-        old = manager.get_api_key(args.key_id)
-    if args.json:
-        data = _new_key_json(new)
-        data["replaces"] = _key_json(old)
-        _write_json(out, data)
-        return EXIT_OK
-    until = "now" if old.revoked_at is not None else f"at {_when(old.expires_at)} UTC"
-    out.write(f"Rotated API key {old.id} -> {new.id}; the old key stops working {until}\n")
-    _write_details(out, _details(new.api_key))
-    _write_secret(out, new.secret)
+        # The rotation is done and its secret exists only here: a failure to read
+        # the old key's new state must not keep the secret from being printed.
+        try:
+            old: APIKey | None = manager.get_api_key(args.key_id)
+        except APIKeysError:
+            old = None
+        if args.json:
+            data = _new_key_json(new)
+            data["replaces"] = None if old is None else _key_json(old)
+            _write_json(out, data)
+            return EXIT_OK
+        if old is None:
+            until = "as the backend decides (its state could not be read back)"
+        elif old.revoked_at is not None:
+            until = "now"
+        else:
+            until = f"at {_when(old.expires_at)} UTC"
+        out.write(f"Rotated API key {args.key_id} -> {new.id}; the old key stops working {until}\n")
+        _write_details(out, _details(new.api_key))
+        _write_secret(out, new.secret)
     return EXIT_OK
 
 

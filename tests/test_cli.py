@@ -719,6 +719,56 @@ def test_every_command_on_the_clerk_backend(
     assert not database.exists()  # nothing went to the SQLite default
 
 
+class ReadBackFailsAfterRotation:
+    """``--backend tests.test_cli:ReadBackFailsAfterRotation``: the SQLAlchemy manager on
+    ``database_url``, whose every read fails once a rotation has been done (a backend
+    going down at the worst moment)."""
+
+    database_url: ClassVar[str] = ""
+
+    @classmethod
+    def from_settings(cls, url: str, settings: apikeys.Settings) -> apikeys.KeyManager:
+        from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+
+        class Manager(SQLAlchemyKeyManager):
+            rotated = False
+
+            def rotate_api_key(self, *args: Any, **kwargs: Any) -> apikeys.NewAPIKey:
+                new = super().rotate_api_key(*args, **kwargs)
+                self.rotated = True
+                return new
+
+            def get_api_key(self, key_id: str) -> apikeys.APIKey:
+                if self.rotated:
+                    raise apikeys.BackendUnavailableError()
+                return super().get_api_key(key_id)
+
+        return Manager(cls.database_url)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_rotate_prints_the_new_secret_even_if_reading_back_fails(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, url: str, as_json: bool
+) -> None:
+    old = create(cli)
+    monkeypatch.setattr(ReadBackFailsAfterRotation, "database_url", url)
+
+    run = cli(
+        "rotate",
+        old["id"],
+        *(["--json"] if as_json else []),
+        backend="tests.test_cli:ReadBackFailsAfterRotation",
+    )
+
+    assert run.code == EXIT_OK, run.err
+    secret = run.json()["secret"] if as_json else secret_of(run)
+    if as_json:
+        assert run.json()["replaces"] is None
+    else:
+        assert "its state could not be read back" in run.out
+    assert cli("verify", stdin=secret).code == EXIT_OK
+
+
 # --- exit codes and usage -----------------------------------------------------------
 
 
