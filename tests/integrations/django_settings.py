@@ -9,13 +9,17 @@ modules. Each demo app then runs under ``override_settings``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
 import django
+import pytest
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.test import AsyncClient
@@ -33,6 +37,7 @@ from apikeys.integrations.django import (
     require_api_key,
 )
 from tests.integrations.apps import product_docs_body
+from tests.integrations.conftest import Seeded, seed
 from tests.integrations.contract import AppOptions, Client, Reply
 
 T = TypeVar("T")
@@ -274,3 +279,21 @@ def django_client(
                 loop.run(APIKeys.current().aclose())
             finally:
                 loop.close()
+
+
+# --- a seeded database per test, copied from one seeded per module --------------------------
+
+
+@pytest.fixture(scope="module", name="seeded_template")
+def seeded_template_fixture(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    """The standard keys, seeded once per module (seeding costs argon2 hashes)."""
+    return seed(f"sqlite:///{tmp_path_factory.mktemp('django-seed') / 'keys.db'}")
+
+
+@pytest.fixture(name="seeded")
+def seeded_copy_fixture(seeded_template: Seeded, db_url: str, tmp_path: Path) -> Seeded:
+    """Overrides ``conftest.seeded``: a fresh copy of the module's seeded database."""
+    template = Path(seeded_template.url.removeprefix("sqlite:///"))
+    target = Path(db_url.removeprefix("sqlite:///"))
+    shutil.copyfile(template, target)
+    return dataclasses.replace(seeded_template, url=db_url)

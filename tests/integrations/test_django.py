@@ -23,6 +23,12 @@ from tests.integrations.django_settings import (
     configured,
     django_client,
 )
+from tests.integrations.django_settings import (
+    seeded_copy_fixture as seeded_copy_fixture,  # overrides conftest's seeded
+)
+from tests.integrations.django_settings import (
+    seeded_template_fixture as seeded_template_fixture,
+)
 from tests.integrations.servers import running_server, uvicorn_command, waitress_command
 
 pytestmark = pytest.mark.django

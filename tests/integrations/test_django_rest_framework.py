@@ -24,6 +24,12 @@ from tests.integrations.django_settings import (
     configured,
     reply_of,
 )
+from tests.integrations.django_settings import (
+    seeded_copy_fixture as seeded_copy_fixture,  # overrides conftest's seeded
+)
+from tests.integrations.django_settings import (
+    seeded_template_fixture as seeded_template_fixture,
+)
 
 pytestmark = pytest.mark.django
 

@@ -162,6 +162,9 @@ class APIKeys:
         It is rebuilt when the setting changes (``override_settings`` in tests).
         """
         global _current
+        current = _current
+        if current is not None:  # every request asks: no lock once it exists
+            return current
         with _current_lock:
             if _current is None:
                 _current = cls.from_settings()
@@ -259,7 +262,8 @@ class APIKeys:
             caller=caller,
             key_id=key_id,
             query=query_pairs(request),
-            # At most one byte past the cap: enough for the core to refuse it.
+            # At most one byte past the cap: enough for the core to refuse it. Under
+            # ASGI, Django has already received the body: this read does not wait.
             body=request.read(self.settings.max_body_bytes + 1),
         )
 
