@@ -76,6 +76,8 @@ _KEY_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
 _SUBJECT_RE = re.compile(r"(?:user|org|mch|scim)_[A-Za-z0-9_]{27}")
 _NAME_RE = re.compile(r"\S(?:.*\S)?", re.DOTALL)
 _CREATED_BY_RE = re.compile(r"user_[A-Za-z0-9_]{27}")
+# What may go in an HTTP header value unquoted: the secret key, the API version.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Years 1970-9999 in milliseconds: anything outside is a corrupt answer.
 _MAX_TIMESTAMP_MS = 253_402_300_799_999
@@ -85,7 +87,7 @@ _EXPIRY_SLACK_MS = 10
 
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Failures after which the request surely never reached Clerk.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, ConnectionRefusedError)
 _jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
 
@@ -106,6 +108,11 @@ class _Send:
     body: dict[str, Any] | None = field(default=None, repr=False)
     params: dict[str, str] | None = None
     replayable: bool = True
+
+    @property
+    def quotable(self) -> bool:
+        """Whether Clerk's error prose about this request may be quoted (not for secrets)."""
+        return self.operation != "verify"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +290,13 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(seconds, 0.0), 86_400.0)
 
 
-def error_details(response: httpx.Response) -> str:
-    """A short, secret-free description of a Clerk error answer for messages."""
+def error_details(response: httpx.Response, *, quote_text: bool = True) -> str:
+    """A short description of a Clerk error answer for messages and logs.
+
+    With ``quote_text=False`` Clerk's prose is left out and only the status,
+    error code and trace id remain: used for answers to verify, whose text
+    might quote the presented secret.
+    """
     parts = [f"HTTP {response.status_code}"]
     try:
         payload = response.json()
@@ -298,7 +310,7 @@ def error_details(response: httpx.Response) -> str:
             text = first.get("long_message") or first.get("message")
             if isinstance(code, str):
                 parts.append(code[:100])
-            if isinstance(text, str):
+            if isinstance(text, str) and quote_text:
                 parts.append(text[:300])
         trace = payload.get("clerk_trace_id")
         if isinstance(trace, str):
@@ -343,28 +355,31 @@ def parse_key_object(payload: Any, operation: str) -> ClerkKeyObject:
 
 
 class _DigestMemory:
-    """Which key id each recently verified secret digest belonged to (never a secret).
+    """What this process learnt about secrets it saw verify: their key id, and
+    whether the key was since found revoked. Keyed by cache digest, never a secret.
 
-    After Clerk refuses a secret that verified before, this tells which key
-    to look up so the holder learns *why* (revoked or expired) even when
-    Clerk's verify endpoint only answers 404.
+    After Clerk refuses a secret that verified before, the key id tells which
+    key to look up so the holder learns *why* (revoked or expired) even when
+    Clerk's verify endpoint only answers 404. A revocation is final in Clerk,
+    so a secret known to be revoked is refused from then on without a call.
     """
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._ids: OrderedDict[bytes, str] = OrderedDict()
+        self._known: OrderedDict[bytes, tuple[str, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, digest: bytes, key_id: str) -> None:
+    def remember(self, digest: bytes, key_id: str, *, revoked: bool = False) -> None:
         with self._lock:
-            self._ids[digest] = key_id
-            self._ids.move_to_end(digest)
-            while len(self._ids) > self.max_entries:
-                self._ids.popitem(last=False)
+            self._known[digest] = (key_id, revoked)
+            self._known.move_to_end(digest)
+            while len(self._known) > self.max_entries:
+                self._known.popitem(last=False)
 
-    def key_id_of(self, digest: bytes) -> str | None:
+    def lookup(self, digest: bytes) -> tuple[str, bool] | None:
+        """``(key id, known revoked)`` for a digest seen before, else ``None``."""
         with self._lock:
-            return self._ids.get(digest)
+            return self._known.get(digest)
 
 
 class ClerkBase:
@@ -410,6 +425,8 @@ class ClerkBase:
             raise ConfigurationError("timeout must be > 0 seconds")
         if max_retries < 0 or retry_backoff < 0 or max_retry_wait < 0:
             raise ConfigurationError("max_retries, retry_backoff and max_retry_wait must be >= 0")
+        if api_version and not _TOKEN_RE.fullmatch(api_version):
+            raise ConfigurationError("CLERK_API_VERSION must be a version such as 2025-11-10")
         self.api_version = api_version
         self.timeout = httpx.Timeout(timeout)
         self.max_retries = max_retries
@@ -481,7 +498,8 @@ class ClerkBase:
         while True:
             try:
                 response: httpx.Response = yield send
-            except httpx.RequestError as exc:
+            except (httpx.RequestError, OSError) as exc:
+                # OSError: a custom transport that does not wrap socket errors.
                 surely_unsent = isinstance(exc, _NOT_SENT)
                 if not send.replayable and not surely_unsent:
                     raise self._maybe_done(send, type(exc).__name__) from exc
@@ -511,7 +529,8 @@ class ClerkBase:
                 ):
                     what = "rate-limited us" if status == 429 else "failed"
                     raise BackendUnavailableError(
-                        f"Clerk {what} ({error_details(response)} on {send.operation},"
+                        f"Clerk {what} ({error_details(response, quote_text=send.quotable)}"
+                        f" on {send.operation},"
                         f" {attempt + 1} attempt(s))",
                         retry_after=retry_after if retry_after is not None else 1,
                     )
@@ -546,7 +565,7 @@ class ClerkBase:
         response: httpx.Response, operation: str, *, key_id: str | None = None
     ) -> APIKeysError:
         status = response.status_code
-        details = error_details(response)
+        details = error_details(response, quote_text=operation != "verify")
         if status in (401, 403):
             logger.error("Clerk refused the instance secret key on %s: %s", operation, details)
             return ConfigurationError(
@@ -622,6 +641,9 @@ class ClerkBase:
 
     def _verify_flow(self, secret: str, digest: bytes) -> Generator[_Op, Any, VerifiedKey]:
         """Verify with Clerk (no scope check); successful answers are cached."""
+        known = self._verified_ids.lookup(digest)
+        if known is not None and known[1]:
+            raise RevokedKeyError(key_id=known[0])  # final in Clerk: no need to ask again
         # Read before asking: a revocation here meanwhile keeps this answer out of the cache.
         generation = self.cache.generation
         response = yield from self._exchange(
@@ -630,7 +652,8 @@ class ClerkBase:
         status = response.status_code
         if status in (400, 404, 422):
             if status != 404:
-                logger.warning("Clerk refused a verification: %s", error_details(response))
+                details = error_details(response, quote_text=False)
+                logger.warning("Clerk refused a verification: %s", details)
             yield from self._explain_refusal(digest)
             raise InvalidKeyError()
         if not response.is_success:
@@ -638,6 +661,7 @@ class ClerkBase:
         key = parse_key_object(json_of(response, "verify"), "verify")
         # Clerk may answer 200 for a key it knows to be unusable: refuse it all the same.
         if key.revoked:
+            self._verified_ids.remember(digest, key.id, revoked=True)
             raise RevokedKeyError(key_id=key.id)
         if key.expired:
             raise ExpiredKeyError(key_id=key.id)
@@ -654,15 +678,17 @@ class ClerkBase:
         presenter has proven it holds the secret, so learning that the key is
         revoked or expired tells nothing to anyone else.
         """
-        key_id = self._verified_ids.key_id_of(digest)
-        if key_id is None:
+        known = self._verified_ids.lookup(digest)
+        if known is None:
             return
+        key_id = known[0]
         try:
             payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"))
             key = parse_key_object(payload, "get")
         except APIKeysError:
             return  # the refusal stands; the reason is a courtesy
         if key.revoked:
+            self._verified_ids.remember(digest, key_id, revoked=True)
             raise RevokedKeyError(key_id=key_id)
         if key.expired or check_expired(key):
             raise ExpiredKeyError(key_id=key_id)
@@ -826,7 +852,11 @@ def _check_secret_key(secret_key: str | SecretStr) -> SecretStr:
             "the Clerk backend needs your Clerk secret key: set CLERK_SECRET_KEY, or choose"
             " the local backend with APIKEYS_BACKEND=sqlite:///apikeys.db"
         )
-    if not secret_key.startswith("sk_") or not secret_key.isprintable() or " " in secret_key:
+    if (
+        not secret_key.startswith("sk_")
+        or len(secret_key) < 4
+        or not _TOKEN_RE.fullmatch(secret_key)
+    ):
         raise ConfigurationError(
             "CLERK_SECRET_KEY must be a Clerk secret key (sk_live_… or sk_test_…);"
             " publishable keys (pk_…) cannot manage API keys"

@@ -298,7 +298,7 @@ class AsyncClerkKeyManager(ClerkBase):
         """Verify with Clerk, sharing one call among concurrent callers of one secret."""
         digest = _presented_digest(self, secret)
         shared = self._inflight.get(digest)
-        if shared is None:
+        if shared is None or shared.get_loop() is not asyncio.get_running_loop():
             # A task of its own, so one caller's cancellation never cancels the others'.
             shared = asyncio.ensure_future(
                 run_async(self._verify_flow(secret, digest), self._perform)

@@ -435,3 +435,26 @@ def test_nothing_listening_is_backend_unavailable(flavour: str) -> None:
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+def test_a_transport_raising_a_bare_os_error_fails_closed(flavour: str) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise ConnectionResetError("reset by a custom transport")
+
+    options: dict[str, Any] = {"retry_backoff": 0.0, "cache_ttl": 0}
+    transport = httpx.MockTransport(broken)
+    if flavour == "sync":
+        with httpx.Client(transport=transport) as client:
+            manager = ClerkKeyManager("sk_test_x", http_client=client, **options)
+            with pytest.raises(BackendUnavailableError, match="ConnectionResetError"):
+                manager.validate_api_key("ak_" + "A" * 44)
+    else:
+        import asyncio
+
+        async def run() -> None:
+            async with httpx.AsyncClient(transport=transport) as client:
+                manager = AsyncClerkKeyManager("sk_test_x", http_client=client, **options)
+                with pytest.raises(BackendUnavailableError, match="may or may not"):
+                    await manager.create_api_key("user_" + "a" * 27, "reset")
+
+        asyncio.run(run())

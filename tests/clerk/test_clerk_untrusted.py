@@ -68,7 +68,7 @@ key_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(payload=json_values | key_like)
 def test_key_objects_parse_or_are_malformed(payload: Any) -> None:
     outcome: object
@@ -82,7 +82,7 @@ def test_key_objects_parse_or_are_malformed(payload: Any) -> None:
         assert isinstance(outcome, ClerkKeyObject) and isinstance(outcome.revoked, bool)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(body=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_error_details_never_fail(body: bytes) -> None:
     details = error_details(httpx.Response(502, content=body))
@@ -96,7 +96,7 @@ def test_retry_after_is_bounded_or_absent(header: str | None) -> None:
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     presented=st.text(max_size=80) | st.from_regex(r"ak_[A-Za-z0-9+/=_-]{10,60}", fullmatch=True)
@@ -112,7 +112,7 @@ def test_presented_secrets_are_refused_and_only_plausible_ones_cost_a_call(
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(payload=key_like | json_values, status=st.sampled_from([200, 201, 206]))
 def test_any_verify_answer_ends_in_a_documented_outcome(payload: Any, status: int) -> None:
