@@ -146,6 +146,31 @@ def test_invalidate_drops_every_entry_of_a_key_id(clock: FakeClock) -> None:
     cache.invalidate("never-cached")
 
 
+def test_a_put_racing_an_invalidation_is_refused(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    digest = cache.digest("key")
+    before_lookup = cache.generation
+    cache.invalidate("k1")  # a revocation lands while the lookup is in flight
+    cache.put(digest, verified("k1"), generation=before_lookup)
+    assert cache.get(digest) is None
+    assert len(cache) == 0
+    # A lookup that started after the invalidation may fill the cache.
+    cache.put(digest, verified("k1"), generation=cache.generation)
+    assert cache.get(digest) is not None
+
+
+def test_every_invalidation_and_clear_moves_the_generation(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    first = cache.generation
+    cache.invalidate("never-cached")
+    second = cache.generation
+    cache.clear()
+    assert first < second < cache.generation
+    stale = cache.digest("stale")
+    cache.put(stale, verified(), generation=second)
+    assert cache.get(stale) is None
+
+
 def test_clear(clock: FakeClock) -> None:
     cache = VerificationCache(ttl=60, clock=clock)
     digest = cache.digest("a")
