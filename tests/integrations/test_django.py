@@ -5,6 +5,8 @@ async views under WSGI) and the example project in a real WSGI server."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -17,7 +19,13 @@ import apikeys
 from apikeys import ConfigurationError
 from apikeys.integrations._core import IntegrationSettings
 from tests.integrations.conftest import OWNER, Seeded
-from tests.integrations.contract import AppOptions, ClientFactory, IntegrationContract, bearer
+from tests.integrations.contract import (
+    AppOptions,
+    ClientFactory,
+    IntegrationContract,
+    as_json,
+    bearer,
+)
 from tests.integrations.django_settings import (
     SyncURLConf,
     configured,
@@ -362,7 +370,31 @@ def test_public_surface() -> None:
         assert getattr(module, name) is not None
 
 
-# --- untrusted header values ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("missing", "module"),
+    [
+        ("django", "apikeys.integrations.django"),
+        ("rest_framework", "apikeys.integrations.django.rest_framework"),
+    ],
+)
+def test_import_guard_names_the_extra(missing: str, module: str) -> None:
+    # A fresh interpreter where the framework cannot be imported.
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "from apikeys import MissingDependencyError\n"
+        "try:\n"
+        f"    import {module}\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc.package, exc.extra, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split(" ", 2)[:2] == [missing, "django"]
+    assert "pip install 'apikeys[django]'" in result.stdout
+
+
+# --- untrusted input --------------------------------------------------------------------- ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -373,6 +405,25 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[obje
     keys = seed(url)
     with django_client(url, AppOptions(), asynchronous=False) as client:
         yield client, keys
+
+
+@given(body=st.one_of(st.binary(max_size=400), st.builds(as_json, st.dictionaries(
+    st.sampled_from(["name", "scopes", "expiration", "userId", "metadata", "extra"]),
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+              st.lists(st.text(max_size=12), max_size=3)),
+))))  # fmt: skip
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_create_body_is_answered_without_a_server_error(
+    fuzz_client: tuple[object, Seeded], body: bytes
+) -> None:
+    client, keys = fuzz_client
+    before = keys.count_keys()
+    reply = client.request(  # type: ignore[attr-defined]
+        "POST", "/api-keys", headers=bearer(keys.admin.secret), content=body
+    )
+    assert reply.status in (201, 403, 422), reply.text
+    assert keys.admin.secret not in reply.text
+    assert keys.count_keys() == before + (1 if reply.status == 201 else 0)
 
 
 @given(
