@@ -1124,3 +1124,27 @@ def test_verify_prompts_on_a_terminal_without_echo(cli: CLI, url: str) -> None:
     assert result["shown"].startswith("API key: ")
     assert f"valid: key {created['id']}" in result["shown"]
     assert created["secret"] not in result["shown"]
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`apikeys list | head -1`: the reader is gone; no traceback, exit 0."""
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")
+    }
+    environment["APIKEYS_BACKEND"] = f"sqlite:///{tmp_path / 'keys.db'}"
+    manager = apikeys.create_key_manager(environment["APIKEYS_BACKEND"])
+    for i in range(3):
+        manager.create_api_key("user_1", f"key {i}")
+    manager.close()
+    process = subprocess.Popen(
+        [str(_console_script()), "list", "user_1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader leaves before the first write: EPIPE for certain
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == EXIT_OK
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipe" not in stderr
