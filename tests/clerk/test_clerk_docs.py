@@ -37,3 +37,12 @@ def test_documented_defaults_are_the_real_ones() -> None:
     for name in ("timeout", "max_retries", "retry_backoff", "max_retry_wait", "cache_ttl"):
         # The constructor example on the page spells out every default.
         assert f"{name}={defaults[name]:g}" in text, name
+
+
+def test_relative_links_resolve() -> None:
+    from tests.test_docs import _LINK_RE
+
+    for match in _LINK_RE.finditer(PAGE.read_text(encoding="utf-8")):
+        target = match.group("target")
+        if "://" not in target:
+            assert (PAGE.parent / target).exists(), f"clerk.md links to missing {target}"
