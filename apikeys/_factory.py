@@ -96,8 +96,9 @@ def _build(manager_class: Any, url: str, settings: Settings) -> Any:
     # third-party class that lacks it is a configuration error, not an AttributeError.
     from_settings = getattr(manager_class, "from_settings", None)
     if not callable(from_settings):
+        # Named by class, never by URL: a URL may carry a password.
         raise ConfigurationError(
-            f"backend {getattr(manager_class, '__qualname__', manager_class)!r} for {url!r}"
+            f"backend class {getattr(manager_class, '__qualname__', manager_class)!r}"
             " has no from_settings(url, settings) classmethod"
         )
     return from_settings(url, settings)
