@@ -229,9 +229,19 @@ def test_bad_paths_are_configuration_errors(path: str, message: str) -> None:
         apikeys.create_key_manager(path)
 
 
-def test_a_class_without_from_settings_is_a_configuration_error(backend_module: str) -> None:
+def test_a_class_without_from_settings_is_a_configuration_error(
+    backend_module: str, entry_point_scheme: str, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigurationError, match="from_settings"):
         apikeys.create_key_manager(f"{backend_module}:NoFactory")
+    # Through an entry point, with a password in the URL: the error names the class only.
+    dist_info = next(tmp_path.glob("*.dist-info"))
+    (dist_info / "entry_points.txt").write_text(
+        f"[apikeys.backends]\n{entry_point_scheme} = {backend_module}:NoFactory\n"
+    )
+    with pytest.raises(ConfigurationError, match="NoFactory") as caught:
+        apikeys.create_key_manager(f"{entry_point_scheme}://admin:hunter2@db.internal/keys")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_a_backend_modules_own_missing_dependency_is_not_hidden(
