@@ -20,6 +20,7 @@ Request-time policy:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -63,9 +64,6 @@ MAX_HEADER_VALUE_LENGTH = 8192
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REALM_RE = re.compile(r"[ !#-\[\]-~]{1,64}")  # printable ASCII without '"' and '\'
-# Visible ASCII only: every key format we know fits, and nothing else reaches a backend.
-_CREDENTIAL_RE = re.compile(r"[!-~]+")
-_BEARER_RE = re.compile(r"bearer[ \t]+(.*)", re.IGNORECASE | re.DOTALL)
 # Characters RFC 6750 allows inside a quoted error_description.
 _DESCRIPTION_UNSAFE_RE = re.compile(r"[^ !#-\[\]-~]")
 
@@ -171,6 +169,9 @@ class IntegrationSettings(BaseModel):
             ) from None
 
 
+_DEFAULT_SETTINGS = IntegrationSettings()
+
+
 def split_config(
     config: Mapping[str, Any], prefix: str = ""
 ) -> tuple[IntegrationSettings, str | None, dict[str, Any]]:
@@ -233,19 +234,34 @@ def _credential_from(value: str, *, bearer: bool) -> str | None:
     if len(value) > MAX_HEADER_VALUE_LENGTH:
         raise InvalidKeyError()
     value = value.strip(" \t\r\n")
-    if not value:
-        return None
-    match = _BEARER_RE.fullmatch(value)
-    if match is not None:
-        value = match.group(1).strip(" \t")
+    # String methods rather than regular expressions: this runs on every request.
+    if value[:6].lower() == "bearer" and value[6:7] in (" ", "\t"):
+        value = value[7:].lstrip(" \t")
     elif bearer:
-        # Another scheme (Basic, Digest...): not ours, as if no key was sent.
+        # Another scheme (Basic, Digest...), or "Bearer" alone: as if no key was sent.
         return None
     if not value:
         return None
-    if len(value) > MAX_CREDENTIAL_LENGTH or not _CREDENTIAL_RE.fullmatch(value):
+    # Visible ASCII only: every key format we know fits, and nothing else reaches a backend.
+    if (
+        len(value) > MAX_CREDENTIAL_LENGTH
+        or not value.isascii()
+        or not value.isprintable()
+        or " " in value
+    ):
         raise InvalidKeyError()
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted_header_names(header_names: tuple[str, ...]) -> frozenset[str | bytes]:
+    """Lower-cased names, as text and as the bytes ASGI servers send (already lower case)."""
+    lowered = {name.lower() for name in header_names}
+    return frozenset([*lowered, *(name.encode("latin-1") for name in lowered)])
+
+
+def _items(source: HeaderSource) -> Iterable[tuple[Any, Any]]:
+    return source.items() if isinstance(source, Mapping) else source
 
 
 def extract_credential(
@@ -261,27 +277,34 @@ def extract_credential(
         InvalidKeyError: A value cannot be a key (too long, not visible ASCII),
             or several different keys were sent (403).
     """
-    settings = settings or IntegrationSettings()
-    wanted = {name.lower() for name in settings.header_names}
+    settings = settings or _DEFAULT_SETTINGS
+    wanted = _wanted_header_names(settings.header_names)
     found: list[str] = []
-    for name, value in _pairs(headers):
-        lowered = name.lower()
-        if lowered in wanted:
-            credential = _credential_from(value, bearer=lowered == "authorization")
+    # Runs on every protected request: only the wanted headers are decoded.
+    for name, value in _items(headers):
+        if isinstance(name, bytes):
+            if name not in wanted:  # ASGI header names are lower case by the spec
+                continue
+            name = name.decode("latin-1")
+        else:
+            name = name.lower()
+            if name not in wanted:
+                continue
+        for item in value if isinstance(value, list | tuple) else (value,):
+            credential = _credential_from(_text(item), bearer=name == "authorization")
             if credential is not None:
                 found.append(credential)
     query_used = False
-    for name, value in _pairs(query):
+    for name, value in _pairs(query) if query else ():
         if name == settings.query_param:
             query_used = True
             if settings.allow_query_param:
                 credential = _credential_from(value, bearer=False)
                 if credential is not None:
                     found.append(credential)
-    distinct = set(found)
-    if len(distinct) > 1:
+    if len(found) > 1 and len(set(found)) > 1:
         raise InvalidKeyError("Several different API keys were sent; send exactly one")
-    if distinct:
+    if found:
         return found[0]
     if query_used and not settings.allow_query_param:
         raise MissingKeyError(
@@ -472,7 +495,7 @@ def error_response(exc: APIKeysError, settings: IntegrationSettings | None = Non
     message may name hosts or drivers, which callers have no need to see;
     they are logged instead (logger ``apikeys.integrations``, level WARNING).
     """
-    settings = settings or IntegrationSettings()
+    settings = settings or _DEFAULT_SETTINGS
     status = exc.status_code
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     headers: list[tuple[str, str]] = []

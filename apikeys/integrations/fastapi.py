@@ -11,8 +11,9 @@ Example:
     ... async def protected(key: apikeys.VerifiedKey = Depends(require_api_key(["read:data"]))):
     ...     return {"user": key.user_id}
 
-``require_api_key`` shows up in the OpenAPI document as two security schemes
-(``Authorization: Bearer`` and ``X-API-Key``). Only async managers are
+``require_api_key`` shows up in the OpenAPI document as security schemes:
+``Authorization: Bearer`` and, added by ``APIKeys``, every other way the
+settings accept a key (``X-API-Key`` by default). Only async managers are
 accepted: nothing here blocks the event loop.
 """
 
@@ -25,8 +26,9 @@ require("fastapi", "fastapi")
 from collections.abc import Awaitable, Callable, Iterable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from fastapi import APIRouter, Depends, Request, Response, Security  # noqa: E402
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
+from fastapi import APIRouter, Depends, FastAPI, Request, Response  # noqa: E402
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel  # noqa: E402
+from fastapi.security.base import SecurityBase  # noqa: E402
 
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys.integrations._core import IntegrationSettings, required_scopes  # noqa: E402
@@ -40,21 +42,81 @@ from apikeys.integrations._management import (  # noqa: E402
     NEW_KEY_SCHEMA,
     PAGE_SCHEMA,
 )
-from apikeys.integrations.starlette import APIKeyMiddleware, APIKeys, to_response  # noqa: E402
+from apikeys.integrations.starlette import APIKeyMiddleware, to_response  # noqa: E402
+from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys  # noqa: E402
 
-# Both schemes only document the credentials in OpenAPI; the key itself is read
-# by the core, from the headers the settings name.
-_bearer_scheme = HTTPBearer(
-    scheme_name="APIKeyBearer",
-    description="An API key: `Authorization: Bearer <key>`",
-    auto_error=False,
-)
-_header_scheme = APIKeyHeader(
-    name="X-API-Key",
-    scheme_name="APIKeyHeader",
-    description="An API key in the `X-API-Key` header",
-    auto_error=False,
-)
+_BEARER_SCHEME = "APIKeyBearer"
+
+
+class APIKeys(StarletteAPIKeys):
+    """Binds an async key manager and :class:`IntegrationSettings` to a FastAPI app.
+
+    As :class:`apikeys.integrations.starlette.APIKeys`, and it completes the
+    app's OpenAPI document with the credentials the settings accept: an
+    ``apiKey`` scheme for each header other than ``Authorization``
+    (``X-API-Key`` by default) and for the query parameter when enabled, as
+    alternatives on every operation protected by :func:`require_api_key`.
+    Documenting them here costs nothing per request, unlike a dependency each.
+    """
+
+    def init_app(self, app: Any) -> None:
+        """Attach to ``app`` (see the Starlette twin) and extend its OpenAPI document."""
+        super().init_app(app)
+        if isinstance(app, FastAPI):
+            build_openapi = app.openapi
+
+            def openapi() -> dict[str, Any]:
+                if app.openapi_schema is None:
+                    self._document_credentials(build_openapi())
+                return build_openapi()
+
+            app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook
+
+    def _document_credentials(self, document: dict[str, Any]) -> None:
+        schemes = document.get("components", {}).get("securitySchemes", {})
+        if _BEARER_SCHEME not in schemes:
+            return  # no route uses require_api_key
+        settings = self.settings
+        extra: dict[str, dict[str, str]] = {}
+        for header in settings.header_names:
+            if header.lower() != "authorization":
+                name = "APIKeyHeader" + (str(len(extra) + 1) if extra else "")
+                extra[name] = {"type": "apiKey", "in": "header", "name": header,
+                               "description": f"An API key in the `{header}` header"}  # fmt: skip
+        if settings.allow_query_param:
+            extra["APIKeyQuery"] = {"type": "apiKey", "in": "query", "name": settings.query_param,
+                                    "description": "An API key in the query string"}  # fmt: skip
+        bearer_accepted = any(h.lower() == "authorization" for h in settings.header_names)
+        schemes.update(extra)
+        if not bearer_accepted:
+            del schemes[_BEARER_SCHEME]
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                requirements = operation.get("security") if isinstance(operation, dict) else None
+                if not requirements or {_BEARER_SCHEME: []} not in requirements:
+                    continue
+                if not bearer_accepted:
+                    requirements.remove({_BEARER_SCHEME: []})
+                requirements.extend({name: []} for name in extra)
+
+
+class _APIKeyDependency(SecurityBase):
+    """The dependency :func:`require_api_key` returns.
+
+    It is itself the ``APIKeyBearer`` security scheme of the OpenAPI document,
+    so FastAPI solves one dependency per request, not one per scheme;
+    :class:`APIKeys` documents the other ways to send a key.
+    """
+
+    def __init__(self, scopes: tuple[str, ...] | None) -> None:
+        self.model = HTTPBearerModel(description="An API key: `Authorization: Bearer <key>`")
+        self.scheme_name = _BEARER_SCHEME
+        self.scopes = scopes  # None: the management scopes of the app's APIKeys
+
+    async def __call__(self, request: Request) -> VerifiedKey:
+        keys = APIKeys.of(request.app)
+        scopes = keys.management_scopes if self.scopes is None else self.scopes
+        return await keys.authenticate(request.scope, scopes)
 
 
 def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[..., Awaitable[VerifiedKey]]:
@@ -66,25 +128,10 @@ def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[..., Awaitable
     Example:
         ``key: VerifiedKey = Depends(require_api_key(["read:data"]))``
     """
-    needed = required_scopes(scopes)
-
-    async def api_key_dependency(
-        request: Request,
-        bearer: HTTPAuthorizationCredentials | None = Security(_bearer_scheme),  # noqa: B008
-        header: str | None = Security(_header_scheme),
-    ) -> VerifiedKey:
-        return await APIKeys.of(request.app).authenticate(request.scope, needed)
-
-    return api_key_dependency
+    return _APIKeyDependency(required_scopes(scopes))
 
 
-async def _management_caller(
-    request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Security(_bearer_scheme),  # noqa: B008
-    header: str | None = Security(_header_scheme),
-) -> VerifiedKey:
-    keys = APIKeys.of(request.app)
-    return await keys.authenticate(request.scope, keys.management_scopes)
+_management_caller = _APIKeyDependency(None)
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.datastructures import Headers, QueryParams  # noqa: E402
+from starlette.datastructures import QueryParams  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route, Router  # noqa: E402
@@ -137,9 +137,9 @@ class APIKeys:
         published = state.get(API_KEY_ATTRIBUTE)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        headers = Headers(scope=scope).raw
-        query = QueryParams(scope.get("query_string", b"")).multi_items()
-        flow = authentication_flow(headers, query, self.settings, scopes)
+        query_string = scope.get("query_string", b"")
+        query = QueryParams(query_string).multi_items() if query_string else ()
+        flow = authentication_flow(scope["headers"], query, self.settings, scopes)
         verified = await run_with_async_manager(flow, self.manager)
         state[API_KEY_ATTRIBUTE] = verified
         return verified

@@ -85,8 +85,8 @@ def test_api_keys_schema_never_answers_500(
 # --- what only FastAPI and Starlette have ---------------------------------------------------
 
 
-def _openapi(seeded: Seeded) -> dict[str, Any]:
-    with asgi_client(fastapi_app(seeded.url, AppOptions())) as client:
+def _openapi(seeded: Seeded, options: AppOptions | None = None) -> dict[str, Any]:
+    with asgi_client(fastapi_app(seeded.url, options or AppOptions())) as client:
         reply = client.request("GET", "/openapi.json")
     assert reply.status == 200
     document: dict[str, Any] = reply.json
@@ -113,6 +113,26 @@ def test_openapi_document_is_valid_and_shows_the_security_schemes(seeded: Seeded
     assert document["paths"]["/protected"]["get"]["security"] == either
     assert document["paths"]["/scoped"]["get"]["security"] == either
     assert "security" not in document["paths"]["/health"]["get"]
+
+
+def test_openapi_follows_the_accepted_credentials(seeded: Seeded) -> None:
+    settings = IntegrationSettings(
+        header_names=("X-Token", "X-Other"), allow_query_param=True, query_param="token"
+    )
+    document = _openapi(seeded, AppOptions(settings=settings))
+    validate(document)
+    schemes = document["components"]["securitySchemes"]
+    assert set(schemes) == {"APIKeyHeader", "APIKeyHeader2", "APIKeyQuery"}
+    assert (schemes["APIKeyHeader"]["name"], schemes["APIKeyHeader2"]["name"]) == (
+        "X-Token",
+        "X-Other",
+    )
+    assert (schemes["APIKeyQuery"]["in"], schemes["APIKeyQuery"]["name"]) == ("query", "token")
+    assert document["paths"]["/protected"]["get"]["security"] == [
+        {"APIKeyHeader": []},
+        {"APIKeyHeader2": []},
+        {"APIKeyQuery": []},
+    ]
 
 
 def test_openapi_documents_the_management_endpoints(seeded: Seeded) -> None:
