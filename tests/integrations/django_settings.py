@@ -26,7 +26,9 @@ from django.test import AsyncClient
 from django.test import Client as SyncClient
 from django.test.utils import override_settings
 from django.urls import include, path
+from django.utils.decorators import method_decorator
 from django.utils.functional import empty
+from django.views import View
 
 from apikeys import RateLimitedError
 from apikeys.integrations.django import (
@@ -127,7 +129,21 @@ def unguarded_rate_limited(request: HttpRequest) -> JsonResponse:
     raise RateLimitedError("slow down", retry_after=3)
 
 
+@method_decorator(require_api_key(scopes=["read:data"]), name="dispatch")
+class ClassBasedView(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"user": _key_user(request)})
+
+
+class AsyncClassBasedView(View):
+    @method_decorator(require_api_key(scopes=["read:data"]))
+    async def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"user": _key_user(request)})
+
+
 _ROUTES = [
+    path("class-based", ClassBasedView.as_view()),
+    path("async-class-based", AsyncClassBasedView.as_view()),
     path("protected", protected),
     path("protected-sync", protected_sync),
     path("scoped", scoped),

@@ -27,7 +27,6 @@ from tests.integrations.contract import (
     bearer,
 )
 from tests.integrations.django_settings import (
-    SyncURLConf,
     configured,
     django_client,
 )
@@ -173,6 +172,20 @@ def test_middleware_answers_api_key_errors_raised_by_any_view(
     assert reply.status == 429
     assert reply.headers["retry-after"] == "3"
     assert reply.json == {"code": "rate_limited", "message": "slow down", "retryAfter": 3}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", ["/class-based", "/async-class-based"])
+def test_class_based_views(seeded: Seeded, asynchronous: bool, path: str) -> None:
+    with django_client(seeded.url, AppOptions(), asynchronous=asynchronous) as client:
+        anonymous = client.request("GET", path)
+        allowed = client.request("GET", path, headers=bearer(seeded.reader.secret))
+        refused = client.request("GET", path, headers=bearer(seeded.revoked.secret))
+    assert anonymous.status == 401
+    assert allowed.status == 200
+    assert allowed.json == {"user": OWNER}
+    assert refused.status == 403
+    assert refused.json["code"] == "revoked_api_key"
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
@@ -516,13 +529,3 @@ def test_example_project_over_real_http(
         # The server's verification cache is dropped by its own revoke: refused at once.
         assert http.get("/data", headers=new_auth).status_code == 403
         assert http.get("/drf/data", headers=new_auth).status_code == 403
-
-
-def test_sync_urlconf_mounts_the_management_views() -> None:
-    from django.urls import URLResolver
-
-    from apikeys.integrations.django import management_router
-
-    included = [p for p in SyncURLConf.urlpatterns if isinstance(p, URLResolver)]
-    assert included
-    assert included[0].url_patterns == management_router
