@@ -108,6 +108,14 @@ class IntegrationSettings(BaseModel):
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     retry_after: int = Field(default=5, ge=1, le=86400)
 
+    @field_validator("header_names", "exempt_paths", mode="before")
+    @classmethod
+    def _split_text(cls, value: object) -> object:
+        # "Authorization, X-API-Key" from an environment variable or a settings file.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("header_names")
     @classmethod
     def _check_header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:

@@ -90,6 +90,14 @@ def test_settings_from_mapping_take_any_case() -> None:
     assert (settings.invalid_key_status, settings.realm) == (401, "svc")
 
 
+def test_lists_may_be_written_as_comma_separated_text() -> None:
+    settings = IntegrationSettings.from_mapping(
+        {"header_names": "Authorization, X-Token", "exempt_paths": "/health,/public/*"}
+    )
+    assert settings.header_names == ("Authorization", "X-Token")
+    assert settings.exempt_paths == ("/health", "/public/*")
+
+
 def test_split_config_separates_integration_backend_and_manager_options() -> None:
     settings, backend, manager_options = split_config(
         {
