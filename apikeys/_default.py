@@ -6,7 +6,9 @@ them (in tests, or to use an explicit manager).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,8 +24,12 @@ _url: str | None = None
 _options: dict[str, Any] = {}
 _sync_manager: KeyManager | None = None
 _async_manager: AsyncKeyManager | None = None
-# Whether _sync_manager was built here (and so is ours to close) or passed in.
+# Whether each manager was built here (and so is ours to close) or passed in.
 _sync_owned = False
+_async_owned = False
+# Close tasks scheduled on a running loop, referenced until done so none is lost.
+_closing: set[asyncio.Task[None]] = set()
+logger = logging.getLogger("apikeys")
 
 
 def configure(
@@ -33,8 +39,10 @@ def configure(
 
     Pass an explicit manager (sync or async; it replaces that side only), or a
     ``url`` and settings from which both default managers are built on first use.
-    Calling it with nothing resets to configuration from the environment. A
-    manager you pass in stays yours: it is never closed here.
+    Calling it with nothing resets to configuration from the environment.
+    Managers built from configuration are closed when replaced (an async one on
+    the running event loop, if any); a manager you pass in stays yours and is
+    never closed here.
 
     Raises:
         ConfigurationError: Both a manager and a ``url`` or settings were given.
@@ -43,21 +51,42 @@ def configure(
         >>> import apikeys
         >>> apikeys.configure(url="sqlite:///:memory:")
     """
-    global _url, _options, _sync_manager, _async_manager, _sync_owned
+    global _url, _options, _sync_manager, _async_manager, _sync_owned, _async_owned
     if manager is not None and (url is not None or options):
         raise ConfigurationError("configure() takes a manager or a url and settings, not both")
     with _lock:
-        old = _sync_manager if _sync_owned else None
+        old_sync = _sync_manager if _sync_owned else None
+        old_async = _async_manager if _async_owned else None
         if manager is None:
             _url, _options, _sync_manager, _async_manager = url, dict(options), None, None
-            _sync_owned = False
+            _sync_owned = _async_owned = False
         elif inspect.iscoroutinefunction(manager.validate_api_key):
-            _async_manager = manager  # type: ignore[assignment]
-            old = None  # the sync side is untouched
+            _async_manager, _async_owned = manager, False  # type: ignore[assignment]
+            old_sync = None  # the sync side is untouched
         else:
             _sync_manager, _sync_owned = manager, False  # type: ignore[assignment]
-    if old is not None:
-        old.close()
+            old_async = None
+    if old_sync is not None:
+        old_sync.close()
+    if old_async is not None:
+        _close_async(old_async)
+
+
+def _close_async(manager: AsyncKeyManager) -> None:
+    """Close an async manager from synchronous code, on the running loop if there is one."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        task = loop.create_task(manager.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        return
+    try:
+        asyncio.run(manager.close())
+    except Exception:  # best effort: the loop it was used on may be gone
+        logger.debug("could not close the previous async default manager", exc_info=True)
 
 
 def get_key_manager() -> KeyManager:
@@ -71,10 +100,10 @@ def get_key_manager() -> KeyManager:
 
 def get_async_key_manager() -> AsyncKeyManager:
     """Return the default async manager, building it from configuration on first use."""
-    global _async_manager
+    global _async_manager, _async_owned
     with _lock:
         if _async_manager is None:
-            _async_manager = create_async_key_manager(_url, **_options)
+            _async_manager, _async_owned = create_async_key_manager(_url, **_options), True
         return _async_manager
 
 
