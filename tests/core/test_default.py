@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 
 import apikeys
-from apikeys import ConfigurationError, InsufficientScopeError, InvalidKeyError
+from apikeys import AsyncKeyManager, ConfigurationError, InsufficientScopeError, InvalidKeyError
 
 pytest.importorskip("sqlalchemy")
 from apikeys.backends.sqlalchemy import (
@@ -21,9 +23,22 @@ from apikeys.backends.sqlalchemy import (
 )
 
 TRACKED_BACKEND = '''
-from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
 
 closed = []
+DATABASE = "sqlite://"
+
+
+class TrackedAsyncManager(AsyncSQLAlchemyKeyManager):
+    """A real async SQLite manager that records being closed."""
+
+    @classmethod
+    def from_settings(cls, url, settings):
+        return cls(DATABASE, key_prefix=settings.key_prefix)
+
+    async def close(self):
+        closed.append(self)
+        await super().close()
 
 
 class TrackedManager(SQLAlchemyKeyManager):
@@ -191,6 +206,56 @@ def test_a_replaced_built_manager_is_closed(tracked: Any, tmp_path: Path) -> Non
     assert tracked.closed == [built]
     assert apikeys.get_key_manager() is mine
     mine.close()
+
+
+def aiosqlite_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+
+
+def test_a_built_async_manager_is_closed_on_reset_outside_a_loop(
+    tracked: Any, tmp_path: Path
+) -> None:
+    tracked.DATABASE = f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
+    threads_before = aiosqlite_threads()
+    apikeys.configure(url=f"{tracked.__name__}:TrackedAsyncManager")
+
+    async def use() -> AsyncKeyManager:
+        new = await apikeys.acreate_api_key("u", "n")
+        await apikeys.avalidate_api_key(new.secret)
+        return apikeys.get_async_key_manager()
+
+    built = asyncio.run(use())
+    apikeys.configure()
+    assert tracked.closed == [built]
+    # Its connection (and aiosqlite's worker thread) is gone, not left to the GC.
+    deadline = time.monotonic() + 5
+    while aiosqlite_threads() != threads_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert aiosqlite_threads() == threads_before
+
+
+async def test_a_built_async_manager_is_closed_on_reset_inside_a_loop(
+    tracked: Any, tmp_path: Path
+) -> None:
+    tracked.DATABASE = f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
+    apikeys.configure(url=f"{tracked.__name__}:TrackedAsyncManager")
+    await apikeys.acreate_api_key("u", "n")
+    built = apikeys.get_async_key_manager()
+    apikeys.configure(url="sqlite://")  # from async code: closed on this loop
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    await asyncio.wait_for(asyncio.gather(*others), timeout=5)  # the scheduled close
+    assert tracked.closed == [built]
+
+
+async def test_a_passed_in_async_manager_is_never_closed(tracked: Any) -> None:
+    mine = tracked.TrackedAsyncManager("sqlite://")
+    apikeys.configure(mine)
+    apikeys.configure()
+    await asyncio.sleep(0.01)
+    assert tracked.closed == []
+    new = await mine.create_api_key("u", "n")
+    assert (await mine.validate_api_key(new.secret)).key_id == new.id
+    await mine.close()
 
 
 def test_a_manager_passed_in_is_never_closed_by_configure(tracked: Any) -> None:
