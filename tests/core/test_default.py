@@ -100,7 +100,6 @@ async def test_configure_url_then_module_level_functions(database_url: str) -> N
 
     assert type(apikeys.get_key_manager()) is SQLAlchemyKeyManager
     assert type(apikeys.get_async_key_manager()) is AsyncSQLAlchemyKeyManager
-    await apikeys.get_async_key_manager().close()
 
 
 def test_default_managers_are_built_once(database_url: str) -> None:
