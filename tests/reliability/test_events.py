@@ -115,18 +115,24 @@ def test_log_records_carry_the_event(caplog: pytest.LogCaptureFixture) -> None:
         (logging.DEBUG, "API key validated key_id=abc user_id=u1 source=test"),
         (logging.INFO, "API key rejected key_id=abc reason=invalid source=test"),
     ]
-    assert caplog.records[1].apikeys_event.reason == "invalid"
+    assert vars(caplog.records[1])["apikeys_event"].reason == "invalid"
 
 
-def test_no_event_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[Any] = []
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of every KeyEvent built from now on."""
+    made: list[tuple[Any, ...]] = []
     real = events_module.KeyEvent
 
     def counting(*args: Any, **kwargs: Any) -> KeyEvent:
-        built.append(args)
+        made.append(args)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(events_module, "KeyEvent", counting)
+    return made
+
+
+def test_no_event_is_built_when_nobody_listens(built: list[tuple[Any, ...]]) -> None:
     logging.getLogger("apikeys.events").setLevel(logging.WARNING)
     try:
         reporter = EventReporter("test")
@@ -304,11 +310,8 @@ def test_a_failing_listener_never_breaks_validation(tmp_path: Path) -> None:
 
 
 def test_cache_hits_build_no_event_when_nobody_listens(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, built: list[tuple[Any, ...]]
 ) -> None:
-    built: list[Any] = []
-    real = events_module.KeyEvent
-    monkeypatch.setattr(events_module, "KeyEvent", lambda *a, **k: built.append(a) or real(*a, **k))
     logging.getLogger("apikeys.events").setLevel(logging.INFO)  # DEBUG is what hits need
     try:
         with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}") as manager:

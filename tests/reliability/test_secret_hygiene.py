@@ -13,6 +13,7 @@ full key and, stricter, its 33-character secret part alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Iterator
@@ -46,11 +47,11 @@ class Evidence(logging.Handler):
         self.texts: list[str] = []
         self.records = 0
         self.secrets: set[str] = set()  # every key created, rotated or presented
-        self.formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+        self.layout = logging.Formatter("%(name)s %(levelname)s %(message)s")
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records += 1
-        self.texts.append(self.formatter.format(record))  # with exc_info and stack_info
+        self.texts.append(self.layout.format(record))  # with exc_info and stack_info
         self.texts.append(repr(record.args))
         self.texts.append(repr(vars(record)))
 
@@ -135,7 +136,7 @@ def sync_flows(manager: SQLAlchemyKeyManager, evidence: Evidence) -> None:
         new.secret.replace("_", "-"),
     ):
         evidence.secrets.add(presented)
-        attempt(lambda presented=presented: manager.validate_api_key(presented))
+        attempt(functools.partial(manager.validate_api_key, presented))
     for _ in range(3):  # past max_failures_per_key: rate limited
         attempt(lambda: manager.validate_api_key(wrong_secret_for(new.secret)))
     attempt(lambda: manager.list_api_keys("u1", include_invalid=True))
