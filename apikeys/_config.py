@@ -22,6 +22,7 @@ from apikeys._ratelimit import (
 )
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
+_UINT32_MAX = 2**32 - 1
 
 
 class Settings(BaseSettings):
@@ -45,9 +46,10 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="Least seconds between two last_used_at writes of a key"
     )
     create_schema: bool = Field(default=True, description="Create the table on first use")
-    argon2_time_cost: int = Field(default=1, ge=1)
-    argon2_memory_cost: int = Field(default=1024, ge=8, description="KiB")
-    argon2_parallelism: int = Field(default=1, ge=1)
+    # argon2 takes its parameters as 32-bit unsigned integers.
+    argon2_time_cost: int = Field(default=1, ge=1, le=_UINT32_MAX)
+    argon2_memory_cost: int = Field(default=1024, ge=8, le=_UINT32_MAX, description="KiB")
+    argon2_parallelism: int = Field(default=1, ge=1, le=_UINT32_MAX)
     timeout: float = Field(default=5.0, gt=0, description="Seconds for one backend call")
     max_failures_per_key: int = Field(
         default=DEFAULT_MAX_FAILURES_PER_KEY,
