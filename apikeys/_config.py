@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL
 from apikeys._errors import ConfigurationError, InvalidInputError
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW
+from apikeys._expiry import MAX_LIFETIME
 from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
 from apikeys._ratelimit import (
     DEFAULT_FAILURE_WINDOW,
@@ -23,6 +24,7 @@ from apikeys._ratelimit import (
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
 _UINT32_MAX = 2**32 - 1
+_MAX_INTERVAL_SECONDS = MAX_LIFETIME.total_seconds()
 
 
 class Settings(BaseSettings):
@@ -43,7 +45,11 @@ class Settings(BaseSettings):
     )
     cache_max_entries: int = Field(default=DEFAULT_CACHE_MAX_ENTRIES, ge=1)
     last_used_interval: float = Field(
-        default=60.0, ge=0, description="Least seconds between two last_used_at writes of a key"
+        default=60.0,
+        ge=0,
+        le=_MAX_INTERVAL_SECONDS,  # a timedelta of it must exist
+        allow_inf_nan=False,
+        description="Least seconds between two last_used_at writes of a key",
     )
     create_schema: bool = Field(default=True, description="Create the table on first use")
     # argon2 takes its parameters as 32-bit unsigned integers.
