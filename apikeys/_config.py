@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     )
     key_prefix: str = Field(default=DEFAULT_PREFIX, description="Prefix of locally issued keys")
     cache_ttl: float = Field(
-        default=DEFAULT_CACHE_TTL, ge=0, description="Seconds a verification is cached; 0 disables"
+        default=DEFAULT_CACHE_TTL,
+        ge=0,
+        allow_inf_nan=False,  # the staleness of a revocation must stay bounded
+        description="Seconds a verification is cached; 0 disables",
     )
     cache_max_entries: int = Field(default=DEFAULT_CACHE_MAX_ENTRIES, ge=1)
     last_used_interval: float = Field(
@@ -56,7 +59,12 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=1, ge=1, le=_UINT32_MAX)
     argon2_memory_cost: int = Field(default=1024, ge=8, le=_UINT32_MAX, description="KiB")
     argon2_parallelism: int = Field(default=1, ge=1, le=_UINT32_MAX)
-    timeout: float = Field(default=5.0, gt=0, description="Seconds for one backend call")
+    timeout: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,  # an endless wait would never fail closed
+        description="Seconds for one backend call",
+    )
     max_failures_per_key: int = Field(
         default=DEFAULT_MAX_FAILURES_PER_KEY,
         ge=0,
