@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,25 +204,51 @@ def argon2_verify(subject: ApikeysSQLiteSubject, ops: int) -> Case:
     return Case(subject.name, subject.size, "argon2_verify", ops, op, io_count=subject.queries)
 
 
-def row_lookup(subject: ApikeysSQLiteSubject, ops: int) -> Case:
-    """Component of a cache miss: the indexed read of one key's row, as the backend issues it."""
+def _row_read(
+    subject: ApikeysSQLiteSubject,
+    ops: int,
+    workload: str,
+    read: Callable[[sa.Connection, str], Sequence[Any]],
+) -> Case:
     ids = [parse_key(key).lookup_id for key in subject.keys.valid]
-    engine, table, count = subject.manager.engine, api_keys_table, len(ids)
+    engine, count = subject.manager.engine, len(ids)
 
     def op(index: int) -> object:
-        statement = sa.select(*table.c).where(table.c.id == ids[index % count])
         with engine.connect() as connection:
-            rows = connection.execute(statement).mappings().all()
+            rows = read(connection, ids[index % count])
         if len(rows) != 1:
             raise AssertionError(f"key #{index % count} is not stored")
         return rows
 
-    return Case(subject.name, subject.size, "row_lookup", ops, op, io_count=subject.queries)
+    return Case(subject.name, subject.size, workload, ops, op, io_count=subject.queries)
+
+
+def row_lookup(subject: ApikeysSQLiteSubject, ops: int) -> Case:
+    """Component of a cache miss: the indexed read of one key's row, as the backend issues it."""
+    table = api_keys_table
+
+    def read(connection: sa.Connection, key_id: str) -> Sequence[Any]:
+        # A new statement per call, like the backend's _select_key.
+        return connection.execute(sa.select(*table.c).where(table.c.id == key_id)).mappings().all()
+
+    return _row_read(subject, ops, "row_lookup", read)
+
+
+def row_lookup_prebuilt(subject: ApikeysSQLiteSubject, ops: int) -> Case:
+    """The same read with a statement built once (``bindparam``): what the backend could pay."""
+    table = api_keys_table
+    statement = sa.select(*table.c).where(table.c.id == sa.bindparam("key_id"))
+
+    def read(connection: sa.Connection, key_id: str) -> Sequence[Any]:
+        return connection.execute(statement, {"key_id": key_id}).mappings().all()
+
+    return _row_read(subject, ops, "row_lookup_prebuilt", read)
 
 
 COMPONENTS: dict[str, Callable[[ApikeysSQLiteSubject, int], Case]] = {
     "argon2_verify": argon2_verify,
     "row_lookup": row_lookup,
+    "row_lookup_prebuilt": row_lookup_prebuilt,
 }
 """The parts of a cache miss, measured alone to show where its time goes."""
 
@@ -302,4 +328,5 @@ __all__ = [
     "garbage_keys",
     "open_subject",
     "row_lookup",
+    "row_lookup_prebuilt",
 ]

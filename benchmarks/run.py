@@ -71,6 +71,7 @@ FULL = Profile(
         "create": 40,
         "argon2_verify": 512,
         "row_lookup": 2_000,
+        "row_lookup_prebuilt": 2_000,
     },
 )
 QUICK = Profile(
@@ -86,6 +87,7 @@ QUICK = Profile(
         "create": 3,
         "argon2_verify": 16,
         "row_lookup": 16,
+        "row_lookup_prebuilt": 16,
     },
     real_keys=16,
     filler_hash_pool=4,
