@@ -399,6 +399,13 @@ def test_missing_dependency_error_is_a_configuration_error() -> None:
         ({"timeout": 0}, "timeout"),
         ({"argon2_time_cost": 0}, "argon2_time_cost"),
         ({"create_schema": "perhaps"}, "create_schema"),
+        ({"cache_ttl": float("inf")}, "cache_ttl"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"last_used_interval": float("inf")}, "last_used_interval"),
+        ({"last_used_interval": 1e300}, "last_used_interval"),
+        ({"argon2_memory_cost": 2**32}, "argon2_memory_cost"),
+        ({"argon2_time_cost": 2**40}, "argon2_time_cost"),
+        ({"argon2_parallelism": 2**32}, "argon2_parallelism"),
     ],
 )
 def test_bad_settings_are_configuration_errors(options: dict[str, Any], mentions: str) -> None:
@@ -410,7 +417,13 @@ def test_bad_settings_are_configuration_errors(options: dict[str, Any], mentions
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("APIKEYS_CACHE_TTL", "-1"), ("APIKEYS_CACHE_TTL", "soon"), ("APIKEYS_KEY_PREFIX", "ak")],
+    [
+        ("APIKEYS_CACHE_TTL", "-1"),
+        ("APIKEYS_CACHE_TTL", "soon"),
+        ("APIKEYS_CACHE_TTL", "inf"),
+        ("APIKEYS_LAST_USED_INTERVAL", "nan"),
+        ("APIKEYS_KEY_PREFIX", "ak"),
+    ],
 )
 def test_bad_settings_from_the_environment_are_configuration_errors(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
