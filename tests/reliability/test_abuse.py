@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import apikeys
 from apikeys import (
@@ -142,6 +144,40 @@ def test_a_limited_id_costs_no_query_and_no_hash(
 def test_garbage_is_never_counted(manager: SQLAlchemyKeyManager) -> None:
     assert refusals(manager, "apk_garbage", 20) == ["invalid_api_key"] * 20
     assert len(manager.failure_limiter) == 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=120), st.from_regex(r"apk_1[0-9A-Za-z]{51}", fullmatch=True))
+)
+def test_arbitrary_text_is_refused_and_only_keys_with_an_id_are_counted(text: str) -> None:
+    with SQLAlchemyKeyManager("sqlite:///:memory:", max_failures_per_key=1000) as manager:
+        with pytest.raises(InvalidKeyError) as caught:
+            manager.validate_api_key(text)
+        assert type(caught.value) is InvalidKeyError
+        try:
+            apikeys.parse_key(text)
+        except InvalidKeyError:
+            assert len(manager.failure_limiter) == 0  # garbage: nothing remembered
+        else:
+            assert len(manager.failure_limiter) == 1  # a well-formed unknown key: counted
+
+
+async def test_a_limited_id_costs_the_async_manager_no_query_either(url: str) -> None:
+    hasher = CountingHasher()
+    async with AsyncSQLAlchemyKeyManager(
+        url, password_hasher=hasher, max_failures_per_key=2
+    ) as manager:
+        new = await manager.create_api_key("u1", "k")
+        for _ in range(2):
+            with pytest.raises(InvalidKeyError):
+                await manager.validate_api_key(wrong_secret_for(new.secret))
+        hasher.reset()
+        queries = QueryCounter(manager.engine.sync_engine)
+        for _ in range(20):
+            with pytest.raises(RateLimitedError):
+                await manager.validate_api_key(wrong_secret_for(new.secret))
+        assert (queries.count, hasher.calls) == (0, 0)
 
 
 def test_the_right_secret_waits_too_until_a_token_is_back(manager: SQLAlchemyKeyManager) -> None:
