@@ -124,7 +124,7 @@ def generate_key(prefix: str = DEFAULT_PREFIX, lookup_id: str | None = None) -> 
     validate_prefix(prefix)
     if lookup_id is None:
         lookup_id = _random_base62(LOOKUP_ID_LENGTH)
-    elif not _LOOKUP_ID_RE.fullmatch(lookup_id):
+    elif not isinstance(lookup_id, str) or not _LOOKUP_ID_RE.fullmatch(lookup_id):
         raise InvalidInputError("lookup id must be 12 base62 characters", field="lookup_id")
     head = f"{prefix}_{FORMAT_VERSION}{lookup_id}{_random_base62(SECRET_LENGTH)}"
     key = head + _checksum(head)
@@ -164,9 +164,9 @@ def parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
     return ParsedKey(prefix=prefix, lookup_id=lookup_id, key=key)
 
 
-def is_lookup_id(value: str) -> bool:
+def is_lookup_id(value: object) -> bool:
     """Tell whether ``value`` has the shape of a local key id."""
-    return bool(_LOOKUP_ID_RE.fullmatch(value))
+    return isinstance(value, str) and _LOOKUP_ID_RE.fullmatch(value) is not None
 
 
 __all__ = [
