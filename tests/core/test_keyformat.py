@@ -386,7 +386,7 @@ def test_the_hint_shows_no_secret_character(prefix: str) -> None:
     assert len(hint) == len(prefix) + 1 + 4 + 1 + 4
 
 
-@pytest.mark.parametrize("lookup_id", [123, None, b"AbCdEf123456", ["AbCdEf123456"]])
+@pytest.mark.parametrize("lookup_id", [123, 1.5, b"AbCdEf123456", ["AbCdEf123456"]])
 def test_a_non_string_lookup_id_is_refused(lookup_id: object) -> None:
     with pytest.raises(InvalidInputError) as caught:
         generate_key(lookup_id=lookup_id)  # type: ignore[arg-type]
@@ -395,6 +395,7 @@ def test_a_non_string_lookup_id_is_refused(lookup_id: object) -> None:
 
 
 def test_is_lookup_id() -> None:
+    assert not is_lookup_id(None)
     assert is_lookup_id("AbCdEf123456")
     assert not is_lookup_id("AbCdEf12345")
     assert not is_lookup_id("AbCdEf1234567")
