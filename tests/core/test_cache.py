@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import apikeys._cache as cache_module
 from apikeys import VerificationCache, VerifiedKey, generate_key
@@ -327,3 +330,72 @@ def test_concurrent_use_keeps_the_bounds_and_the_index_consistent() -> None:
     for key_id in key_ids:
         cache.invalidate(key_id)
     assert len(cache) == 0
+
+
+# --- a model of the cache, checked by hypothesis -----------------------------------------------------------
+
+
+DIGEST_COUNT = 6
+KEY_IDS = ("ka", "kb", "kc")
+
+
+class CacheModel(RuleBasedStateMachine):
+    """Drive a real cache and a plain model of its rules with the same operations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.cache = VerificationCache(ttl=10, max_entries=3, clock=self.clock)
+        self.digests = [self.cache.digest(f"presented-{n}") for n in range(DIGEST_COUNT)]
+        # digest index -> served until; dict order is insertion (eviction) order
+        self.model: dict[int, float] = {}
+
+    @staticmethod
+    def key_id_of(index: int) -> str:
+        # One presented key always belongs to the same key id.
+        return KEY_IDS[index % len(KEY_IDS)]
+
+    @rule(index=st.integers(0, DIGEST_COUNT - 1))
+    def put(self, index: int) -> None:
+        self.cache.put(self.digests[index], verified(self.key_id_of(index)))
+        self.model.pop(index, None)
+        while len(self.model) >= self.cache.max_entries:
+            del self.model[next(iter(self.model))]
+        self.model[index] = self.clock.now + self.cache.ttl
+
+    @rule(index=st.integers(0, DIGEST_COUNT - 1))
+    def get(self, index: int) -> None:
+        hit = self.cache.get(self.digests[index])
+        served_until = self.model.get(index)
+        if served_until is not None and self.clock.now >= served_until:
+            del self.model[index]
+            served_until = None
+        if served_until is None:
+            assert hit is None
+        else:
+            assert hit is not None
+            assert hit.key_id == self.key_id_of(index)
+
+    @rule(key_id=st.sampled_from(KEY_IDS))
+    def invalidate(self, key_id: str) -> None:
+        self.cache.invalidate(key_id)
+        self.model = {i: t for i, t in self.model.items() if self.key_id_of(i) != key_id}
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 9.99, 10.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def clear(self) -> None:
+        self.cache.clear()
+        self.model.clear()
+
+    @invariant()
+    def same_size(self) -> None:
+        # Stale entries linger until read, in the cache and in the model alike.
+        assert len(self.cache) == len(self.model)
+        assert len(self.cache) <= self.cache.max_entries
+
+
+TestCacheModel = CacheModel.TestCase
+TestCacheModel.settings = settings(max_examples=60, stateful_step_count=40)

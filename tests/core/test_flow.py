@@ -187,3 +187,14 @@ async def test_cancellation_reaches_the_flow_and_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cleaned_up == [True]
+
+
+def test_a_flow_may_return_straight_from_its_error_handler(run: Runner) -> None:
+    def fallback() -> Generator[str, Any, str]:
+        try:
+            yield "explode"
+        except Failed:
+            return "fallback"
+        return "unreachable"
+
+    assert run(fallback(), IO()) == "fallback"
