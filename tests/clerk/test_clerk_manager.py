@@ -63,6 +63,17 @@ def test_clerk_is_the_default_when_the_secret_key_is_set(monkeypatch: pytest.Mon
         manager.close()
 
 
+def test_apikeys_backend_can_name_clerk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APIKEYS_BACKEND", "clerk://")
+    monkeypatch.setenv("CLERK_SECRET_KEY", "sk_test_from_env")
+    monkeypatch.setenv("CLERK_API_VERSION", "2025-11-10")
+    monkeypatch.setenv("APIKEYS_CACHE_TTL", "3")
+    manager = apikeys.create_async_key_manager()
+    assert isinstance(manager, AsyncClerkKeyManager)
+    assert (manager.api_version, manager.cache.ttl) == ("2025-11-10", 3.0)
+    asyncio.run(manager.close())
+
+
 def test_missing_secret_key_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("APIKEYS_BACKEND", raising=False)
     monkeypatch.delenv("CLERK_SECRET_KEY", raising=False)
