@@ -15,7 +15,10 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 # No database models: the keys live in the apikeys backend, not in Django's ORM.
-INSTALLED_APPS = ["rest_framework"]
+INSTALLED_APPS = [
+    "rest_framework",
+    "apikeys.integrations.django",  # optional: `manage.py check` validates APIKEYS
+]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 ROOT_URLCONF = "examples.django_project.urls"

@@ -5,6 +5,7 @@ async views under WSGI) and the example project in a real WSGI server."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -317,6 +318,50 @@ def test_bad_settings_fail_at_startup(setting: object) -> None:
             APIKeys.current()
         with pytest.raises(ConfigurationError):
             APIKeyMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize(
+    ("setting", "ids"),
+    [
+        ({"BACKEND": "sqlite:///keys.db"}, []),
+        ({"BACKEND": "sqlite:///keys.db", "COLOUR": "blue"}, ["apikeys.E001"]),
+        ({"EXEMPT_PATHS": ["health"]}, ["apikeys.E001"]),
+        ({"ALLOW_QUERY_PARAM": True}, ["apikeys.W001"]),
+    ],
+    ids=["valid", "unknown", "exempt", "query-keys"],
+)
+def test_system_checks(setting: dict[str, object], ids: list[str]) -> None:
+    from django.test.utils import override_settings
+
+    from apikeys.integrations.django.apps import check_settings
+
+    with override_settings(APIKEYS=setting):
+        messages = check_settings()
+    assert [message.id for message in messages] == ids
+    assert all(message.hint for message in messages)
+
+
+def test_example_project_passes_manage_py_check(db_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.django_project.manage", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "APIKEYS_BACKEND": db_url},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+    broken = subprocess.run(
+        [sys.executable, "-m", "examples.django_project.manage", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "APIKEYS_BACKEND": db_url, "APIKEYS_CACHE_TTL": "-1"},
+        check=False,
+    )
+    assert broken.returncode != 0
+    assert "apikeys.E001" in broken.stderr
 
 
 def test_bad_declarations_fail_when_declared() -> None:

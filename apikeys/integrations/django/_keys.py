@@ -125,13 +125,14 @@ class APIKeys:
             )
         if backend is not None and not isinstance(backend, str):
             raise ConfigurationError("BACKEND must be a backend URL string")
-        if manager_options:
-            load_settings(**manager_options)  # refuse unknown or invalid options now
+        # Build (and own) managers only when configuration names a backend.
+        self._builds = backend is not None or bool(manager_options)
+        if self._builds:
+            # What the factory will read (the environment too), checked now, not mid-request.
+            load_settings(**manager_options)
         self.settings = settings or IntegrationSettings()
         self._backend = backend
         self._options = manager_options
-        # Build (and own) managers only when configuration names a backend.
-        self._builds = backend is not None or bool(manager_options)
         self._manager = manager
         self._async_manager = async_manager
         self._owns_sync = False
