@@ -2,10 +2,11 @@
 
 Nothing here knows about apikeys. A :class:`Case` is one workload on one
 subject at one size: a callable timed once per operation. The runner warms
-every case up, then runs all of them once per repeat, in a fresh random order
-each time, so that machine noise (another process, a CPU frequency change)
-lands on every case alike instead of on whichever ran during the disturbance.
-Each case's figures are the median of its repeats.
+every case up, then runs every case's batch once per repeat, cut into slices
+run round by round in a fresh random order each round, so that machine noise
+(another process, a CPU frequency change) lands on every case alike instead of
+on whichever ran during the disturbance. Each case's figures are the median
+of its repeats.
 """
 
 from __future__ import annotations
@@ -105,30 +106,41 @@ def timer_overhead_ns(samples: int = 100_000) -> float:
     return float(statistics.median(costs))
 
 
-def time_batch(case: Case) -> BatchSample:
-    """Run one batch of ``case``, timing each operation on its own."""
+@dataclass
+class _Batch:
+    """One repeat of one case, filled slice by slice."""
+
+    durations: list[int]
+    elapsed_ns: int = 0
+    io_calls: int | None = 0
+
+    def sample(self) -> BatchSample:
+        self.durations.sort()
+        ops = len(self.durations)
+        return BatchSample(
+            p50_us=percentile(self.durations, 0.50) / 1000,
+            p99_us=percentile(self.durations, 0.99) / 1000,
+            ops_per_s=ops / (self.elapsed_ns / 1e9) if self.elapsed_ns else float("inf"),
+            io_calls=self.io_calls,
+        )
+
+
+def _time_slice(case: Case, batch: _Batch, start: int, stop: int) -> None:
+    """Run operations ``start``..``stop`` of ``case``, timing each one on its own."""
     if case.prime is not None:
         case.prime()
-    op, ops = case.op, case.ops
-    durations = [0] * ops
-    clock = time.perf_counter_ns
-    # Collect now, so a collection triggered by earlier cases' garbage does not land here.
-    gc.collect()
+    op, durations, clock = case.op, batch.durations, time.perf_counter_ns
     io_before = case.io_count() if case.io_count is not None else 0
-    batch_start = clock()
-    for index in range(ops):
-        start = clock()
+    slice_start = clock()
+    for index in range(start, stop):
+        began = clock()
         op(index)
-        durations[index] = clock() - start
-    elapsed_ns = clock() - batch_start
-    io_calls = case.io_count() - io_before if case.io_count is not None else None
-    durations.sort()
-    return BatchSample(
-        p50_us=percentile(durations, 0.50) / 1000,
-        p99_us=percentile(durations, 0.99) / 1000,
-        ops_per_s=ops / (elapsed_ns / 1e9) if elapsed_ns else float("inf"),
-        io_calls=io_calls,
-    )
+        durations[index] = clock() - began
+    batch.elapsed_ns += clock() - slice_start
+    if case.io_count is None:
+        batch.io_calls = None
+    elif batch.io_calls is not None:
+        batch.io_calls += case.io_count() - io_before
 
 
 def run_interleaved(
@@ -136,36 +148,57 @@ def run_interleaved(
     repeats: int,
     *,
     seed: int = 0,
+    slices: int = 10,
     warmup_ops: int | None = None,
     progress: Callable[[str], object] | None = None,
 ) -> list[CaseResult]:
-    """Warm every case up, then run them all ``repeats`` times in shuffled order.
+    """Warm every case up, then run them all ``repeats`` times, finely interleaved.
+
+    Each repeat is cut into ``slices`` rounds; a round runs the next slice of
+    every case's batch, in a freshly shuffled order. A disturbance lasting a
+    second thus lands on every case, not on the one whose batch ran then.
 
     Args:
         cases: What to measure.
         repeats: Timed batches per case; figures are their median.
-        seed: Seeds the order of cases within each repeat, so a run can be replayed.
+        seed: Seeds the order of cases within each round, so a run can be replayed.
+        slices: Rounds per repeat (a case with fewer operations runs in fewer).
         warmup_ops: Untimed operations per case before the first repeat; by
             default one whole batch, so one-off costs (a first ``last_used_at``
             write per key, cold pages) stay out of every timed batch.
         progress: Called with a short line after each repeat.
     """
-    if repeats < 1:
-        raise ValueError("repeats must be >= 1")
+    if repeats < 1 or slices < 1:
+        raise ValueError("repeats and slices must be >= 1")
     for case in cases:
         if case.prime is not None:
             case.prime()
         for index in range(case.ops if warmup_ops is None else min(warmup_ops, case.ops)):
             case.op(index)
+    # What setup left behind is frozen out of every later collection, so the
+    # collections that do happen (one per round, untimed) stay short.
+    gc.collect()
+    gc.freeze()
     samples: dict[int, list[BatchSample]] = {index: [] for index in range(len(cases))}
     order = list(range(len(cases)))
     shuffler = random.Random(seed)
-    for repeat in range(repeats):
-        shuffler.shuffle(order)
-        for index in order:
-            samples[index].append(time_batch(cases[index]))
-        if progress is not None:
-            progress(f"repeat {repeat + 1}/{repeats} done")
+    try:
+        for repeat in range(repeats):
+            batches = [_Batch([0] * case.ops) for case in cases]
+            for round_ in range(slices):
+                shuffler.shuffle(order)
+                gc.collect()
+                for index in order:
+                    ops = cases[index].ops
+                    start, stop = ops * round_ // slices, ops * (round_ + 1) // slices
+                    if start < stop:
+                        _time_slice(cases[index], batches[index], start, stop)
+            for index, batch in enumerate(batches):
+                samples[index].append(batch.sample())
+            if progress is not None:
+                progress(f"repeat {repeat + 1}/{repeats} done")
+    finally:
+        gc.unfreeze()
     return [_summarise(case, samples[index]) for index, case in enumerate(cases)]
 
 
@@ -196,6 +229,5 @@ __all__ = [
     "Op",
     "percentile",
     "run_interleaved",
-    "time_batch",
     "timer_overhead_ns",
 ]

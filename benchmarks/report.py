@@ -121,7 +121,7 @@ def machine_info(root: Path, *, argon2_parameters: dict[str, int]) -> dict[str, 
         "apikeys": _version("apikeys"),
         "git_commit": _git_commit(root),
         "argon2_parameters": argon2_parameters,
-        "load_average_at_start": list(load) if load else None,
+        "load_average_at_start": [round(value, 2) for value in load] if load else None,
     }
 
 

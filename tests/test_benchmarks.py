@@ -185,21 +185,20 @@ def test_percentile_of_nothing_is_an_error() -> None:
         harness.percentile([], 0.5)
 
 
-def test_the_runner_interleaves_and_takes_the_median() -> None:
-    calls: list[str] = []
+def test_the_runner_interleaves_slices_and_takes_the_median() -> None:
+    calls: list[tuple[str, int]] = []
 
     def recording(name: str) -> harness.Op:
-        return lambda _index: calls.append(name)
+        return lambda index: calls.append((name, index))
 
     cases = [harness.Case("s", 1, name, 3, recording(name)) for name in ("a", "b")]
-    results = harness.run_interleaved(cases, 4, seed=3, warmup_ops=0)
+    results = harness.run_interleaved(cases, 4, seed=3, slices=3, warmup_ops=0)
     assert len(calls) == 2 * 3 * 4
-    batches = [calls[start : start + 3] for start in range(0, len(calls), 3)]
-    # Whole batches, every case once per repeat, in an order that changes.
-    assert all(len(set(batch)) == 1 for batch in batches)
-    repeats = [(batches[i][0], batches[i + 1][0]) for i in range(0, len(batches), 2)]
-    assert all(sorted(pair) == ["a", "b"] for pair in repeats)
-    assert len(set(repeats)) == 2
+    rounds = [calls[start : start + 2] for start in range(0, len(calls), 2)]
+    # Every round runs the next operation of every case, in an order that changes.
+    for number, round_ in enumerate(rounds):
+        assert sorted(round_) == [("a", number % 3), ("b", number % 3)]
+    assert len({tuple(name for name, _ in round_) for round_ in rounds}) == 2
     assert [result.workload for result in results] == ["a", "b"]
     for result in results:
         assert result.io_calls_per_op is None
@@ -208,9 +207,18 @@ def test_the_runner_interleaves_and_takes_the_median() -> None:
         assert result.p99_us == statistics.median(sample.p99_us for sample in result.samples)
 
 
+def test_a_case_with_fewer_operations_than_slices_runs_each_once() -> None:
+    seen: list[int] = []
+    case = harness.Case("s", 1, "few", 2, seen.append)
+    harness.run_interleaved([case], 1, slices=10, warmup_ops=0)
+    assert seen == [0, 1]
+
+
 def test_the_runner_refuses_zero_repeats() -> None:
     with pytest.raises(ValueError, match="repeats"):
         harness.run_interleaved([], 0)
+    with pytest.raises(ValueError, match="slices"):
+        harness.run_interleaved([], 1, slices=0)
 
 
 def test_every_option_the_page_names_exists() -> None:
