@@ -21,6 +21,7 @@ INSTALLED_APPS = [
 ]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
+TIME_ZONE = "UTC"
 ROOT_URLCONF = "examples.django_project.urls"
 WSGI_APPLICATION = "examples.django_project.wsgi.application"
 
