@@ -123,7 +123,6 @@ class _Sleep:
 
 
 _Op = _Send | _Sleep
-_Flow = Generator[_Op, Any, Any]
 
 
 # --- Clerk's key object --------------------------------------------------------------
@@ -712,7 +711,13 @@ class ClerkBase:
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise _malformed("list", "no data array")
         total = payload.get("total_count")
-        if isinstance(total, bool) or not isinstance(total, int | float) or total < 0:
+        # Python's JSON decoder accepts Infinity and NaN, so check the number is real.
+        if (
+            isinstance(total, bool)
+            or not isinstance(total, int | float)
+            or not math.isfinite(total)
+            or total < 0
+        ):
             raise _malformed("list", "no total_count")
         items = tuple(to_api_key(parse_key_object(item, "list")) for item in payload["data"])
         return APIKeyPage(items=items, total=int(total), limit=limit, offset=offset)

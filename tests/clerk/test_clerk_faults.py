@@ -238,6 +238,10 @@ def test_malformed_list_answers_are_backend_unavailable(
         b'{"data": {}}',
         b'{"data": [], "total_count": -1}',
         b'{"data": [{}], "total_count": 1}',
+        b'{"data": [], "total_count": Infinity}',
+        b'{"data": [], "total_count": NaN}',
+        b'{"data": [], "total_count": true}',
+        b"[]",
     ):
         fake.fail_next(200, route="GET /api_keys", body=body)
         with pytest.raises(BackendUnavailableError, match="malformed answer to list"):

@@ -128,3 +128,34 @@ def test_any_verify_answer_ends_in_a_documented_outcome(payload: Any, status: in
             return
     assert isinstance(verified, VerifiedKey)
     assert payload["revoked"] is False and payload["expired"] is False
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=st.fixed_dictionaries(
+        {},
+        optional={
+            "data": st.lists(key_like, max_size=3) | json_values,
+            "total_count": json_scalars,
+        },
+    )
+    | json_values,
+    raw=st.sampled_from([b"", b"Infinity", b"NaN", b"-Infinity"]),
+)
+def test_any_list_answer_ends_in_a_page_or_backend_unavailable(payload: Any, raw: bytes) -> None:
+    body = json.dumps(payload).encode()
+    if raw and isinstance(payload, dict) and "total_count" in payload:
+        body = json.dumps({**payload, "total_count": 0}).encode().replace(b"0}", raw + b"}", 1)
+
+    def clerk(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    with httpx.Client(transport=httpx.MockTransport(clerk)) as client:
+        manager = ClerkKeyManager("sk_test_x", http_client=client)
+        try:
+            page = manager.list_api_keys("user_" + "c" * 27)
+        except BackendUnavailableError:
+            return
+    assert page.total >= 0 and all(key.id for key in page.items)
