@@ -34,7 +34,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from apikeys._errors import BackendUnavailableError, RateLimitedError
+from apikeys._errors import (
+    BackendUnavailableError,
+    ExpiredKeyError,
+    InvalidKeyError,
+    RateLimitedError,
+    RevokedKeyError,
+)
 
 DEFAULT_MAX_FAILURES_PER_KEY = 100
 DEFAULT_FAILURE_WINDOW = 60.0
@@ -131,6 +137,30 @@ class FailureLimiter:
             tat = min(max(tat, now) + self._interval, now + self.window)
             self._tat[key] = tat
         return math.ceil((tat - now) / self._interval - 1e-9)
+
+    @contextmanager
+    def attempt(self, key: str) -> Iterator[None]:
+        """Guard one validation on behalf of ``key`` (a client address, say).
+
+        Refuses at once if ``key`` has no token left, and takes a token if the
+        block raises :class:`~apikeys.InvalidKeyError` -- a malformed, unknown
+        or wrong key, not an expired or revoked one (their holder had the
+        right secret). The block's exception is re-raised either way. Works
+        around an ``await`` too: the guard itself never waits::
+
+            with client_limiter.attempt(client_address):
+                verified = await manager.validate_api_key(secret)
+
+        Raises:
+            RateLimitedError: ``key`` has no token left; the block did not run.
+        """
+        self.check(key)
+        try:
+            yield
+        except InvalidKeyError as exc:
+            if not isinstance(exc, ExpiredKeyError | RevokedKeyError):
+                self.record_failure(key)
+            raise
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures."""

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apikeys import BackendUnavailableError, RateLimitedError
+from apikeys import (
+    BackendUnavailableError,
+    ExpiredKeyError,
+    InvalidKeyError,
+    RateLimitedError,
+    RevokedKeyError,
+)
 from apikeys._ratelimit import ConcurrencyCap, FailureLimiter, default_hash_concurrency
 from tests.reliability.helpers import FakeClock
 
@@ -160,6 +166,39 @@ def test_limiter_is_thread_safe() -> None:
     with pytest.raises(RateLimitedError):
         limiter.check("k")  # exactly 1000 failures took every token
     assert limiter.record_failure("k") == 1000
+
+
+def test_attempt_guards_a_validation_per_client() -> None:
+    limiter = FailureLimiter(2, 60.0)
+    for error in (ExpiredKeyError(), RevokedKeyError(), BackendUnavailableError()):
+        with pytest.raises(type(error)), limiter.attempt("10.0.0.1"):
+            raise error
+    assert len(limiter) == 0  # none of those is the client's guessing
+    with limiter.attempt("10.0.0.1"):
+        pass  # a success takes nothing
+    for _ in range(2):
+        with pytest.raises(InvalidKeyError), limiter.attempt("10.0.0.1"):
+            raise InvalidKeyError()
+    ran = []
+    with pytest.raises(RateLimitedError), limiter.attempt("10.0.0.1"):
+        ran.append(True)
+    assert ran == []  # refused before the validation ran
+    with limiter.attempt("10.0.0.2"):  # other clients are unaffected
+        ran.append(True)
+    assert ran == [True]
+
+
+async def test_attempt_works_around_an_await() -> None:
+    limiter = FailureLimiter(1, 60.0)
+
+    async def validate() -> None:
+        await asyncio.sleep(0)
+        raise InvalidKeyError()
+
+    with pytest.raises(InvalidKeyError), limiter.attempt("client"):
+        await validate()
+    with pytest.raises(RateLimitedError), limiter.attempt("client"):
+        await validate()
 
 
 # --- ConcurrencyCap ----------------------------------------------------------------
