@@ -29,6 +29,7 @@ from typing import Any  # noqa: E402
 from fastapi import APIRouter, Depends, FastAPI, Request, Response  # noqa: E402
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel  # noqa: E402
 from fastapi.security.base import SecurityBase  # noqa: E402
+from starlette.requests import HTTPConnection  # noqa: E402
 
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys.integrations._core import IntegrationSettings, required_scopes  # noqa: E402
@@ -113,10 +114,11 @@ class _APIKeyDependency(SecurityBase):
         self.scheme_name = _BEARER_SCHEME
         self.scopes = scopes  # None: the management scopes of the app's APIKeys
 
-    async def __call__(self, request: Request) -> VerifiedKey:
-        keys = APIKeys.of(request.app)
+    async def __call__(self, connection: HTTPConnection) -> VerifiedKey:
+        # HTTPConnection, not Request: WebSocket routes can depend on it too.
+        keys = APIKeys.of(connection.app)
         scopes = keys.management_scopes if self.scopes is None else self.scopes
-        return await keys.authenticate(request.scope, scopes)
+        return await keys.authenticate(connection.scope, scopes)
 
 
 def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[..., Awaitable[VerifiedKey]]:

@@ -55,6 +55,8 @@ from apikeys.integrations._management import (  # noqa: E402
 )
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+# The ASGI extension that lets a refused WebSocket handshake get a real HTTP answer.
+_DENIAL = "websocket.http.response"
 
 
 def to_response(core: CoreResponse) -> Response:
@@ -179,8 +181,10 @@ class APIKeys:
 class APIKeyMiddleware:
     """Pure-ASGI middleware that requires a valid key on every request but exempt paths.
 
-    The verified key is put on ``request.state.api_key``. WebSocket
-    connections without a valid key are closed with code 1008.
+    The verified key is put on ``request.state.api_key``. A WebSocket
+    handshake without a valid key gets the same JSON answer as HTTP where the
+    server supports the denial-response extension (uvicorn does), and is
+    closed with code 1008 elsewhere.
 
     Args:
         app: The ASGI app to protect.
@@ -215,7 +219,8 @@ class APIKeyMiddleware:
         try:
             await keys.authenticate(scope, self.scopes)
         except APIKeysError as exc:
-            if scope["type"] == "websocket":
+            if scope["type"] == "websocket" and _DENIAL not in scope.get("extensions", {}):
+                # The server cannot send an HTTP answer to a WebSocket handshake.
                 await send({"type": "websocket.close", "code": 1008})
             else:
                 await keys.response_for(exc)(scope, receive, send)

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.testclient import TestClient
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocket
 
 import apikeys
 from apikeys import ConfigurationError, MissingDependencyError, VerifiedKey
@@ -316,15 +316,75 @@ def test_starlette_decorator_without_middleware_answers_errors_itself(seeded: Se
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 
-def test_websocket_needs_a_key(seeded: Seeded) -> None:
+def test_websocket_handshake_needs_a_key(seeded: Seeded) -> None:
     app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
     with TestClient(app) as client:
-        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
+        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
             pass
-        assert closed.value.code == 1008
+        assert denied.value.status_code == 401
+        assert denied.value.json()["code"] == "missing_api_key"
         headers = {"X-API-Key": seeded.reader.secret}
         with client.websocket_connect("/ws", headers=headers) as websocket:
             assert websocket.receive_json() == {"user": OWNER}
+
+
+async def test_websocket_without_the_denial_extension_is_closed_1008(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url)
+    keys = APIKeys(manager=manager)
+    reached: list[bool] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(True)
+
+    middleware = APIKeyMiddleware(inner, apikeys=keys)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    try:
+        await middleware(scope, receive, send)
+    finally:
+        await manager.close()
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert reached == []
+
+
+def test_fastapi_websocket_route_with_the_dependency(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    app = FastAPI(lifespan=lifespan)
+    APIKeys(app, manager=manager)
+
+    @app.websocket("/ws")
+    async def feed(
+        websocket: WebSocket,
+        key: VerifiedKey = Depends(require_api_key(["read:data"])),  # noqa: B008
+    ) -> None:
+        await websocket.accept()
+        await websocket.send_json({"user": key.user_id})
+        await websocket.close()
+
+    with TestClient(app) as client:
+        revoked = {"X-API-Key": seeded.revoked.secret}
+        with (
+            pytest.raises(WebSocketDenialResponse) as denied,
+            client.websocket_connect("/ws", headers=revoked),
+        ):
+            pass
+        assert denied.value.status_code == 403
+        assert denied.value.json()["code"] == "revoked_api_key"
+        with client.websocket_connect("/ws", headers={"X-API-Key": seeded.reader.secret}) as ws:
+            assert ws.receive_json() == {"user": OWNER}
 
 
 def test_middleware_passes_lifespan_through(seeded: Seeded) -> None:
