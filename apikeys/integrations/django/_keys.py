@@ -20,6 +20,7 @@ from apikeys._config import load_settings
 from apikeys._default import get_async_key_manager, get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError
 from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._flow import Flow
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._validation import check_scopes
@@ -27,6 +28,7 @@ from apikeys.integrations._core import (
     API_KEY_ATTRIBUTE,
     CoreResponse,
     IntegrationSettings,
+    ManagerCall,
     authentication_flow,
     error_response,
     is_async_manager,
@@ -214,6 +216,13 @@ class APIKeys:
                 _share_cache(self._async_manager, self._manager if self._owns_sync else None)
             return self._async_manager
 
+    def _flow(
+        self, request: HttpRequest, scopes: tuple[str, ...]
+    ) -> Flow[ManagerCall, VerifiedKey]:
+        return authentication_flow(
+            request.headers.items(), query_pairs(request), self.settings, scopes
+        )
+
     def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
         """Verify the request's key with the sync manager and set ``request.api_key``.
 
@@ -226,10 +235,7 @@ class APIKeys:
         published = getattr(request, API_KEY_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        flow = authentication_flow(
-            request.headers.items(), query_pairs(request), self.settings, scopes
-        )
-        verified = run_with_sync_manager(flow, self.manager)
+        verified = run_with_sync_manager(self._flow(request, scopes), self.manager)
         setattr(request, API_KEY_ATTRIBUTE, verified)
         return verified
 
@@ -243,10 +249,7 @@ class APIKeys:
         manager = self._async_manager_for(request)
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
-        flow = authentication_flow(
-            request.headers.items(), query_pairs(request), self.settings, scopes
-        )
-        verified = await run_with_async_manager(flow, manager)
+        verified = await run_with_async_manager(self._flow(request, scopes), manager)
         setattr(request, API_KEY_ATTRIBUTE, verified)
         return verified
 
