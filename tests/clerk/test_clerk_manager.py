@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -655,3 +658,43 @@ def test_repeated_use_of_a_revoked_key_is_suspicious(
     suspicious = [e for e in events if e.kind == "suspicious"]
     assert len(suspicious) == 1
     assert (suspicious[0].key_id, suspicious[0].failures) == (new.id, 3)
+
+
+# --- the twins and the import guard ----------------------------------------------------
+
+
+def test_the_twins_have_the_same_public_methods() -> None:
+    def public(cls: type) -> dict[str, list[str]]:
+        return {
+            name: list(inspect.signature(getattr(cls, name)).parameters)
+            for name in dir(cls)
+            if not name.startswith("_") and callable(getattr(cls, name))
+        }
+
+    assert public(ClerkKeyManager) == public(AsyncClerkKeyManager)
+    for name in public(AsyncClerkKeyManager):
+        if name != "from_settings":
+            assert inspect.iscoroutinefunction(getattr(AsyncClerkKeyManager, name)), name
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import apikeys.backends.clerk",
+        "import apikeys.testing",
+        "apikeys.create_key_manager('clerk://', clerk_secret_key='sk_test_x')",
+    ],
+)
+def test_without_httpx_the_error_names_the_extra(statement: str) -> None:
+    code = (
+        "import sys\nsys.modules['httpx'] = None\nimport apikeys\n"
+        f"try:\n    {statement}\nexcept apikeys.MissingDependencyError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "httpx is required for this feature: pip install 'apikeys[clerk]'"
+    )
