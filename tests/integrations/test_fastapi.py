@@ -427,3 +427,31 @@ def test_integrations_import_no_backend_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_backend_rate_limit_is_429_with_retry_after(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url, max_failures_per_key=2)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    app = FastAPI(lifespan=lifespan)
+    APIKeys(app, manager=manager)
+
+    @app.get("/protected")
+    async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
+        return {"user": key.user_id}
+
+    guessed = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(3)]
+    with TestClient(app) as client:
+        statuses = [
+            client.get("/protected", headers={"X-API-Key": key}).status_code for key in guessed
+        ]
+        limited = client.get("/protected", headers={"X-API-Key": seeded.admin.secret})
+    assert statuses == [403, 403, 429]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["code"] == "rate_limited"
+    assert seeded.admin.secret not in limited.text

@@ -18,7 +18,7 @@ from apikeys.integrations.flask import (
 )
 from tests.integrations.apps import flask_app, flask_client
 from tests.integrations.conftest import OWNER, Seeded
-from tests.integrations.contract import ClientFactory, IntegrationContract
+from tests.integrations.contract import ClientFactory, IntegrationContract, assert_no_secret
 
 pytestmark = pytest.mark.flask
 
@@ -159,3 +159,21 @@ def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "apikeys.integrations.flask", raising=False)
     with pytest.raises(MissingDependencyError, match=r"pip install 'apikeys\[flask\]'"):
         importlib.import_module("apikeys.integrations.flask")
+
+
+def test_backend_rate_limit_is_429_with_retry_after(seeded: Seeded) -> None:
+    app = Flask(__name__)
+    app.config.update(APIKEYS_BACKEND=seeded.url, APIKEYS_MAX_FAILURES_PER_KEY=2)
+    APIKeys(app)
+    guessed = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(3)]
+    with flask_client(_protected_app(app)) as client:
+        statuses = [
+            client.request("GET", "/protected", headers={"X-API-Key": key}).status
+            for key in guessed
+        ]
+        limited = client.request("GET", "/protected", headers={"X-API-Key": seeded.admin.secret})
+    assert statuses == [403, 403, 429]
+    assert limited.status == 429  # the right secret too, until the allowance refills
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json["code"] == "rate_limited"
+    assert_no_secret(limited, seeded.admin.secret, *guessed)
