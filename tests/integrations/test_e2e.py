@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -74,6 +75,16 @@ def test_example_app_over_real_http(
         listed = http.get("/api-keys", headers=auth, params={"limit": "100"})
         assert new_id in {item["id"] for item in listed.json()["items"]}
         assert new_secret not in listed.text
+
+        # Concurrent requests: the async manager's pool under uvicorn, the sync
+        # manager shared by waitress's worker threads. Misses and hits mixed.
+        secrets = [seeded.admin.secret, seeded.reader.secret, new_secret, "apk_1nope"]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(
+                lambda i: http.get("/protected", headers={"X-API-Key": secrets[i % 4]}).status_code,
+                range(40),
+            ))  # fmt: skip
+        assert answers == [200, 200, 200, 403] * 10
 
         assert http.delete(f"/api-keys/{seeded.other.id}", headers=auth).status_code == 404
         revoke = http.delete(f"/api-keys/{new_id}", headers=auth)
