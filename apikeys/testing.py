@@ -312,8 +312,11 @@ class FakeClerk:
         """How many requests matched ``method`` and ``route`` (``None`` matches all).
 
         ``route`` is a path template below the API URL: ``"/api_keys/verify"``,
-        ``"/api_keys/{id}"``.
+        ``"/api_keys/{id}"``. Both may come as one string, as faults name routes:
+        ``count("POST /api_keys/verify")``.
         """
+        if method is not None and route is None and " " in method:
+            method, route = method.split(" ", 1)
         with self._lock:
             return sum(
                 1

@@ -193,6 +193,7 @@ def test_faults_hit_only_their_route_and_count(fake: FakeClerk) -> None:
     fake.fail_next(200, body=b"<html>")
     assert _call(fake, "GET", "/api_keys", params={"subject": VALID_SUBJECT}).content == b"<html>"
     assert fake.count("POST", "/api_keys/verify") == 3 and fake.count("POST") == 4
+    assert fake.count("POST /api_keys/verify") == 3 and fake.count("GET /api_keys") == 2
 
 
 def test_a_fault_after_the_fact_still_acts(fake: FakeClerk) -> None:
