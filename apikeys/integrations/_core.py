@@ -27,8 +27,9 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -368,11 +369,15 @@ def required_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...]:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ManagerCall:
+_NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
+
+
+class ManagerCall(NamedTuple):
     """One manager method call a flow asks its driver to perform.
 
-    ``repr`` names only the method: the arguments may hold a secret.
+    A named tuple: one is built on every protected request, and tuples are the
+    cheapest immutable records. ``repr`` names only the method: the arguments
+    may hold a secret.
     """
 
     method: Literal[
@@ -380,7 +385,7 @@ class ManagerCall:
         "revoke_api_key", "delete_api_key",
     ]  # fmt: skip
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = _NO_KEYWORDS
 
     def __repr__(self) -> str:
         return f"ManagerCall({self.method!r})"

@@ -380,8 +380,9 @@ def test_body_less_response_has_no_content() -> None:
 def test_manager_call_repr_hides_arguments() -> None:
     secret = apikeys.generate_key().key
     call = ManagerCall("validate_api_key", (secret,), {"required_scopes": ()})
-    assert secret not in repr(call)
-    assert "validate_api_key" in repr(call)
+    for shown in (repr(call), str(call), f"{call}", repr([call])):
+        assert secret not in shown
+        assert "validate_api_key" in shown
 
 
 def _flow_answered_with(result: object, scopes: tuple[str, ...] = ()) -> VerifiedKey:
