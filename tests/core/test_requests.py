@@ -369,3 +369,52 @@ def test_keep_is_a_singleton_sentinel() -> None:
     assert KEEP is Keep.KEEP
     assert list(Keep) == [KEEP]
     assert KEEP is not None
+
+
+# --- any Python value at all ---------------------------------------------------------------------------
+
+anything = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.binary(),
+        st.datetimes(),
+        st.dates(),
+        st.timedeltas(),
+        st.decimals(),
+        st.fractions(),
+        st.complex_numbers(),
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+CHECKS: dict[str, Any] = {
+    "user_id": check_user_id,
+    "key_id": check_key_id,
+    "name": check_name,
+    "metadata": check_metadata,
+    "reason": check_reason,
+    "grace": check_grace,
+    "required_scopes": check_required_scopes,
+    "limit": lambda value: check_page(value, 0),
+    "offset": lambda value: check_page(1, value),
+}
+
+
+@pytest.mark.parametrize("field", CHECKS)
+@given(value=anything)
+def test_any_value_is_accepted_or_refused_with_invalid_input_only(
+    field: str, value: object
+) -> None:
+    result = outcome(lambda: CHECKS[field](value), InvalidInputError)
+    if isinstance(result, InvalidInputError):
+        assert result.field == field
