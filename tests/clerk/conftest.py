@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import shutil
@@ -95,8 +96,8 @@ def twin(make_twin: Callable[..., Twin]) -> Twin:
     return make_twin()
 
 
-@pytest.fixture(scope="session")
-def clerk_spec() -> dict[str, Any]:
+@functools.cache
+def load_spec() -> dict[str, Any]:
     """Clerk's official OpenAPI spec, from ``../shared/clerk/`` beside the repository."""
     if not SPEC_PATH.is_file():
         pytest.fail(
@@ -106,6 +107,13 @@ def clerk_spec() -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster on 20k lines
     spec: dict[str, Any] = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     return spec
+
+
+@pytest.fixture(scope="session")
+def clerk_spec() -> dict[str, Any]:
+    """The spec (see :func:`load_spec`); hypothesis tests call ``load_spec()`` instead,
+    so that a failing example's report does not print the whole spec."""
+    return load_spec()
 
 
 def _prism_unavailable(reason: str) -> NoReturn:
