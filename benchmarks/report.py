@@ -122,6 +122,9 @@ def machine_info(root: Path, *, argon2_parameters: dict[str, int]) -> dict[str, 
         "git_commit": _git_commit(root),
         "argon2_parameters": argon2_parameters,
         "load_average_at_start": [round(value, 2) for value in load] if load else None,
+        "cpu_affinity": sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
     }
 
 
@@ -234,7 +237,8 @@ def render_markdown_block(record: RunRecord) -> str:
         f"{machine['apikeys']} at commit `{machine['git_commit']}`",
         f"- argon2id parameters ({defaults}): time_cost={argon2['time_cost']}, "
         f"memory_cost={argon2['memory_cost']} KiB, parallelism={argon2['parallelism']}",
-        f"- Load average at start: {machine['load_average_at_start']}; timer overhead "
+        f"- Load average at start: {machine['load_average_at_start']}; CPUs allowed: "
+        f"{machine.get('cpu_affinity')}; timer overhead "
         f"{config['timer_overhead_ns']:.0f} ns per operation (included in the figures)",
     ]
     for seeding in record.seeding:

@@ -10,6 +10,7 @@ writes nothing unless asked: a smoke test, its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import shutil
@@ -127,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="argon2id time cost instead of the backend's default",
+    )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        help="pin the run to this CPU (Linux): the CPUs of a shared VM need not be equal",
     )
     parser.add_argument(
         "--workdir", type=Path, help="keep the SQLite files in this directory (default: temporary)"
@@ -249,6 +255,15 @@ def _password_hasher(overrides: dict[str, int] | None) -> tuple[PasswordHasher |
     return hasher, same
 
 
+def _pin(cpu: int) -> None:
+    if not hasattr(os, "sched_setaffinity"):
+        raise SystemExit("--cpu needs Linux (os.sched_setaffinity)")
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--cpu {cpu}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the harness; see ``python -m benchmarks --help``."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -272,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if profile.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
+    if options.cpu is not None:
+        _pin(options.cpu)
     record = run_benchmarks(
         profile,
         workloads=options.workload or tuple(ALL_WORKLOADS),

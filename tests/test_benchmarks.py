@@ -134,6 +134,11 @@ def test_the_module_entry_point_runs() -> None:
     assert "--quick" in completed.stdout
 
 
+def test_an_unknown_cpu_is_refused_with_a_message() -> None:
+    with pytest.raises(SystemExit, match="--cpu"):
+        run.main(["--quick", "--cpu", "4096", "--no-write"])
+
+
 @pytest.mark.parametrize("sizes", ["ten", "0", "5,-1"])
 def test_bad_sizes_are_refused_with_a_message(sizes: str) -> None:
     with pytest.raises(SystemExit, match="--sizes"):
