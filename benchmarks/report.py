@@ -97,11 +97,17 @@ def _git(root: Path, *arguments: str) -> str | None:
 
 
 def _git_commit(root: Path) -> str | None:
-    """The checked-out commit, marked ``+dirty`` when tracked files differ from it."""
+    """The checked-out commit, marked ``+dirty`` when the measured code differs from it.
+
+    Only ``apikeys/`` and ``benchmarks/`` count: changes elsewhere in a shared
+    tree (tests, docs, other work in progress) do not change what was measured.
+    """
     commit = _git(root, "rev-parse", "--short", "HEAD")
     if commit is None:
         return None
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    dirty = _git(
+        root, "status", "--porcelain", "--untracked-files=no", "--", "apikeys", "benchmarks"
+    )
     return commit + ("+dirty" if dirty else "")
 
 
