@@ -479,29 +479,55 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others(fake: FakeClerk, us
     await manager.close()
 
 
-def test_concurrent_threads_share_one_call(fake: FakeClerk, user_id: str) -> None:
-    manager = fake.key_manager(cache_ttl=0)
-    new = manager.create_api_key(user_id, "threads")
-    fake.latency = 0.2
-    start = threading.Barrier(12)
-    outcomes: list[object] = []
+@pytest.mark.parametrize("known", [True, False], ids=["valid key", "unknown key"])
+def test_concurrent_threads_share_one_call(
+    fake: FakeClerk, user_id: str, monkeypatch: pytest.MonkeyPatch, known: bool
+) -> None:
+    import apikeys.backends.clerk as clerk_module
 
-    def work(secret: str) -> None:
-        start.wait()
-        try:
-            outcomes.append(manager.validate_api_key(secret).key_id)
-        except InvalidKeyError as exc:
-            outcomes.append(type(exc))
+    waiting = threading.Semaphore(0)
 
-    threads = [threading.Thread(target=work, args=(new.secret,)) for _ in range(8)]
-    threads += [threading.Thread(target=work, args=("ak_" + "Q" * 44,)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert sorted(map(str, outcomes)) == sorted([new.id] * 8 + [str(InvalidKeyError)] * 4)
-    assert fake.count(*VERIFY) == 2
-    manager.close()
+    class CountedEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.release()  # a follower is now parked on the leader's call
+            return super().wait(timeout)
+
+    class CountedPending(clerk_module._Pending):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = CountedEvent()
+
+    monkeypatch.setattr(clerk_module, "_Pending", CountedPending)
+    release = threading.Event()
+
+    def held(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/verify"):
+            assert release.wait(10)
+        return fake.transport.handle_request(request)
+
+    with httpx.Client(transport=httpx.MockTransport(held)) as client:
+        manager = ClerkKeyManager(
+            fake.secret_key, api_url=fake.api_url, http_client=client, cache_ttl=0
+        )
+        secret = manager.create_api_key(user_id, "threads").secret if known else "ak_" + "Q" * 44
+        outcomes: list[str] = []
+
+        def work() -> None:
+            try:
+                outcomes.append(manager.validate_api_key(secret).user_id)
+            except InvalidKeyError as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for _ in range(7):  # the leader is held in the call; the other seven wait for it
+            assert waiting.acquire(timeout=10)
+        release.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert outcomes == [user_id if known else "InvalidKeyError"] * 8
+    assert fake.count(*VERIFY) == 1
 
 
 # --- telling the holder why ----------------------------------------------------------
