@@ -66,8 +66,6 @@ DEFAULT_PAGE_SIZE: Final = 50
 _NO_STORE = (("Cache-Control", "no-store"),)
 _INTEGER_RE = re.compile(r"[0-9]{1,9}")
 MAX_OFFSET: Final = 999_999_999
-# The scope syntax of apikeys._scopes, for OpenAPI documents.
-SCOPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*(:\*)?$"
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 _CREATE_FIELDS = frozenset({"name", "scopes", "expiration", "userId", "metadata"})
@@ -362,96 +360,9 @@ async def handle_management_async(
         return error_response(exc, settings)
 
 
-def _key_schema(*, with_secret: bool = False) -> dict[str, Any]:
-    nullable_time = {"type": ["string", "null"], "format": "date-time"}
-    properties: dict[str, Any] = {
-        "id": {"type": "string"},
-        "userId": {"type": "string"},
-        "name": {"type": "string"},
-        "scopes": {"type": "array", "items": {"type": "string"}},
-        "createdAt": {"type": "string", "format": "date-time"},
-        "expiresAt": nullable_time,
-        "lastUsedAt": nullable_time,
-        "revokedAt": nullable_time,
-        "revocationReason": {"type": ["string", "null"]},
-        "active": {"type": "boolean"},
-        "hint": {"type": "string"},
-        "metadata": {"type": "object"},
-    }
-    if with_secret:
-        properties["secret"] = {"type": "string", "description": "Shown only this once"}
-    return {"type": "object", "properties": properties, "required": sorted(properties)}
-
-
-CREATE_BODY_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 255},
-        "scopes": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": 128, "pattern": SCOPE_PATTERN},
-            "maxItems": 64,
-        },
-        "expiration": {
-            "type": ["string", "null"],
-            "description": "ISO 8601 date (valid through that day, UTC) or date-time",
-        },
-        "userId": {"type": "string", "description": "Must be the caller's own user id"},
-        "metadata": {"type": "object"},
-    },
-}
-DELETE_BODY_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string"},
-        "reason": {"type": "string", "maxLength": 500},
-    },
-}
-KEY_SCHEMA: Final = _key_schema()
-NEW_KEY_SCHEMA: Final = _key_schema(with_secret=True)
-PAGE_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "items": {"type": "array", "items": KEY_SCHEMA},
-        "total": {"type": "integer"},
-        "limit": {"type": "integer"},
-        "offset": {"type": "integer"},
-        "hasMore": {"type": "boolean"},
-    },
-    "required": ["items", "total", "limit", "offset", "hasMore"],
-}
-ERROR_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "code": {"type": "string"},
-        "message": {"type": "string"},
-        "missingScopes": {"type": "array", "items": {"type": "string"}},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-        "retryAfter": {"type": "integer"},
-    },
-    "required": ["code", "message"],
-}
-
-
 __all__ = [
-    "CREATE_BODY_SCHEMA",
-    "DELETE_BODY_SCHEMA",
-    "ERROR_SCHEMA",
-    "KEY_SCHEMA",
     "MANAGEMENT_PATH",
     "MAX_OFFSET",
-    "NEW_KEY_SCHEMA",
-    "PAGE_SCHEMA",
-    "SCOPE_PATTERN",
     "ForeignUserError",
     "ManagementRequest",
     "handle_management_async",

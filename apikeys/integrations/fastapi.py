@@ -24,7 +24,7 @@ from apikeys._imports import require
 require("fastapi", "fastapi")
 
 from collections.abc import Awaitable, Callable, Iterable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response  # noqa: E402
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel  # noqa: E402
@@ -33,20 +33,13 @@ from starlette.requests import HTTPConnection  # noqa: E402
 
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys.integrations._core import IntegrationSettings, required_scopes  # noqa: E402
-from apikeys.integrations._management import (  # noqa: E402
-    CREATE_BODY_SCHEMA,
-    DELETE_BODY_SCHEMA,
-    ERROR_SCHEMA,
-    KEY_SCHEMA,
-    MANAGEMENT_PATH,
-    MAX_OFFSET,
-    NEW_KEY_SCHEMA,
-    PAGE_SCHEMA,
-)
+from apikeys.integrations._management import MANAGEMENT_PATH  # noqa: E402
+from apikeys.integrations._openapi import MANAGEMENT_OPERATIONS  # noqa: E402
 from apikeys.integrations.starlette import APIKeyMiddleware, to_response  # noqa: E402
 from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys  # noqa: E402
 
 _BEARER_SCHEME = "APIKeyBearer"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
 
 class APIKeys(StarletteAPIKeys):
@@ -136,115 +129,48 @@ def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[..., Awaitable
 _management_caller = _APIKeyDependency(None)
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    names = {
-        401: "No API key",
-        403: "Refused key, missing scope, or another user",
-        404: "No such key for this user",
-        422: "Invalid request",
-        503: "Key store unavailable",
-    }
-    return {status: _json(ERROR_SCHEMA, names[status]) for status in statuses}
-
-
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
 _CALLER = Depends(_management_caller)
-_REASON_PARAMETER = _query("reason", {"type": "string", "maxLength": 500}, "Revocation reason")
 
 management_router = APIRouter(tags=["api-keys"])
 """The ``/api-keys`` endpoints: ``app.include_router(management_router)``."""
 
 
-@management_router.get(
-    MANAGEMENT_PATH,
-    summary="List the caller's API keys",
-    response_class=Response,
-    responses={
-        200: _json(PAGE_SCHEMA, "One page of keys, newest first"),
-        **_errors(401, 403, 422, 503),
-    },
-    openapi_extra={
-        "parameters": [
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size"),
-            _query(
-                "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "Keys to skip"
-            ),
-            _query("includeInvalid", {"type": "boolean"}, "Include revoked and expired keys"),
-        ]
-    },
-)
+def _operation(method: str, path: str) -> Callable[[_Endpoint], _Endpoint]:
+    """Register an endpoint on the router, described by the core's OpenAPI operation."""
+    operation = MANAGEMENT_OPERATIONS[(method, path)]
+    extra: dict[str, Any] = {
+        name: operation[name] for name in ("parameters", "requestBody") if name in operation
+    }
+    return management_router.api_route(
+        path,
+        methods=[method.upper()],
+        summary=operation["summary"],
+        status_code=operation["status"],
+        response_class=Response,
+        responses=operation["responses"],
+        openapi_extra=extra,
+    )
+
+
+@_operation("get", MANAGEMENT_PATH)
 async def list_api_keys(request: Request, caller: VerifiedKey = _CALLER) -> Response:
     """List the caller's keys, never with secrets."""
     return await APIKeys.of(request.app).serve_management(request, caller)
 
 
-@management_router.post(
-    MANAGEMENT_PATH,
-    summary="Create an API key for the caller's user",
-    status_code=201,
-    response_class=Response,
-    responses={
-        201: _json(NEW_KEY_SCHEMA, "The new key, with its secret shown this once"),
-        **_errors(401, 403, 422, 503),
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": CREATE_BODY_SCHEMA}},
-        }
-    },
-)
+@_operation("post", MANAGEMENT_PATH)
 async def create_api_key(request: Request, caller: VerifiedKey = _CALLER) -> Response:
     """Create a key whose scopes the caller's key covers."""
     return await APIKeys.of(request.app).serve_management(request, caller)
 
 
-@management_router.delete(
-    MANAGEMENT_PATH + "/{key_id}",
-    summary="Revoke (or delete) one of the caller's API keys",
-    response_class=Response,
-    responses={
-        200: _json(KEY_SCHEMA, "The revoked key"),
-        204: {"description": "Deleted (when management_delete is 'delete')"},
-        **_errors(401, 403, 404, 422, 503),
-    },
-    openapi_extra={"parameters": [_REASON_PARAMETER]},
-)
+@_operation("delete", MANAGEMENT_PATH + "/{key_id}")
 async def delete_api_key(request: Request, key_id: str, caller: VerifiedKey = _CALLER) -> Response:
     """Revoke a key by id (the id in the path)."""
     return await APIKeys.of(request.app).serve_management(request, caller, key_id)
 
 
-@management_router.delete(
-    MANAGEMENT_PATH,
-    summary="Revoke (or delete) a key named in the body or the query",
-    response_class=Response,
-    responses={
-        200: _json(KEY_SCHEMA, "The revoked key"),
-        204: {"description": "Deleted (when management_delete is 'delete')"},
-        **_errors(401, 403, 404, 422, 503),
-    },
-    openapi_extra={
-        "parameters": [_query("id", {"type": "string"}, "The key id"), _REASON_PARAMETER],
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": DELETE_BODY_SCHEMA}},
-        },
-    },
-)
+@_operation("delete", MANAGEMENT_PATH)
 async def delete_api_key_by_body(request: Request, caller: VerifiedKey = _CALLER) -> Response:
     """Revoke a key by id, the id in the body (``{"id": ...}``) or the query (``?id=``)."""
     return await APIKeys.of(request.app).serve_management(request, caller)
