@@ -56,6 +56,16 @@ _CREATED_BY_RE = re.compile(r"user_[A-Za-z0-9_]{27}")
 _NAME_RE = re.compile(r"(?:\S(?:.*\S)?)?", re.DOTALL)
 _PATH_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
 _ID_ALPHABET = string.ascii_letters + string.digits
+# Error codes of injected answers, by status (5xx and others: internal_clerk_error).
+_FAULT_CODES = {
+    400: "bad_request",
+    401: "authentication_invalid",
+    403: "authorization_invalid",
+    404: "resource_not_found",
+    409: "conflict",
+    422: "unprocessable_entity",
+    429: "too_many_requests",
+}
 
 # Each request body's allowed fields (per the spec, additionalProperties: false).
 _CREATE_FIELDS = frozenset(
@@ -392,7 +402,7 @@ class FakeClerk:
             raise fault.exception("injected by FakeClerk", request=request)
         if fault.body is not None:
             return httpx.Response(fault.status, content=fault.body, headers=dict(fault.headers))
-        code = "too_many_requests" if fault.status == 429 else "internal_clerk_error"
+        code = _FAULT_CODES.get(fault.status, "internal_clerk_error")
         answer = self._error_answer(_Refused(fault.status, code, "injected by FakeClerk"))
         answer.headers.update(fault.headers)
         return answer

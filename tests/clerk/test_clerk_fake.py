@@ -191,10 +191,13 @@ def test_faults_hit_only_their_route_and_count(fake: FakeClerk) -> None:
     limited = _call(fake, "GET", "/api_keys", params={"subject": VALID_SUBJECT})
     assert limited.status_code == 429 and "Retry-After" not in limited.headers
     assert _error_code(limited) == "too_many_requests"
+    fake.fail_next(404)
+    missing = _call(fake, "GET", "/api_keys", params={"subject": VALID_SUBJECT})
+    assert (missing.status_code, _error_code(missing)) == (404, "resource_not_found")
     fake.fail_next(200, body=b"<html>")
     assert _call(fake, "GET", "/api_keys", params={"subject": VALID_SUBJECT}).content == b"<html>"
     assert fake.count("POST", "/api_keys/verify") == 3 and fake.count("POST") == 4
-    assert fake.count("POST /api_keys/verify") == 3 and fake.count("GET /api_keys") == 2
+    assert fake.count("POST /api_keys/verify") == 3 and fake.count("GET /api_keys") == 3
 
 
 def test_a_fault_after_the_fact_still_acts(fake: FakeClerk) -> None:
