@@ -3,14 +3,60 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apikeys._expiry import is_expired
 from apikeys._scopes import missing_scopes
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _read_only(*_: object, **__: object) -> NoReturn:
+    raise TypeError(
+        "API key metadata is read-only (a cached validation shares it with later requests);"
+        " model_dump() gives a mutable copy"
+    )
+
+
+class _ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes: frozen models stay frozen all the way down.
+
+    A validation served from the cache is one shared object, so a request that
+    changed its metadata would change what later requests see.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_ReadOnlyDict], tuple[dict[str, Any]]]:
+        return type(self), (dict(self),)
+
+
+class _ReadOnlyList(list[Any]):
+    """A list that refuses changes (see :class:`_ReadOnlyDict`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+
+    def __reduce__(self) -> tuple[type[_ReadOnlyList], tuple[list[Any]]]:
+        return type(self), (list(self),)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _ReadOnlyDict({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return _ReadOnlyList(_freeze(item) for item in value)
+    return value
+
+
+def _freeze_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    frozen: dict[str, Any] = _freeze(value)
+    return frozen
 
 
 class APIKey(BaseModel):
@@ -35,6 +81,8 @@ class APIKey(BaseModel):
     revocation_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     hint: str = ""
+
+    _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 
     @property
     def revoked(self) -> bool:
@@ -78,6 +126,8 @@ class VerifiedKey(BaseModel):
     scopes: tuple[str, ...] = ()
     expires_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 
     def has_scopes(self, *required: str) -> bool:
         """Tell whether the key holds every one of ``required`` (wildcards honoured)."""
