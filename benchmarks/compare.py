@@ -65,6 +65,7 @@ class CompareProfile:
     real_keys: dict[str, int]
     clerk: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, int] = field(default_factory=dict)
+    http: dict[str, Any] = field(default_factory=dict)
 
 
 FULL = CompareProfile(
@@ -100,6 +101,7 @@ FULL = CompareProfile(
     real_keys={APIKEYS: 256, DRF: 500, KEYSHIELD: 4},
     clerk={"latency": 0.05, "hot_keys": 100, "validations": 10_000, "concurrency": 100},
     memory={"cache": 1_000_000, "manager": 12_000},
+    http={"duration": 4, "rounds": 3, "connections": 16},
 )
 QUICK = CompareProfile(
     sizes=(50, 200),
@@ -112,6 +114,7 @@ QUICK = CompareProfile(
     real_keys={APIKEYS: 4, DRF: 4, KEYSHIELD: 1},
     clerk={"latency": 0.001, "hot_keys": 5, "validations": 50, "concurrency": 10},
     memory={"cache": 2_000, "manager": 50},
+    http={"duration": 1, "rounds": 1, "connections": 2},
 )
 
 
@@ -224,7 +227,10 @@ def _by_key(results: Sequence[CaseResult]) -> dict[tuple[str, str, int], CaseRes
 
 
 def ratio_checks(
-    results: Sequence[CaseResult], clerk: dict[str, Any] | None, memory: dict[str, Any] | None
+    results: Sequence[CaseResult],
+    clerk: dict[str, Any] | None,
+    memory: dict[str, Any] | None,
+    http: Sequence[dict[str, Any]] | None = None,
 ) -> list[RatioCheck]:
     """The issue's targets, as ratios of this run's figures."""
     found = _by_key(results)
@@ -327,6 +333,16 @@ def ratio_checks(
                 unit="calls",
             )
         )
+    for served in http or ():
+        checks.append(
+            RatioCheck(
+                f"HTTP {served['framework']}: protected / open throughput",
+                None,
+                served["kept"],
+                0.9,
+                at_least=True,
+            )
+        )
     if memory is not None:
         for mode, run in memory.items():
             checks.append(
@@ -403,6 +419,23 @@ def render_markdown(record: dict[str, Any]) -> str:
             f" {clerk['shaped_unknown_inputs']} strings of a Clerk secret's shape (truncated keys,"
             f" other `ak_` keys), which only Clerk can refuse: {clerk['shaped_unknown_calls']} calls",
         ]
+    http = record.get("http")
+    if http:
+        lines += [
+            "",
+            f"HTTP, `GET /protected` (one valid key, cache hit) against `GET /open`, same app;"
+            f" wrk, {http[0]['connections']} connections, {http[0]['duration_s']:g} s per run,"
+            f" {http[0]['rounds']} alternating runs per route (median shown):",
+            "",
+            "| Server | Open req/s | Protected req/s | Kept | Open p50 / p99 (µs) | Protected p50 / p99 (µs) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for served in http:
+            lines.append(
+                f"| {served['framework']} | {served['open_rps']:,.0f} | {served['protected_rps']:,.0f} |"
+                f" {served['kept']:.0%} | {_format(served['open_p50_us'])} / {_format(served['open_p99_us'])} |"
+                f" {_format(served['protected_p50_us'])} / {_format(served['protected_p99_us'])} |"
+            )
     memory = record.get("memory")
     if memory:
         lines += ["", "Peak RSS (child process of its own):", ""]
@@ -490,6 +523,7 @@ def run_compare(
     command: str = "python -m benchmarks.compare",
     clerk: bool = True,
     memory: bool = True,
+    http: bool = True,
     log: bool = True,
 ) -> dict[str, Any]:
     """Measure everything and return the record (a JSON-ready dict)."""
@@ -539,7 +573,16 @@ def run_compare(
         for mode, count in profile.memory.items():
             say(f"memory: {mode}, {count:,} distinct keys ...")
             memory_result[mode] = memory_module.measure(mode, count)
-    checks = ratio_checks(results, clerk_result, memory_result)
+    http_result = None
+    if http:
+        from benchmarks.http_load import measure_http
+
+        say("HTTP: servers on 127.0.0.1, wrk ...")
+        try:
+            http_result = [served.as_dict() for served in measure_http(**profile.http)]
+        except RuntimeError as exc:
+            notes.append(f"HTTP not measured: {exc}")
+    checks = ratio_checks(results, clerk_result, memory_result, http_result)
     return {
         "schema": 1,
         "started_at": started_at,
@@ -562,6 +605,7 @@ def run_compare(
         "results": [result.as_dict() for result in results],
         "clerk": clerk_result,
         "memory": memory_result,
+        "http": http_result,
         "targets": [check.as_dict() for check in checks],
         "notes": notes,
     }
@@ -580,6 +624,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--no-clerk", action="store_true", help="skip the Clerk measurements")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurements")
     parser.add_argument("--json", type=Path, help="write the record as JSON here")
     parser.add_argument("--markdown", type=Path, help="update the peer block of this page")
     parser.add_argument("--plot", type=Path, help="write the plot (PNG) here")
@@ -603,6 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=shlex.join(["python", "-m", "benchmarks.compare", *arguments]),
         clerk=not options.no_clerk,
         memory=not options.no_memory,
+        http=not options.no_http,
     )
     json_path, markdown_path, plot_path = options.json, options.markdown, options.plot
     if not options.quick:

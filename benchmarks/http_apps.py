@@ -1,0 +1,89 @@
+"""The three web apps the HTTP benchmark serves: ``GET /open`` and ``GET /protected``, nothing else.
+
+Both routes answer the same small JSON body; ``/protected`` needs an API key
+(the framework integration's own decorator or dependency) and adds nothing
+else, so the gap between the two is the cost of protection. The backend is the
+SQLAlchemy one on the SQLite file named by ``APIKEYS_BENCH_BACKEND``, with its
+default settings (verification cache on). Each factory is what the server
+command line loads (``uvicorn --factory``, ``waitress-serve --call``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+BODY = {"status": "ok"}
+
+
+def _backend() -> str:
+    return os.environ["APIKEYS_BENCH_BACKEND"]
+
+
+def fastapi_app() -> Any:
+    """FastAPI on the async manager; ``require_api_key()`` as a dependency."""
+    from fastapi import Depends, FastAPI
+
+    import apikeys
+    from apikeys.integrations.fastapi import APIKeys, require_api_key
+
+    app = FastAPI()
+    APIKeys(app, manager=apikeys.create_async_key_manager(_backend()))
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return BODY
+
+    @app.get("/protected")
+    async def protected(
+        _key: apikeys.VerifiedKey = Depends(require_api_key()),  # noqa: B008
+    ) -> dict[str, str]:
+        return BODY
+
+    return app
+
+
+def flask_app() -> Any:
+    """Flask on the sync manager; ``@require_api_key`` on the view."""
+    from flask import Flask
+
+    from apikeys.integrations.flask import APIKeys, require_api_key
+
+    app = Flask(__name__)
+    app.config["APIKEYS_BACKEND"] = _backend()
+    APIKeys(app)
+
+    @app.get("/open")
+    def open_route() -> dict[str, str]:
+        return BODY
+
+    @app.get("/protected")
+    @require_api_key
+    def protected() -> dict[str, str]:
+        return BODY
+
+    return app
+
+
+def django_app() -> Any:
+    """Django (WSGI) with minimal settings; ``@require_api_key`` on the view."""
+    import django
+    from django.conf import settings
+    from django.core.wsgi import get_wsgi_application
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY=os.urandom(16).hex(),
+        ALLOWED_HOSTS=["127.0.0.1"],
+        USE_TZ=True,
+        ROOT_URLCONF="benchmarks.http_apps_django_urls",
+        DATABASES={},
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[],
+        APIKEYS={"BACKEND": _backend()},
+    )
+    django.setup()
+    return get_wsgi_application()
+
+
+__all__ = ["BODY", "django_app", "fastapi_app", "flask_app"]

@@ -1,0 +1,247 @@
+"""Requests per second and latency of ``GET /protected`` against ``GET /open``, through real servers.
+
+For each framework a real server process listens on 127.0.0.1 (uvicorn for
+FastAPI, waitress for Flask and Django) serving :mod:`benchmarks.http_apps`;
+``wrk`` (a separate process, bounded by ``--duration`` and ``--timeout``)
+loads one route at a time with one valid key, and the two routes alternate,
+``rounds`` times each, so machine noise lands on both. Each figure is the
+median over the rounds. A run whose answers were not all 2xx is refused: a
+fast 401 would look like a fast protected endpoint.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager, api_keys_table, metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only
+SERVERS: dict[str, list[str]] = {
+    "fastapi (uvicorn)": [
+        "-m",
+        "uvicorn",
+        "--factory",
+        "benchmarks.http_apps:fastapi_app",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ],
+    "flask (waitress)": [
+        "-m",
+        "waitress",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--threads",
+        "4",
+        "--call",
+        "benchmarks.http_apps:flask_app",
+    ],
+    "django (waitress)": [
+        "-m",
+        "waitress",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--threads",
+        "4",
+        "--call",
+        "benchmarks.http_apps:django_app",
+    ],
+}
+_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """One framework's figures: medians over the rounds."""
+
+    framework: str
+    open_rps: float
+    protected_rps: float
+    open_p50_us: float
+    open_p99_us: float
+    protected_p50_us: float
+    protected_p99_us: float
+    rounds: int
+    duration_s: int
+    connections: int
+
+    @property
+    def kept(self) -> float:
+        """The protected endpoint's share of the open endpoint's throughput."""
+        return self.protected_rps / self.open_rps
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {**asdict(self), "kept": self.kept}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection(HOST, port, timeout=1)
+            connection.request("GET", "/open")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not answer in time")
+
+
+def _latency_us(text: str, label: str) -> float:
+    match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no {label} latency in wrk's output")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(text: str) -> tuple[float, float, float]:
+    """Requests per second, p50 and p99 (µs) from ``wrk --latency`` output; non-2xx refused."""
+    if "Non-2xx or 3xx responses" in text or "Socket errors" in text:
+        raise ValueError("the load run had failed requests: " + text)
+    match = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
+    if match is None:
+        raise ValueError("no Requests/sec in wrk's output")
+    return float(match.group(1)), _latency_us(text, "50%"), _latency_us(text, "99%")
+
+
+def _load(wrk: str, url: str, key: str, duration: int, connections: int) -> tuple[float, ...]:
+    completed = subprocess.run(
+        [
+            wrk,
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "2s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {key}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=False,
+    )
+    if completed.returncode != 0:
+        # Not CalledProcessError: its message would carry the command line, and the key in it.
+        raise RuntimeError(f"wrk failed with status {completed.returncode}: {completed.stderr}")
+    return parse_wrk(completed.stdout)
+
+
+def _issue_key(path: Path) -> str:
+    manager = SQLAlchemyKeyManager(f"sqlite:///{path}")
+    try:
+        metadata.create_all(manager.engine)
+        key = manager.create_api_key("bench-user", "http benchmark", ["read:data"]).secret
+        with manager.engine.connect() as connection:
+            count = sa.select(sa.func.count()).select_from(api_keys_table)
+            if connection.execute(count).scalar_one() != 1:
+                raise AssertionError("the key was not stored")
+        return key
+    finally:
+        manager.close()
+
+
+def measure_http(
+    *,
+    duration: int = 4,
+    rounds: int = 3,
+    connections: int = 16,
+    frameworks: tuple[str, ...] = tuple(SERVERS),
+    python: str = sys.executable,
+) -> list[HttpResult]:
+    """Serve each framework in turn and load both routes, alternating, ``rounds`` times."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk; make bench does it)")
+    directory = Path(tempfile.mkdtemp(prefix="apikeys-http-"))
+    results = []
+    try:
+        database = directory / "keys.sqlite3"
+        key = _issue_key(database)
+        environment = {**os.environ, "APIKEYS_BENCH_BACKEND": f"sqlite:///{database}"}
+        for framework in frameworks:
+            port = _free_port()
+            arguments = [part.replace("{port}", str(port)) for part in SERVERS[framework]]
+            server = subprocess.Popen(
+                [python, *arguments],
+                cwd=ROOT,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                _wait_until_serving(port, server, timeout=30)
+                # Untimed: the first validation (a cache miss: a read, argon2, a
+                # last_used_at write) and the servers' own warm-up.
+                _load(wrk, f"http://{HOST}:{port}/protected", key, 1, connections)
+                figures: dict[str, list[tuple[float, ...]]] = {"open": [], "protected": []}
+                base = f"http://{HOST}:{port}/"
+                for _ in range(rounds):
+                    for route in ("open", "protected"):
+                        figures[route].append(_load(wrk, base + route, key, duration, connections))
+
+                def median(route: str, index: int, figures: dict[str, Any] = figures) -> float:
+                    return float(statistics.median(run[index] for run in figures[route]))
+
+                results.append(
+                    HttpResult(
+                        framework=framework,
+                        open_rps=median("open", 0),
+                        protected_rps=median("protected", 0),
+                        open_p50_us=median("open", 1),
+                        open_p99_us=median("open", 2),
+                        protected_p50_us=median("protected", 1),
+                        protected_p99_us=median("protected", 2),
+                        rounds=rounds,
+                        duration_s=duration,
+                        connections=connections,
+                    )
+                )
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
+__all__ = ["SERVERS", "HttpResult", "measure_http", "parse_wrk"]
