@@ -172,10 +172,6 @@ class IntegrationSettings(BaseModel):
                 for error in exc.errors(include_input=False, include_url=False)
             )
             raise ConfigurationError(f"invalid apikeys integration settings: {problems}") from None
-        except InvalidInputError as exc:
-            raise ConfigurationError(
-                f"invalid apikeys integration settings: {exc.message}"
-            ) from None
 
 
 _DEFAULT_SETTINGS = IntegrationSettings()

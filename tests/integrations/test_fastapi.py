@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 import apikeys
@@ -113,6 +114,19 @@ def test_openapi_document_is_valid_and_shows_the_security_schemes(seeded: Seeded
     assert document["paths"]["/protected"]["get"]["security"] == either
     assert document["paths"]["/scoped"]["get"]["security"] == either
     assert "security" not in document["paths"]["/health"]["get"]
+
+
+def test_openapi_without_protected_routes_is_left_alone() -> None:
+    app = FastAPI()
+    APIKeys(app, realm="svc")
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return {}
+
+    document = app.openapi()
+    assert "securitySchemes" not in document.get("components", {})
+    assert "security" not in document["paths"]["/open"]["get"]
 
 
 def test_openapi_follows_the_accepted_credentials(seeded: Seeded) -> None:
@@ -281,6 +295,7 @@ def test_plain_starlette_app(seeded: Seeded) -> None:
         refused = client.get("/admin", headers=auth)
         assert refused.status_code == 403
         assert refused.json()["missingScopes"] == ["admin:write"]
+        assert client.get("/api-keys").status_code == 401
         listed = client.get("/api-keys", headers=auth)
         assert listed.status_code == 200
         assert listed.json()["total"] == 2
@@ -316,53 +331,76 @@ def test_starlette_decorator_without_middleware_answers_errors_itself(seeded: Se
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 
-def test_websocket_handshake_needs_a_key(seeded: Seeded) -> None:
-    app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
-    with TestClient(app) as client:
-        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
-            pass
-        assert denied.value.status_code == 401
-        assert denied.value.json()["code"] == "missing_api_key"
-        headers = {"X-API-Key": seeded.reader.secret}
-        with client.websocket_connect("/ws", headers=headers) as websocket:
-            assert websocket.receive_json() == {"user": OWNER}
+async def websocket_exchange(
+    app: Any, headers: dict[str, str], *, denial_extension: bool = True
+) -> list[dict[str, Any]]:
+    """Open a WebSocket on ``app`` at ``/ws`` straight through ASGI; return what it sent.
 
-
-async def test_websocket_without_the_denial_extension_is_closed_1008(seeded: Seeded) -> None:
-    manager = apikeys.create_async_key_manager(seeded.url)
-    keys = APIKeys(manager=manager)
-    reached: list[bool] = []
-
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        reached.append(True)
-
-    middleware = APIKeyMiddleware(inner, apikeys=keys)
+    Driven by hand rather than through the test client, whose handling of
+    denial responses races with its own task cancellation.
+    """
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "websocket.connect"}
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(n.lower().encode(), v.encode()) for n, v in headers.items()],
+        "extensions": {"websocket.http.response": {}} if denial_extension else {},
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def _denial(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    start, body = sent[0], sent[1]
+    assert start["type"] == "websocket.http.response.start"
+    assert body["type"] == "websocket.http.response.body"
+    return start["status"], json.loads(body["body"])
+
+
+def _accepted_messages(sent: list[dict[str, Any]]) -> list[Any]:
+    assert sent[0]["type"] == "websocket.accept"
+    return [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+
+
+async def test_middleware_refuses_a_websocket_handshake_with_the_json_answer(
+    seeded: Seeded,
+) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url)
+    app = _starlette_app(seeded, manager)
     try:
-        await middleware(scope, receive, send)
+        status, body = _denial(await websocket_exchange(app, {}))
+        accepted = await websocket_exchange(app, {"X-API-Key": seeded.reader.secret})
+    finally:
+        await manager.close()
+    assert (status, body["code"]) == (401, "missing_api_key")
+    assert _accepted_messages(accepted) == [{"user": OWNER}]
+
+
+async def test_websocket_without_the_denial_extension_is_closed_1008(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url)
+    app = _starlette_app(seeded, manager)
+    try:
+        sent = await websocket_exchange(app, {}, denial_extension=False)
     finally:
         await manager.close()
     assert sent == [{"type": "websocket.close", "code": 1008}]
-    assert reached == []
 
 
-def test_fastapi_websocket_route_with_the_dependency(seeded: Seeded) -> None:
+async def test_fastapi_websocket_route_with_the_dependency(seeded: Seeded) -> None:
     manager = apikeys.create_async_key_manager(seeded.url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await manager.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI()
     APIKeys(app, manager=manager)
 
     @app.websocket("/ws")
@@ -374,17 +412,13 @@ def test_fastapi_websocket_route_with_the_dependency(seeded: Seeded) -> None:
         await websocket.send_json({"user": key.user_id})
         await websocket.close()
 
-    with TestClient(app) as client:
-        revoked = {"X-API-Key": seeded.revoked.secret}
-        with (
-            pytest.raises(WebSocketDenialResponse) as denied,
-            client.websocket_connect("/ws", headers=revoked),
-        ):
-            pass
-        assert denied.value.status_code == 403
-        assert denied.value.json()["code"] == "revoked_api_key"
-        with client.websocket_connect("/ws", headers={"X-API-Key": seeded.reader.secret}) as ws:
-            assert ws.receive_json() == {"user": OWNER}
+    try:
+        status, body = _denial(await websocket_exchange(app, {"X-API-Key": seeded.revoked.secret}))
+        accepted = await websocket_exchange(app, {"X-API-Key": seeded.reader.secret})
+    finally:
+        await manager.close()
+    assert (status, body["code"]) == (403, "revoked_api_key")
+    assert _accepted_messages(accepted) == [{"user": OWNER}]
 
 
 def test_middleware_passes_lifespan_through(seeded: Seeded) -> None:

@@ -177,3 +177,18 @@ def test_backend_rate_limit_is_429_with_retry_after(seeded: Seeded) -> None:
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json["code"] == "rate_limited"
     assert_no_secret(limited, seeded.admin.secret, *guessed)
+
+
+def test_middleware_takes_exempt_paths_from_app_config(seeded: Seeded) -> None:
+    app = Flask(__name__)
+    app.config.update(APIKEYS_BACKEND=seeded.url, APIKEYS_EXEMPT_PATHS="/health")
+    APIKeys(app)
+    APIKeyMiddleware(app)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with flask_client(_protected_app(app)) as client:
+        assert client.request("GET", "/health").status == 200
+        assert client.request("GET", "/protected").status == 401
