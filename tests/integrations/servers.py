@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +35,9 @@ def _accepting(port: int) -> bool:
 
 
 @contextmanager
-def running_server(command_for: object, app: str, backend_url: str) -> Iterator[str]:
+def running_server(
+    command_for: Callable[[str, int], list[str]], app: str, backend_url: str
+) -> Iterator[str]:
     """Start ``app`` in a server process; yield its base URL; stop it afterwards.
 
     Args:
@@ -43,7 +45,6 @@ def running_server(command_for: object, app: str, backend_url: str) -> Iterator[
         app: ``module:attribute`` of the WSGI/ASGI app, importable from the repository root.
         backend_url: ``APIKEYS_BACKEND`` for the server process.
     """
-    assert callable(command_for)
     port = free_port()
     env = {**os.environ, "APIKEYS_BACKEND": backend_url, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
