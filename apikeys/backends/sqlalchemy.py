@@ -224,6 +224,22 @@ def _normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
     return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
+def _make_engine(url: str | sa.URL, *, asynchronous: bool, timeout: float) -> Any:
+    """Build the engine, turning a bad URL or a missing driver into a ConfigurationError."""
+    try:
+        normalized = _normalize_url(url, asynchronous=asynchronous)
+        create = create_async_engine if asynchronous else sa.create_engine
+        return create(normalized, **_engine_options(normalized, timeout))
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"the database driver {exc.name!r} is not installed: install it"
+            " (PostgreSQL: pip install 'apikeys[postgres]')"
+        ) from None
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+        # The URL may hold a password, and so may the driver's message: name neither.
+        raise ConfigurationError(f"invalid database URL ({type(exc).__name__})") from None
+
+
 def _is_memory_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
@@ -445,41 +461,42 @@ class _SQLAlchemyBase:
                     user_id = row["user_id"]
                 raise InvalidKeyError()
             user_id = row["user_id"]
-            verified = yield from self._accept(row, secret, generation)
-            verified = check_scopes(verified, required)
+            verified = check_scopes(self._accept(row, secret, generation), required)
+            # Only a validation that succeeds in full counts as a use.
+            yield from self._record_use(row, secret)
         except APIKeysError as exc:
             self.events.rejected(exc, key_id=key_id, user_id=user_id)
             raise
         self.events.report("validated", verified.key_id, user_id=verified.user_id)
         return verified
 
-    def _accept(
-        self, row: Mapping[str, Any], secret: str, generation: int
-    ) -> Generator[_Request, Any, VerifiedKey]:
-        """Checks and bookkeeping once ``secret`` is proven to match ``row``."""
-        now = utcnow()
+    def _accept(self, row: Mapping[str, Any], secret: str, generation: int) -> VerifiedKey:
+        """State checks once ``secret`` is proven to match ``row``; caches the result."""
         check_key_state(
-            row["id"], revoked=row["revoked_at"] is not None, expires_at=row["expires_at"], now=now
+            row["id"], revoked=row["revoked_at"] is not None, expires_at=row["expires_at"]
         )
         verified = self._to_verified(row)
+        self.cache.put(self.cache.digest(secret), verified, generation=generation)
+        return verified
+
+    def _record_use(self, row: Mapping[str, Any], secret: str) -> Generator[_Request, Any, None]:
+        """Write ``last_used_at`` (at most once per interval) and upgrade an old hash."""
+        now = utcnow()
         changes: dict[str, Any] = {}
         if self.hasher.check_needs_rehash(row["secret_hash"]):
             changes["secret_hash"] = yield _Hash(secret)
         last_used = row["last_used_at"]
         if last_used is None or now - last_used >= self.last_used_interval:
             changes["last_used_at"] = now
-        if changes:
-            update = (
-                sa.update(api_keys_table).where(api_keys_table.c.id == row["id"]).values(**changes)
-            )
-            try:
-                yield _Write((update,))
-            except BackendUnavailableError:
-                # Verified against the database just now; a failed bookkeeping write
-                # (read-only replica, lock) must not turn a valid key away.
-                logger.warning("could not record use of API key %s", row["id"])
-        self.cache.put(self.cache.digest(secret), verified, generation=generation)
-        return verified
+        if not changes:
+            return
+        update = sa.update(api_keys_table).where(api_keys_table.c.id == row["id"]).values(**changes)
+        try:
+            yield _Write((update,))
+        except BackendUnavailableError:
+            # Verified against the database just now; a failed bookkeeping write
+            # (read-only replica, lock) must not turn a valid key away.
+            logger.warning("could not record use of API key %s", row["id"])
 
     def _list_flow(
         self, user_id: str, include_invalid: bool, limit: int, offset: int
@@ -656,8 +673,7 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
         if isinstance(url, sa.Engine):
             self.engine = url
         else:
-            sync_url = _normalize_url(url, asynchronous=False)
-            self.engine = sa.create_engine(sync_url, **_engine_options(sync_url, self.timeout))
+            self.engine = _make_engine(url, asynchronous=False, timeout=self.timeout)
         self._schema_lock = threading.Lock()
         # An in-memory database is one shared connection: transactions of two
         # threads on it would commit or roll back each other's work.
@@ -777,8 +793,7 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
         if isinstance(url, AsyncEngine):
             self.engine = url
         else:
-            async_url = _normalize_url(url, asynchronous=True)
-            self.engine = create_async_engine(async_url, **_engine_options(async_url, self.timeout))
+            self.engine = _make_engine(url, asynchronous=True, timeout=self.timeout)
         self._schema_lock: asyncio.Lock | None = None
         # See SQLAlchemyKeyManager: tasks must not interleave on the one connection.
         self._io_lock: asyncio.Lock | None = (

@@ -254,6 +254,9 @@ async def test_unreachable_database_async(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailableError):
         await manager.validate_api_key(apikeys.generate_key().key)
     await manager.close()
+    # aiosqlite's worker thread of the failed connection answers a last, unawaited
+    # call a moment later; let it land before this test's event loop closes.
+    await asyncio.sleep(0.1)
 
 
 def test_stopped_postgres_is_unavailable(postgres_url: str) -> None:
@@ -405,3 +408,34 @@ def test_expiry_is_stored_in_utc(manager: SQLAlchemyKeyManager) -> None:
     local = datetime(2099, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=5)))
     new = manager.create_api_key("u1", "k", expiration=local)
     assert manager.get_api_key(new.id).expires_at == datetime(2099, 1, 1, 7, 0, tzinfo=timezone.utc)
+
+
+def test_a_scope_refusal_is_not_a_use(db_path: Path) -> None:
+    manager = SQLAlchemyKeyManager(f"sqlite:///{db_path}", last_used_interval=0, cache_ttl=0)
+    new = manager.create_api_key("u1", "k", ["read:data"])
+    with pytest.raises(apikeys.InsufficientScopeError):
+        manager.validate_api_key(new.secret, required_scopes=["write:data"])
+    assert manager.get_api_key(new.id).last_used_at is None
+    manager.validate_api_key(new.secret, required_scopes=["read:data"])
+    assert manager.get_api_key(new.id).last_used_at is not None
+    manager.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:hunter2@h:notaport/db",
+        "postgresql+nosuchdriver://user:hunter2@h/db",
+        "sqlite://user:hunter2@h/x.db",
+        "mysql://user:hunter2@h/db",
+        "not a url at all",
+    ],
+)
+@pytest.mark.parametrize("manager_class", [SQLAlchemyKeyManager, AsyncSQLAlchemyKeyManager])
+def test_bad_urls_and_missing_drivers_are_configuration_errors(
+    url: str, manager_class: type[SQLAlchemyKeyManager | AsyncSQLAlchemyKeyManager]
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        manager_class(url)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None or "hunter2" not in str(caught.value.__cause__)
