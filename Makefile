@@ -19,6 +19,9 @@ demo: setup-demo
 
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@# Prism (from npm) serves Clerk's OpenAPI spec for the Clerk conformance tests.
+	@if command -v npm >/dev/null 2>&1; then sh tests/clerk/prism.sh >/dev/null; \
+	else echo "npm not found: the Clerk mock-server (Prism) tests will be skipped"; fi
 
 lint: setup-test
 	$(BIN)/ruff check .
@@ -34,8 +37,15 @@ pytest: setup-test
 
 test: lint typecheck pytest
 
-bench: setup-test
-	$(BIN)/python -m benchmarks
+# Benchmarks run in their own environment (benchmarks/.venv): the peers they are
+# compared with are benchmark-only dependencies, never the project's. wrk loads
+# the HTTP servers (installed with apt when missing; without it the HTTP part is skipped).
+bench:
+	test -x benchmarks/.venv/bin/python || $(PYTHON) -m venv benchmarks/.venv
+	benchmarks/.venv/bin/python -m pip install --quiet -r benchmarks/requirements-bench.txt
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
+	benchmarks/.venv/bin/python -m benchmarks
+	benchmarks/.venv/bin/python -m benchmarks.compare
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
