@@ -12,7 +12,8 @@ Rules, enforced before anything is written:
   answers 404 exactly like an unknown id, so ids cannot be probed.
 - ``userId`` in a body must be the caller's own (else 403).
 - A new key's scopes must be covered by the caller's (no escalation; 403
-  ``insufficient_scope`` naming what is missing).
+  ``insufficient_scope`` naming what is missing), and it cannot outlive the
+  caller: without an expiration it gets the caller's; a later one is 403.
 - Bodies are capped in size and checked field by field: wrong types, unknown
   or repeated fields, past expirations → 422 listing every field error.
 """
@@ -77,6 +78,13 @@ class ForeignUserError(AuthenticationError):
 
     code = "forbidden_user"
     default_message = "An API key can only manage its own user's keys"
+
+
+class LifetimeEscalationError(AuthenticationError):
+    """A new key would expire after the calling key (403)."""
+
+    code = "expiration_beyond_caller"
+    default_message = "A new key cannot expire after the API key that creates it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +272,13 @@ def _parse_create(body: Mapping[str, Any], caller: VerifiedKey) -> _CreateArgume
             key_id=caller.key_id,
             missing_scopes=escalation,
         )
+    if caller.expires_at is not None:
+        # A key never outlives the key that made it: else a short-lived key could
+        # mint a permanent one and keep its access for ever.
+        if expiration is None:
+            expiration = caller.expires_at
+        elif expiration > caller.expires_at:
+            raise LifetimeEscalationError(key_id=caller.key_id)
     return _CreateArguments(name, scopes, expiration, metadata or {})
 
 
@@ -364,6 +379,7 @@ __all__ = [
     "MANAGEMENT_PATH",
     "MAX_OFFSET",
     "ForeignUserError",
+    "LifetimeEscalationError",
     "ManagementRequest",
     "handle_management_async",
     "handle_management_sync",

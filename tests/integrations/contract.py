@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import pytest
 
+import apikeys
 from apikeys.integrations._core import IntegrationSettings
 from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
 
@@ -186,8 +187,6 @@ class IntegrationContract:
     def test_unknown_key_is_refused_like_a_malformed_one(
         self, client: Client, seeded: Seeded
     ) -> None:
-        import apikeys
-
         unknown = apikeys.generate_key().key  # well-formed, never stored
         unknown_reply = client.request("GET", "/protected", headers=bearer(unknown))
         malformed_reply = client.request("GET", "/protected", headers=bearer("apk_1nope"))
@@ -465,6 +464,27 @@ class IntegrationContract:
         assert reply.status == 403
         assert reply.json["code"] == "insufficient_scope"
         assert reply.json["missingScopes"] == missing
+        assert seeded.count_keys() == before
+
+    def test_create_cannot_outlive_the_calling_key(self, client: Client, seeded: Seeded) -> None:
+        manager = apikeys.create_key_manager(seeded.url)
+        try:
+            short_lived = manager.create_api_key(OWNER, "short", ["read:data"], "2031-01-01")
+        finally:
+            manager.close()
+        auth = bearer(short_lived.secret)
+        inherited = client.request("POST", "/api-keys", headers=auth,
+                                   content=as_json({"name": "child"}))  # fmt: skip
+        assert inherited.status == 201
+        assert inherited.json["expiresAt"] == "2031-01-02T00:00:00Z"
+        earlier = client.request("POST", "/api-keys", headers=auth,
+                                 content=as_json({"name": "c2", "expiration": "2030-06-30"}))  # fmt: skip
+        assert earlier.status == 201
+        before = seeded.count_keys()
+        later = client.request("POST", "/api-keys", headers=auth,
+                               content=as_json({"name": "c3", "expiration": "2040-01-01"}))  # fmt: skip
+        assert later.status == 403
+        assert later.json["code"] == "expiration_beyond_caller"
         assert seeded.count_keys() == before
 
     @pytest.mark.parametrize(

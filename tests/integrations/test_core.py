@@ -46,6 +46,7 @@ from apikeys.integrations._core import (
 )
 from apikeys.integrations._management import (
     ForeignUserError,
+    LifetimeEscalationError,
     ManagementRequest,
     handle_management_async,
     handle_management_sync,
@@ -276,6 +277,7 @@ def test_dot_segments_are_never_exempt(prefix: str, suffix: str, dots: str) -> N
         (InsufficientScopeError(missing_scopes=["a:b"]), 403, "insufficient_scope"),
         (AuthenticationError(), 403, "authentication_failed"),
         (ForeignUserError(), 403, "forbidden_user"),
+        (LifetimeEscalationError(), 403, "expiration_beyond_caller"),
         (KeyNotFoundError(), 404, "api_key_not_found"),
         (InvalidInputError("bad", field="user_id"), 422, "invalid_input"),
         (RateLimitedError(retry_after=2.1), 429, "rate_limited"),
