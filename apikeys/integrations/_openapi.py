@@ -104,7 +104,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERROR_DESCRIPTIONS = {
     401: "No API key",
-    403: "Refused key, missing scope, or another user's id",
+    403: "Refused key, missing scope, another user's id, or an expiry past the caller's",
     404: "No such key for this user",
     422: "Invalid request; every field error listed",
     503: "Key store unavailable",
