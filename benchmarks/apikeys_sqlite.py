@@ -280,8 +280,8 @@ def _unknown_id_keys(stored_ids: set[str], count: int) -> list[str]:
 
 
 def _typo(key: str, rng: random.Random) -> str:
-    """``key`` with one character of its body replaced by another base62 character."""
-    position = rng.randrange(len("apk_"), len(key))
+    """``key`` with one character after its version replaced by another base62 character."""
+    position = rng.randrange(len("apk_1"), len(key))
     replacement = rng.choice(BASE62_ALPHABET.replace(key[position], ""))
     return key[:position] + replacement + key[position + 1 :]
 

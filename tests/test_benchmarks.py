@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from apikeys import InvalidKeyError, generate_key, parse_key
+from apikeys import KEY_PATTERN, InvalidKeyError, generate_key, parse_key
+from apikeys.backends.sqlalchemy import api_keys_table
 from benchmarks import harness, report, run
 from benchmarks.apikeys_sqlite import garbage_keys, open_subject
 from benchmarks.workloads import NO_IO_WORKLOADS, wrong_secret
@@ -250,3 +252,32 @@ def test_other_argon2_parameters_are_recorded_and_lift_the_default_only_target(
     assert "cache_miss p50" not in targets  # the issue sets it for the defaults only
     assert "garbage p50" in targets
     assert {result["workload"] for result in record["results"]} == {"cache_miss", "garbage"}
+
+
+def test_the_key_sets_hold_what_their_names_say(tmp_path: Path) -> None:
+    subject = open_subject(
+        tmp_path / "keys.sqlite3", 40, real_keys=8, filler_hash_pool=2, rng=random.Random(5)
+    )
+    try:
+        keys = subject.keys
+        assert len(keys.valid) == 8
+        for key in keys.valid:
+            subject.validate(key)  # stored with a real hash
+        stored_ids = {parse_key(key).lookup_id for key in keys.valid}
+        for key in keys.wrong_secret:
+            assert parse_key(key).lookup_id in stored_ids  # well-formed, known id
+        for key in keys.unknown_id:
+            assert parse_key(key).lookup_id not in stored_ids  # well-formed, unknown id
+        for typo, key in zip(keys.bad_checksum, keys.valid, strict=True):
+            # Right shape, one character off: only the checksum can refuse it.
+            assert re.fullmatch(KEY_PATTERN, typo)
+            assert sum(a != b for a, b in zip(typo, key, strict=True)) == 1
+            with pytest.raises(InvalidKeyError):
+                parse_key(typo)
+        with subject.manager.engine.connect() as connection:
+            count = connection.execute(
+                sa.select(sa.func.count()).select_from(api_keys_table)
+            ).scalar_one()
+        assert count == 40
+    finally:
+        subject.close()
