@@ -88,6 +88,11 @@ def assert_no_secret(reply: Reply, *secrets: str) -> None:
     assert "Traceback" not in reply.text
 
 
+def post_key(client: Client, secret: str, body: object) -> Reply:
+    """``POST /api-keys`` with ``body`` as JSON, authenticated by ``secret``."""
+    return client.request("POST", "/api-keys", headers=bearer(secret), content=as_json(body))
+
+
 PROTECTED = ["/protected", "/protected-sync"]
 
 
@@ -402,11 +407,10 @@ class IntegrationContract:
     def test_create_returns_the_secret_once_and_it_works(
         self, client: Client, seeded: Seeded
     ) -> None:
-        reply = client.request(
-            "POST",
-            "/api-keys",
-            headers=bearer(seeded.admin.secret),
-            content=as_json({"name": "CI", "scopes": ["read:data"], "expiration": "2099-12-31"}),
+        reply = post_key(
+            client,
+            seeded.admin.secret,
+            {"name": "CI", "scopes": ["read:data"], "expiration": "2099-12-31"},
         )
         assert reply.status == 201
         assert reply.headers["cache-control"] == "no-store"
@@ -423,11 +427,10 @@ class IntegrationContract:
     def test_create_with_own_user_id_and_wildcard_cover(
         self, client: Client, seeded: Seeded
     ) -> None:
-        reply = client.request(
-            "POST",
-            "/api-keys",
-            headers=bearer(seeded.admin.secret),
-            content=as_json({"name": "ops", "scopes": ["keys:read", "keys:*"], "userId": OWNER}),
+        reply = post_key(
+            client,
+            seeded.admin.secret,
+            {"name": "ops", "scopes": ["keys:read", "keys:*"], "userId": OWNER},
         )
         assert reply.status == 201
         assert reply.json["scopes"] == ["keys:read", "keys:*"]
@@ -436,12 +439,7 @@ class IntegrationContract:
         self, client: Client, seeded: Seeded
     ) -> None:
         before = seeded.count_keys()
-        reply = client.request(
-            "POST",
-            "/api-keys",
-            headers=bearer(seeded.admin.secret),
-            content=as_json({"name": "sneaky", "userId": OTHER_OWNER}),
-        )
+        reply = post_key(client, seeded.admin.secret, {"name": "sneaky", "userId": OTHER_OWNER})
         assert reply.status == 403
         assert reply.json["code"] == "forbidden_user"
         assert seeded.count_keys() == before
@@ -455,12 +453,7 @@ class IntegrationContract:
         self, client: Client, seeded: Seeded, scopes: list[str], missing: list[str]
     ) -> None:
         before = seeded.count_keys()
-        reply = client.request(
-            "POST",
-            "/api-keys",
-            headers=bearer(seeded.reader.secret),
-            content=as_json({"name": "escalate", "scopes": scopes}),
-        )
+        reply = post_key(client, seeded.reader.secret, {"name": "escalate", "scopes": scopes})
         assert reply.status == 403
         assert reply.json["code"] == "insufficient_scope"
         assert reply.json["missingScopes"] == missing
@@ -472,17 +465,13 @@ class IntegrationContract:
             short_lived = manager.create_api_key(OWNER, "short", ["read:data"], "2031-01-01")
         finally:
             manager.close()
-        auth = bearer(short_lived.secret)
-        inherited = client.request("POST", "/api-keys", headers=auth,
-                                   content=as_json({"name": "child"}))  # fmt: skip
+        inherited = post_key(client, short_lived.secret, {"name": "child"})
         assert inherited.status == 201
         assert inherited.json["expiresAt"] == "2031-01-02T00:00:00Z"
-        earlier = client.request("POST", "/api-keys", headers=auth,
-                                 content=as_json({"name": "c2", "expiration": "2030-06-30"}))  # fmt: skip
+        earlier = post_key(client, short_lived.secret, {"name": "c2", "expiration": "2030-06-30"})
         assert earlier.status == 201
         before = seeded.count_keys()
-        later = client.request("POST", "/api-keys", headers=auth,
-                               content=as_json({"name": "c3", "expiration": "2040-01-01"}))  # fmt: skip
+        later = post_key(client, short_lived.secret, {"name": "c3", "expiration": "2040-01-01"})
         assert later.status == 403
         assert later.json["code"] == "expiration_beyond_caller"
         assert seeded.count_keys() == before
