@@ -110,13 +110,15 @@ def _wait_until_serving(port: int, process: subprocess.Popen[bytes], timeout: fl
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode}")
+        connection = http.client.HTTPConnection(HOST, port, timeout=1)
         try:
-            connection = http.client.HTTPConnection(HOST, port, timeout=1)
             connection.request("GET", "/open")
             if connection.getresponse().status == 200:
                 return
         except OSError:
             time.sleep(0.1)
+        finally:
+            connection.close()
     raise RuntimeError("the server did not answer in time")
 
 
