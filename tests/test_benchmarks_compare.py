@@ -154,9 +154,10 @@ def test_wrk_output_is_parsed_and_failed_requests_refused() -> None:
 )
 def test_peers_run_in_the_bench_environment(tmp_path: Path) -> None:
     record_path = tmp_path / "peers.json"
+    only_peers = ["--no-clerk", "--no-memory", "--no-http", "--sizes", "30", "--repeats", "1"]
+    command = [str(BENCH_PYTHON), "-m", "benchmarks.compare", "--quick", *only_peers]
     completed = subprocess.run(
-        [str(BENCH_PYTHON), "-m", "benchmarks.compare", "--quick", "--no-clerk", "--no-memory"]
-        + ["--no-http", "--sizes", "30", "--repeats", "1", "--json", str(record_path)],
+        [*command, "--json", str(record_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
