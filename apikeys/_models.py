@@ -47,11 +47,31 @@ class _ReadOnlyList(list[Any]):
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _ReadOnlyDict({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return _ReadOnlyList(_freeze(item) for item in value)
-    return value
+    # Iterative, not recursive: metadata may nest as deeply as its size allows.
+    holder: list[Any] = [value]
+    pending: list[tuple[Any, Any]] = [(holder, 0)]  # (container, key) of items to freeze
+    # id of an original container -> its frozen copy: shared parts stay shared, and a
+    # cycle (possible in a model built by hand) ends instead of looping forever.
+    frozen_copies: dict[int, Any] = {}
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if not isinstance(item, dict | list):
+            continue
+        frozen = frozen_copies.get(id(item))
+        if frozen is None:
+            if isinstance(item, dict):
+                frozen = _ReadOnlyDict(item)
+                pending.extend((frozen, child) for child in frozen)
+            else:
+                frozen = _ReadOnlyList(item)
+                pending.extend((frozen, index) for index in range(len(frozen)))
+            frozen_copies[id(item)] = frozen
+        # The read-only types refuse __setitem__; fill them through their base class.
+        (dict.__setitem__ if isinstance(container, dict) else list.__setitem__)(
+            container, key, frozen
+        )
+    return holder[0]
 
 
 def _freeze_metadata(value: dict[str, Any]) -> dict[str, Any]:
