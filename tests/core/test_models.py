@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from datetime import datetime, timedelta, timezone
@@ -209,3 +210,86 @@ def test_verified_key_holds_no_secret() -> None:
         "expires_at",
         "metadata",
     }
+
+
+# --- metadata is read-only all the way down --------------------------------------------------------
+
+NESTED = {"plan": "free", "limits": {"rpm": 60, "tags": ["a", {"b": 1}]}}
+
+
+def every_model(metadata: dict[str, Any]) -> list[APIKey | VerifiedKey]:
+    return [
+        APIKey(**api_key_fields(metadata=metadata)),
+        NewAPIKey(secret=generate_key().key, **api_key_fields(metadata=metadata)),
+        VerifiedKey(key_id="k", user_id="u", name="n", metadata=metadata),
+    ]
+
+
+MUTATIONS: dict[str, Any] = {
+    "set": lambda m: m.__setitem__("plan", "enterprise"),
+    "delete": lambda m: m.__delitem__("plan"),
+    "update": lambda m: m.update(plan="enterprise"),
+    "setdefault": lambda m: m.setdefault("new", 1),
+    "pop": lambda m: m.pop("plan"),
+    "popitem": lambda m: m.popitem(),
+    "clear": lambda m: m.clear(),
+    "ior": lambda m: m.__ior__({"plan": "x"}),
+    "nested dict": lambda m: m["limits"].__setitem__("rpm", 10**6),
+    "nested list append": lambda m: m["limits"]["tags"].append("admin"),
+    "nested list set": lambda m: m["limits"]["tags"].__setitem__(0, "admin"),
+    "nested list extend": lambda m: m["limits"]["tags"].extend(["x"]),
+    "nested list iadd": lambda m: m["limits"]["tags"].__iadd__(["x"]),
+    "nested list sort": lambda m: m["limits"]["tags"].reverse(),
+    "dict in list": lambda m: m["limits"]["tags"][1].__setitem__("b", 2),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS.values(), ids=MUTATIONS.keys())
+def test_metadata_refuses_every_change(mutation: Any) -> None:
+    for model in every_model(NESTED):
+        with pytest.raises(TypeError, match="read-only"):
+            mutation(model.metadata)
+        assert model.metadata == NESTED
+
+
+def test_read_only_metadata_still_behaves_like_json_data() -> None:
+    source = json.loads(json.dumps(NESTED))
+    for model in every_model(source):
+        metadata = model.metadata
+        assert metadata == NESTED
+        assert isinstance(metadata, dict)
+        assert isinstance(metadata["limits"]["tags"], list)
+        assert json.loads(json.dumps(metadata)) == NESTED
+        assert json.loads(model.model_dump_json())["metadata"] == NESTED
+        dumped = model.model_dump()["metadata"]
+        dumped["limits"]["tags"].append("mutable copy")  # model_dump() gives plain types
+        assert model.metadata == NESTED
+        assert pickled_copy(model) == model
+        assert copy.deepcopy(model) == model
+        assert model.model_copy(deep=True) == model
+    source["limits"]["rpm"] = 0  # the models took a copy
+    assert every_model(NESTED)[0].metadata["limits"]["rpm"] == 60
+
+
+def test_deeply_nested_metadata_is_frozen_without_recursion() -> None:
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    frozen = VerifiedKey(key_id="k", user_id="u", name="n", metadata={"deep": deep}).metadata
+    with pytest.raises(TypeError):
+        frozen["deep"].append(1)
+
+
+def test_a_cached_validation_cannot_be_changed_by_one_request() -> None:
+    pytest.importorskip("sqlalchemy")
+    from apikeys import create_key_manager
+
+    manager = create_key_manager("sqlite://", cache_ttl=60)
+    try:
+        new = manager.create_api_key("u", "n", metadata={"plan": "free"})
+        first = manager.validate_api_key(new.secret)
+        with pytest.raises(TypeError):
+            first.metadata["plan"] = "enterprise"
+        assert manager.validate_api_key(new.secret).metadata == {"plan": "free"}
+    finally:
+        manager.close()
