@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 import types
@@ -18,6 +17,7 @@ import apikeys
 from apikeys import ConfigurationError, MissingDependencyError, Settings
 from apikeys._config import load_settings
 from apikeys._factory import DEFAULT_BACKEND_URL, backend_scheme, resolve_backend_class
+from tests.core.subprocesses import run_python
 
 pytest.importorskip("sqlalchemy")
 from apikeys.backends.sqlalchemy import (
@@ -25,7 +25,6 @@ from apikeys.backends.sqlalchemy import (
     SQLAlchemyKeyManager,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 BACKEND_MODULE = '''
 class Recorder:
     """A minimal backend: remembers how the factory built it."""
@@ -363,14 +362,7 @@ def test_a_missing_extra_names_the_install_command(blocked: str) -> None:
             print(type(exc).__name__, exc.extra, exc, sep="|")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     name, extra, message = result.stdout.strip().split("|")
     assert (name, extra) == ("MissingDependencyError", "sqlalchemy")

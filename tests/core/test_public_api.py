@@ -6,9 +6,6 @@ import doctest
 import importlib
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import types
 import zipfile
 from pathlib import Path
@@ -16,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import apikeys
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.core.subprocesses import run_python
 
 EXPECTED_ALL = [
     "KEEP",
@@ -129,19 +125,8 @@ def test_version_matches_the_distribution() -> None:
     assert apikeys.__version__ == version("apikeys")
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_import_apikeys_imports_no_optional_dependency() -> None:
-    result = run_python("import sys, json, apikeys; print(json.dumps(sorted(sys.modules)))")
+    result = run_python("-c", "import sys, json, apikeys; print(json.dumps(sorted(sys.modules)))")
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
     for heavy in HEAVY_MODULES:
@@ -152,8 +137,9 @@ def test_import_apikeys_imports_no_optional_dependency() -> None:
 def test_import_apikeys_works_with_every_optional_dependency_missing() -> None:
     blocked = ", ".join(repr(name) for name in HEAVY_MODULES)
     result = run_python(
+        "-c",
         f"import sys\nfor name in [{blocked}]: sys.modules[name] = None\n"
-        "import apikeys\nprint(apikeys.parse_key(apikeys.generate_key().key).prefix)"
+        "import apikeys\nprint(apikeys.parse_key(apikeys.generate_key().key).prefix)",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "apk"
@@ -161,14 +147,10 @@ def test_import_apikeys_works_with_every_optional_dependency_missing() -> None:
 
 def test_import_reads_no_configuration() -> None:
     # Garbage settings in the environment only matter once a manager is built.
-    result = subprocess.run(
-        [sys.executable, "-c", "import apikeys; apikeys.configure(url='sqlite://')"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-        env={**os.environ, "APIKEYS_CACHE_TTL": "not-a-number", "APIKEYS_BACKEND": "nope://"},
+    result = run_python(
+        "-c",
+        "import apikeys; apikeys.configure(url='sqlite://')",
+        env={"APIKEYS_CACHE_TTL": "not-a-number", "APIKEYS_BACKEND": "nope://"},
     )
     assert result.returncode == 0, result.stderr
 
@@ -181,14 +163,7 @@ def test_py_typed_ships_in_the_package() -> None:
 def test_py_typed_ships_in_the_wheel(tmp_path: Path) -> None:
     if importlib.util.find_spec("hatchling") is None:
         pytest.skip("hatchling (the build backend) is not installed")
-    result = subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("apikeys-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
