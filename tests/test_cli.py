@@ -611,9 +611,9 @@ def test_global_options_go_before_or_after_the_command(cli: CLI, url: str) -> No
         ("nonsense", "neither a URL"),
         ("gopher://somewhere", "no apikeys backend for 'gopher' URLs"),
         ("no_such_module_here:Manager", "backend module 'no_such_module_here' not found"),
-        ("postgresql://admin:hunter2@127.0.0.1:notaport/db", "cannot open the backend"),
-        ("postgresql+nosuchdriver://admin:hunter2@127.0.0.1/db", "Can't load plugin"),
-        ("sqlite://admin:hunter2@host/x.db", "Invalid SQLite URL"),
+        ("postgresql://admin:hunter2@127.0.0.1:notaport/db", "invalid database URL"),
+        ("postgresql+nosuchdriver://admin:hunter2@127.0.0.1/db", "invalid database URL"),
+        ("sqlite://admin:hunter2@host/x.db", "invalid database URL"),
         ("json:JSONDecoder", "has no from_settings"),
     ],
 )

@@ -41,7 +41,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E40
 from sqlalchemy.pool import StaticPool  # noqa: E402
 
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache  # noqa: E402
-from apikeys._config import Settings  # noqa: E402
+from apikeys._config import (  # noqa: E402
+    DEFAULT_ARGON2_MEMORY_COST,
+    DEFAULT_ARGON2_PARALLELISM,
+    DEFAULT_ARGON2_TIME_COST,
+    Settings,
+)
 from apikeys._errors import (  # noqa: E402
     APIKeysError,
     BackendUnavailableError,
@@ -142,6 +147,12 @@ schema_version_table = sa.Table(
 """The schema version this database was created or migrated to."""
 
 _KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
+# Built once: the lookup runs on every cache miss, and building a statement
+# costs about as much as running it on SQLite.
+_SELECT_KEY = sa.select(*_KEY_COLUMNS).where(api_keys_table.c.id == sa.bindparam("key_id"))
+_SELECT_KEY_WITH_HASH = sa.select(*api_keys_table.c).where(
+    api_keys_table.c.id == sa.bindparam("key_id")
+)
 
 
 # IO requests yielded by the flows -------------------------------------------------
@@ -149,9 +160,10 @@ _KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
 
 @dataclass(frozen=True, slots=True)
 class _Query:
-    """Run a SELECT; the result is a list of row mappings."""
+    """Run a SELECT with bound ``parameters``; the result is a list of row mappings."""
 
     statement: sa.Executable
+    parameters: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +315,12 @@ class _SQLAlchemyBase:
         self.last_used_interval = timedelta(seconds=last_used_interval)
         self.create_schema = create_schema
         self.hasher = password_hasher or PasswordHasher(
-            time_cost=1, memory_cost=1024, parallelism=1, hash_len=32, salt_len=16, type=Type.ID
+            time_cost=DEFAULT_ARGON2_TIME_COST,
+            memory_cost=DEFAULT_ARGON2_MEMORY_COST,
+            parallelism=DEFAULT_ARGON2_PARALLELISM,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
         )
         # Verified against when the id is unknown, so that case costs what a wrong secret costs.
         self._decoy_hash = self.hasher.hash(generate_key(self.key_prefix).key)
@@ -391,12 +408,12 @@ class _SQLAlchemyBase:
         )
 
     @staticmethod
-    def _select_key(key_id: str, *, with_hash: bool = False) -> sa.Select[Any]:
-        columns = list(api_keys_table.c) if with_hash else _KEY_COLUMNS
-        return sa.select(*columns).where(api_keys_table.c.id == key_id)
+    def _select_key(key_id: str, *, with_hash: bool = False) -> _Query:
+        statement = _SELECT_KEY_WITH_HASH if with_hash else _SELECT_KEY
+        return _Query(statement, {"key_id": key_id})
 
     def _fetch_key(self, key_id: str) -> Generator[_Request, Any, Mapping[str, Any]]:
-        rows = yield _Query(self._select_key(key_id))
+        rows = yield self._select_key(key_id)
         if not rows:
             raise KeyNotFoundError(key_id=key_id)
         row: Mapping[str, Any] = rows[0]
@@ -450,7 +467,7 @@ class _SQLAlchemyBase:
             # Read before the lookup: a revocation committed meanwhile must keep
             # this (possibly older) row out of the cache.
             generation = self.cache.generation
-            rows = yield _Query(self._select_key(key_id, with_hash=True))
+            rows = yield self._select_key(key_id, with_hash=True)
             row = rows[0] if rows else None
             # An unknown id is checked against a decoy: it costs what a wrong secret costs.
             stored_hash = self._decoy_hash if row is None else row["secret_hash"]
@@ -707,7 +724,7 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
             with self._io_lock:
                 if isinstance(request, _Query):
                     with self.engine.connect() as connection:
-                        return _rows_of(connection.execute(request.statement))
+                        return _rows_of(connection.execute(request.statement, request.parameters))
                 with self.engine.begin() as connection:
                     counts = [connection.execute(s).rowcount for s in request.statements]
                     if request.require_rows and 0 in counts:
@@ -841,7 +858,7 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
     async def _execute(self, request: _Query | _Write) -> Any:
         if isinstance(request, _Query):
             async with self.engine.connect() as connection:
-                return _rows_of(await connection.execute(request.statement))
+                return _rows_of(await connection.execute(request.statement, request.parameters))
         async with self.engine.begin() as connection:
             counts = [(await connection.execute(s)).rowcount for s in request.statements]
             if request.require_rows and 0 in counts:
