@@ -21,8 +21,17 @@ def _backend() -> str:
 
 
 def fastapi_app() -> Any:
-    """FastAPI on the async manager; ``require_api_key()`` as a dependency."""
+    """FastAPI on the async manager; ``require_api_key()`` as a dependency.
+
+    ``/noop`` has a do-nothing security dependency of the same kind
+    (a ``SecurityBase`` taking the connection): what FastAPI's dependency
+    machinery costs by itself, apart from any validation.
+    """
     from fastapi import Depends, FastAPI
+    from fastapi.openapi.models import APIKey as APIKeyModel
+    from fastapi.openapi.models import APIKeyIn
+    from fastapi.security.base import SecurityBase
+    from starlette.requests import HTTPConnection
 
     import apikeys
     from apikeys.integrations.fastapi import APIKeys, require_api_key
@@ -32,6 +41,25 @@ def fastapi_app() -> Any:
 
     @app.get("/open")
     async def open_route() -> dict[str, str]:
+        return BODY
+
+    class NoopDependency(SecurityBase):
+        def __init__(self) -> None:
+            self.model = APIKeyModel.model_validate(
+                {"in": APIKeyIn.header, "name": "Authorization"}
+            )
+            self.scheme_name = "noop"
+
+        async def __call__(self, connection: HTTPConnection) -> None:
+            return None
+
+    # Postponed annotations are resolved in this module's globals, where the
+    # locally imported HTTPConnection is not: give FastAPI the class itself.
+    NoopDependency.__call__.__annotations__["connection"] = HTTPConnection
+    noop = NoopDependency()
+
+    @app.get("/noop")
+    async def noop_route(_none: None = Depends(noop)) -> dict[str, str]:
         return BODY
 
     @app.get("/protected")

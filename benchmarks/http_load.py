@@ -70,6 +70,12 @@ SERVERS: dict[str, list[str]] = {
         "benchmarks.http_apps:django_app",
     ],
 }
+ROUTES: dict[str, tuple[str, ...]] = {
+    "fastapi (uvicorn)": ("open", "noop", "protected"),
+    "flask (waitress)": ("open", "protected"),
+    "django (waitress)": ("open", "protected"),
+}
+"""The routes loaded per server; FastAPI's ``/noop`` isolates its dependency machinery."""
 _UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
@@ -87,6 +93,8 @@ class HttpResult:
     rounds: int
     duration_s: int
     connections: int
+    noop_rps: float | None = None
+    noop_p50_us: float | None = None
 
     @property
     def kept(self) -> float:
@@ -211,10 +219,11 @@ def measure_http(
                 # Untimed: the first validation (a cache miss: a read, argon2, a
                 # last_used_at write) and the servers' own warm-up.
                 _load(wrk, f"http://{HOST}:{port}/protected", key, 1, connections)
-                figures: dict[str, list[tuple[float, ...]]] = {"open": [], "protected": []}
+                routes = ROUTES[framework]
+                figures: dict[str, list[tuple[float, ...]]] = {route: [] for route in routes}
                 base = f"http://{HOST}:{port}/"
                 for _ in range(rounds):
-                    for route in ("open", "protected"):
+                    for route in routes:
                         figures[route].append(_load(wrk, base + route, key, duration, connections))
 
                 def median(route: str, index: int, figures: dict[str, Any] = figures) -> float:
@@ -232,6 +241,8 @@ def measure_http(
                         rounds=rounds,
                         duration_s=duration,
                         connections=connections,
+                        noop_rps=median("noop", 0) if "noop" in routes else None,
+                        noop_p50_us=median("noop", 1) if "noop" in routes else None,
                     )
                 )
             finally:

@@ -61,8 +61,16 @@ def _stub_transport() -> Any:
 
 
 def _rss_kib() -> int:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak RSS (VmHWM), in KiB.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries it across ``fork`` and
+    ``execve``, so a child would report its parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _current_rss_kib() -> int:
