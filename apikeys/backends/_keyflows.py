@@ -22,10 +22,14 @@ def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
 
 def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
     """Validate ``required_scopes``, memoised: routes pass the same few sets again and again."""
-    if not required_scopes:
-        return ()
     if isinstance(required_scopes, str):
         return _required_from_tuple(tuple(required_scopes.split()))
+    if not isinstance(required_scopes, tuple | list | set | frozenset):
+        # Anything else (a generator, a wrong type) goes to the validator, which
+        # bounds what it reads and names the problem.
+        return check_required_scopes(required_scopes)
+    if not required_scopes:
+        return ()
     scopes = tuple(required_scopes)
     try:
         return _required_from_tuple(scopes)

@@ -456,3 +456,16 @@ def test_concurrent_creation_and_validation(
 def test_manager_satisfies_the_protocol(manager: SyncFacade, flavour: str) -> None:
     protocol = apikeys.KeyManager if flavour == "sync" else apikeys.AsyncKeyManager
     assert isinstance(manager.manager, protocol)
+
+
+@pytest.mark.parametrize("required", [5, [1], [["read:data"]], ["read data"], ["data:*"]])
+def test_bad_required_scopes_are_bad_input(
+    manager: SyncFacade, user_id: str, required: object
+) -> None:
+    new = manager.create_api_key(user_id, "scoped", ["read:data"])
+    with pytest.raises(InvalidInputError) as caught:
+        manager.validate_api_key(new.secret, required_scopes=required)
+    assert caught.value.field == "required_scopes"
+    assert (
+        manager.validate_api_key(new.secret, required_scopes=iter(["read:data"])).key_id == new.id
+    )
