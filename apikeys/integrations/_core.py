@@ -16,12 +16,20 @@ Request-time policy:
   403 ``insufficient_scope``; backend down → 503 with ``Retry-After``.
 - Error bodies are ``{"code": ..., "message": ...}`` plus ``missingScopes``,
   ``errors`` or ``retryAfter`` where they apply: never a secret, never a trace.
+- Optional, per client: keys over plain HTTP refused (403 ``https_required``,
+  ``require_https``); repeated failures from one client address answered 429
+  with ``Retry-After`` (``client_max_failures``). The client address and
+  scheme come from the connection, or from ``X-Forwarded-For`` /
+  ``X-Forwarded-Proto`` when the connection comes from a ``trusted_proxies``
+  address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import ipaddress
 import json
 import logging
 import math
@@ -31,10 +39,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from apikeys._errors import (
     APIKeysError,
+    AuthenticationError,
     BackendUnavailableError,
     ConfigurationError,
     InsufficientScopeError,
@@ -43,9 +52,11 @@ from apikeys._errors import (
     MissingKeyError,
     RateLimitedError,
 )
+from apikeys._events import EventReporter
 from apikeys._flow import Flow, run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
+from apikeys._ratelimit import FailureLimiter
 from apikeys._scopes import normalize_scopes
 from apikeys._validation import check_scopes
 
@@ -67,6 +78,8 @@ _QUERY_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REALM_RE = re.compile(r"[ !#-\[\]-~]{1,64}")  # printable ASCII without '"' and '\'
 # Characters RFC 6750 allows inside a quoted error_description.
 _DESCRIPTION_UNSAFE_RE = re.compile(r"[^ !#-\[\]-~]")
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class IntegrationSettings(BaseModel):
@@ -94,6 +107,17 @@ class IntegrationSettings(BaseModel):
         max_body_bytes: Largest ``/api-keys`` request body accepted.
         retry_after: ``Retry-After`` seconds sent with 429/503 when the error
             does not say.
+        client_max_failures: Failed validations (malformed, unknown or wrong
+            keys) one client address may make in a burst before it is
+            answered 429 with ``Retry-After``; ``0`` (default) turns the
+            per-client limit off. Counted per process.
+        client_failure_window: Seconds for a client's allowance to grow back
+            completely (see :class:`~apikeys._ratelimit.FailureLimiter`).
+        trusted_proxies: Addresses or networks (``10.0.0.0/8``) of reverse
+            proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are
+            believed. From any other peer those headers are ignored.
+        require_https: Refuse keys that reached the app over plain HTTP with
+            403 ``https_required`` (the key is never validated). Off by default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -108,8 +132,36 @@ class IntegrationSettings(BaseModel):
     management_delete: Literal["revoke", "delete"] = "revoke"
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     retry_after: int = Field(default=5, ge=1, le=86400)
+    client_max_failures: int = Field(default=0, ge=0, le=1_000_000)
+    client_failure_window: float = Field(default=60.0, gt=0, le=86400)
+    trusted_proxies: tuple[str, ...] = ()
+    require_https: bool = False
 
-    @field_validator("header_names", "exempt_paths", mode="before")
+    # Built from the fields once; shared by every request these settings serve.
+    _client_limiter: FailureLimiter | None = PrivateAttr(default=None)
+    _trusted_networks: tuple[_Network, ...] = PrivateAttr(default=())
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the per-client limiter and the trusted networks once."""
+        if self.client_max_failures:
+            self._client_limiter = FailureLimiter(
+                self.client_max_failures, self.client_failure_window
+            )
+        self._trusted_networks = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in self.trusted_proxies
+        )
+
+    @property
+    def client_limiter(self) -> FailureLimiter | None:
+        """The per-client failure limiter, or ``None`` when it is off."""
+        return self._client_limiter
+
+    @property
+    def trusted_networks(self) -> tuple[_Network, ...]:
+        """``trusted_proxies`` as networks."""
+        return self._trusted_networks
+
+    @field_validator("header_names", "exempt_paths", "trusted_proxies", mode="before")
     @classmethod
     def _split_text(cls, value: object) -> object:
         # "Authorization, X-API-Key" from an environment variable or a settings file.
@@ -148,6 +200,16 @@ class IntegrationSettings(BaseModel):
             if not path.startswith("/") or "*" in path.rstrip("*") or path.endswith("**"):
                 raise ValueError(f"{path!r}: write an exact path '/health' or a prefix '/public/*'")
         return paths
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
 
     @field_validator("management_scope")
     @classmethod
@@ -365,6 +427,117 @@ def required_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...]:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 
 
+class InsecureTransportError(AuthenticationError):
+    """A key was sent over plain HTTP while ``require_https`` is on (403).
+
+    The key is refused without being validated; its holder should treat it
+    as exposed and rotate it.
+    """
+
+    status_code = 403
+    code = "https_required"
+    default_message = "API keys must be sent over HTTPS"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other end of a request, as the server saw it (or a trusted proxy reported it).
+
+    Attributes:
+        address: The client's IP address as text (``REMOTE_ADDR``, the ASGI
+            ``client``), or ``None`` when the server does not know it.
+        scheme: ``http``, ``https``, ``ws`` or ``wss``.
+    """
+
+    address: str | None
+    scheme: str = "http"
+
+    @property
+    def secure(self) -> bool:
+        """Whether the request came over TLS."""
+        return self.scheme.lower() in ("https", "wss")
+
+    @classmethod
+    def of_asgi(cls, scope: Mapping[str, Any]) -> Peer:
+        """The peer of an ASGI connection: its ``client`` and ``scheme``."""
+        client = scope.get("client")
+        return cls(str(client[0]) if client else None, str(scope.get("scheme", "http")))
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def _is_trusted(address: str | None, networks: Sequence[_Network]) -> bool:
+    parsed = _ip(address) if address is not None and networks else None
+    return parsed is not None and any(parsed in network for network in networks)
+
+
+# Hops read from X-Forwarded-For: far more than any real proxy chain.
+_MAX_FORWARDED_HOPS = 32
+
+
+def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSettings) -> Peer:
+    """The client behind the trusted proxies, if the connection comes from one.
+
+    ``X-Forwarded-For`` is read from the right: each hop added by a trusted
+    proxy is skipped, and the first address that is not a trusted proxy is
+    the client (a client cannot forge the hops that proxies append). A hop
+    that is not an IP address stops the walk at the proxy that reported it.
+    ``X-Forwarded-Proto`` counts as HTTPS only if every value it lists is
+    ``https``. Both headers are ignored unless the peer is a trusted proxy.
+    """
+    networks = settings.trusted_networks
+    if not _is_trusted(peer.address, networks):
+        return peer
+    hops: list[str] = []
+    protocols: list[str] = []
+    for name, value in _pairs(headers):
+        lowered = name.lower()
+        if lowered == "x-forwarded-for":
+            hops += value.split(",")
+        elif lowered == "x-forwarded-proto":
+            protocols += [part.strip().lower() for part in value.split(",")]
+    address = peer.address
+    for hop in reversed(hops[-_MAX_FORWARDED_HOPS:]):
+        parsed = _ip(hop)
+        if parsed is None:
+            break
+        address = str(parsed)
+        if not any(parsed in network for network in networks):
+            break
+    scheme = peer.scheme
+    if protocols:
+        scheme = "https" if all(protocol == "https" for protocol in protocols) else "http"
+    return Peer(address, scheme)
+
+
+@functools.lru_cache(maxsize=16)
+def _reporter(source: str) -> EventReporter:
+    return EventReporter(source)
+
+
+def _refuse_plain_http(
+    headers: HeaderSource, query: HeaderSource, settings: IntegrationSettings
+) -> None:
+    """Answer a request that came over plain HTTP while HTTPS is required.
+
+    Raises:
+        MissingKeyError: It sent no key: the usual 401 challenge.
+        InsecureTransportError: It sent something in a key's place.
+    """
+    try:
+        extract_credential(headers, query, settings)
+    except MissingKeyError:
+        raise
+    except InvalidKeyError:
+        pass
+    raise InsecureTransportError()
+
+
 _NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -416,15 +589,51 @@ def authentication_flow(
     query: HeaderSource,
     settings: IntegrationSettings,
     scopes: tuple[str, ...] = (),
+    *,
+    peer: Peer | None = None,
+    source: str = "integration",
 ) -> Flow[ManagerCall, VerifiedKey]:
     """Find the request's key, have the manager validate it, and return the result.
 
     ``scopes`` must come from :func:`required_scopes`. The scopes are checked
     again here, so a third-party backend that ignores ``required_scopes``
     still cannot let a request through.
+
+    ``peer`` is the connection's address and scheme, which ``require_https``
+    and ``client_max_failures`` need; without it a request counts as plain
+    HTTP from an unknown address (refused when HTTPS is required, never
+    limited). Refusals the backend never sees -- no key, a value that cannot
+    be a key, a client over its limit -- are reported as ``rejected`` events
+    with ``source``; the backend reports its own.
+
+    Raises:
+        InsecureTransportError: ``require_https`` is on and the key came over HTTP.
+        RateLimitedError: The client is over ``client_max_failures`` (429).
     """
-    secret = extract_credential(headers, query, settings)
-    verified = yield ManagerCall("validate_api_key", (secret,), {"required_scopes": scopes})
+    client = peer
+    if peer is not None and (settings.require_https or settings.client_limiter is not None):
+        client = resolve_client(headers, peer, settings)
+    if settings.require_https and (client is None or not client.secure):
+        _refuse_plain_http(headers, query, settings)
+    limiter = settings.client_limiter
+    address = client.address if client is not None else None
+    guard = (
+        limiter.attempt(address)
+        if limiter is not None and address is not None
+        else contextlib.nullcontext()
+    )
+    asked_backend = False
+    try:
+        with guard:
+            secret = extract_credential(headers, query, settings)
+            asked_backend = True
+            verified = yield ManagerCall("validate_api_key", (secret,), {"required_scopes": scopes})
+    except (MissingKeyError, RateLimitedError, InvalidKeyError) as exc:
+        # The backend reports its own refusals; only those made here, before
+        # any backend call, would otherwise go unseen.
+        if not asked_backend:
+            _reporter(source).rejected(exc)
+        raise
     if not isinstance(verified, VerifiedKey):
         # Fail closed on a backend that returns anything but a verified key.
         raise BackendUnavailableError("API key backend returned an unexpected result")
@@ -552,9 +761,11 @@ __all__ = [
     "CoreResponse",
     "FieldError",
     "HeaderSource",
+    "InsecureTransportError",
     "IntegrationSettings",
     "InvalidRequestError",
     "ManagerCall",
+    "Peer",
     "authentication_flow",
     "check_exempt_paths",
     "error_response",
@@ -563,6 +774,7 @@ __all__ = [
     "is_exempt",
     "json_field_name",
     "required_scopes",
+    "resolve_client",
     "run_with_async_manager",
     "run_with_sync_manager",
     "split_config",

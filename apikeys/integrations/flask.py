@@ -43,6 +43,7 @@ from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
     CoreResponse,
     IntegrationSettings,
+    Peer,
     authentication_flow,
     check_exempt_paths,
     error_response,
@@ -143,7 +144,12 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
         return check_scopes(published, scopes)
     state = _state()
     flow = authentication_flow(
-        list(request.headers.items()), request.args.items(multi=True), state.settings, scopes
+        list(request.headers.items()),
+        request.args.items(multi=True),
+        state.settings,
+        scopes,
+        peer=Peer(request.remote_addr, request.scheme),
+        source="flask",
     )
     verified = run_with_sync_manager(flow, state.get_manager())
     setattr(g, API_KEY_ATTRIBUTE, verified)

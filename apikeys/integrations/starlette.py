@@ -40,6 +40,7 @@ from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
     CoreResponse,
     IntegrationSettings,
+    Peer,
     authentication_flow,
     check_exempt_paths,
     error_response,
@@ -141,7 +142,14 @@ class APIKeys:
             return check_scopes(published, scopes)
         query_string = scope.get("query_string", b"")
         query = QueryParams(query_string).multi_items() if query_string else ()
-        flow = authentication_flow(scope["headers"], query, self.settings, scopes)
+        flow = authentication_flow(
+            scope["headers"],
+            query,
+            self.settings,
+            scopes,
+            peer=Peer.of_asgi(scope),
+            source="starlette",
+        )
         verified = await run_with_async_manager(flow, self.manager)
         state[API_KEY_ATTRIBUTE] = verified
         return verified

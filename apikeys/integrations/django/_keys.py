@@ -29,6 +29,7 @@ from apikeys.integrations._core import (
     CoreResponse,
     IntegrationSettings,
     ManagerCall,
+    Peer,
     authentication_flow,
     error_response,
     is_async_manager,
@@ -220,7 +221,12 @@ class APIKeys:
         self, request: HttpRequest, scopes: tuple[str, ...]
     ) -> Flow[ManagerCall, VerifiedKey]:
         return authentication_flow(
-            request.headers.items(), query_pairs(request), self.settings, scopes
+            request.headers.items(),
+            query_pairs(request),
+            self.settings,
+            scopes,
+            peer=Peer(request.META.get("REMOTE_ADDR") or None, request.scheme or "http"),
+            source="django",
         )
 
     def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
