@@ -53,6 +53,7 @@ from apikeys._requests import (
     check_user_id,
 )
 from apikeys._validation import check_key_state, check_scopes
+from apikeys.backends._shells import FlowBackend
 
 logger = logging.getLogger("apikeys.clerk")
 
@@ -381,7 +382,7 @@ class _DigestMemory:
             return self._known.get(digest)
 
 
-class ClerkBase:
+class ClerkBase(FlowBackend):
     """Everything but the IO: configuration, requests, retries, parsing and the flows.
 
     Args:

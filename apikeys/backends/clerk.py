@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
-from types import TracebackType
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from apikeys._imports import require
@@ -34,10 +32,8 @@ from pydantic import SecretStr  # noqa: E402
 
 from apikeys._config import Settings  # noqa: E402
 from apikeys._errors import APIKeysError, BackendUnavailableError, InvalidKeyError  # noqa: E402
-from apikeys._expiry import Expiration  # noqa: E402
 from apikeys._flow import run_async, run_sync  # noqa: E402
-from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
-from apikeys._requests import KEEP, Keep  # noqa: E402
+from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys.backends._clerk import (  # noqa: E402
     MAX_SECRET_LENGTH,
     ClerkBase,
@@ -47,6 +43,7 @@ from apikeys.backends._clerk import (  # noqa: E402
     is_clerk_secret,
 )
 from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
+from apikeys.backends._shells import AsyncShell, SyncShell  # noqa: E402
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -104,7 +101,7 @@ class _ThreadSingleFlight:
             pending.done.set()
 
 
-class ClerkKeyManager(ClerkBase):
+class ClerkKeyManager(SyncShell, ClerkBase):
     """Synchronous manager over Clerk's Backend API; safe to share between threads.
 
     Args:
@@ -158,20 +155,6 @@ class ClerkKeyManager(ClerkBase):
             timeout=self.timeout,
         )
 
-    def create_api_key(
-        self,
-        user_id: str,
-        name: str,
-        scopes: Iterable[str] | str = (),
-        expiration: Expiration = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> NewAPIKey:
-        """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
-        return run_sync(
-            self._create_flow(user_id, name, scopes, expiration, metadata), self._perform
-        )
-
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
@@ -187,48 +170,13 @@ class ClerkKeyManager(ClerkBase):
             raise
         return self._accepted(verified, required)
 
-    def list_api_keys(
-        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
-    ) -> APIKeyPage:
-        """List a user's keys; see :meth:`apikeys.KeyManager.list_api_keys`."""
-        return run_sync(self._list_flow(user_id, include_invalid, limit, offset), self._perform)
-
-    def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key; see :meth:`apikeys.KeyManager.get_api_key`."""
-        return run_sync(self._get_flow(key_id), self._perform)
-
-    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key; see :meth:`apikeys.KeyManager.revoke_api_key`."""
-        return run_sync(self._revoke_flow(key_id, reason), self._perform)
-
-    def delete_api_key(self, key_id: str) -> None:
-        """Delete a key; see :meth:`apikeys.KeyManager.delete_api_key`."""
-        run_sync(self._delete_flow(key_id), self._perform)
-
-    def rotate_api_key(
-        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
-    ) -> NewAPIKey:
-        """Replace a key; see :meth:`apikeys.KeyManager.rotate_api_key`."""
-        return run_sync(self._rotate_flow(key_id, grace, expiration), self._perform)
-
     def close(self) -> None:
         """Close the HTTP client, if this manager made it."""
         if self._owns_client:
             self.http_client.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncClerkKeyManager(ClerkBase):
+class AsyncClerkKeyManager(AsyncShell, ClerkBase):
     """Async manager over Clerk's Backend API: the twin of :class:`ClerkKeyManager`.
 
     Takes the same arguments, with an ``httpx.AsyncClient`` as ``http_client``.
@@ -267,19 +215,6 @@ class AsyncClerkKeyManager(ClerkBase):
             timeout=self.timeout,
         )
 
-    async def create_api_key(
-        self,
-        user_id: str,
-        name: str,
-        scopes: Iterable[str] | str = (),
-        expiration: Expiration = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> NewAPIKey:
-        """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
-        return await run_async(flow, self._perform)
-
     async def validate_api_key(
         self, secret: str, *, required_scopes: Iterable[str] = ()
     ) -> VerifiedKey:
@@ -313,47 +248,10 @@ class AsyncClerkKeyManager(ClerkBase):
         if not done.cancelled():
             done.exception()  # retrieved: every waiter may have gone away
 
-    async def list_api_keys(
-        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
-    ) -> APIKeyPage:
-        """List a user's keys; see :meth:`apikeys.AsyncKeyManager.list_api_keys`."""
-        return await run_async(
-            self._list_flow(user_id, include_invalid, limit, offset), self._perform
-        )
-
-    async def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key; see :meth:`apikeys.AsyncKeyManager.get_api_key`."""
-        return await run_async(self._get_flow(key_id), self._perform)
-
-    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key; see :meth:`apikeys.AsyncKeyManager.revoke_api_key`."""
-        return await run_async(self._revoke_flow(key_id, reason), self._perform)
-
-    async def delete_api_key(self, key_id: str) -> None:
-        """Delete a key; see :meth:`apikeys.AsyncKeyManager.delete_api_key`."""
-        await run_async(self._delete_flow(key_id), self._perform)
-
-    async def rotate_api_key(
-        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
-    ) -> NewAPIKey:
-        """Replace a key; see :meth:`apikeys.AsyncKeyManager.rotate_api_key`."""
-        return await run_async(self._rotate_flow(key_id, grace, expiration), self._perform)
-
     async def close(self) -> None:
         """Close the HTTP client, if this manager made it."""
         if self._owns_client:
             await self.http_client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 __all__ = ["AsyncClerkKeyManager", "ClerkKeyManager"]

@@ -25,7 +25,6 @@ from collections.abc import Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from apikeys._imports import require
@@ -84,6 +83,7 @@ from apikeys._requests import (  # noqa: E402
 )
 from apikeys._validation import check_key_state, check_scopes  # noqa: E402
 from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
+from apikeys.backends._shells import AsyncShell, FlowBackend, SyncShell  # noqa: E402
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -274,7 +274,7 @@ def _engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
     return options
 
 
-class _SQLAlchemyBase:
+class _SQLAlchemyBase(FlowBackend):
     """Everything but the IO: statements, row mapping and the operation flows."""
 
     def __init__(
@@ -658,7 +658,7 @@ def _rows_of(result: sa.CursorResult[Any]) -> list[sa.RowMapping]:
     return list(result.mappings().all())
 
 
-class SQLAlchemyKeyManager(_SQLAlchemyBase):
+class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
     """Synchronous manager over a SQLAlchemy engine; safe to share between threads.
 
     Args:
@@ -736,20 +736,6 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
         except sa.exc.SQLAlchemyError as exc:
             raise _database_error(exc) from exc
 
-    def create_api_key(
-        self,
-        user_id: str,
-        name: str,
-        scopes: Iterable[str] | str = (),
-        expiration: Expiration = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> NewAPIKey:
-        """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
-        return run_sync(
-            self._create_flow(user_id, name, scopes, expiration, metadata), self._perform
-        )
-
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
@@ -758,47 +744,12 @@ class SQLAlchemyKeyManager(_SQLAlchemyBase):
             return hit
         return run_sync(self._validate_flow(secret, required), self._perform)
 
-    def list_api_keys(
-        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
-    ) -> APIKeyPage:
-        """List a user's keys; see :meth:`apikeys.KeyManager.list_api_keys`."""
-        return run_sync(self._list_flow(user_id, include_invalid, limit, offset), self._perform)
-
-    def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key; see :meth:`apikeys.KeyManager.get_api_key`."""
-        return run_sync(self._get_flow(key_id), self._perform)
-
-    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key; see :meth:`apikeys.KeyManager.revoke_api_key`."""
-        return run_sync(self._revoke_flow(key_id, reason), self._perform)
-
-    def delete_api_key(self, key_id: str) -> None:
-        """Delete a key; see :meth:`apikeys.KeyManager.delete_api_key`."""
-        run_sync(self._delete_flow(key_id), self._perform)
-
-    def rotate_api_key(
-        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
-    ) -> NewAPIKey:
-        """Replace a key; see :meth:`apikeys.KeyManager.rotate_api_key`."""
-        return run_sync(self._rotate_flow(key_id, grace, expiration), self._perform)
-
     def close(self) -> None:
         """Dispose of the engine's connection pool."""
         self.engine.dispose()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
+class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
     """Async manager over a SQLAlchemy async engine; argon2 runs in a worker thread.
 
     Takes the same arguments as :class:`SQLAlchemyKeyManager`; a plain URL gets
@@ -866,19 +817,6 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
                 raise _Conflict
             return counts
 
-    async def create_api_key(
-        self,
-        user_id: str,
-        name: str,
-        scopes: Iterable[str] | str = (),
-        expiration: Expiration = None,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> NewAPIKey:
-        """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
-        return await run_async(flow, self._perform)
-
     async def validate_api_key(
         self, secret: str, *, required_scopes: Iterable[str] = ()
     ) -> VerifiedKey:
@@ -889,46 +827,9 @@ class AsyncSQLAlchemyKeyManager(_SQLAlchemyBase):
             return hit
         return await run_async(self._validate_flow(secret, required), self._perform)
 
-    async def list_api_keys(
-        self, user_id: str, *, include_invalid: bool = False, limit: int = 50, offset: int = 0
-    ) -> APIKeyPage:
-        """List a user's keys; see :meth:`apikeys.AsyncKeyManager.list_api_keys`."""
-        return await run_async(
-            self._list_flow(user_id, include_invalid, limit, offset), self._perform
-        )
-
-    async def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key; see :meth:`apikeys.AsyncKeyManager.get_api_key`."""
-        return await run_async(self._get_flow(key_id), self._perform)
-
-    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key; see :meth:`apikeys.AsyncKeyManager.revoke_api_key`."""
-        return await run_async(self._revoke_flow(key_id, reason), self._perform)
-
-    async def delete_api_key(self, key_id: str) -> None:
-        """Delete a key; see :meth:`apikeys.AsyncKeyManager.delete_api_key`."""
-        await run_async(self._delete_flow(key_id), self._perform)
-
-    async def rotate_api_key(
-        self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
-    ) -> NewAPIKey:
-        """Replace a key; see :meth:`apikeys.AsyncKeyManager.rotate_api_key`."""
-        return await run_async(self._rotate_flow(key_id, grace, expiration), self._perform)
-
     async def close(self) -> None:
         """Dispose of the engine's connection pool."""
         await self.engine.dispose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 __all__ = [
