@@ -1,0 +1,272 @@
+"""Per-client failure limits, the HTTPS requirement, trusted proxies and the events
+only the web layer can see -- in every framework, through its test client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import apikeys
+from apikeys import KeyEvent
+from apikeys._errors import ConfigurationError, RateLimitedError
+from apikeys.integrations._core import (
+    IntegrationSettings,
+    Peer,
+    authentication_flow,
+    resolve_client,
+)
+from tests.integrations.conftest import OWNER, Seeded
+from tests.integrations.contract import bearer
+from tests.security.conftest import PEER, OpenClient
+
+WRONG = "apk_1garbage"
+
+
+@pytest.fixture
+def events() -> Iterator[list[KeyEvent]]:
+    seen: list[KeyEvent] = []
+    listener = apikeys.add_event_listener(seen.append)
+    yield seen
+    apikeys.remove_event_listener(listener)
+
+
+# --- per-client limits ----------------------------------------------------------------------
+
+
+def test_repeated_failures_from_one_client_get_429_with_retry_after(
+    open_client: OpenClient, seeded: Seeded, events: list[KeyEvent]
+) -> None:
+    settings = IntegrationSettings(client_max_failures=3, client_failure_window=60)
+    with open_client(seeded.url, settings) as client:
+        refused = [client.request("GET", "/protected", headers=bearer(WRONG)) for _ in range(3)]
+        limited = client.request("GET", "/protected", headers=bearer(WRONG))
+        # Once limited, even the right key waits: the client, not the key, is limited.
+        right_key = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+        management = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+    assert [reply.status for reply in refused] == [403, 403, 403]
+    for reply in (limited, right_key, management):
+        assert reply.status == 429, reply.text
+        retry_after = int(reply.headers["retry-after"])
+        assert 1 <= retry_after <= 60
+        assert reply.json == {
+            "code": "rate_limited",
+            "message": "Too many requests",
+            "retryAfter": retry_after,
+        }
+    limited_events = [e for e in events if e.kind == "rejected" and e.reason == "rate_limited"]
+    assert len(limited_events) == 3
+    assert all(event.key_id is None for event in limited_events)
+
+
+def test_the_limit_is_off_by_default(open_client: OpenClient, seeded: Seeded) -> None:
+    with open_client(seeded.url) as client:
+        statuses = {
+            client.request("GET", "/protected", headers=bearer(WRONG)).status for _ in range(30)
+        }
+        ok = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+    assert statuses == {403}
+    assert ok.status == 200
+
+
+def test_missing_keys_expired_and_revoked_keys_do_not_count(
+    open_client: OpenClient, seeded: Seeded
+) -> None:
+    settings = IntegrationSettings(client_max_failures=2)
+    with open_client(seeded.url, settings) as client:
+        for _ in range(3):
+            assert client.request("GET", "/protected").status == 401
+            assert (
+                client.request("GET", "/protected", headers=bearer(seeded.revoked.secret)).status
+                == 403
+            )
+            assert (
+                client.request("GET", "/protected", headers=bearer(seeded.expired.secret)).status
+                == 403
+            )
+        ok = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+    assert ok.status == 200
+
+
+def test_forwarded_clients_are_limited_apart_behind_a_trusted_proxy(
+    open_client: OpenClient, seeded: Seeded
+) -> None:
+    def via(client_ip: str, secret: str) -> dict[str, str]:
+        return {**bearer(secret), "X-Forwarded-For": f"{client_ip}, 10.9.9.9"}
+
+    settings = IntegrationSettings(client_max_failures=2, trusted_proxies=(PEER, "10.0.0.0/8"))
+    with open_client(seeded.url, settings) as client:
+        for _ in range(2):
+            assert (
+                client.request("GET", "/protected", headers=via("203.0.113.7", WRONG)).status == 403
+            )
+        attacker = client.request(
+            "GET", "/protected", headers=via("203.0.113.7", seeded.admin.secret)
+        )
+        neighbour = client.request(
+            "GET", "/protected", headers=via("198.51.100.1", seeded.admin.secret)
+        )
+        # A client cannot escape by prepending addresses of its own choosing.
+        forged = client.request(
+            "GET",
+            "/protected",
+            headers={**bearer(WRONG), "X-Forwarded-For": "192.0.2.55, 203.0.113.7, 10.9.9.9"},
+        )
+    assert attacker.status == 429
+    assert neighbour.status == 200
+    assert forged.status == 429
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+    open_client: OpenClient, seeded: Seeded
+) -> None:
+    settings = IntegrationSettings(client_max_failures=2)  # no trusted proxies
+    with open_client(seeded.url, settings) as client:
+        statuses = [
+            client.request(
+                "GET", "/protected", headers={**bearer(WRONG), "X-Forwarded-For": f"192.0.2.{n}"}
+            ).status
+            for n in range(4)
+        ]
+    # Rotating the header does not make new clients: the peer is what counts.
+    assert statuses == [403, 403, 429, 429]
+
+
+# --- HTTPS requirement ----------------------------------------------------------------------
+
+
+def test_keys_over_plain_http_are_refused_when_https_is_required(
+    open_client: OpenClient, seeded: Seeded, events: list[KeyEvent]
+) -> None:
+    settings = IntegrationSettings(require_https=True)
+    with open_client(seeded.url, settings) as client:
+        plain = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+        garbage = client.request("GET", "/protected", headers={"X-API-Key": "junk"})
+        management = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        no_key = client.request("GET", "/protected")
+        spoofed = client.request(
+            "GET",
+            "/protected",
+            headers={**bearer(seeded.admin.secret), "X-Forwarded-Proto": "https"},
+        )
+    for reply in (plain, garbage, management, spoofed):
+        assert reply.status == 403, reply.text
+        assert reply.json == {
+            "code": "https_required",
+            "message": "API keys must be sent over HTTPS",
+        }
+        assert seeded.admin.secret not in reply.text
+    assert no_key.status == 401
+    assert no_key.json["code"] == "missing_api_key"
+    # The key was never validated: the backend saw nothing.
+    assert not [e for e in events if e.kind == "validated"]
+
+
+def test_forwarded_proto_https_from_a_trusted_proxy_is_believed(
+    open_client: OpenClient, seeded: Seeded
+) -> None:
+    settings = IntegrationSettings(require_https=True, trusted_proxies=("127.0.0.0/8",))
+    with open_client(seeded.url, settings) as client:
+        secure = client.request(
+            "GET",
+            "/protected",
+            headers={**bearer(seeded.admin.secret), "X-Forwarded-Proto": "https"},
+        )
+        mixed = client.request(
+            "GET",
+            "/protected",
+            headers={**bearer(seeded.admin.secret), "X-Forwarded-Proto": "http, https"},
+        )
+        plain = client.request(
+            "GET",
+            "/protected",
+            headers={**bearer(seeded.admin.secret), "X-Forwarded-Proto": "http"},
+        )
+    assert secure.status == 200
+    assert secure.json["user"] == OWNER
+    assert mixed.status == plain.status == 403
+    assert plain.json["code"] == "https_required"
+
+
+# --- events the backend cannot see ----------------------------------------------------------
+
+
+def test_missing_and_unparseable_keys_are_reported_once(
+    open_client: OpenClient, seeded: Seeded, events: list[KeyEvent]
+) -> None:
+    with open_client(seeded.url) as client:
+        client.request("GET", "/protected")
+        client.request("GET", "/protected", headers={"X-API-Key": "x" * 600})
+        events.clear()  # from here on, only backend refusals
+        client.request("GET", "/protected", headers=bearer(WRONG))
+        backend_only = list(events)
+    rejected = [e for e in backend_only if e.kind == "rejected"]
+    assert len(rejected) == 1  # the backend's own report, not a second one from the web layer
+    assert rejected[0].source == "sqlalchemy"
+
+
+def test_web_layer_events_name_their_framework(
+    open_client: OpenClient, framework: str, seeded: Seeded, events: list[KeyEvent]
+) -> None:
+    with open_client(seeded.url) as client:
+        client.request("GET", "/protected")
+        client.request("GET", "/protected", headers={"X-API-Key": "é"})
+    reasons = [(e.kind, e.reason, e.key_id) for e in events]
+    assert reasons == [("rejected", "missing", None), ("rejected", "invalid", None)]
+    expected = {"fastapi": "starlette", "flask": "flask"}.get(framework, "django")
+    assert {event.source for event in events} == {expected}
+
+
+# --- the core, without a framework ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "expected"),
+    [
+        ([], "10.0.0.1"),
+        (["203.0.113.9"], "203.0.113.9"),
+        (["203.0.113.9, 10.0.0.2"], "203.0.113.9"),
+        (["198.51.100.1, 203.0.113.9", "10.0.0.2"], "203.0.113.9"),
+        (["10.0.0.3, 10.0.0.2"], "10.0.0.3"),
+        (["not-an-ip, 10.0.0.2"], "10.0.0.2"),
+        (["2001:db8::1"], "2001:db8::1"),
+    ],
+)
+def test_resolve_client_walks_forwarded_for_from_the_right(
+    forwarded: list[str], expected: str
+) -> None:
+    settings = IntegrationSettings(trusted_proxies="10.0.0.0/8")
+    headers = [("X-Forwarded-For", value) for value in forwarded]
+    assert resolve_client(headers, Peer("10.0.0.1"), settings).address == expected
+
+
+def test_resolve_client_ignores_headers_from_untrusted_or_unknown_peers() -> None:
+    settings = IntegrationSettings(trusted_proxies=("10.0.0.0/8",))
+    headers = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]
+    for peer in (Peer("192.0.2.1"), Peer(None), Peer("testclient")):
+        assert resolve_client(headers, peer, settings) == peer
+
+
+@pytest.mark.parametrize("proxies", [("localhost",), ("10.0.0.0/33",), ("",)])
+def test_trusted_proxies_must_be_addresses_or_networks(proxies: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigurationError, match="trusted_proxies"):
+        IntegrationSettings.from_mapping({"trusted_proxies": proxies})
+
+
+def test_without_a_peer_https_is_refused_and_no_client_is_limited() -> None:
+    strict = IntegrationSettings(require_https=True)
+    flow = authentication_flow([("X-API-Key", "apk_1abc")], (), strict)
+    with pytest.raises(apikeys.AuthenticationError) as caught:
+        next(flow)
+    assert caught.value.code == "https_required"
+    limited = IntegrationSettings(client_max_failures=1)
+    for _ in range(3):
+        flow = authentication_flow([("X-API-Key", "é")], (), limited)
+        with pytest.raises(apikeys.InvalidKeyError):
+            next(flow)
+    assert limited.client_limiter is not None and len(limited.client_limiter) == 0
+    peer = Peer("192.0.2.1")
+    with pytest.raises(apikeys.InvalidKeyError):
+        next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
+    with pytest.raises(RateLimitedError):
+        next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
