@@ -3,9 +3,13 @@ only the web layer can see -- in every framework, through its test client."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import apikeys
 from apikeys import KeyEvent
@@ -270,3 +274,41 @@ def test_without_a_peer_https_is_refused_and_no_client_is_limited() -> None:
         next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
     with pytest.raises(RateLimitedError):
         next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
+
+
+ADDRESSES = st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    forged=st.lists(st.text(max_size=20).filter(lambda t: "," not in t) | ADDRESSES, max_size=5),
+    client_ip=ADDRESSES.filter(lambda a: not a.startswith("10.")),
+    proxy_hops=st.lists(st.integers(0, 255).map(lambda n: f"10.1.2.{n}"), max_size=3),
+    split=st.booleans(),
+)
+def test_whatever_a_client_prepends_the_proxies_own_hop_decides(
+    forged: list[str], client_ip: str, proxy_hops: list[str], split: bool
+) -> None:
+    settings = IntegrationSettings(trusted_proxies=("10.0.0.0/8",))
+    hops = [*forged, client_ip, *proxy_hops]
+    # The header as the client sent it, then extended by the proxies, in one or two headers.
+    values = [", ".join(hops)]
+    if split:
+        values = [", ".join([*forged, client_ip]), ", ".join(proxy_hops)]
+    headers = [("X-Forwarded-For", value) for value in values if value]
+    resolved = resolve_client(headers, Peer("10.0.0.1", "http"), settings)
+    assert ipaddress.ip_address(resolved.address or "") == ipaddress.ip_address(client_ip)
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"client": ("192.0.2.1", 5000), "scheme": "https"}, Peer("192.0.2.1", "https")),
+        ({"client": ("192.0.2.1", 5000), "scheme": "ws"}, Peer("192.0.2.1", "ws")),
+        ({"client": None, "scheme": "wss"}, Peer(None, "wss")),
+        ({}, Peer(None, "http")),
+    ],
+)
+def test_the_peer_of_an_asgi_scope(scope: dict[str, object], expected: Peer) -> None:
+    assert Peer.of_asgi(scope) == expected
+    assert expected.secure is (expected.scheme in ("https", "wss"))
