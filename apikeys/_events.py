@@ -288,11 +288,13 @@ class EventReporter:
             key_id: The id the presented key claims, if the error does not carry it.
             user_id: The owner, when the key was found.
         """
+        if key_id is None and isinstance(error, APIKeysError):
+            key_id = error.key_id
+        if key_id is None and not is_wanted("rejected"):
+            return  # nothing to count and nobody to tell: the garbage fast path
         reason = rejection_reason(error)
         if reason is None:
             return
-        if key_id is None and isinstance(error, APIKeysError):
-            key_id = error.key_id
         if is_wanted("rejected"):
             emit(KeyEvent("rejected", key_id, user_id=user_id, reason=reason, source=self.source))
         if key_id is None or reason not in _COUNTED_REASONS:

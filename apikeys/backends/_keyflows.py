@@ -22,6 +22,8 @@ def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
 
 def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
     """Validate ``required_scopes``, memoised: routes pass the same few sets again and again."""
+    if required_scopes == ():  # the usual case, answered first
+        return ()
     if isinstance(required_scopes, str):
         return _required_from_tuple(tuple(required_scopes.split()))
     if not isinstance(required_scopes, tuple | list | set | frozenset):

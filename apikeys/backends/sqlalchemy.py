@@ -62,7 +62,13 @@ from apikeys._events import (  # noqa: E402
 )
 from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow  # noqa: E402
 from apikeys._flow import run_async, run_sync  # noqa: E402
-from apikeys._keyformat import DEFAULT_PREFIX, generate_key, parse_key, validate_prefix  # noqa: E402
+from apikeys._keyformat import (  # noqa: E402
+    DEFAULT_PREFIX,
+    ParsedKey,
+    generate_key,
+    try_parse_key,
+    validate_prefix,
+)
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
 from apikeys._ratelimit import (  # noqa: E402
     DEFAULT_FAILURE_WINDOW,
@@ -364,8 +370,9 @@ class _SQLAlchemyBase(FlowBackend):
         except (VerificationError, InvalidHashError):
             return False
 
-    def _cached(self, secret: str, required: tuple[str, ...]) -> VerifiedKey | None:
-        """The validation fast path: a cache hit, or ``None`` to run the flow."""
+    def _before_io(self, secret: str, required: tuple[str, ...]) -> VerifiedKey | ParsedKey:
+        """Everything validation can settle without IO: a cache hit (returned), a
+        malformed key (refused), or the parsed key for the flow to look up."""
         try:
             hit = cached_verification(self.cache, secret, required)
         except APIKeysError as exc:
@@ -373,10 +380,19 @@ class _SQLAlchemyBase(FlowBackend):
             cached = self.cache.get(self.cache.digest(secret)) if isinstance(secret, str) else None
             self.events.rejected(exc, user_id=cached.user_id if cached else None)
             raise
-        # Checked here, not in report(): a hit that nobody monitors pays one call, no more.
-        if hit is not None and is_wanted("validated"):
-            self.events.report("validated", hit.key_id, user_id=hit.user_id)
-        return hit
+        if hit is not None:
+            # Checked here, not in report(): a hit that nobody monitors pays one call, no more.
+            if is_wanted("validated"):
+                self.events.report("validated", hit.key_id, user_id=hit.user_id)
+            return hit
+        # Parsed here rather than in the flow: garbage, the commonest hostile
+        # input, is refused without building a flow and with a single raise.
+        parsed = try_parse_key(secret, self.key_prefix)
+        if parsed is None:
+            refusal = InvalidKeyError()
+            self.events.rejected(refusal)
+            raise refusal
+        return parsed
 
     # --- row mapping -------------------------------------------------------------
 
@@ -454,13 +470,12 @@ class _SQLAlchemyBase(FlowBackend):
         raise BackendUnavailableError("could not store a new key (repeated id conflicts)")
 
     def _validate_flow(
-        self, secret: str, required: tuple[str, ...]
+        self, parsed: ParsedKey, required: tuple[str, ...]
     ) -> Generator[_Request, Any, VerifiedKey]:
-        key_id: str | None = None  # the id the key claims, for events only
+        secret = parsed.key
+        key_id = parsed.lookup_id  # the id the key claims (it may not exist)
         user_id: str | None = None
         try:
-            parsed = parse_key(secret, self.key_prefix)
-            key_id = parsed.lookup_id
             # Known and unknown ids are limited alike, so a 429 reveals nothing,
             # and before any IO, so a limited flood costs neither query nor hash.
             self.failure_limiter.check(key_id)
@@ -739,10 +754,10 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = self._cached(secret, required)
-        if hit is not None:
-            return hit
-        return run_sync(self._validate_flow(secret, required), self._perform)
+        checked = self._before_io(secret, required)
+        if isinstance(checked, VerifiedKey):
+            return checked
+        return run_sync(self._validate_flow(checked, required), self._perform)
 
     def close(self) -> None:
         """Dispose of the engine's connection pool."""
@@ -822,10 +837,10 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
     ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
         required = required_scopes_of(required_scopes)
-        hit = self._cached(secret, required)
-        if hit is not None:
-            return hit
-        return await run_async(self._validate_flow(secret, required), self._perform)
+        checked = self._before_io(secret, required)
+        if isinstance(checked, VerifiedKey):
+            return checked
+        return await run_async(self._validate_flow(checked, required), self._perform)
 
     async def close(self) -> None:
         """Dispose of the engine's connection pool."""

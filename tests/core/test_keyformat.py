@@ -453,3 +453,25 @@ def test_arbitrary_prefix_text_is_accepted_or_refused_cleanly(prefix: str) -> No
 def test_parsed_key_equality_is_by_value() -> None:
     parsed = generate_key()
     assert ParsedKey(parsed.prefix, parsed.lookup_id, parsed.key) == parsed
+
+
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.builds(
+            lambda k, i, c: k[:i] + c + k[i + 1 :],
+            st.just(generate_key().key),
+            st.integers(0, 55),
+            st.sampled_from(keyformat.BASE62_ALPHABET),
+        ),
+        st.just(generate_key().key),
+    )
+)
+def test_try_parse_key_agrees_with_parse_key(text: str) -> None:
+    parsed = keyformat.try_parse_key(text)
+    try:
+        expected = parse_key(text)
+    except InvalidKeyError:
+        assert parsed is None
+    else:
+        assert parsed == expected
