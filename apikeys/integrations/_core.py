@@ -151,6 +151,24 @@ class IntegrationSettings(BaseModel):
             ipaddress.ip_network(proxy, strict=False) for proxy in self.trusted_proxies
         )
 
+    def __eq__(self, other: object) -> bool:
+        # Settings are values: two with the same fields are equal, whatever their limiters hold.
+        if not isinstance(other, IntegrationSettings):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> IntegrationSettings:
+        # Frozen: a copy is the same value, and it must share the limiter's state
+        # (a lock cannot be copied anyway).
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its fields; the copy starts with a fresh limiter.
+        return (type(self).model_validate, (self.model_dump(),))
+
     @property
     def client_limiter(self) -> FailureLimiter | None:
         """The per-client failure limiter, or ``None`` when it is off."""

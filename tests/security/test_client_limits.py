@@ -3,7 +3,9 @@ only the web layer can see -- in every framework, through its test client."""
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import pickle
 from collections.abc import Iterator
 
 import pytest
@@ -312,3 +314,17 @@ def test_whatever_a_client_prepends_the_proxies_own_hop_decides(
 def test_the_peer_of_an_asgi_scope(scope: dict[str, object], expected: Peer) -> None:
     assert Peer.of_asgi(scope) == expected
     assert expected.secure is (expected.scheme in ("https", "wss"))
+
+
+def test_settings_stay_values_though_they_carry_a_limiter() -> None:
+    built = IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.0/8")
+    again = IntegrationSettings.from_mapping(
+        {"CLIENT_MAX_FAILURES": 3, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    )
+    assert built == again and hash(built) == hash(again)
+    assert built != IntegrationSettings(client_max_failures=4, trusted_proxies="10.0.0.0/8")
+    assert built.client_limiter is not again.client_limiter  # one limiter per app
+    assert copy.deepcopy(built).client_limiter is built.client_limiter
+    restored = pickle.loads(pickle.dumps(built))  # noqa: S301 (our own bytes)
+    assert restored == built and restored.client_limiter is not None
+    assert IntegrationSettings().client_limiter is None  # off by default
