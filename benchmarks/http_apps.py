@@ -37,7 +37,9 @@ def fastapi_app() -> Any:
     from apikeys.integrations.fastapi import APIKeys, require_api_key
 
     app = FastAPI()
-    APIKeys(app, manager=apikeys.create_async_key_manager(_backend()))
+    manager = apikeys.create_async_key_manager(_backend())
+    app.state.apikeys_manager = manager  # closed by whoever drives the app without a server
+    APIKeys(app, manager=manager)
 
     @app.get("/open")
     async def open_route() -> dict[str, str]:

@@ -21,7 +21,7 @@ import pytest
 from benchmarks import compare
 from benchmarks.apikeys_sqlite import COMPONENTS
 from benchmarks.harness import CaseResult
-from benchmarks.http_load import parse_wrk
+from benchmarks.http_load import ROUTES, measure_in_process, parse_wrk
 
 pytestmark = pytest.mark.sqlalchemy
 
@@ -180,3 +180,14 @@ def test_peers_run_in_the_bench_environment(tmp_path: Path) -> None:
     assert versions["djangorestframework-api-key"] != "not installed"
     assert versions["keyshield"] != "not installed"
     assert any("response delay is switched off" in note for note in record["notes"])
+
+
+@pytest.mark.parametrize("framework", ["fastapi (uvicorn)", "flask (waitress)"])
+def test_in_process_costs_cover_every_route(
+    framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # measure_in_process points the app at its database through the environment.
+    monkeypatch.setenv("APIKEYS_BENCH_BACKEND", "unused")
+    costs = measure_in_process(framework, requests=3, rounds=2)
+    assert set(costs) == set(ROUTES[framework])
+    assert all(cost > 0 for cost in costs.values())
