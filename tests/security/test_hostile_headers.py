@@ -94,7 +94,7 @@ def test_hostile_headers_get_the_documented_refusal(
     with open_client(seeded.url) as client:
 
         @settings(
-            max_examples=60,
+            max_examples=150,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )

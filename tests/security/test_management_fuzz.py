@@ -101,7 +101,7 @@ def test_management_endpoints_hold_under_arbitrary_requests(
     with open_client(seeded.url) as client:
 
         @settings(
-            max_examples=80,
+            max_examples=200,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
             derandomize=True,  # the same requests on every run: CI stays reproducible
