@@ -225,22 +225,22 @@ def _row_read(
 
 def row_lookup(subject: ApikeysSQLiteSubject, ops: int) -> Case:
     """Component of a cache miss: the indexed read of one key's row, as the backend issues it."""
-    table = api_keys_table
+    select_key = subject.manager._select_key  # the backend's own prepared lookup
 
     def read(connection: sa.Connection, key_id: str) -> Sequence[Any]:
-        # A new statement per call, like the backend's _select_key.
-        return connection.execute(sa.select(*table.c).where(table.c.id == key_id)).mappings().all()
+        query = select_key(key_id, with_hash=True)
+        return connection.execute(query.statement, query.parameters).mappings().all()
 
     return _row_read(subject, ops, "row_lookup", read)
 
 
 def row_lookup_prebuilt(subject: ApikeysSQLiteSubject, ops: int) -> Case:
-    """The same read with a statement built once (``bindparam``): what the backend could pay."""
+    """The same read with a new ``select`` built per call, as a comparison: what
+    building the statement each time would cost (the backend builds it once)."""
     table = api_keys_table
-    statement = sa.select(*table.c).where(table.c.id == sa.bindparam("key_id"))
 
     def read(connection: sa.Connection, key_id: str) -> Sequence[Any]:
-        return connection.execute(statement, {"key_id": key_id}).mappings().all()
+        return connection.execute(sa.select(*table.c).where(table.c.id == key_id)).mappings().all()
 
     return _row_read(subject, ops, "row_lookup_prebuilt", read)
 

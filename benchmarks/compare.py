@@ -409,7 +409,7 @@ _TITLES = {
     "create": "Key creation",
     "argon2_verify": "Component: argon2id verify",
     "row_lookup": "Component: indexed row read",
-    "row_lookup_prebuilt": "Component: same read, statement built once",
+    "row_lookup_prebuilt": "Component: same read, a new statement per call",
 }
 
 
