@@ -80,7 +80,17 @@ def test_management_endpoints_hold_under_arbitrary_requests(
             "reason": st.text(max_size=30) | JSON_VALUES,
         },
     )
-    plausible = create_bodies | delete_bodies
+    # Well-formed bodies, so that requests get past the parser and reach the
+    # ownership and escalation rules (another owner, scopes the caller lacks).
+    well_formed_creates = st.fixed_dictionaries(
+        {"name": st.sampled_from(["ci", "deploy key"])},
+        optional={
+            "scopes": st.lists(SCOPES.filter(bool), max_size=3, unique=True),
+            "userId": st.sampled_from([OWNER, OTHER_OWNER]),
+            "expiration": st.sampled_from(["2099-12-31", "P30D"]),
+        },
+    )
+    plausible = well_formed_creates | create_bodies | delete_bodies
     bodies = st.one_of(
         st.none(),
         plausible.map(lambda body: json.dumps(body).encode()),
@@ -151,6 +161,8 @@ def test_management_endpoints_hold_under_arbitrary_requests(
                 assert owner == OWNER
                 assert all(covered(scope, held) for scope in scopes), (scopes, held)
                 assert answer["id"] == new_id and answer["secret"].startswith("apk_")
+                # A foreign userId is refused (403 forbidden_user), not silently replaced.
+                assert json.loads(body or b"{}").get("userId", OWNER) == OWNER
             elif method == "DELETE":
                 assert not created and len(changed) <= 1
                 assert all(after[key_id][0] == OWNER for key_id in changed)
