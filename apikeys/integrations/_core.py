@@ -172,12 +172,15 @@ class IntegrationSettings(BaseModel):
     @property
     def client_limiter(self) -> FailureLimiter | None:
         """The per-client failure limiter, or ``None`` when it is off."""
-        return self._client_limiter
+        # Read per request: the private dict directly, not pydantic's slower __getattr__.
+        private = self.__pydantic_private__
+        return private["_client_limiter"] if private else None
 
     @property
     def trusted_networks(self) -> tuple[_Network, ...]:
         """``trusted_proxies`` as networks."""
-        return self._trusted_networks
+        private = self.__pydantic_private__
+        return private["_trusted_networks"] if private else ()
 
     @field_validator("header_names", "exempt_paths", "trusted_proxies", mode="before")
     @classmethod
@@ -556,6 +559,9 @@ def _refuse_plain_http(
     raise InsecureTransportError()
 
 
+# A request without a per-client limit; nullcontext is reusable and reentrant.
+_UNGUARDED = contextlib.nullcontext()
+
 _NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -628,18 +634,15 @@ def authentication_flow(
         InsecureTransportError: ``require_https`` is on and the key came over HTTP.
         RateLimitedError: The client is over ``client_max_failures`` (429).
     """
-    client = peer
-    if peer is not None and (settings.require_https or settings.client_limiter is not None):
-        client = resolve_client(headers, peer, settings)
-    if settings.require_https and (client is None or not client.secure):
-        _refuse_plain_http(headers, query, settings)
-    limiter = settings.client_limiter
-    address = client.address if client is not None else None
-    guard = (
-        limiter.attempt(address)
-        if limiter is not None and address is not None
-        else contextlib.nullcontext()
-    )
+    guard: contextlib.AbstractContextManager[None] = _UNGUARDED
+    # Plain field reads first: with both options off (the default) this is all it costs.
+    if settings.require_https or settings.client_max_failures:
+        client = resolve_client(headers, peer, settings) if peer is not None else None
+        if settings.require_https and (client is None or not client.secure):
+            _refuse_plain_http(headers, query, settings)
+        limiter = settings.client_limiter
+        if limiter is not None and client is not None and client.address is not None:
+            guard = limiter.attempt(client.address)
     asked_backend = False
     try:
         with guard:
