@@ -34,10 +34,12 @@ import json
 import logging
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeVar
+from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -80,6 +82,32 @@ _REALM_RE = re.compile(r"[ !#-\[\]-~]{1,64}")  # printable ASCII without '"' and
 _DESCRIPTION_UNSAFE_RE = re.compile(r"[^ !#-\[\]-~]")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _environ_key(header_name: str) -> str:
+    """The WSGI environ key of a header (PEP 3333: ``HTTP_`` but for the content headers)."""
+    key = header_name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+class _HeaderPlan(NamedTuple):
+    """The configured key headers, spelled as each kind of request names them.
+
+    ``True`` marks ``Authorization``, whose value must be ``Bearer <key>``.
+    """
+
+    environ_keys: tuple[tuple[str, bool], ...]
+    """WSGI environ keys (``HTTP_X_API_KEY``), which Django's ``META`` shares."""
+    asgi_names: Mapping[bytes, bool]
+    """ASGI header names: lower-case bytes, as servers send them."""
+
+    @classmethod
+    def of(cls, header_names: Iterable[str]) -> _HeaderPlan:
+        lowered = dict.fromkeys(name.lower() for name in header_names)
+        return cls(
+            tuple((_environ_key(name), name == "authorization") for name in lowered),
+            MappingProxyType({name.encode("latin-1"): name == "authorization" for name in lowered}),
+        )
 
 
 class IntegrationSettings(BaseModel):
@@ -140,9 +168,10 @@ class IntegrationSettings(BaseModel):
     # Built from the fields once; shared by every request these settings serve.
     _client_limiter: FailureLimiter | None = PrivateAttr(default=None)
     _trusted_networks: tuple[_Network, ...] = PrivateAttr(default=())
+    _header_plan: _HeaderPlan = PrivateAttr(default=None)  # type: ignore[assignment]
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the per-client limiter and the trusted networks once."""
+        """Build the per-client limiter, the trusted networks and the header plan once."""
         if self.client_max_failures:
             self._client_limiter = FailureLimiter(
                 self.client_max_failures, self.client_failure_window
@@ -150,6 +179,7 @@ class IntegrationSettings(BaseModel):
         self._trusted_networks = tuple(
             ipaddress.ip_network(proxy, strict=False) for proxy in self.trusted_proxies
         )
+        self._header_plan = _HeaderPlan.of(self.header_names)
 
     def __eq__(self, other: object) -> bool:
         # Settings are values: two with the same fields are equal, whatever their limiters hold.
@@ -181,6 +211,13 @@ class IntegrationSettings(BaseModel):
         """``trusted_proxies`` as networks."""
         private = self.__pydantic_private__
         return private["_trusted_networks"] if private else ()
+
+    @property
+    def header_plan(self) -> _HeaderPlan:
+        """Where ``header_names`` are found in a WSGI environ and in ASGI headers."""
+        private = self.__pydantic_private__
+        plan: _HeaderPlan | None = private["_header_plan"] if private else None
+        return plan if plan is not None else _HeaderPlan.of(self.header_names)
 
     @field_validator("header_names", "exempt_paths", "trusted_proxies", mode="before")
     @classmethod
@@ -313,16 +350,26 @@ HeaderSource = Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]]
 """Headers or query parameters: a mapping, or ``(name, value)`` pairs (repeats kept)."""
 
 
+# The shape nearly every request sends, settled in one C call; anything else
+# takes the general path below, which gives the same answer for these values.
+_PLAIN_BEARER_RE = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] ([!-~]{{1,{MAX_CREDENTIAL_LENGTH}}})")
+_PLAIN_KEY_RE = re.compile(rf"[!-~]{{1,{MAX_CREDENTIAL_LENGTH}}}")
+
+
 def _credential_from(value: str, *, bearer: bool) -> str | None:
     """Return the key inside one header or query value, or ``None`` if there is none.
 
     Raises:
         InvalidKeyError: The value holds something that cannot be a key.
     """
+    plain = _PLAIN_BEARER_RE.fullmatch(value)
+    if plain is not None:
+        return plain.group(1)
+    if not bearer and _PLAIN_KEY_RE.fullmatch(value):
+        return value
     if len(value) > MAX_HEADER_VALUE_LENGTH:
         raise InvalidKeyError()
     value = value.strip(" \t\r\n")
-    # String methods rather than regular expressions: this runs on every request.
     if value[:6].lower() == "bearer" and value[6:7] in (" ", "\t"):
         value = value[7:].lstrip(" \t")
     elif bearer:
@@ -352,6 +399,38 @@ def _items(source: HeaderSource) -> Iterable[tuple[Any, Any]]:
     return source.items() if isinstance(source, Mapping) else source
 
 
+def _settle(
+    found: list[str],
+    query: Callable[[], Iterable[tuple[str, str]]],
+    settings: IntegrationSettings,
+) -> str:
+    """Decide which key a request presents, from its header keys and (lazily) its query.
+
+    The query string is read only when keys may come from it, or to explain a
+    refusal when the headers held none.
+    """
+    query_used = False
+    if settings.allow_query_param or not found:
+        wanted = settings.query_param
+        for name, value in query():
+            if name == wanted:
+                query_used = True
+                if settings.allow_query_param:
+                    credential = _credential_from(value, bearer=False)
+                    if credential is not None:
+                        found.append(credential)
+    if len(found) > 1 and len(set(found)) > 1:
+        raise InvalidKeyError("Several different API keys were sent; send exactly one")
+    if found:
+        return found[0]
+    if query_used and not settings.allow_query_param:
+        raise MissingKeyError(
+            "API keys are not accepted in the query string;"
+            " send an 'Authorization: Bearer <key>' header"
+        )
+    raise MissingKeyError()
+
+
 def extract_credential(
     headers: HeaderSource, query: HeaderSource = (), settings: IntegrationSettings | None = None
 ) -> str:
@@ -368,7 +447,6 @@ def extract_credential(
     settings = settings or _DEFAULT_SETTINGS
     wanted = _wanted_header_names(settings.header_names)
     found: list[str] = []
-    # Runs on every protected request: only the wanted headers are decoded.
     for name, value in _items(headers):
         if isinstance(name, bytes):
             if name not in wanted:  # ASGI header names are lower case by the spec
@@ -382,24 +460,17 @@ def extract_credential(
             credential = _credential_from(_text(item), bearer=name == "authorization")
             if credential is not None:
                 found.append(credential)
-    query_used = False
-    for name, value in _pairs(query) if query else ():
-        if name == settings.query_param:
-            query_used = True
-            if settings.allow_query_param:
-                credential = _credential_from(value, bearer=False)
-                if credential is not None:
-                    found.append(credential)
-    if len(found) > 1 and len(set(found)) > 1:
-        raise InvalidKeyError("Several different API keys were sent; send exactly one")
-    if found:
-        return found[0]
-    if query_used and not settings.allow_query_param:
-        raise MissingKeyError(
-            "API keys are not accepted in the query string;"
-            " send an 'Authorization: Bearer <key>' header"
-        )
-    raise MissingKeyError()
+    return _settle(found, lambda: _pairs(query), settings)
+
+
+def _query_pairs(query_string: str) -> Iterator[tuple[str, str]]:
+    """``(name, value)`` pairs of a raw query string, decoded as ``parse_qsl`` does."""
+    if not query_string:
+        return
+    for part in query_string.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            yield unquote_plus(name), unquote_plus(value)
 
 
 def check_exempt_paths(paths: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -541,9 +612,127 @@ def _reporter(source: str) -> EventReporter:
     return EventReporter(source)
 
 
-def _refuse_plain_http(
-    headers: HeaderSource, query: HeaderSource, settings: IntegrationSettings
-) -> None:
+class RequestCredentials(ABC):
+    """What one request presents, read from the native request only when asked.
+
+    Adapters wrap their request in one of the subclasses: :class:`WSGICredentials`
+    (Flask, Django), :class:`ASGICredentials` (Starlette, FastAPI) or
+    :class:`PairCredentials` (headers and query already as pairs).
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def credential(self, settings: IntegrationSettings) -> str:
+        """The one API key the request presents (see :func:`extract_credential`).
+
+        Raises:
+            MissingKeyError: No key was sent (401).
+            InvalidKeyError: A value cannot be a key, or several different keys were sent.
+        """
+
+    @abstractmethod
+    def client(self, settings: IntegrationSettings) -> Peer | None:
+        """The client behind any trusted proxies (see :func:`resolve_client`), if known."""
+
+
+class PairCredentials(RequestCredentials):
+    """Headers and query parameters as mappings or ``(name, value)`` pairs, and the peer."""
+
+    __slots__ = ("headers", "peer", "query")
+
+    def __init__(self, headers: HeaderSource, query: HeaderSource = (), peer: Peer | None = None):
+        self.headers = headers
+        self.query = query
+        self.peer = peer
+
+    def credential(self, settings: IntegrationSettings) -> str:
+        return extract_credential(self.headers, self.query, settings)
+
+    def client(self, settings: IntegrationSettings) -> Peer | None:
+        peer = self.peer
+        return resolve_client(self.headers, peer, settings) if peer is not None else None
+
+
+def _credentials_in(values: Iterable[tuple[str | bytes, bool]]) -> list[str]:
+    """The keys inside header values, each marked ``True`` if it is an ``Authorization``."""
+    found = []
+    for value, bearer in values:
+        credential = _credential_from(_text(value), bearer=bearer)
+        if credential is not None:
+            found.append(credential)
+    return found
+
+
+_FORWARDED_ENVIRON_KEYS = (
+    ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
+    ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"),
+)
+
+
+class WSGICredentials(RequestCredentials):
+    """A WSGI environ: Flask's ``request.environ``, Django's ``request.META``.
+
+    Only the configured headers are looked up (``HTTP_AUTHORIZATION``...), and
+    the query string is parsed only when it matters.
+
+    Args:
+        environ: The environ (or ``META``).
+        scheme: Reads the request's scheme, when the framework knows better
+            than ``wsgi.url_scheme`` (Django's ``SECURE_PROXY_SSL_HEADER``).
+    """
+
+    __slots__ = ("environ", "scheme")
+
+    def __init__(
+        self, environ: Mapping[str, Any], scheme: Callable[[], str | None] | None = None
+    ) -> None:
+        self.environ = environ
+        self.scheme = scheme
+
+    def credential(self, settings: IntegrationSettings) -> str:
+        environ = self.environ
+        values = [
+            (environ[key], bearer)
+            for key, bearer in settings.header_plan.environ_keys
+            if key in environ
+        ]
+        return _settle(_credentials_in(values), self._query, settings)
+
+    def _query(self) -> Iterator[tuple[str, str]]:
+        return _query_pairs(_text(self.environ.get("QUERY_STRING") or ""))
+
+    def client(self, settings: IntegrationSettings) -> Peer | None:
+        environ = self.environ
+        scheme = self.scheme() if self.scheme is not None else environ.get("wsgi.url_scheme")
+        peer = Peer(environ.get("REMOTE_ADDR") or None, scheme or "http")
+        forwarded = [
+            (name, environ[key]) for name, key in _FORWARDED_ENVIRON_KEYS if key in environ
+        ]
+        return resolve_client(forwarded, peer, settings)
+
+
+class ASGICredentials(RequestCredentials):
+    """An ASGI connection scope (HTTP or WebSocket)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        self.scope = scope
+
+    def credential(self, settings: IntegrationSettings) -> str:
+        wanted = settings.header_plan.asgi_names
+        values = [(value, wanted[name]) for name, value in self.scope["headers"] if name in wanted]
+        return _settle(_credentials_in(values), self._query, settings)
+
+    def _query(self) -> Iterator[tuple[str, str]]:
+        return _query_pairs(_text(self.scope.get("query_string") or b""))
+
+    def client(self, settings: IntegrationSettings) -> Peer | None:
+        return resolve_client(self.scope["headers"], Peer.of_asgi(self.scope), settings)
+
+
+def _refuse_plain_http(credentials: RequestCredentials, settings: IntegrationSettings) -> None:
     """Answer a request that came over plain HTTP while HTTPS is required.
 
     Raises:
@@ -551,12 +740,32 @@ def _refuse_plain_http(
         InsecureTransportError: It sent something in a key's place.
     """
     try:
-        extract_credential(headers, query, settings)
+        credentials.credential(settings)
     except MissingKeyError:
         raise
     except InvalidKeyError:
         pass
     raise InsecureTransportError()
+
+
+def _read_credential(
+    credentials: RequestCredentials, settings: IntegrationSettings, source: str
+) -> str:
+    """The request's key; a refusal here is reported, as the backend never sees it."""
+    try:
+        return credentials.credential(settings)
+    except (MissingKeyError, InvalidKeyError) as exc:
+        _reporter(source).rejected(exc)
+        raise
+
+
+def _accepted(verified: object, scopes: tuple[str, ...]) -> VerifiedKey:
+    if not isinstance(verified, VerifiedKey):
+        # Fail closed on a backend that returns anything but a verified key.
+        raise BackendUnavailableError("API key backend returned an unexpected result")
+    # Checked again here, so a third-party backend that ignores required_scopes
+    # still cannot let a request through.
+    return check_scopes(verified, scopes)
 
 
 # A request without a per-client limit; nullcontext is reusable and reentrant.
@@ -608,6 +817,53 @@ def is_async_manager(manager: KeyManager | AsyncKeyManager) -> bool:
     return inspect.iscoroutinefunction(getattr(manager, "validate_api_key", None))
 
 
+def credentials_flow(
+    credentials: RequestCredentials,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...] = (),
+    *,
+    source: str = "integration",
+) -> Flow[ManagerCall, VerifiedKey]:
+    """Find the request's key, have the manager validate it, and return the result.
+
+    ``scopes`` must come from :func:`required_scopes`. The scopes are checked
+    again here, so a third-party backend that ignores ``required_scopes``
+    still cannot let a request through.
+
+    ``require_https`` and ``client_max_failures`` need the client's address
+    and scheme (:meth:`RequestCredentials.client`); a request whose client is
+    unknown counts as plain HTTP from an unknown address (refused when HTTPS
+    is required, never limited). Refusals the backend never sees -- no key, a
+    value that cannot be a key, a client over its limit -- are reported as
+    ``rejected`` events with ``source``; the backend reports its own.
+
+    Raises:
+        InsecureTransportError: ``require_https`` is on and the key came over HTTP.
+        RateLimitedError: The client is over ``client_max_failures`` (429).
+    """
+    guard: contextlib.AbstractContextManager[None] = _UNGUARDED
+    if settings.require_https or settings.client_max_failures:
+        client = credentials.client(settings)
+        if settings.require_https and (client is None or not client.secure):
+            _refuse_plain_http(credentials, settings)
+        limiter = settings.client_limiter
+        if limiter is not None and client is not None and client.address is not None:
+            guard = limiter.attempt(client.address)
+    asked_backend = False
+    try:
+        with guard:
+            secret = credentials.credential(settings)
+            asked_backend = True
+            verified = yield ManagerCall("validate_api_key", (secret,), {"required_scopes": scopes})
+    except (MissingKeyError, RateLimitedError, InvalidKeyError) as exc:
+        # The backend reports its own refusals; only those made here, before
+        # any backend call, would otherwise go unseen.
+        if not asked_backend:
+            _reporter(source).rejected(exc)
+        raise
+    return _accepted(verified, scopes)
+
+
 def authentication_flow(
     headers: HeaderSource,
     query: HeaderSource,
@@ -617,48 +873,47 @@ def authentication_flow(
     peer: Peer | None = None,
     source: str = "integration",
 ) -> Flow[ManagerCall, VerifiedKey]:
-    """Find the request's key, have the manager validate it, and return the result.
+    """:func:`credentials_flow` for headers and query parameters given as pairs or mappings.
 
-    ``scopes`` must come from :func:`required_scopes`. The scopes are checked
-    again here, so a third-party backend that ignores ``required_scopes``
-    still cannot let a request through.
-
-    ``peer`` is the connection's address and scheme, which ``require_https``
-    and ``client_max_failures`` need; without it a request counts as plain
-    HTTP from an unknown address (refused when HTTPS is required, never
-    limited). Refusals the backend never sees -- no key, a value that cannot
-    be a key, a client over its limit -- are reported as ``rejected`` events
-    with ``source``; the backend reports its own.
-
-    Raises:
-        InsecureTransportError: ``require_https`` is on and the key came over HTTP.
-        RateLimitedError: The client is over ``client_max_failures`` (429).
+    ``peer`` is the connection's address and scheme, as the server saw it.
     """
-    guard: contextlib.AbstractContextManager[None] = _UNGUARDED
-    # Plain field reads first: with both options off (the default) this is all it costs.
+    return credentials_flow(PairCredentials(headers, query, peer), settings, scopes, source=source)
+
+
+def authenticate_sync(
+    manager: KeyManager,
+    credentials: RequestCredentials,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...] = (),
+    *,
+    source: str = "integration",
+) -> VerifiedKey:
+    """Run :func:`credentials_flow` with a sync manager; the per-request path of every adapter.
+
+    With the per-client options off (the default) the same steps run inline,
+    without building a flow: this runs on every protected request.
+    """
     if settings.require_https or settings.client_max_failures:
-        client = resolve_client(headers, peer, settings) if peer is not None else None
-        if settings.require_https and (client is None or not client.secure):
-            _refuse_plain_http(headers, query, settings)
-        limiter = settings.client_limiter
-        if limiter is not None and client is not None and client.address is not None:
-            guard = limiter.attempt(client.address)
-    asked_backend = False
-    try:
-        with guard:
-            secret = extract_credential(headers, query, settings)
-            asked_backend = True
-            verified = yield ManagerCall("validate_api_key", (secret,), {"required_scopes": scopes})
-    except (MissingKeyError, RateLimitedError, InvalidKeyError) as exc:
-        # The backend reports its own refusals; only those made here, before
-        # any backend call, would otherwise go unseen.
-        if not asked_backend:
-            _reporter(source).rejected(exc)
-        raise
-    if not isinstance(verified, VerifiedKey):
-        # Fail closed on a backend that returns anything but a verified key.
-        raise BackendUnavailableError("API key backend returned an unexpected result")
-    return check_scopes(verified, scopes)
+        flow = credentials_flow(credentials, settings, scopes, source=source)
+        return run_with_sync_manager(flow, manager)
+    secret = _read_credential(credentials, settings, source)
+    return _accepted(manager.validate_api_key(secret, required_scopes=scopes), scopes)
+
+
+async def authenticate_async(
+    manager: AsyncKeyManager,
+    credentials: RequestCredentials,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...] = (),
+    *,
+    source: str = "integration",
+) -> VerifiedKey:
+    """The async twin of :func:`authenticate_sync`."""
+    if settings.require_https or settings.client_max_failures:
+        flow = credentials_flow(credentials, settings, scopes, source=source)
+        return await run_with_async_manager(flow, manager)
+    secret = _read_credential(credentials, settings, source)
+    return _accepted(await manager.validate_api_key(secret, required_scopes=scopes), scopes)
 
 
 # ----------------------------------------------------------------------------- responses
@@ -779,6 +1034,7 @@ def error_response(exc: APIKeysError, settings: IntegrationSettings | None = Non
 __all__ = [
     "API_KEY_ATTRIBUTE",
     "MAX_CREDENTIAL_LENGTH",
+    "ASGICredentials",
     "CoreResponse",
     "FieldError",
     "HeaderSource",
@@ -786,9 +1042,15 @@ __all__ = [
     "IntegrationSettings",
     "InvalidRequestError",
     "ManagerCall",
+    "PairCredentials",
     "Peer",
+    "RequestCredentials",
+    "WSGICredentials",
+    "authenticate_async",
+    "authenticate_sync",
     "authentication_flow",
     "check_exempt_paths",
+    "credentials_flow",
     "error_response",
     "extract_credential",
     "is_async_manager",

@@ -43,14 +43,13 @@ from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
     CoreResponse,
     IntegrationSettings,
-    Peer,
-    authentication_flow,
+    WSGICredentials,
+    authenticate_sync,
     check_exempt_paths,
     error_response,
     is_async_manager,
     is_exempt,
     required_scopes,
-    run_with_sync_manager,
     split_config,
 )
 from apikeys.integrations._management import (  # noqa: E402
@@ -143,15 +142,13 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
     if isinstance(published, VerifiedKey):
         return check_scopes(published, scopes)
     state = _state()
-    flow = authentication_flow(
-        list(request.headers.items()),
-        request.args.items(multi=True),
+    verified = authenticate_sync(
+        state.get_manager(),
+        WSGICredentials(request.environ),
         state.settings,
         scopes,
-        peer=Peer(request.remote_addr, request.scheme),
         source="flask",
     )
-    verified = run_with_sync_manager(flow, state.get_manager())
     setattr(g, API_KEY_ATTRIBUTE, verified)
     return verified
 

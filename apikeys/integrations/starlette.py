@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.datastructures import QueryParams  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route, Router  # noqa: E402
@@ -38,16 +37,15 @@ from apikeys._protocols import AsyncKeyManager  # noqa: E402
 from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
+    ASGICredentials,
     CoreResponse,
     IntegrationSettings,
-    Peer,
-    authentication_flow,
+    authenticate_async,
     check_exempt_paths,
     error_response,
     is_async_manager,
     is_exempt,
     required_scopes,
-    run_with_async_manager,
 )
 from apikeys.integrations._management import (  # noqa: E402
     MANAGEMENT_PATH,
@@ -140,17 +138,10 @@ class APIKeys:
         published = state.get(API_KEY_ATTRIBUTE)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        query_string = scope.get("query_string", b"")
-        query = QueryParams(query_string).multi_items() if query_string else ()
-        flow = authentication_flow(
-            scope["headers"],
-            query,
-            self.settings,
-            scopes,
-            peer=Peer.of_asgi(scope),
-            source="starlette",
+        manager = self._manager if self._manager is not None else get_async_key_manager()
+        verified = await authenticate_async(
+            manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
         )
-        verified = await run_with_async_manager(flow, self.manager)
         state[API_KEY_ATTRIBUTE] = verified
         return verified
 

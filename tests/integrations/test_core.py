@@ -7,6 +7,7 @@ import logging
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given
@@ -31,9 +32,14 @@ from apikeys import (
 )
 from apikeys.integrations._core import (
     MAX_CREDENTIAL_LENGTH,
+    ASGICredentials,
     CoreResponse,
     IntegrationSettings,
     ManagerCall,
+    PairCredentials,
+    Peer,
+    RequestCredentials,
+    WSGICredentials,
     authentication_flow,
     check_exempt_paths,
     error_response,
@@ -224,6 +230,121 @@ def test_custom_header_names_replace_the_defaults() -> None:
     assert extract_credential({"x-token": "k1"}, settings=settings) == "k1"
     with pytest.raises(MissingKeyError):
         extract_credential({"Authorization": "Bearer k1"}, settings=settings)
+
+
+def _documented_credential(value: str, *, bearer: bool) -> str | None:
+    """The header rule as docs/integrations/index.md states it, written plainly as an oracle."""
+    value = value.strip(" \t\r\n")
+    if value.lower().startswith("bearer") and value[6:7] in (" ", "\t"):
+        value = value[6:].strip(" \t")
+    elif bearer:
+        return None
+    if not value:
+        return None
+    visible = all("!" <= char <= "~" for char in value)
+    if not visible or len(value) > MAX_CREDENTIAL_LENGTH:
+        raise InvalidKeyError()
+    return value
+
+
+NEAR_KEYS = st.one_of(
+    st.text(alphabet=st.characters(max_codepoint=255), max_size=20),
+    st.builds(
+        lambda scheme, gap, token, tail: f"{scheme}{gap}{token}{tail}",
+        st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "", "Bearer\t"]),
+        st.sampled_from(["", " ", "\t", "  "]),
+        st.one_of(TOKENS, st.text(alphabet=st.characters(max_codepoint=255), max_size=8)),
+        st.sampled_from(["", " ", "\r\n", "\x00", "é"]),
+    ),
+    st.integers(MAX_CREDENTIAL_LENGTH - 2, MAX_CREDENTIAL_LENGTH + 2).map(
+        lambda size: "Bearer " + "k" * size
+    ),
+)
+
+
+@given(value=NEAR_KEYS, header=st.sampled_from(["Authorization", "X-API-Key"]))
+def test_header_values_follow_the_documented_rule(value: str, header: str) -> None:
+    bearer = header == "Authorization"
+    try:
+        expected: str | type[APIKeysError] | None = _documented_credential(value, bearer=bearer)
+    except InvalidKeyError:
+        expected = InvalidKeyError
+    try:
+        got: str | type[APIKeysError] | None = extract_credential({header: value})
+    except InvalidKeyError:
+        got = InvalidKeyError
+    except MissingKeyError:
+        got = None
+    assert got == expected
+
+
+HEADER_NAME_SETS = [
+    ("Authorization", "X-API-Key"),
+    ("X-Token",),
+    ("x-api-key", "Authorization"),
+    ("Content-Type",),
+]
+
+
+def _outcome(credentials: RequestCredentials, settings: IntegrationSettings) -> object:
+    try:
+        return credentials.credential(settings)
+    except (MissingKeyError, InvalidKeyError) as exc:
+        return (type(exc), exc.message)
+
+
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["Authorization", "X-API-Key", "X-Token", "X-Other", "Content-Type"]),
+        NEAR_KEYS,
+        max_size=4,
+    ),
+    query=st.lists(
+        st.tuples(st.sampled_from(["api_key", "token", "x", "api key"]), NEAR_KEYS), max_size=3
+    ),
+    header_names=st.sampled_from(HEADER_NAME_SETS),
+    allow_query=st.booleans(),
+    query_param=st.sampled_from(["api_key", "token"]),
+)
+def test_wsgi_and_asgi_requests_present_what_their_headers_say(
+    headers: dict[str, str],
+    query: list[tuple[str, str]],
+    header_names: tuple[str, ...],
+    allow_query: bool,
+    query_param: str,
+) -> None:
+    """The adapters' readers (environ, ASGI scope) agree with the reference on pairs."""
+    settings = IntegrationSettings(
+        header_names=header_names, allow_query_param=allow_query, query_param=query_param
+    )
+    query_string = urlencode(query)
+    environ = {"QUERY_STRING": query_string, "REMOTE_ADDR": "192.0.2.1"}
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        environ[key if key == "CONTENT_TYPE" else "HTTP_" + key] = value
+    scope = {
+        "type": "http",
+        "headers": [(n.lower().encode(), v.encode("latin-1")) for n, v in headers.items()],
+        "query_string": query_string.encode(),
+    }
+    expected = _outcome(PairCredentials(headers, query), settings)
+    assert _outcome(WSGICredentials(environ), settings) == expected
+    assert _outcome(ASGICredentials(scope), settings) == expected
+
+
+def test_wsgi_and_asgi_clients_come_from_the_connection_or_trusted_proxies() -> None:
+    settings = IntegrationSettings(trusted_proxies=("10.0.0.0/8",))
+    forwarded = {"HTTP_X_FORWARDED_FOR": "198.51.100.7", "HTTP_X_FORWARDED_PROTO": "https"}
+    direct = WSGICredentials({"REMOTE_ADDR": "192.0.2.1", "wsgi.url_scheme": "http", **forwarded})
+    assert direct.client(settings) == Peer("192.0.2.1", "http")
+    proxied = WSGICredentials({"REMOTE_ADDR": "10.1.2.3", **forwarded})
+    assert proxied.client(settings) == Peer("198.51.100.7", "https")
+    assert WSGICredentials({}, lambda: "https").client(settings) == Peer(None, "https")
+    headers = [(b"x-forwarded-for", b"198.51.100.7"), (b"x-forwarded-proto", b"https")]
+    scope = {"client": ("10.1.2.3", 1234), "scheme": "http", "headers": headers}
+    assert ASGICredentials(scope).client(settings) == Peer("198.51.100.7", "https")
+    assert ASGICredentials({**scope, "client": None}).client(settings) == Peer(None, "http")
+    assert PairCredentials({}).client(settings) is None
 
 
 # --- exempt paths ----------------------------------------------------------------------------

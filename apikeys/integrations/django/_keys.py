@@ -20,7 +20,6 @@ from apikeys._config import load_settings
 from apikeys._default import get_async_key_manager, get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError
 from apikeys._factory import create_async_key_manager, create_key_manager
-from apikeys._flow import Flow
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._validation import check_scopes
@@ -28,13 +27,11 @@ from apikeys.integrations._core import (
     API_KEY_ATTRIBUTE,
     CoreResponse,
     IntegrationSettings,
-    ManagerCall,
-    Peer,
-    authentication_flow,
+    WSGICredentials,
+    authenticate_async,
+    authenticate_sync,
     error_response,
     is_async_manager,
-    run_with_async_manager,
-    run_with_sync_manager,
     split_config,
 )
 from apikeys.integrations._management import (
@@ -183,6 +180,9 @@ class APIKeys:
     @property
     def manager(self) -> KeyManager:
         """The sync manager, built on first use."""
+        built = self._manager
+        if built is not None:  # every request asks: no lock once it exists
+            return built
         with self._lock:
             if self._manager is None:
                 if not self._builds:
@@ -217,17 +217,13 @@ class APIKeys:
                 _share_cache(self._async_manager, self._manager if self._owns_sync else None)
             return self._async_manager
 
-    def _flow(
-        self, request: HttpRequest, scopes: tuple[str, ...]
-    ) -> Flow[ManagerCall, VerifiedKey]:
-        return authentication_flow(
-            request.headers.items(),
-            query_pairs(request),
-            self.settings,
-            scopes,
-            peer=Peer(request.META.get("REMOTE_ADDR") or None, request.scheme or "http"),
-            source="django",
-        )
+    @staticmethod
+    def credentials(request: HttpRequest) -> WSGICredentials:
+        """What ``request`` presents: its ``META`` (a WSGI environ under ASGI too).
+
+        The scheme is Django's, which honours ``SECURE_PROXY_SSL_HEADER``.
+        """
+        return WSGICredentials(request.META, lambda: request.scheme)
 
     def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
         """Verify the request's key with the sync manager and set ``request.api_key``.
@@ -241,7 +237,9 @@ class APIKeys:
         published = getattr(request, API_KEY_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        verified = run_with_sync_manager(self._flow(request, scopes), self.manager)
+        verified = authenticate_sync(
+            self.manager, self.credentials(request), self.settings, scopes, source="django"
+        )
         setattr(request, API_KEY_ATTRIBUTE, verified)
         return verified
 
@@ -255,7 +253,9 @@ class APIKeys:
         manager = self._async_manager_for(request)
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
-        verified = await run_with_async_manager(self._flow(request, scopes), manager)
+        verified = await authenticate_async(
+            manager, self.credentials(request), self.settings, scopes, source="django"
+        )
         setattr(request, API_KEY_ATTRIBUTE, verified)
         return verified
 

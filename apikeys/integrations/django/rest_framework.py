@@ -39,13 +39,11 @@ from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.integrations._core import (  # noqa: E402
     error_response,
-    extract_credential,
     required_scopes,
 )
 from apikeys.integrations.django._keys import (  # noqa: E402
     APIKeys,
     log_server_error,
-    query_pairs,
 )
 
 if TYPE_CHECKING:
@@ -159,10 +157,7 @@ class HasAPIKeyScopes(BasePermission):
             if not isinstance(verified, VerifiedKey):
                 # Say why exactly, as the other adapters do (a query-string key
                 # while those are off…); another authentication may have won.
-                django_request = request._request
-                extract_credential(
-                    django_request.headers.items(), query_pairs(django_request), keys.settings
-                )
+                keys.credentials(request._request).credential(keys.settings)
                 raise MissingKeyError()
             check_scopes(verified, scopes)
         except APIKeysError as exc:
