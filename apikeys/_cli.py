@@ -18,6 +18,10 @@ Exit codes:
 
 Errors are one line on stderr (a JSON object with ``--json``), never a
 traceback, and never contain a secret.
+
+Only ``create`` (and ``demo``, on a file of its own) may start a new SQLite
+database: every other command refuses a ``sqlite:`` URL whose file does not
+exist (exit 4), so a mistyped path is an error instead of an empty key store.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from apikeys._config import load_settings
 from apikeys._errors import (
     APIKeysError,
     AuthenticationError,
@@ -45,7 +50,7 @@ from apikeys._errors import (
     KeyNotFoundError,
 )
 from apikeys._expiry import Expiration, parse_expiration, utcnow
-from apikeys._factory import DEFAULT_BACKEND_URL, create_key_manager
+from apikeys._factory import DEFAULT_BACKEND_URL, backend_scheme, create_key_manager
 from apikeys._keyformat import BASE62_ALPHABET, generate_key
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import KeyManager
@@ -361,10 +366,81 @@ def open_manager(url: str | None) -> KeyManager:
         raise ConfigurationError(f"cannot open the backend ({detail})") from exc
 
 
+# What SQLAlchemy's SQLite dialect reads as a true ``uri`` query value.
+_TRUE_WORDS = frozenset({"true", "yes", "on", "y", "t", "1"})
+
+
+def _query_value(query: Mapping[str, str | tuple[str, ...]], name: str) -> str:
+    value = query.get(name, "")
+    # A repeated parameter arrives as a tuple; the driver takes the last one.
+    return (value if isinstance(value, str) else value[-1] if value else "").strip().lower()
+
+
+def sqlite_file_of(url: str) -> str | None:
+    """Return the file a ``sqlite:`` URL opens, or ``None`` when it opens no file.
+
+    ``None`` for other URLs, for in-memory and temporary databases (``sqlite://``,
+    ``sqlite:///:memory:``, ``file::memory:`` and ``mode=memory`` URIs), for URLs
+    SQLAlchemy cannot parse, and when SQLAlchemy is not installed. A SQLite URI
+    (``sqlite:///file:keys.db?mode=ro&uri=true``) gives its path, unescaped as
+    SQLite does; a relative path is relative to the working directory, as for SQLite.
+    """
+    if backend_scheme(url) != "sqlalchemy":
+        return None  # clerk:// and the rest must not need SQLAlchemy
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+    except ImportError:
+        return None
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # the factory reports a malformed URL
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = parsed.database or ""
+    query = parsed.query
+    if _query_value(query, "uri") in _TRUE_WORDS and path.startswith("file:"):
+        if _query_value(query, "mode") == "memory" or _query_value(query, "vfs") == "memdb":
+            return None
+        path = path.removeprefix("file:")
+        if path.startswith("//"):  # file://localhost/abs or file:///abs: drop the authority
+            path = "/" + path[2:].partition("/")[2]
+        path = unquote(path)
+    return None if path in ("", ":memory:") else path
+
+
+def refuse_missing_sqlite_file(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist, instead of letting SQLite create it.
+
+    Raises:
+        ConfigurationError: ``url`` names a SQLite file that does not exist. The
+            message names the file's absolute path and nothing else of the URL.
+    """
+    path = sqlite_file_of(url)
+    if path is not None and not os.path.exists(path):
+        raise ConfigurationError(
+            f"no SQLite database at {os.path.abspath(path)}: the file does not exist"
+            " (check the path; 'apikeys create' starts a new database)"
+        )
+
+
 @contextlib.contextmanager
-def _manager(args: argparse.Namespace) -> Iterator[KeyManager]:
+def _manager(args: argparse.Namespace, *, may_create: bool = False) -> Iterator[KeyManager]:
+    """Open the backend for one command and close it however the command ends.
+
+    Args:
+        args: The parsed command line (its ``backend``).
+        may_create: Whether the command may start a new SQLite file (``create``).
+            Checked after the manager is built, so that a malformed URL keeps its
+            own error; building a manager opens no database file.
+    """
     manager = open_manager(args.backend)
     try:
+        if not may_create:
+            refuse_missing_sqlite_file(
+                args.backend or load_settings().backend or DEFAULT_BACKEND_URL
+            )
         yield manager
     finally:
         manager.close()
@@ -377,7 +453,8 @@ def _cmd_create(args: argparse.Namespace, out: Writer) -> int:
     scopes = _scopes_arg(args.scope)
     expiration = None if args.expires is None else parse_expiration_arg(args.expires)
     metadata = _metadata_arg(args.metadata)
-    with _manager(args) as manager:
+    # The one command that may start a database: that is how a new SQLite file begins.
+    with _manager(args, may_create=True) as manager:
         new = manager.create_api_key(args.user_id, args.name, scopes, expiration, metadata=metadata)
         # Printed before the manager closes: the secret exists nowhere else.
         if args.json:
@@ -812,12 +889,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("apikeys: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (`apikeys list | head`): exit quietly, as Unix tools do,
-        # pointing stdout at devnull so the interpreter's final flush cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # The reader went away (`apikeys list | head`): exit quietly, as Unix tools do.
+        _silence_stdout()
         return EXIT_OK
     return result
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at devnull, so the interpreter's final flush cannot fail again."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        # No descriptor (stdout is None, or an in-memory stream when main() is
+        # called from Python): nothing will be flushed to a closed pipe.
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)  # dup2 made a copy; this one would only leak
 
 
 if __name__ == "__main__":

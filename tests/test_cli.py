@@ -37,6 +37,7 @@ from apikeys._cli import (
     parse_expiration_arg,
     parse_grace_arg,
     redact_password,
+    sqlite_file_of,
     terminal_safe,
 )
 
@@ -107,7 +108,8 @@ def secret_of(run: Run) -> str:
 def row_count(database: Path) -> int:
     if not database.exists():
         return 0
-    with sqlite3.connect(database) as connection:
+    # sqlite3's own context manager only commits; closing() closes the connection too.
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         (count,) = connection.execute("SELECT count(*) FROM apikeys_keys").fetchone()
     return int(count)
 
@@ -284,6 +286,7 @@ def test_list_human_output_points_to_the_next_page(cli: CLI) -> None:
 
 
 def test_list_of_a_user_without_keys(cli: CLI) -> None:
+    create(cli, user="someone_else")
     run = cli("list", "nobody")
     assert run.code == EXIT_OK
     assert "No active keys for nobody" in run.out
@@ -291,6 +294,7 @@ def test_list_of_a_user_without_keys(cli: CLI) -> None:
 
 
 def test_list_refuses_a_page_size_out_of_range(cli: CLI) -> None:
+    create(cli)
     run = cli("list", "user_1", "--limit", "1000")
     assert run.code == EXIT_USAGE
     assert "limit must be an integer from 1 to 100" in run.err
@@ -542,7 +546,7 @@ def test_verify_refuses_a_wrong_key_without_echoing_it(cli: CLI) -> None:
 def test_verify_refuses_an_expired_key(cli: CLI, database: Path) -> None:
     created = create(cli, "--expires", "1d")
     # Move the expiry into the past directly in the file: no sleeping.
-    with sqlite3.connect(database) as connection:
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
         connection.execute(
             "UPDATE apikeys_keys SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = ?",
             (created["id"],),
@@ -566,6 +570,7 @@ def test_verify_refuses_an_expired_key(cli: CLI, database: Path) -> None:
     ],
 )
 def test_verify_usage_errors(cli: CLI, args: list[str], stdin: str, message: str) -> None:
+    create(cli)  # some of these are refused by the backend, which needs a database
     run = cli("verify", *args, stdin=stdin)
     assert run.code == EXIT_USAGE
     assert message in run.err
@@ -644,11 +649,212 @@ def test_redact_password(text: str, url: str | None, expected: str) -> None:
 
 
 def test_unreachable_database_is_backend_unavailable(cli: CLI, tmp_path: Path) -> None:
-    run = cli("list", "user_1", "--json", backend=f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    # create may start a database, but not in a directory that does not exist.
+    backend = f"sqlite:///{tmp_path / 'missing' / 'x.db'}"
+    run = cli("create", "user_1", "CI", "--json", backend=backend)
 
     assert run.code == EXIT_UNAVAILABLE
     assert run.error()["code"] == "backend_unavailable"
     assert run.error()["status_code"] == 503
+
+
+# --- a SQLite file that does not exist ------------------------------------------------
+
+# Every command but create (and demo, which never takes --backend) needs an existing database.
+_COMMANDS_NEEDING_A_DATABASE = [
+    ["list", "user_1"],
+    ["show", "NoSuchKey123"],
+    ["revoke", "NoSuchKey123"],
+    ["delete", "NoSuchKey123"],
+    ["rotate", "NoSuchKey123"],
+    ["verify"],  # the key comes on stdin
+]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("command", _COMMANDS_NEEDING_A_DATABASE, ids=lambda argv: argv[0])
+def test_a_missing_sqlite_file_is_refused_and_not_created(
+    cli: CLI, tmp_path: Path, command: list[str], as_json: bool
+) -> None:
+    missing = tmp_path / "typo.db"
+
+    run = cli(
+        *command,
+        *(["--json"] if as_json else []),
+        stdin=apikeys.generate_key().key,
+        backend=f"sqlite:///{missing}?timeout=5",
+    )
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert run.out == ""
+    message = run.error()["message"] if as_json else run.err
+    assert f"no SQLite database at {missing}: the file does not exist" in message
+    assert "apikeys create" in message
+    assert "sqlite:" not in message  # the path, not the URL
+    assert "timeout" not in message
+    if as_json:
+        assert run.error()["code"] == "configuration_error"
+        assert run.error()["exit_code"] == EXIT_UNAVAILABLE
+    else:
+        assert run.err.startswith("apikeys: error: ")
+        assert run.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # no database, no journal
+
+
+def test_a_missing_sqlite_file_from_the_environment_is_refused(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, database: Path
+) -> None:
+    monkeypatch.setenv("APIKEYS_BACKEND", f"sqlite:///{database}")
+
+    run = cli("list", "user_1", backend=None)
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert f"no SQLite database at {database}" in run.err
+    assert not database.exists()
+
+
+def test_a_missing_directory_is_refused_like_a_missing_file(cli: CLI, tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "keys.db"
+
+    run = cli("show", "NoSuchKey123", backend=f"sqlite:///{missing}")
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert f"no SQLite database at {missing}" in run.err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_create_starts_a_new_sqlite_file(cli: CLI, database: Path) -> None:
+    assert not database.exists()
+
+    created = create(cli)
+
+    assert database.exists()
+    listed = cli("list", "user_1", "--json").json()["items"]
+    assert [item["id"] for item in listed] == [created["id"]]
+
+
+def test_an_existing_empty_file_is_used_as_before(cli: CLI, database: Path) -> None:
+    # Only a missing file is refused; an existing one (here empty) gets its tables.
+    database.touch()
+
+    run = cli("list", "user_1")
+
+    assert run.code == EXIT_OK, run.err
+    assert "No active keys for user_1" in run.out
+    assert row_count(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("template", "file_name"),
+    [
+        ("sqlite:///keys.db", "keys.db"),  # relative to the working directory
+        ("sqlite:///{directory}/keys.db", "keys.db"),  # absolute: four slashes
+        ("sqlite+pysqlite:///{directory}/keys.db", "keys.db"),
+        ("sqlite+aiosqlite:///{directory}/keys.db", "keys.db"),  # the sync CLI swaps the driver
+        ("sqlite:///{directory}/keys.db?timeout=5", "keys.db"),
+        ("sqlite:///file:keys.db?uri=true", "keys.db"),
+        ("sqlite:///file:{directory}/keys.db?mode=rwc&uri=true", "keys.db"),
+        ("sqlite:///file://{directory}/keys.db?uri=true", "keys.db"),
+        ("sqlite:///file://localhost{directory}/keys.db?uri=true", "keys.db"),
+        # %25 is the URL's escape of %; SQLite unescapes the %20 that remains.
+        ("sqlite:///file:{directory}/my%2520keys.db?uri=true", "my keys.db"),
+        ("sqlite:///file:keys.db", "file:keys.db"),  # without uri=true, a plain file name
+    ],
+)
+def test_sqlite_url_forms_are_refused_missing_and_work_once_created(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, file_name: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = template.format(directory=tmp_path)
+    expected = tmp_path / file_name
+    assert str(tmp_path).startswith("/")  # so "sqlite:///{directory}" has four slashes
+
+    refused = cli("list", "user_1", backend=backend)
+    assert refused.code == EXIT_UNAVAILABLE
+    assert f"no SQLite database at {expected}:" in refused.err
+    assert list(tmp_path.iterdir()) == []
+
+    # The path the check computed is the file SQLite itself opens: create makes it there.
+    created = cli("create", "user_1", "CI", "--json", backend=backend)
+    assert created.code == EXIT_OK, created.err
+    assert [path.name for path in tmp_path.iterdir()] == [file_name]
+    listed = cli("list", "user_1", "--json", backend=backend)
+    assert listed.code == EXIT_OK, listed.err
+    assert listed.json()["items"][0]["id"] == created.json()["id"]
+
+
+def test_a_read_only_uri_works_on_an_existing_file_and_refuses_a_missing_one(
+    cli: CLI, tmp_path: Path, database: Path
+) -> None:
+    created = create(cli)
+    read_only = f"sqlite:///file:{database}?mode=ro&uri=true"
+
+    listed = cli("list", "user_1", "--json", backend=read_only)
+    verified = cli("verify", stdin=created["secret"], backend=read_only)
+    missing = tmp_path / "typo.db"
+    refused = cli("list", "user_1", backend=f"sqlite:///file:{missing}?mode=ro&uri=true")
+
+    assert listed.code == EXIT_OK, listed.err
+    assert listed.json()["items"][0]["id"] == created["id"]
+    assert verified.code == EXIT_OK, verified.err
+    assert refused.code == EXIT_UNAVAILABLE
+    assert f"no SQLite database at {missing}:" in refused.err
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
+def test_in_memory_sqlite_urls_are_left_alone(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    run = cli("list", "user_1", backend=backend)
+
+    assert run.code == EXIT_OK, run.err
+    assert "No active keys for user_1" in run.out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///keys.db", "keys.db"),
+        ("sqlite:////srv/keys.db", "/srv/keys.db"),
+        ("sqlite+aiosqlite:///keys.db", "keys.db"),
+        ("sqlite:///keys.db?mode=ro", "keys.db"),  # not a URI: the driver ignores mode
+        ("sqlite:///keys.db?uri=true", "keys.db"),  # a URI flag, but a plain file name
+        ("sqlite:///file:keys.db?uri=false", "file:keys.db"),
+        ("sqlite:///file:keys.db?uri=1&mode=ro", "keys.db"),
+        ("sqlite:///file:keys.db?uri=false&uri=true", "keys.db"),  # the last one counts
+        ("sqlite:///file:/srv/keys.db?uri=TRUE", "/srv/keys.db"),
+        ("sqlite:///file:///srv/a%2520b.db?uri=yes", "/srv/a b.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///file::memory:?cache=shared&uri=true", None),
+        ("sqlite:///file:shared?mode=memory&cache=shared&uri=true", None),
+        ("sqlite:///file:/shared?vfs=memdb&uri=true", None),
+        ("sqlite:///file:?uri=true", None),  # SQLite's private temporary database
+        ("postgresql+psycopg://admin:hunter2@127.0.0.1/keys", None),
+        ("mysql://127.0.0.1/keys.db", None),
+        ("clerk://", None),
+        ("tests.test_cli:FakeClerkBackend", None),
+        ("nonsense", None),
+        ("postgresql://admin:hunter2@127.0.0.1:notaport/db", None),
+    ],
+)
+def test_sqlite_file_of(url: str, expected: str | None) -> None:
+    assert sqlite_file_of(url) == expected
+
+
+def test_sqlite_file_of_without_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules makes an import fail, as it would without the extra.
+    for name in [name for name in sys.modules if name.partition(".")[0] == "sqlalchemy"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError):
+        from sqlalchemy.engine import make_url  # noqa: F401
+
+    assert sqlite_file_of("sqlite:///keys.db") is None
+    assert sqlite_file_of("clerk://") is None
 
 
 def test_no_backend_configured_says_what_was_tried(cli: CLI) -> None:
@@ -919,6 +1125,7 @@ def test_verify_of_arbitrary_input_is_refused_without_echo(
     tmp_path_factory: pytest.TempPathFactory, presented: str
 ) -> None:
     database = tmp_path_factory.getbasetemp() / "fuzzed-verify.db"
+    database.touch()  # an existing empty file: the manager creates the tables in it
     run = _run_quietly([f"--backend=sqlite:///{database}", "verify", "--json"], stdin=presented)
 
     assert run.code in (EXIT_REFUSED, EXIT_USAGE)
@@ -1132,19 +1339,19 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
         name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")
     }
     environment["APIKEYS_BACKEND"] = f"sqlite:///{tmp_path / 'keys.db'}"
-    manager = apikeys.create_key_manager(environment["APIKEYS_BACKEND"])
-    for i in range(3):
-        manager.create_api_key("user_1", f"key {i}")
-    manager.close()
-    process = subprocess.Popen(
+    with contextlib.closing(apikeys.create_key_manager(environment["APIKEYS_BACKEND"])) as manager:
+        for i in range(3):
+            manager.create_api_key("user_1", f"key {i}")
+    # The with block waits for the process and closes its pipes, even if the test fails.
+    with subprocess.Popen(
         [str(_console_script()), "list", "user_1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=environment,
-    )
-    assert process.stdout is not None
-    process.stdout.close()  # the reader leaves before the first write: EPIPE for certain
-    _, stderr = process.communicate(timeout=60)
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.close()  # the reader leaves before the first write: EPIPE for certain
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == EXIT_OK
     assert b"Traceback" not in stderr
     assert b"BrokenPipe" not in stderr
