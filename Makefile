@@ -46,6 +46,7 @@ bench:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	benchmarks/.venv/bin/python -m benchmarks
 	benchmarks/.venv/bin/python -m benchmarks.compare
+	benchmarks/.venv/bin/python -m benchmarks.timing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
