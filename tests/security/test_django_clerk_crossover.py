@@ -1,0 +1,208 @@
+"""Django, configured through ``settings.APIKEYS``: a local key sent to a Clerk backend and a
+Clerk key sent to the local backend are refused with the documented 403, never a 500 or a success.
+
+The Clerk side is :class:`apikeys.testing.FakeClerk` served over a real socket on
+127.0.0.1, so the manager Django builds from ``BACKEND: "clerk://"``,
+``CLERK_API_URL`` and ``CLERK_SECRET_KEY`` is the real one, with its real HTTP
+client; the fake counts every call it gets. Requests go through Django's own
+test clients: ``Client`` (WSGI, the sync manager) and ``AsyncClient`` (ASGI,
+the async manager).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+import apikeys
+from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+from apikeys.integrations.django import APIKeys
+from apikeys.testing import FAKE_SECRET_KEY, FakeClerk
+from tests.integrations.contract import AppOptions, Client, Reply, bearer
+from tests.integrations.django_settings import django_client
+
+pytestmark = [pytest.mark.django, pytest.mark.clerk]
+
+HOST = "127.0.0.1"  # loopback only
+VERIFY = "POST /api_keys/verify"
+REFUSED = {"code": "invalid_api_key", "message": apikeys.InvalidKeyError().message}
+# Hop-by-hop and framing headers: the relay sets its own.
+_NOT_RELAYED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+
+
+class _RelayToFake(BaseHTTPRequestHandler):
+    """Hands each HTTP request to the fake's transport and writes its answer back."""
+
+    protocol_version = "HTTP/1.1"
+    server: _FakeClerkServer
+
+    def _relay(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _NOT_RELAYED]
+        request = httpx.Request(
+            self.command, f"http://{HOST}{self.path}", headers=headers, content=body
+        )
+        answer = self.server.fake.transport.handle_request(request)
+        content = answer.read()
+        self.send_response(answer.status_code)
+        for name, value in answer.headers.items():
+            if name.lower() not in _NOT_RELAYED:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _relay
+
+    def log_message(self, format: str, *args: Any) -> None:  # the base class names it so
+        """Quiet: the fake records every request itself."""
+
+
+class _FakeClerkServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, fake: FakeClerk) -> None:
+        super().__init__((HOST, 0), _RelayToFake)
+        self.fake = fake
+
+
+@pytest.fixture
+def fake() -> FakeClerk:
+    return FakeClerk()
+
+
+@pytest.fixture
+def clerk_api_url(fake: FakeClerk) -> Iterator[str]:
+    """The fake served on a free port of 127.0.0.1, as ``CLERK_API_URL``."""
+    server = _FakeClerkServer(fake)
+    # A short poll interval: shutdown() waits for the next poll.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def local_db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'keys.db'}"
+
+
+@pytest.fixture
+def local_key(local_db: str) -> apikeys.NewAPIKey:
+    """A well-formed ``apk_1…`` key issued by a real SQLAlchemy manager."""
+    manager = SQLAlchemyKeyManager(local_db)
+    try:
+        return manager.create_api_key("user_local", "local key", ["read:data"])
+    finally:
+        manager.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# Sync client: a sync view (the sync manager). Async client: an async view (the async manager).
+ROUTES = {"sync": "/protected-sync", "async": "/protected"}
+
+
+def assert_refused(reply: Reply, *sent: str) -> None:
+    """The documented 403: exactly ``REFUSED``, JSON, no challenge, nothing echoed."""
+    assert reply.status == 403, (reply.status, reply.text[:300])
+    assert reply.json == REFUSED
+    assert reply.headers["content-type"].startswith("application/json")
+    assert "www-authenticate" not in reply.headers
+    for value in sent:
+        assert value not in reply.text
+
+
+def _clerk_app(clerk_api_url: str, flavour: str) -> Any:
+    setting = {
+        "BACKEND": "clerk://",
+        "CLERK_API_URL": clerk_api_url,
+        "CLERK_SECRET_KEY": FAKE_SECRET_KEY,
+    }
+    return django_client("clerk://", AppOptions(), asynchronous=flavour == "async", APIKEYS=setting)
+
+
+def test_a_local_key_sent_to_a_clerk_backend_is_refused(
+    fake: FakeClerk, clerk_api_url: str, local_key: apikeys.NewAPIKey, flavour: str
+) -> None:
+    issuer = fake.key_manager()
+    user_id = fake.new_user_id()
+    clerk_key = issuer.create_api_key(user_id, "control", ["read:data"]).secret
+    issuer.close()
+    route = ROUTES[flavour]
+    client: Client
+    with _clerk_app(clerk_api_url, flavour) as client:
+        manager = APIKeys.current().manager
+        assert type(manager).__name__ == "ClerkKeyManager"  # built from settings.APIKEYS
+        # The control: the fake's own key, over the socket, is accepted with its owner.
+        accepted = client.request("GET", route, headers=bearer(clerk_key))
+        assert accepted.status == 200, accepted.text[:300]
+        assert accepted.json["user"] == user_id
+        assert fake.count(VERIFY) == 1
+        # A local ``apk_1…`` key never reaches Clerk: the Clerk manager refuses any secret
+        # without the ``ak_`` shape before calling (apikeys.backends.clerk._presented_digest).
+        for headers in (bearer(local_key.secret), {"X-API-Key": local_key.secret}):
+            assert_refused(client.request("GET", route, headers=headers), local_key.secret)
+        # The contrast: a Clerk-shaped key Clerk does not know is refused by Clerk (one
+        # call), and its holder sees exactly what the holder of the local key saw.
+        unknown = "ak_" + secrets.token_hex(16)
+        assert_refused(client.request("GET", route, headers=bearer(unknown)), unknown)
+    assert fake.count(VERIFY) == 2
+    assert fake.count() == 3  # the create, the control's and the unknown key's verification
+    assert all(local_key.secret not in str(request.body) for request in fake.requests)
+
+
+class QueryCounter:
+    """Counts statements sent by every SQLAlchemy engine (the async ones' too) while active."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _on_execute(self, *_args: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> QueryCounter:
+        sa.event.listen(sa.Engine, "before_cursor_execute", self._on_execute)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sa.event.remove(sa.Engine, "before_cursor_execute", self._on_execute)
+
+
+def test_a_clerk_key_sent_to_the_local_backend_is_refused_without_io(
+    fake: FakeClerk, local_db: str, local_key: apikeys.NewAPIKey, flavour: str
+) -> None:
+    issuer = fake.key_manager()
+    clerk_key = issuer.create_api_key(fake.new_user_id(), "clerk key", ["read:data"]).secret
+    issuer.close()
+    route = ROUTES[flavour]
+    with (
+        django_client(local_db, AppOptions(), asynchronous=flavour == "async") as client,
+        QueryCounter() as queries,
+    ):
+        for headers in (bearer(clerk_key), {"X-API-Key": clerk_key}):
+            assert_refused(client.request("GET", route, headers=headers), clerk_key)
+        # ``ak_…`` is not this backend's format: refused by the parser, before any query.
+        assert queries.count == 0
+        # The control: the counter counts, and the local backend serves its own key.
+        accepted = client.request("GET", route, headers=bearer(local_key.secret))
+        assert accepted.status == 200, accepted.text[:300]
+        assert accepted.json["user"] == "user_local"
+        assert queries.count >= 1
