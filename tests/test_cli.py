@@ -6,6 +6,7 @@ Every test works on a real SQLite file in ``tmp_path``; nothing is mocked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -1227,6 +1228,129 @@ def test_interrupt_exits_130_without_a_traceback(
 
     assert main(["--backend", url, "verify"]) == EXIT_INTERRUPTED
     assert capsys.readouterr().err == "apikeys: interrupted\n"
+
+
+# --- resources: every manager closed, no descriptor leaked --------------------------
+
+
+@dataclass
+class Managers:
+    """The SQLAlchemy managers built during a test, and those not closed yet."""
+
+    built: int = 0
+    unclosed: set[int] = field(default_factory=set)
+
+
+@pytest.fixture
+def managers(monkeypatch: pytest.MonkeyPatch) -> Managers:
+    """Count the managers the CLI builds and closes (the real methods still run)."""
+    from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+
+    ledger = Managers()
+    build, close = SQLAlchemyKeyManager.__init__, SQLAlchemyKeyManager.close
+
+    def counting_init(self: SQLAlchemyKeyManager, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        ledger.built += 1
+        ledger.unclosed.add(id(self))
+
+    def counting_close(self: SQLAlchemyKeyManager) -> None:
+        ledger.unclosed.discard(id(self))
+        close(self)
+
+    monkeypatch.setattr(SQLAlchemyKeyManager, "__init__", counting_init)
+    monkeypatch.setattr(SQLAlchemyKeyManager, "close", counting_close)
+    return ledger
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["list", "user_1"], EXIT_OK),
+        (["verify"], EXIT_OK),
+        (["verify", "--scope", "admin:users"], EXIT_REFUSED),
+        (["show", "NoSuchKey123"], EXIT_NOT_FOUND),
+        (["rotate", "{revoked}"], EXIT_USAGE),  # refused by the backend, after opening it
+        (["list", "user_1", "--limit", "0"], EXIT_USAGE),
+        (["list", "user_1", "--backend", "sqlite:///{directory}/typo.db"], EXIT_UNAVAILABLE),
+    ],
+)
+def test_every_outcome_closes_the_manager(
+    cli: CLI, managers: Managers, tmp_path: Path, argv: list[str], code: int
+) -> None:
+    active = create(cli)
+    revoked = create(cli)
+    cli("revoke", revoked["id"])
+    built_before = managers.built
+    argv = [arg.format(revoked=revoked["id"], directory=tmp_path) for arg in argv]
+
+    run = cli(*argv, stdin=active["secret"])
+
+    assert run.code == code, run.err
+    assert managers.built == built_before + 1
+    assert managers.unclosed == set()
+
+
+class _ClosedPipe:
+    """A standard output whose reader has gone away: every write fails with EPIPE.
+
+    ``descriptor`` is what ``fileno()`` answers; ``None`` stands for a stream
+    without one (an in-memory stream when ``main()`` is called from Python).
+    """
+
+    def __init__(self, descriptor: int | None) -> None:
+        self.descriptor = descriptor
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        if self.descriptor is None:
+            raise io.UnsupportedOperation("fileno")
+        return self.descriptor
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_a_closed_pipe_in_process_points_stdout_at_devnull_and_leaks_nothing(
+    cli: CLI, managers: Managers, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    create(cli)  # the database exists
+    read_end, write_end = os.pipe()
+    try:
+        before = _open_descriptors()
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", _ClosedPipe(write_end))
+            code = main(["--backend", url, "create", "user_1", "second"])
+        after = _open_descriptors()
+        # write_end now points at devnull, so the pipe has no writer left: EOF.
+        pipe_at_eof = os.read(read_end, 1) == b""
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+    assert code == EXIT_OK
+    assert pipe_at_eof
+    assert after == before  # the devnull descriptor used for the redirection is closed
+    assert managers.unclosed == set()
+
+
+def test_a_closed_pipe_without_a_descriptor_ends_quietly(
+    cli: CLI, managers: Managers, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    create(cli)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", _ClosedPipe(None))
+        code = main(["--backend", url, "list", "user_1"])
+
+    assert code == EXIT_OK
+    assert managers.unclosed == set()
 
 
 # --- the installed console script -------------------------------------------------------
