@@ -104,7 +104,7 @@ FULL = CompareProfile(
     real_keys={APIKEYS: 256, DRF: 500, KEYSHIELD: 4},
     clerk={"latency": 0.05, "hot_keys": 100, "validations": 10_000, "concurrency": 100},
     memory={"cache": 1_000_000, "manager": 12_000},
-    http={"duration": 4, "rounds": 3, "connections": 16},
+    http={"duration": 3, "rounds": 5, "connections": 16},
 )
 QUICK = CompareProfile(
     sizes=(50, 200),
@@ -463,18 +463,30 @@ def render_markdown(record: dict[str, Any]) -> str:
             "",
             f"HTTP, `GET /protected` (one valid key, cache hit) against `GET /open`, same app;"
             f" wrk, {http[0]['connections']} connections, {http[0]['duration_s']:g} s per run,"
-            f" {http[0]['rounds']} alternating runs per route (median shown):",
+            f" {http[0]['rounds']} alternating runs per route (median shown)"
+            + (
+                "; the server on one core, wrk on the other"
+                if http[0].get("pinned")
+                else "; server and wrk share the cores"
+            )
+            + ". Server CPU is the server process's user + system time per request:",
             "",
-            "| Server | Open req/s | No-op dependency req/s | Protected req/s | Kept | Open p50 / p99 (µs) | Protected p50 / p99 (µs) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| Server | Open req/s | No-op dependency req/s | Protected req/s | Kept | Open p50 / p99 (µs) | Protected p50 / p99 (µs) | Server CPU per request, open / no-op / protected (µs) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for served in http:
+            cpu = " / ".join(
+                _format(served.get(f"{route}_cpu_us"))
+                for route in ("open", "noop", "protected")
+                if served.get(f"{route}_cpu_us") is not None
+            )
             lines.append(
                 f"| {served['framework']} | {served['open_rps']:,.0f} |"
                 f" {'' if served['noop_rps'] is None else format(served['noop_rps'], ',.0f')} |"
                 f" {served['protected_rps']:,.0f} |"
                 f" {served['kept']:.0%} | {_format(served['open_p50_us'])} / {_format(served['open_p99_us'])} |"
                 f" {_format(served['protected_p50_us'])} / {_format(served['protected_p99_us'])} |"
+                f" {cpu} |"
             )
     memory = record.get("memory")
     if memory:

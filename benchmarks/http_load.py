@@ -7,6 +7,13 @@ loads one route at a time with one valid key, and the two routes alternate,
 ``rounds`` times each, so machine noise lands on both. Each figure is the
 median over the rounds. A run whose answers were not all 2xx is refused: a
 fast 401 would look like a fast protected endpoint.
+
+On a machine with two cores or more (and ``taskset``), the server runs on one
+core and ``wrk`` on another, so neither steals the other's time slices. The
+server's CPU time per request (user + system, from ``/proc/<pid>/stat`` on
+Linux) is recorded too: it is what throughput is made of when the server is
+CPU-bound, and it is less disturbed by other processes than requests per
+second are.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import math
 import os
 import re
 import shutil
@@ -97,6 +105,10 @@ class HttpResult:
     connections: int
     noop_rps: float | None = None
     noop_p50_us: float | None = None
+    open_cpu_us: float | None = None
+    protected_cpu_us: float | None = None
+    noop_cpu_us: float | None = None
+    pinned: bool = False
 
     @property
     def kept(self) -> float:
@@ -106,6 +118,25 @@ class HttpResult:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
         return {**asdict(self), "kept": self.kept}
+
+
+def _pinning() -> tuple[list[str], list[str]]:
+    """Command prefixes that put the server and ``wrk`` on cores of their own, if possible."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    taskset = shutil.which("taskset")
+    if taskset is None or len(cores) < 2:
+        return [], []
+    return [taskset, "-c", str(cores[-1])], [taskset, "-c", str(cores[0])]
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and all its threads, or ``None`` off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -149,10 +180,10 @@ def parse_wrk(text: str) -> tuple[float, float, float]:
     return float(match.group(1)), _latency_us(text, "50%"), _latency_us(text, "99%")
 
 
-def _load(wrk: str, url: str, key: str, duration: int, connections: int) -> tuple[float, ...]:
+def _load(wrk: list[str], url: str, key: str, duration: int, connections: int) -> tuple[float, ...]:
     completed = subprocess.run(
         [
-            wrk,
+            *wrk,
             "-t1",
             f"-c{connections}",
             f"-d{duration}s",
@@ -172,6 +203,23 @@ def _load(wrk: str, url: str, key: str, duration: int, connections: int) -> tupl
         # Not CalledProcessError: its message would carry the command line, and the key in it.
         raise RuntimeError(f"wrk failed with status {completed.returncode}: {completed.stderr}")
     return parse_wrk(completed.stdout)
+
+
+def _measured_load(
+    server: subprocess.Popen[bytes],
+    wrk: list[str],
+    url: str,
+    key: str,
+    duration: int,
+    connections: int,
+) -> tuple[float, ...]:
+    """:func:`_load`'s figures plus the server's CPU µs per request (NaN when unknown)."""
+    before = _cpu_seconds(server.pid)
+    rps, p50, p99 = _load(wrk, url, key, duration, connections)
+    after = _cpu_seconds(server.pid)
+    if before is None or after is None or rps <= 0:
+        return rps, p50, p99, math.nan
+    return rps, p50, p99, (after - before) / (rps * duration) * 1e6
 
 
 def _issue_key(path: Path) -> str:
@@ -197,9 +245,11 @@ def measure_http(
     python: str = sys.executable,
 ) -> list[HttpResult]:
     """Serve each framework in turn and load both routes, alternating, ``rounds`` times."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
+    wrk_path = shutil.which("wrk")
+    if wrk_path is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk; make bench does it)")
+    server_prefix, wrk_prefix = _pinning()
+    wrk = [*wrk_prefix, wrk_path]
     directory = Path(tempfile.mkdtemp(prefix="apikeys-http-"))
     results = []
     try:
@@ -210,7 +260,7 @@ def measure_http(
             port = _free_port()
             arguments = [part.replace("{port}", str(port)) for part in SERVERS[framework]]
             server = subprocess.Popen(
-                [python, *arguments],
+                [*server_prefix, python, *arguments],
                 cwd=ROOT,
                 env=environment,
                 stdout=subprocess.DEVNULL,
@@ -226,10 +276,17 @@ def measure_http(
                 base = f"http://{HOST}:{port}/"
                 for _ in range(rounds):
                     for route in routes:
-                        figures[route].append(_load(wrk, base + route, key, duration, connections))
+                        figures[route].append(
+                            _measured_load(server, wrk, base + route, key, duration, connections)
+                        )
 
                 def median(route: str, index: int, figures: dict[str, Any] = figures) -> float:
                     return float(statistics.median(run[index] for run in figures[route]))
+
+                def cpu(route: str, figures: dict[str, Any] = figures) -> float | None:
+                    if route not in figures or math.isnan(median(route, 3)):
+                        return None
+                    return median(route, 3)
 
                 results.append(
                     HttpResult(
@@ -245,6 +302,10 @@ def measure_http(
                         connections=connections,
                         noop_rps=median("noop", 0) if "noop" in routes else None,
                         noop_p50_us=median("noop", 1) if "noop" in routes else None,
+                        open_cpu_us=cpu("open"),
+                        protected_cpu_us=cpu("protected"),
+                        noop_cpu_us=cpu("noop"),
+                        pinned=bool(server_prefix),
                     )
                 )
             finally:
