@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,11 @@ def test_targets_get_verdicts_and_the_page_its_block(quick: tuple[dict[str, Any]
             "django (waitress)",
         }
         assert all(served["open_rps"] > 0 < served["protected_rps"] for served in record["http"])
+        if sys.platform == "linux":  # the server's CPU time comes from /proc
+            for served in record["http"]:
+                assert served["open_cpu_us"] > 0 < served["protected_cpu_us"]
+                assert (served["noop_cpu_us"] is None) is (served["noop_rps"] is None)
+        assert "Server CPU per request" in page
 
 
 def test_a_second_run_replaces_the_block_and_broken_markers_are_refused(tmp_path: Path) -> None:
