@@ -29,7 +29,7 @@ import functools  # noqa: E402
 import inspect  # noqa: E402
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any, TypeVar, overload  # noqa: E402
+from typing import Any, TypeVar, cast, overload  # noqa: E402
 
 from flask import Blueprint, Flask, Response, current_app, g, request  # noqa: E402
 
@@ -59,6 +59,7 @@ from apikeys.integrations._management import (  # noqa: E402
 )
 
 _View = TypeVar("_View", bound=Callable[..., Any])
+_Proxied = TypeVar("_Proxied")
 _EXTENSION = "apikeys"
 
 
@@ -118,8 +119,18 @@ class APIKeys:
         app.register_error_handler(APIKeysError, _handle_error)
 
 
+def _current(proxy: _Proxied) -> _Proxied:
+    """The object behind a Flask context proxy (``g``, ``request``, ``current_app``).
+
+    Every attribute read through a proxy resolves the context again; resolving
+    it once and reading plain attributes costs a fraction on each request.
+    """
+    resolved: _Proxied = cast(Any, proxy)._get_current_object()
+    return resolved
+
+
 def _state() -> _AppState:
-    state = current_app.extensions.get(_EXTENSION)
+    state = _current(current_app).extensions.get(_EXTENSION)
     if not isinstance(state, _AppState):
         raise ConfigurationError("call apikeys.integrations.flask.APIKeys(app) first")
     return state
@@ -138,18 +149,19 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
         APIKeysError: The key is missing or refused; the extension's error
             handler turns it into the JSON answer.
     """
-    published = g.get(API_KEY_ATTRIBUTE)
+    context = _current(g)
+    published = getattr(context, API_KEY_ATTRIBUTE, None)
     if isinstance(published, VerifiedKey):
         return check_scopes(published, scopes)
     state = _state()
     verified = authenticate_sync(
         state.get_manager(),
-        WSGICredentials(request.environ),
+        WSGICredentials(_current(request).environ),
         state.settings,
         scopes,
         source="flask",
     )
-    setattr(g, API_KEY_ATTRIBUTE, verified)
+    setattr(context, API_KEY_ATTRIBUTE, verified)
     return verified
 
 
