@@ -246,7 +246,6 @@ async def measure(
         warmup = len(stream.inputs) if stream.case == "cache_miss" else profile.warmup
         for _ in range(warmup):
             await stream.call()
-        stream.calls = 0 if stream.case == "cache_miss" else stream.calls
     schedule = [index for index, stream in enumerate(streams) for _ in range(stream.samples)]
     rng.shuffle(schedule)
     say(f"timing {len(schedule):,} calls in one random order ...")
@@ -770,6 +769,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(POSTGRES_ENV) or None,
         help=f"also measure this PostgreSQL server (default: ${POSTGRES_ENV}, else skipped)",
     )
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the record (e.g. other load)"
+    )
     parser.add_argument("--json", type=Path, help="write the record as JSON here")
     parser.add_argument("--markdown", type=Path, help="update the timing block of this page")
     parser.add_argument("--no-write", action="store_true", help="write no file, even in a full run")
@@ -799,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         postgres_url=options.postgres,
         command=shlex.join(["python", "-m", "benchmarks.timing", *arguments]),
     )
+    record["notes"].extend(options.note)
     if options.quick:
         record["notes"].append("Quick mode: a smoke run; the figures mean nothing.")
     servers = sorted({target["server"] for target in record["targets"] if target["server"]})

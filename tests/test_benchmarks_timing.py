@@ -40,7 +40,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         PROSE_BEFORE + timing.BEGIN_MARKER + "\nold figures\n" + timing.END_MARKER + PROSE_AFTER,
         encoding="utf-8",
     )
-    arguments = ["--quick", "--json", str(record_path), "--markdown", str(page)]
+    arguments = ["--quick", "--json", str(record_path), "--markdown", str(page), "--note", "hi"]
     assert timing.main(arguments) == 0
     return json.loads(record_path.read_text()), page.read_text(encoding="utf-8")
 
@@ -116,6 +116,7 @@ def test_the_record_names_the_machine_and_the_command(
     for field in ("cpu", "cores", "python", "sqlalchemy", "sqlite", "load_average_at_start"):
         assert record["machine"][field], field
     assert record["config"]["samples"] == timing.QUICK.samples
+    assert record["notes"][0] == "hi"
     assert any("Quick mode" in note for note in record["notes"])
 
 
