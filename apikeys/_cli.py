@@ -432,8 +432,8 @@ def _manager(args: argparse.Namespace, *, may_create: bool = False) -> Iterator[
     Args:
         args: The parsed command line (its ``backend``).
         may_create: Whether the command may start a new SQLite file (``create``).
-            Checked after the manager is built, so that a malformed URL keeps its
-            own error; building a manager opens no database file.
+            Otherwise a missing file is refused once the manager is built (so that
+            a malformed URL keeps its own error): building one opens no file.
     """
     manager = open_manager(args.backend)
     try:
