@@ -15,6 +15,7 @@ from argon2 import PasswordHasher, Type
 
 import apikeys
 from apikeys import BackendUnavailableError, ConfigurationError, InvalidKeyError
+from apikeys._keyformat import generate_key, parse_key
 from apikeys.backends.sqlalchemy import (
     SCHEMA_VERSION,
     AsyncSQLAlchemyKeyManager,
@@ -149,14 +150,33 @@ def test_garbage_and_cache_hits_cost_no_query(manager: SQLAlchemyKeyManager) -> 
     assert counter.count == 0
 
 
-def test_cache_miss_is_one_indexed_read(db_path: Path) -> None:
+def test_cache_miss_reads_the_whole_row_only_for_the_right_secret(db_path: Path) -> None:
     manager = SQLAlchemyKeyManager(f"sqlite:///{db_path}", cache_ttl=0, last_used_interval=3600)
     new = manager.create_api_key("u1", "k")
     manager.validate_api_key(new.secret)  # records last_used_at once
-    counter = QueryCounter(manager.engine)
+    statements: list[str] = []
+    sa.event.listen(
+        manager.engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: statements.append(" ".join(statement.split())),
+    )
     for _ in range(5):
         manager.validate_api_key(new.secret)
-    assert counter.count == 5
+    # The secret's hash first (strings only), then, once it matched, the whole row.
+    assert len(statements) == 10
+    assert all(
+        s.startswith("SELECT apikeys_keys.user_id, apikeys_keys.secret_hash FROM")
+        for s in statements[::2]
+    )
+    assert all("apikeys_keys.scopes" in s for s in statements[1::2])
+    statements.clear()
+    known_id = parse_key(new.secret).lookup_id
+    for presented in (generate_key(lookup_id=known_id).key, generate_key().key):
+        with pytest.raises(InvalidKeyError):
+            manager.validate_api_key(presented)
+    # A wrong secret for a known id reads exactly what an unknown id reads.
+    assert len(statements) == 2 and statements[0] == statements[1]
+    assert "scopes" not in statements[0]
     with manager.engine.connect() as connection:
         plan = connection.exec_driver_sql(
             "EXPLAIN QUERY PLAN SELECT * FROM apikeys_keys WHERE id = 'x'"
