@@ -162,8 +162,22 @@ _SELECT_KEY_WITH_HASH = sa.select(*api_keys_table.c).where(
 # What validation reads before the secret is proven: plain strings only. Decoding
 # a whole row (JSON, timestamps) takes measurably longer than finding none, which
 # would tell a wrong secret for a known id from an unknown id (benchmarks/timing.py).
-_SELECT_CREDENTIAL = sa.select(api_keys_table.c.user_id, api_keys_table.c.secret_hash).where(
-    api_keys_table.c.id == sa.bindparam("key_id")
+# An unknown id gets the decoy row instead, so both fetch one row of the same shape.
+_SELECT_CREDENTIAL = (
+    sa.union_all(
+        sa.select(
+            sa.literal(False).label("decoy"),
+            api_keys_table.c.user_id,
+            api_keys_table.c.secret_hash,
+        ).where(api_keys_table.c.id == sa.bindparam("key_id")),
+        sa.select(
+            sa.literal(True),
+            sa.bindparam("decoy_user_id", type_=sa.String),
+            sa.bindparam("decoy_hash", type_=sa.String),
+        ),
+    )
+    .order_by("decoy")
+    .limit(1)
 )
 
 
@@ -488,14 +502,17 @@ class _SQLAlchemyBase(FlowBackend):
             # Read before the lookup: a revocation committed meanwhile must keep
             # this (possibly older) row out of the cache.
             generation = self.cache.generation
-            credentials = yield _Query(_SELECT_CREDENTIAL, {"key_id": key_id})
-            credential = credentials[0] if credentials else None
             # An unknown id is checked against a decoy: it costs what a wrong secret costs.
-            stored_hash = self._decoy_hash if credential is None else credential["secret_hash"]
+            (credential,) = yield _Query(
+                _SELECT_CREDENTIAL,
+                {"key_id": key_id, "decoy_user_id": "", "decoy_hash": self._decoy_hash},
+            )
+            stored_hash = credential["secret_hash"]
             matched = yield _Verify(stored_hash, secret, limit_key=key_id)
-            if credential is None or not matched:
+            known = not credential["decoy"]
+            if not (known and matched):
                 self.failure_limiter.record_failure(key_id)
-                if credential is not None:
+                if known:
                     user_id = credential["user_id"]
                 raise InvalidKeyError()
             user_id = credential["user_id"]
