@@ -225,11 +225,12 @@ def _row_read(
 
 def row_lookup(subject: ApikeysSQLiteSubject, ops: int) -> Case:
     """Component of a cache miss: the indexed read of one key's row, as the backend issues it."""
-    select_key = subject.manager._select_key  # the backend's own prepared lookup
+    select_key = subject.manager._select_for_validation  # the backend's own prepared lookup
 
     def read(connection: sa.Connection, key_id: str) -> Sequence[Any]:
-        query = select_key(key_id, with_hash=True)
-        return connection.execute(query.statement, query.parameters).mappings().all()
+        query = select_key(key_id)
+        rows = connection.execute(query.statement, query.parameters).mappings().all()
+        return [row for row in rows if not row["decoy"]]  # the decoy row: not stored
 
     return _row_read(subject, ops, "row_lookup", read)
 

@@ -156,24 +156,21 @@ _KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
 # Built once: the lookup runs on every cache miss, and building a statement
 # costs about as much as running it on SQLite.
 _SELECT_KEY = sa.select(*_KEY_COLUMNS).where(api_keys_table.c.id == sa.bindparam("key_id"))
-_SELECT_KEY_WITH_HASH = sa.select(*api_keys_table.c).where(
-    api_keys_table.c.id == sa.bindparam("key_id")
-)
-# What validation reads before the secret is proven: plain strings only. Decoding
-# a whole row (JSON, timestamps) takes measurably longer than finding none, which
-# would tell a wrong secret for a known id from an unknown id (benchmarks/timing.py).
-# An unknown id gets the decoy row instead, so both fetch one row of the same shape.
-_SELECT_CREDENTIAL = (
+# Validation reads the row of the presented id, or, when there is none, a decoy row
+# of the same shape made of bound values: either way one row of the same columns is
+# fetched and decoded (its timestamps and JSON cost tens of microseconds), so a wrong
+# secret for a known id takes the time an unknown id takes (benchmarks/timing.py).
+_SELECT_FOR_VALIDATION = (
     sa.union_all(
-        sa.select(
-            sa.literal(False).label("decoy"),
-            api_keys_table.c.user_id,
-            api_keys_table.c.secret_hash,
-        ).where(api_keys_table.c.id == sa.bindparam("key_id")),
+        sa.select(sa.literal(False).label("decoy"), *api_keys_table.c).where(
+            api_keys_table.c.id == sa.bindparam("key_id")
+        ),
         sa.select(
             sa.literal(True),
-            sa.bindparam("decoy_user_id", type_=sa.String),
-            sa.bindparam("decoy_hash", type_=sa.String),
+            *(
+                sa.bindparam(f"decoy_{column.name}", type_=column.type)
+                for column in api_keys_table.c
+            ),
         ),
     )
     .order_by("decoy")
@@ -350,6 +347,26 @@ class _SQLAlchemyBase(FlowBackend):
         )
         # Verified against when the id is unknown, so that case costs what a wrong secret costs.
         self._decoy_hash = self.hasher.hash(generate_key(self.key_prefix).key)
+        # Read when the id is unknown: shaped like a typical live key (every timestamp
+        # but the revocation set, a scope, no metadata), so it decodes like one.
+        decoy_time = utcnow()
+        self._decoy_row: dict[str, Any] = {
+            f"decoy_{name}": value
+            for name, value in {
+                "id": generate_key(self.key_prefix).lookup_id,
+                "user_id": "decoy-user",
+                "name": "decoy key",
+                "secret_hash": self._decoy_hash,
+                "hint": "apk_1...",
+                "scopes": ["decoy:read"],
+                "metadata": {},
+                "created_at": decoy_time,
+                "expires_at": decoy_time + timedelta(days=365),
+                "last_used_at": decoy_time,
+                "revoked_at": None,
+                "revocation_reason": None,
+            }.items()
+        }
         self._schema_ready = False
 
     @staticmethod
@@ -444,9 +461,12 @@ class _SQLAlchemyBase(FlowBackend):
         )
 
     @staticmethod
-    def _select_key(key_id: str, *, with_hash: bool = False) -> _Query:
-        statement = _SELECT_KEY_WITH_HASH if with_hash else _SELECT_KEY
-        return _Query(statement, {"key_id": key_id})
+    def _select_key(key_id: str) -> _Query:
+        return _Query(_SELECT_KEY, {"key_id": key_id})
+
+    def _select_for_validation(self, key_id: str) -> _Query:
+        """The row of ``key_id`` with its hash, or the decoy row: always one row."""
+        return _Query(_SELECT_FOR_VALIDATION, {**self._decoy_row, "key_id": key_id})
 
     def _fetch_key(self, key_id: str) -> Generator[_Request, Any, Mapping[str, Any]]:
         rows = yield self._select_key(key_id)
@@ -502,26 +522,17 @@ class _SQLAlchemyBase(FlowBackend):
             # Read before the lookup: a revocation committed meanwhile must keep
             # this (possibly older) row out of the cache.
             generation = self.cache.generation
-            # An unknown id is checked against a decoy: it costs what a wrong secret costs.
-            (credential,) = yield _Query(
-                _SELECT_CREDENTIAL,
-                {"key_id": key_id, "decoy_user_id": "", "decoy_hash": self._decoy_hash},
-            )
-            stored_hash = credential["secret_hash"]
-            matched = yield _Verify(stored_hash, secret, limit_key=key_id)
-            known = not credential["decoy"]
+            # An unknown id gets the decoy row, and is checked against its decoy hash:
+            # it costs what a wrong secret costs.
+            (row,) = yield self._select_for_validation(key_id)
+            matched = yield _Verify(row["secret_hash"], secret, limit_key=key_id)
+            known = not row["decoy"]
             if not (known and matched):
                 self.failure_limiter.record_failure(key_id)
                 if known:
-                    user_id = credential["user_id"]
+                    user_id = row["user_id"]
                 raise InvalidKeyError()
-            user_id = credential["user_id"]
-            # Only the holder of the secret gets here, so only they pay for the whole row.
-            rows = yield self._select_key(key_id, with_hash=True)
-            row = rows[0] if rows else None
-            if row is None or row["secret_hash"] != stored_hash:
-                # Deleted, or rotated without grace, between the two reads.
-                raise InvalidKeyError()
+            user_id = row["user_id"]
             verified = check_scopes(self._accept(row, secret, generation), required)
             # Only a validation that succeeds in full counts as a use.
             yield from self._record_use(row, secret)
