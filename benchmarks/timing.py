@@ -663,12 +663,16 @@ def _reading(target: dict[str, Any]) -> str:
             "within noise"
         )
     else:
-        beyond = "beyond" if abs(difference) > floor else "inside"
+        size = (
+            f"beyond the A/A noise floor of {floor:.1f} µs"
+            if abs(difference) > floor
+            else f"smaller than the A/A noise floor of {floor:.1f} µs but with an interval that "
+            "excludes zero"
+        )
         timing = (
             f"the medians of (a) and (b) differ by {shift}, 95% interval "
-            f"{_signed(interval['low_us'])} to {_signed(interval['high_us'])} µs, {beyond} the "
-            f"A/A noise floor of {floor:.1f} µs: **not within noise**, a difference this run "
-            "can measure"
+            f"{_signed(interval['low_us'])} to {_signed(interval['high_us'])} µs, {size}: "
+            "**not within noise**, a difference this run can measure"
         )
     return (
         f"**{target['label']}**: {body}; {timing}. "
