@@ -109,15 +109,32 @@ class HttpResult:
     protected_cpu_us: float | None = None
     noop_cpu_us: float | None = None
     pinned: bool = False
+    protected_over_open: tuple[float, ...] = ()
+    """Each round's protected req/s over the same round's open req/s."""
+    protected_over_noop: tuple[float, ...] = ()
 
     @property
     def kept(self) -> float:
-        """The protected endpoint's share of the open endpoint's throughput."""
+        """The protected endpoint's share of the open endpoint's throughput.
+
+        The median of the rounds' own ratios: runs next to each other in time
+        share the machine's state, so a slow drift (other virtual machines on the
+        host) cancels out of each ratio, where it would not out of two medians.
+        """
+        if self.protected_over_open:
+            return float(statistics.median(self.protected_over_open))
         return self.protected_rps / self.open_rps
+
+    @property
+    def kept_over_noop(self) -> float | None:
+        """The protected endpoint's share of the no-op dependency route's throughput."""
+        if self.protected_over_noop:
+            return float(statistics.median(self.protected_over_noop))
+        return None if self.noop_rps is None else self.protected_rps / self.noop_rps
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        return {**asdict(self), "kept": self.kept}
+        return {**asdict(self), "kept": self.kept, "kept_over_noop": self.kept_over_noop}
 
 
 def _pinning() -> tuple[list[str], list[str]]:
@@ -222,6 +239,15 @@ def _measured_load(
     return rps, p50, p99, (after - before) / (rps * duration) * 1e6
 
 
+def _ratios(
+    figures: dict[str, list[tuple[float, ...]]], top: str, bottom: str
+) -> tuple[float, ...]:
+    """Round by round, the requests per second of route ``top`` over those of ``bottom``."""
+    if top not in figures or bottom not in figures:
+        return ()
+    return tuple(a[0] / b[0] for a, b in zip(figures[top], figures[bottom], strict=True))
+
+
 def _issue_key(path: Path) -> str:
     manager = SQLAlchemyKeyManager(f"sqlite:///{path}")
     try:
@@ -274,8 +300,10 @@ def measure_http(
                 routes = ROUTES[framework]
                 figures: dict[str, list[tuple[float, ...]]] = {route: [] for route in routes}
                 base = f"http://{HOST}:{port}/"
-                for _ in range(rounds):
-                    for route in routes:
+                for round_number in range(rounds):
+                    # Every other round runs the routes in reverse, so no route is
+                    # always the first (or the last) after a change of route.
+                    for route in routes if round_number % 2 == 0 else routes[::-1]:
                         figures[route].append(
                             _measured_load(server, wrk, base + route, key, duration, connections)
                         )
@@ -306,6 +334,8 @@ def measure_http(
                         protected_cpu_us=cpu("protected"),
                         noop_cpu_us=cpu("noop"),
                         pinned=bool(server_prefix),
+                        protected_over_open=_ratios(figures, "protected", "open"),
+                        protected_over_noop=_ratios(figures, "protected", "noop"),
                     )
                 )
             finally:
