@@ -22,7 +22,7 @@ import pytest
 from benchmarks import compare
 from benchmarks.apikeys_sqlite import COMPONENTS
 from benchmarks.harness import CaseResult
-from benchmarks.http_load import ROUTES, measure_in_process, parse_wrk
+from benchmarks.http_load import ROUTES, HttpResult, _ratios, measure_in_process, parse_wrk
 
 pytestmark = pytest.mark.sqlalchemy
 
@@ -197,3 +197,21 @@ def test_in_process_costs_cover_every_route(
     costs = measure_in_process(framework, requests=3, rounds=2)
     assert set(costs) == set(ROUTES[framework])
     assert all(cost > 0 for cost in costs.values())
+
+
+def test_kept_is_the_median_of_the_rounds_own_ratios() -> None:
+    figures = {
+        "open": [(1000.0, 1, 2, 3), (500.0, 1, 2, 3), (2000.0, 1, 2, 3)],
+        "protected": [(900.0, 1, 2, 3), (450.0, 1, 2, 3), (1200.0, 1, 2, 3)],
+    }
+    ratios = _ratios(figures, "protected", "open")
+    assert ratios == (0.9, 0.9, 0.6)
+    assert _ratios(figures, "protected", "noop") == ()
+    paired = HttpResult("x", 1000.0, 900.0, 1, 2, 3, 4, 3, 2, 16, protected_over_open=ratios)
+    # The medians of the routes (1000 and 900) would say 0.9 too; a drift that halves
+    # both routes of one round moves neither the ratio nor the result.
+    assert paired.kept == 0.9
+    assert paired.kept_over_noop is None
+    unpaired = HttpResult("x", 1000.0, 800.0, 1, 2, 3, 4, 1, 2, 16, noop_rps=1600.0)
+    assert unpaired.kept == 0.8 and unpaired.kept_over_noop == 0.5
+    assert paired.as_dict()["kept"] == 0.9
