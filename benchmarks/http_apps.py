@@ -73,6 +73,35 @@ def fastapi_app() -> Any:
     return app
 
 
+def fastapi_middleware_app() -> Any:
+    """FastAPI protected whole by ``APIKeyMiddleware``, ``/open`` exempt; no dependency.
+
+    ``/open`` passes through the middleware too (its exemption check is part of
+    what protection costs this way); ``/protected`` is validated there and reads
+    nothing itself.
+    """
+    from fastapi import FastAPI
+
+    import apikeys
+    from apikeys.integrations.fastapi import APIKeyMiddleware, APIKeys
+
+    app = FastAPI()
+    manager = apikeys.create_async_key_manager(_backend())
+    app.state.apikeys_manager = manager  # closed by whoever drives the app without a server
+    APIKeys(app, manager=manager)
+    app.add_middleware(APIKeyMiddleware, exempt_paths=["/open"])
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return BODY
+
+    @app.get("/protected")
+    async def protected() -> dict[str, str]:
+        return BODY
+
+    return app
+
+
 def flask_app() -> Any:
     """Flask on the sync manager; ``@require_api_key`` on the view."""
     from flask import Flask
@@ -116,4 +145,4 @@ def django_app() -> Any:
     return get_wsgi_application()
 
 
-__all__ = ["BODY", "django_app", "fastapi_app", "flask_app"]
+__all__ = ["BODY", "django_app", "fastapi_app", "fastapi_middleware_app", "flask_app"]

@@ -55,6 +55,19 @@ SERVERS: dict[str, list[str]] = {
         "--log-level",
         "warning",
     ],
+    "fastapi middleware (uvicorn)": [
+        "-m",
+        "uvicorn",
+        "--factory",
+        "benchmarks.http_apps:fastapi_middleware_app",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ],
     "flask (waitress)": [
         "-m",
         "waitress",
@@ -82,6 +95,7 @@ SERVERS: dict[str, list[str]] = {
 }
 ROUTES: dict[str, tuple[str, ...]] = {
     "fastapi (uvicorn)": ("open", "noop", "protected"),
+    "fastapi middleware (uvicorn)": ("open", "protected"),
     "flask (waitress)": ("open", "protected"),
     "django (waitress)": ("open", "protected"),
 }
@@ -441,13 +455,15 @@ def measure_in_process(
         os.environ["APIKEYS_BENCH_BACKEND"] = f"sqlite:///{database}"
         from benchmarks import http_apps
 
-        name = framework.split(" ")[0]
-        app = getattr(http_apps, f"{name}_app")()
+        # "fastapi middleware (uvicorn)" -> http_apps.fastapi_middleware_app
+        factory = "_".join(framework.split(" ")[:-1]) + "_app"
+        app = getattr(http_apps, factory)()
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
-        if name == "fastapi":
+        asgi = framework.startswith("fastapi")
+        if asgi:
             stack.callback(loop.run_until_complete, app.state.apikeys_manager.close())
-        call = _asgi_caller(app, key, loop) if name == "fastapi" else _wsgi_caller(app, key)
+        call = _asgi_caller(app, key, loop) if asgi else _wsgi_caller(app, key)
         routes = ROUTES[framework]
         for route in routes:  # untimed: the first validation, imports, lazy setup
             for _ in range(200):

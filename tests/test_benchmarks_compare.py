@@ -89,6 +89,7 @@ def test_targets_get_verdicts_and_the_page_its_block(quick: tuple[dict[str, Any]
     if record["http"] is not None:
         assert {served["framework"] for served in record["http"]} == {
             "fastapi (uvicorn)",
+            "fastapi middleware (uvicorn)",
             "flask (waitress)",
             "django (waitress)",
         }
@@ -188,7 +189,7 @@ def test_peers_run_in_the_bench_environment(tmp_path: Path) -> None:
     assert any("response delay is switched off" in note for note in record["notes"])
 
 
-@pytest.mark.parametrize("framework", ["fastapi (uvicorn)", "flask (waitress)"])
+@pytest.mark.parametrize("framework", sorted(ROUTES))
 def test_in_process_costs_cover_every_route(
     framework: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
