@@ -100,13 +100,16 @@ class _HeaderPlan(NamedTuple):
     """WSGI environ keys (``HTTP_X_API_KEY``), which Django's ``META`` shares."""
     asgi_names: Mapping[bytes, bool]
     """ASGI header names: lower-case bytes, as servers send them."""
+    text_names: Mapping[str, bool]
+    """Lower-cased names as text, for headers already read into pairs or mappings."""
 
     @classmethod
     def of(cls, header_names: Iterable[str]) -> _HeaderPlan:
-        lowered = dict.fromkeys(name.lower() for name in header_names)
+        lowered = {name.lower(): name.lower() == "authorization" for name in header_names}
         return cls(
-            tuple((_environ_key(name), name == "authorization") for name in lowered),
-            MappingProxyType({name.encode("latin-1"): name == "authorization" for name in lowered}),
+            tuple((_environ_key(name), bearer) for name, bearer in lowered.items()),
+            MappingProxyType({name.encode("latin-1"): bearer for name, bearer in lowered.items()}),
+            MappingProxyType(lowered),
         )
 
 
@@ -388,13 +391,6 @@ def _credential_from(value: str, *, bearer: bool) -> str | None:
     return value
 
 
-@functools.lru_cache(maxsize=64)
-def _wanted_header_names(header_names: tuple[str, ...]) -> frozenset[str | bytes]:
-    """Lower-cased names, as text and as the bytes ASGI servers send (already lower case)."""
-    lowered = {name.lower() for name in header_names}
-    return frozenset([*lowered, *(name.encode("latin-1") for name in lowered)])
-
-
 def _items(source: HeaderSource) -> Iterable[tuple[Any, Any]]:
     return source.items() if isinstance(source, Mapping) else source
 
@@ -431,6 +427,16 @@ def _settle(
     raise MissingKeyError()
 
 
+def _credentials_in(values: Iterable[tuple[str | bytes, bool]]) -> list[str]:
+    """The keys inside header values, each marked ``True`` if it is an ``Authorization``."""
+    found = []
+    for value, bearer in values:
+        credential = _credential_from(_text(value), bearer=bearer)
+        if credential is not None:
+            found.append(credential)
+    return found
+
+
 def extract_credential(
     headers: HeaderSource, query: HeaderSource = (), settings: IntegrationSettings | None = None
 ) -> str:
@@ -445,22 +451,20 @@ def extract_credential(
             or several different keys were sent (403).
     """
     settings = settings or _DEFAULT_SETTINGS
-    wanted = _wanted_header_names(settings.header_names)
-    found: list[str] = []
+    plan = settings.header_plan
+    values: list[tuple[str | bytes, bool]] = []
     for name, value in _items(headers):
-        if isinstance(name, bytes):
-            if name not in wanted:  # ASGI header names are lower case by the spec
-                continue
-            name = name.decode("latin-1")
-        else:
-            name = name.lower()
-            if name not in wanted:
-                continue
-        for item in value if isinstance(value, list | tuple) else (value,):
-            credential = _credential_from(_text(item), bearer=name == "authorization")
-            if credential is not None:
-                found.append(credential)
-    return _settle(found, lambda: _pairs(query), settings)
+        # ASGI header names are bytes, lower case by the spec.
+        bearer = (
+            plan.asgi_names.get(name)
+            if isinstance(name, bytes)
+            else plan.text_names.get(name.lower())
+        )
+        if bearer is not None:
+            values += (
+                (item, bearer) for item in (value if isinstance(value, list | tuple) else (value,))
+            )
+    return _settle(_credentials_in(values), lambda: _pairs(query), settings)
 
 
 def _query_pairs(query_string: str) -> Iterator[tuple[str, str]]:
@@ -652,16 +656,6 @@ class PairCredentials(RequestCredentials):
     def client(self, settings: IntegrationSettings) -> Peer | None:
         peer = self.peer
         return resolve_client(self.headers, peer, settings) if peer is not None else None
-
-
-def _credentials_in(values: Iterable[tuple[str | bytes, bool]]) -> list[str]:
-    """The keys inside header values, each marked ``True`` if it is an ``Authorization``."""
-    found = []
-    for value, bearer in values:
-        credential = _credential_from(_text(value), bearer=bearer)
-        if credential is not None:
-            found.append(credential)
-    return found
 
 
 _FORWARDED_ENVIRON_KEYS = (

@@ -138,9 +138,8 @@ class APIKeys:
         published = state.get(API_KEY_ATTRIBUTE)
         if isinstance(published, VerifiedKey):
             return check_scopes(published, scopes)
-        manager = self._manager if self._manager is not None else get_async_key_manager()
         verified = await authenticate_async(
-            manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
+            self.manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
         )
         state[API_KEY_ATTRIBUTE] = verified
         return verified
