@@ -311,6 +311,10 @@ def _engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
 class _SQLAlchemyBase(FlowBackend):
     """Everything but the IO: statements, row mapping and the operation flows."""
 
+    # The validation statement and decoy values for the engine's dialect; each
+    # twin sets it from _validation_lookup_for once it has built its engine.
+    _validation_lookup: tuple[sa.Executable, dict[str, Any]]
+
     def __init__(
         self,
         *,
@@ -356,10 +360,10 @@ class _SQLAlchemyBase(FlowBackend):
             salt_len=16,
             type=Type.ID,
         )
-        # Verified against when the id is unknown, so that case costs what a wrong secret costs.
-        self._decoy_hash = self.hasher.hash(generate_key(self.key_prefix).key)
-        # Read when the id is unknown: shaped like a typical live key (every timestamp
-        # but the revocation set, a scope, no metadata), so it decodes like one.
+        # Read and verified against when the id is unknown, so that case costs what a
+        # wrong secret costs: shaped like a typical live key (every timestamp but the
+        # revocation set, a scope, no metadata), so it decodes like one. Bound as the
+        # engine's dialect wants it by _validation_lookup_for, once the engine exists.
         decoy_time = utcnow()
         self._decoy_row: dict[str, Any] = {
             f"decoy_{name}": value
@@ -367,7 +371,7 @@ class _SQLAlchemyBase(FlowBackend):
                 "id": generate_key(self.key_prefix).lookup_id,
                 "user_id": "decoy-user",
                 "name": "decoy key",
-                "secret_hash": self._decoy_hash,
+                "secret_hash": self.hasher.hash(generate_key(self.key_prefix).key),
                 "hint": "apk_1...",
                 "scopes": ["decoy:read"],
                 "metadata": {},
@@ -379,10 +383,6 @@ class _SQLAlchemyBase(FlowBackend):
             }.items()
         }
         self._schema_ready = False
-        self._validation_lookup: tuple[sa.Executable, dict[str, Any]] = (
-            _SELECT_FOR_VALIDATION,
-            self._decoy_row,
-        )
 
     @staticmethod
     def _options_from_settings(settings: Settings) -> dict[str, Any]:
@@ -483,10 +483,6 @@ class _SQLAlchemyBase(FlowBackend):
         """The row of ``key_id`` with its hash, or the decoy row: always one row."""
         statement, decoy = self._validation_lookup
         return _Query(statement, {**decoy, "key_id": key_id})
-
-    def _prepare_validation_lookup(self, dialect: sa.Dialect) -> None:
-        """Choose the validation statement and decoy values for the engine's dialect."""
-        self._validation_lookup = self._validation_lookup_for(dialect)
 
     def _validation_lookup_for(self, dialect: sa.Dialect) -> tuple[sa.Executable, dict[str, Any]]:
         if dialect.name != "sqlite":
@@ -777,7 +773,7 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
             self.engine = url
         else:
             self.engine = _make_engine(url, asynchronous=False, timeout=self.timeout)
-        self._prepare_validation_lookup(self.engine.dialect)
+        self._validation_lookup = self._validation_lookup_for(self.engine.dialect)
         self._schema_lock = threading.Lock()
         # An in-memory database is one shared connection: transactions of two
         # threads on it would commit or roll back each other's work.
@@ -849,7 +845,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
             self.engine = url
         else:
             self.engine = _make_engine(url, asynchronous=True, timeout=self.timeout)
-        self._prepare_validation_lookup(self.engine.dialect)
+        self._validation_lookup = self._validation_lookup_for(self.engine.dialect)
         self._schema_lock: asyncio.Lock | None = None
         # See SQLAlchemyKeyManager: tasks must not interleave on the one connection.
         self._io_lock: asyncio.Lock | None = (
