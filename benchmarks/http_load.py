@@ -41,57 +41,25 @@ from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager, api_keys_table, me
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only
+
+
+def _uvicorn(factory: str) -> list[str]:
+    """uvicorn serving ``benchmarks.http_apps.<factory>()`` (an ASGI app)."""
+    return ["-m", "uvicorn", "--factory", f"benchmarks.http_apps:{factory}", "--host", HOST,
+            "--port", "{port}", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+
+
+def _waitress(factory: str) -> list[str]:
+    """waitress, 4 threads, serving ``benchmarks.http_apps.<factory>()`` (a WSGI app)."""
+    return ["-m", "waitress", "--host", HOST, "--port", "{port}", "--threads", "4",
+            "--call", f"benchmarks.http_apps:{factory}"]  # fmt: skip
+
+
 SERVERS: dict[str, list[str]] = {
-    "fastapi (uvicorn)": [
-        "-m",
-        "uvicorn",
-        "--factory",
-        "benchmarks.http_apps:fastapi_app",
-        "--host",
-        HOST,
-        "--port",
-        "{port}",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ],
-    "fastapi middleware (uvicorn)": [
-        "-m",
-        "uvicorn",
-        "--factory",
-        "benchmarks.http_apps:fastapi_middleware_app",
-        "--host",
-        HOST,
-        "--port",
-        "{port}",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ],
-    "flask (waitress)": [
-        "-m",
-        "waitress",
-        "--host",
-        HOST,
-        "--port",
-        "{port}",
-        "--threads",
-        "4",
-        "--call",
-        "benchmarks.http_apps:flask_app",
-    ],
-    "django (waitress)": [
-        "-m",
-        "waitress",
-        "--host",
-        HOST,
-        "--port",
-        "{port}",
-        "--threads",
-        "4",
-        "--call",
-        "benchmarks.http_apps:django_app",
-    ],
+    "fastapi (uvicorn)": _uvicorn("fastapi_app"),
+    "fastapi middleware (uvicorn)": _uvicorn("fastapi_middleware_app"),
+    "flask (waitress)": _waitress("flask_app"),
+    "django (waitress)": _waitress("django_app"),
 }
 ROUTES: dict[str, tuple[str, ...]] = {
     "fastapi (uvicorn)": ("open", "noop", "protected"),
@@ -455,8 +423,8 @@ def measure_in_process(
         os.environ["APIKEYS_BENCH_BACKEND"] = f"sqlite:///{database}"
         from benchmarks import http_apps
 
-        # "fastapi middleware (uvicorn)" -> http_apps.fastapi_middleware_app
-        factory = "_".join(framework.split(" ")[:-1]) + "_app"
+        # The factory the server command line names: "benchmarks.http_apps:<factory>".
+        (factory,) = (arg.partition(":")[2] for arg in SERVERS[framework] if ":" in arg)
         app = getattr(http_apps, factory)()
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
