@@ -121,11 +121,11 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
 
 
 @contextmanager
-def asgi_client(app: Any) -> Iterator[Client]:
-    """Run ``app`` (lifespan included) under Starlette's ``TestClient``."""
+def asgi_client(app: Any, *, peer: str = "testclient") -> Iterator[Client]:
+    """Run ``app`` (lifespan included) under Starlette's ``TestClient``, from address ``peer``."""
     from starlette.testclient import TestClient
 
-    with TestClient(app) as client:
+    with TestClient(app, client=(peer, 50000)) as client:
 
         def send(
             method: str,

@@ -8,8 +8,8 @@ ASGI test client is told so), so trusted-proxy settings can name it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,13 @@ import sqlalchemy as sa
 from apikeys.backends.sqlalchemy import api_keys_table
 from apikeys.integrations._core import IntegrationSettings
 from tests.integrations.apps import (
-    SendingClient,
+    asgi_client,
     fastapi_app,
     flask_app,
     flask_client,
-    reply_of,
 )
 from tests.integrations.conftest import Seeded, seed
-from tests.integrations.contract import AppOptions, Client, Reply
+from tests.integrations.contract import AppOptions, Client
 from tests.integrations.django_settings import configured, django_client
 
 PEER = "127.0.0.1"
@@ -48,27 +47,6 @@ def _django() -> Iterator[None]:
         yield
 
 
-@contextmanager
-def loopback_asgi_client(app: Any) -> Iterator[Client]:
-    """Starlette's ``TestClient`` with the peer ``127.0.0.1`` instead of ``testclient``."""
-    from starlette.testclient import TestClient
-
-    with TestClient(app, client=(PEER, 50000)) as client:
-
-        def send(
-            method: str,
-            path: str,
-            headers: Mapping[str, str] | None,
-            params: Mapping[str, str] | None,
-            content: bytes | None,
-        ) -> Reply:
-            raw = {name: value.encode("latin-1") for name, value in (headers or {}).items()}
-            response = client.request(method, path, headers=raw, params=params, content=content)
-            return reply_of(response.status_code, response.headers.items(), response.text)
-
-        yield SendingClient(send)
-
-
 @pytest.fixture(params=FRAMEWORKS)
 def framework(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -83,7 +61,8 @@ def open_client(framework: str) -> OpenClient:
     ) -> AbstractContextManager[Client]:
         options = AppOptions(settings=settings or IntegrationSettings(), middleware=middleware)
         if framework == "fastapi":
-            return loopback_asgi_client(fastapi_app(url, options))
+            # Peer 127.0.0.1, not Starlette's default 'testclient', which is no IP address.
+            return asgi_client(fastapi_app(url, options), peer=PEER)
         if framework == "flask":
             return flask_client(flask_app(url, options))
         return django_client(url, options, asynchronous=framework == "django-async")
