@@ -39,14 +39,17 @@ test: lint typecheck pytest
 
 # Benchmarks run in their own environment (benchmarks/.venv): the peers they are
 # compared with are benchmark-only dependencies, never the project's. wrk loads
-# the HTTP servers (installed with apt when missing; without it the HTTP part is skipped).
+# the HTTP servers (installed with apt when missing; without it the HTTP part is skipped);
+# valgrind's callgrind counts the servers' instructions per request (installed the same way).
 bench:
 	test -x benchmarks/.venv/bin/python || $(PYTHON) -m venv benchmarks/.venv
 	benchmarks/.venv/bin/python -m pip install --quiet -r benchmarks/requirements-bench.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || true
 	benchmarks/.venv/bin/python -m benchmarks
 	benchmarks/.venv/bin/python -m benchmarks.compare
 	benchmarks/.venv/bin/python -m benchmarks.timing
+	benchmarks/.venv/bin/python -m benchmarks.http_instructions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
