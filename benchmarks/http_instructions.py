@@ -38,6 +38,14 @@ the whole process's. The work left out is the same for both routes (parse a
 request, send a response), so ``kept`` on the workers alone is lower than on
 the whole process: it errs on the side of protection looking dearer.
 
+Why medians: Python's cyclic garbage collector runs after a number of
+allocations, and a full collection (every generation) costs tens of millions
+of instructions at once. It lands in whichever round reaches its threshold:
+in two Flask runs of 1,000 requests per round, the third ``/protected`` round
+held one (29.2 million instructions in one worker thread, 5 % of the round)
+and the other rounds none. With three rounds or more, the median leaves such a
+round out; ``spread`` shows it.
+
 Under valgrind, wall-clock intervals inside the server also come some 50 times
 more often per request: the verification cache's lifetime (10 s) would expire
 once per round (a read and an argon2 verification, which natively come once
