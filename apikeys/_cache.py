@@ -83,6 +83,19 @@ class VerificationCache:
         state.update(data)
         return state.digest()
 
+    def lookup(self, key: str) -> VerifiedKey | None:
+        """:meth:`get` the entry for a presented key, in one call: the per-request path."""
+        if not self._entries:
+            return None  # empty or disabled: no digest to compute
+        try:
+            data = key.encode()
+        except UnicodeEncodeError:
+            return self.get(self.digest(key))
+        # digest(), inlined: this runs on every validation.
+        state = self._digest_base.copy()
+        state.update(data)
+        return self.get(state.digest())
+
     def get(self, digest: bytes) -> VerifiedKey | None:
         """Return the fresh entry for ``digest``, dropping it if stale or expired."""
         entry = self._entries.get(digest)

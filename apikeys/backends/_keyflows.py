@@ -57,11 +57,9 @@ def cached_verification(
     """
     if not isinstance(secret, str) or len(secret) > max_length:
         raise InvalidKeyError()
-    if not cache.enabled:
-        return None
-    verified = cache.get(cache.digest(secret))
-    if verified is None:
-        return None
+    verified = cache.lookup(secret)
+    if verified is None or not required_scopes:
+        return verified
     return check_scopes(verified, required_scopes)
 
 

@@ -821,7 +821,8 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
 
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
-        required = required_scopes_of(required_scopes)
+        # No call for the usual () (what every integration passes when a route needs no scope).
+        required = () if required_scopes == () else required_scopes_of(required_scopes)
         checked = self._before_io(secret, required)
         if isinstance(checked, VerifiedKey):
             return checked
@@ -905,7 +906,8 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
         self, secret: str, *, required_scopes: Iterable[str] = ()
     ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
-        required = required_scopes_of(required_scopes)
+        # No call for the usual () (what every integration passes when a route needs no scope).
+        required = () if required_scopes == () else required_scopes_of(required_scopes)
         checked = self._before_io(secret, required)
         if isinstance(checked, VerifiedKey):
             return checked

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -270,6 +270,34 @@ def test_digests_of_lone_surrogates_do_not_raise() -> None:
     cache = VerificationCache()
     assert cache.digest("\ud800") != cache.digest("\udfff")
     assert cache.digest("apk_\ud800") != cache.digest("apk_")
+
+
+@given(key=st.text(max_size=80))
+def test_lookup_answers_as_get_of_the_digest(key: str) -> None:
+    clock = FakeClock()
+    cache = VerificationCache(ttl=10, clock=clock)
+    assert cache.lookup(key) is None  # empty: nothing to find
+    entry = verified()
+    cache.put(cache.digest(key), entry)
+    assert cache.lookup(key) is entry is cache.get(cache.digest(key))
+    assert cache.lookup(key + "x") is None
+    clock.advance(10)
+    assert cache.lookup(key) is None
+    assert len(cache) == 0  # the stale entry was dropped by the lookup
+
+
+def test_lookup_of_lone_surrogates_finds_their_entry() -> None:
+    cache = VerificationCache()
+    entry = verified()
+    cache.put(cache.digest("apk_\ud800"), entry)
+    assert cache.lookup("apk_\ud800") is entry
+    assert cache.lookup("apk_\udfff") is None
+
+
+def test_lookup_in_a_disabled_cache_finds_nothing(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=0, clock=clock)
+    cache.put(cache.digest("key"), verified())
+    assert cache.lookup("key") is None
 
 
 def test_entries_are_not_shared_between_instances(clock: FakeClock) -> None:

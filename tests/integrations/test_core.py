@@ -251,10 +251,10 @@ NEAR_KEYS = st.one_of(
     st.text(alphabet=st.characters(max_codepoint=255), max_size=20),
     st.builds(
         lambda scheme, gap, token, tail: f"{scheme}{gap}{token}{tail}",
-        st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "", "Bearer\t"]),
+        st.sampled_from(["Bearer", "bearer", "BEARER", "BeaRer", "Basic", "", "Bearer\t"]),
         st.sampled_from(["", " ", "\t", "  "]),
         st.one_of(TOKENS, st.text(alphabet=st.characters(max_codepoint=255), max_size=8)),
-        st.sampled_from(["", " ", "\r\n", "\x00", "é"]),
+        st.sampled_from(["", " ", "\r\n", "\x00", "\x7f", "é"]),
     ),
     st.integers(MAX_CREDENTIAL_LENGTH - 2, MAX_CREDENTIAL_LENGTH + 2).map(
         lambda size: "Bearer " + "k" * size
