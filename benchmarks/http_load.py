@@ -23,6 +23,7 @@ import contextlib
 import http.client
 import math
 import os
+import random
 import re
 import shutil
 import socket
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +116,41 @@ class HttpResult:
             return float(statistics.median(self.protected_over_noop))
         return None if self.noop_rps is None else self.protected_rps / self.noop_rps
 
+    @property
+    def kept_interval(self) -> tuple[float, float] | None:
+        """A bootstrap 95% interval of :attr:`kept`: how far the rounds' noise leaves it open."""
+        return median_interval(self.protected_over_open)
+
+    @property
+    def kept_over_noop_interval(self) -> tuple[float, float] | None:
+        """A bootstrap 95% interval of :attr:`kept_over_noop`."""
+        return median_interval(self.protected_over_noop)
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
-        return {**asdict(self), "kept": self.kept, "kept_over_noop": self.kept_over_noop}
+        return {
+            **asdict(self),
+            "kept": self.kept,
+            "kept_over_noop": self.kept_over_noop,
+            "kept_interval": self.kept_interval,
+            "kept_over_noop_interval": self.kept_over_noop_interval,
+        }
+
+
+def median_interval(
+    ratios: Sequence[float], *, resamples: int = 4000, seed: int = 2026
+) -> tuple[float, float] | None:
+    """A percentile-bootstrap 95% interval of the median of ``ratios``; ``None`` under 3 rounds.
+
+    Seeded, so the same rounds always give the same interval.
+    """
+    if len(ratios) < 3:
+        return None
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    return medians[int(0.025 * resamples)], medians[math.ceil(0.975 * resamples) - 1]
 
 
 def _pinning() -> tuple[list[str], list[str]]:
@@ -332,7 +366,7 @@ def measure_http(
     return results
 
 
-__all__ = ["SERVERS", "HttpResult", "measure_http", "parse_wrk"]
+__all__ = ["SERVERS", "HttpResult", "measure_http", "median_interval", "parse_wrk"]
 
 
 def _asgi_caller(app: Any, key: str, loop: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,14 @@ import pytest
 from benchmarks import compare
 from benchmarks.apikeys_sqlite import COMPONENTS
 from benchmarks.harness import CaseResult
-from benchmarks.http_load import ROUTES, HttpResult, _ratios, measure_in_process, parse_wrk
+from benchmarks.http_load import (
+    ROUTES,
+    HttpResult,
+    _ratios,
+    measure_in_process,
+    median_interval,
+    parse_wrk,
+)
 
 pytestmark = pytest.mark.sqlalchemy
 
@@ -216,3 +224,32 @@ def test_kept_is_the_median_of_the_rounds_own_ratios() -> None:
     unpaired = HttpResult("x", 1000.0, 800.0, 1, 2, 3, 4, 1, 2, 16, noop_rps=1600.0)
     assert unpaired.kept == 0.8 and unpaired.kept_over_noop == 0.5
     assert paired.as_dict()["kept"] == 0.9
+
+
+def test_the_interval_of_kept_brackets_the_median_and_narrows_with_rounds() -> None:
+    assert median_interval([0.9, 0.8]) is None  # too few rounds to say anything
+    few = [0.8, 0.95, 0.9, 1.0, 0.85]
+    interval = median_interval(few)
+    assert interval is not None
+    low, high = interval
+    assert min(few) <= low <= statistics.median(few) <= high <= max(few)
+    assert median_interval(few) == interval  # seeded: the same rounds, the same interval
+    many = few * 8
+    many_low, many_high = median_interval(many) or (0.0, 1.0)
+    assert many_high - many_low < high - low
+    assert median_interval([0.9] * 5) == (0.9, 0.9)
+
+
+def test_a_result_carries_its_intervals_into_the_record_and_the_page() -> None:
+    ratios = (0.95, 0.91, 0.93, 0.97, 0.92)
+    served = HttpResult("x", 1000.0, 930.0, 1, 2, 3, 4, 5, 2, 16, protected_over_open=ratios)
+    record = served.as_dict()
+    assert record["kept_interval"] == served.kept_interval == median_interval(ratios)
+    assert record["kept_over_noop_interval"] is None
+    low, high = record["kept_interval"]
+    cell = compare._kept(record)
+    assert cell.startswith(f"{served.kept:.0%} [") and f"{low:.0%}–{high:.0%}" in cell
+    assert compare._kept({**record, "kept_interval": None}) == f"{served.kept:.0%}"
+    checks = compare.ratio_checks([], None, None, [record])
+    assert [check.measured for check in checks] == [served.kept]
+    assert f"95% interval {low:.0%}–{high:.0%}" in checks[0].target
