@@ -125,7 +125,7 @@ def flask_app() -> Any:
 
 
 def django_app() -> Any:
-    """Django (WSGI) with minimal settings; ``@require_api_key`` on the view."""
+    """Django (WSGI) with minimal settings (CommonMiddleware alone); ``@require_api_key`` on the view."""
     import django
     from django.conf import settings
     from django.core.wsgi import get_wsgi_application
@@ -138,7 +138,10 @@ def django_app() -> Any:
         ROOT_URLCONF="benchmarks.http_apps_django_urls",
         DATABASES={},
         INSTALLED_APPS=[],
-        MIDDLEWARE=[],
+        # CommonMiddleware (in every project startproject creates) sets
+        # Content-Length; without it waitress answers chunked with
+        # "Connection: close", and every request would pay a new connection.
+        MIDDLEWARE=["django.middleware.common.CommonMiddleware"],
         APIKEYS={"BACKEND": _backend()},
     )
     django.setup()

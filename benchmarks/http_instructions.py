@@ -71,7 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,9 +82,9 @@ from benchmarks.http_load import (
     ROOT,
     ROUTES,
     SERVERS,
-    _free_port,
     _issue_key,
-    _wait_until_serving,
+    request_ok,
+    serving,
 )
 from benchmarks.report import _git_commit
 
@@ -207,18 +207,6 @@ def valgrind_version() -> str | None:
     return completed.stdout.strip() or None
 
 
-def request_ok(connection: http.client.HTTPConnection, route: str, key: str) -> None:
-    """``GET /<route>`` with ``key`` as a bearer token; a RuntimeError unless it answers 200.
-
-    The error names the route and the status, never the key.
-    """
-    connection.request("GET", "/" + route, headers={"Authorization": f"Bearer {key}"})
-    response = connection.getresponse()
-    response.read()
-    if response.status != 200:
-        raise RuntimeError(f"/{route} answered {response.status}, not 200")
-
-
 def _control(control: str, option: str, pid: int) -> None:
     completed = subprocess.run(
         [control, option, str(pid)], capture_output=True, text=True, timeout=120, check=False
@@ -279,37 +267,14 @@ def _dumped_threads(control: str, pid: int, output: Path) -> dict[int, int]:
     return counts
 
 
-@contextlib.contextmanager
 def _server_under_callgrind(
     framework: str, python: str, environment: Mapping[str, str], output: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Start ``framework``'s server under callgrind; yield it and its port; stop it."""
+) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
+    """Serve ``framework`` under callgrind (see :func:`benchmarks.http_load.serving`)."""
     valgrind, _ = _callgrind_tools()
-    port = _free_port()
-    arguments = [part.replace("{port}", str(port)) for part in SERVERS[framework]]
-    server = subprocess.Popen(
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--separate-threads=yes",
-            f"--callgrind-out-file={output}",
-            python,
-            *arguments,
-        ],
-        cwd=ROOT,
-        env={**environment},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_until_serving(port, server, timeout=STARTUP_TIMEOUT_S)
-        yield server, port
-    finally:
-        server.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=30)
-        server.kill()  # nothing to do if it has stopped
-        server.wait()
+    prefix = [valgrind, "--tool=callgrind", "--separate-threads=yes",
+              f"--callgrind-out-file={output}"]  # fmt: skip
+    return serving(framework, environment, python=python, prefix=prefix, timeout=STARTUP_TIMEOUT_S)
 
 
 def _measure_framework(

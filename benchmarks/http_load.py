@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,38 @@ def _wait_until_serving(port: int, process: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError("the server did not answer in time")
 
 
+def request_ok(connection: http.client.HTTPConnection, route: str, key: str) -> None:
+    """``GET /<route>`` with ``key`` as a bearer token; a RuntimeError unless it
+    answers 200 and keeps the connection open.
+
+    wrk and the instruction counter reuse their connections: a server that
+    closes one after each answer (waitress does, for a response with no
+    ``Content-Length``: Django's without ``CommonMiddleware``) makes every
+    request pay a new connection, and a benchmark of it measures TCP set-up.
+    The error names the route and the status, never the key.
+    """
+    connection.request("GET", "/" + route, headers={"Authorization": f"Bearer {key}"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise RuntimeError(f"/{route} answered {response.status}, not 200")
+    if response.will_close:
+        raise RuntimeError(
+            f"/{route} closed the connection after its answer (no Content-Length?):"
+            " every request would pay a new connection"
+        )
+
+
+def check_answers(port: int, routes: Sequence[str], key: str) -> None:
+    """:func:`request_ok` on every route, twice, over one connection."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        for route in (*routes, *routes):
+            request_ok(connection, route, key)
+    finally:
+        connection.close()
+
+
 def _latency_us(text: str, label: str) -> float:
     match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
     if match is None:
@@ -278,6 +310,40 @@ def _issue_key(path: Path) -> str:
         manager.close()
 
 
+@contextlib.contextmanager
+def serving(
+    framework: str,
+    environment: Mapping[str, str],
+    *,
+    python: str = sys.executable,
+    prefix: Sequence[str] = (),
+    timeout: float = 30,
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Serve ``framework`` (:data:`SERVERS`) on a free loopback port; yield the process and port.
+
+    ``prefix`` goes before the Python command line (``taskset``, ``valgrind``).
+    The server is stopped on the way out, killed if it does not stop.
+    """
+    port = _free_port()
+    arguments = [part.replace("{port}", str(port)) for part in SERVERS[framework]]
+    server = subprocess.Popen(
+        [*prefix, python, *arguments],
+        cwd=ROOT,
+        env=dict(environment),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_serving(port, server, timeout=timeout)
+        yield server, port
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=30)
+        server.kill()  # nothing to do if it has stopped
+        server.wait()
+
+
 def measure_http(
     *,
     duration: int = 4,
@@ -299,17 +365,11 @@ def measure_http(
         key = _issue_key(database)
         environment = {**os.environ, "APIKEYS_BENCH_BACKEND": f"sqlite:///{database}"}
         for framework in frameworks:
-            port = _free_port()
-            arguments = [part.replace("{port}", str(port)) for part in SERVERS[framework]]
-            server = subprocess.Popen(
-                [*server_prefix, python, *arguments],
-                cwd=ROOT,
-                env=environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                _wait_until_serving(port, server, timeout=30)
+            with serving(framework, environment, python=python, prefix=server_prefix) as (
+                server,
+                port,
+            ):
+                check_answers(port, ROUTES[framework], key)
                 # Untimed: the first validation (a cache miss: a read, argon2, a
                 # last_used_at write) and the servers' own warm-up.
                 _load(wrk, f"http://{HOST}:{port}/protected", key, 1, connections)
@@ -354,19 +414,21 @@ def measure_http(
                         protected_over_noop=_ratios(figures, "protected", "noop"),
                     )
                 )
-            finally:
-                server.terminate()
-                try:
-                    server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return results
 
 
-__all__ = ["SERVERS", "HttpResult", "measure_http", "median_interval", "parse_wrk"]
+__all__ = [
+    "SERVERS",
+    "HttpResult",
+    "check_answers",
+    "measure_http",
+    "median_interval",
+    "parse_wrk",
+    "request_ok",
+    "serving",
+]
 
 
 def _asgi_caller(app: Any, key: str, loop: Any) -> Any:

@@ -11,6 +11,7 @@ smoke test runs there, in a child process, and is skipped without it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -25,11 +26,15 @@ from benchmarks.apikeys_sqlite import COMPONENTS
 from benchmarks.harness import CaseResult
 from benchmarks.http_load import (
     ROUTES,
+    SERVERS,
     HttpResult,
+    _issue_key,
     _ratios,
+    check_answers,
     measure_in_process,
     median_interval,
     parse_wrk,
+    serving,
 )
 
 pytestmark = pytest.mark.sqlalchemy
@@ -206,6 +211,22 @@ def test_in_process_costs_cover_every_route(
     costs = measure_in_process(framework, requests=3, rounds=2)
     assert set(costs) == set(ROUTES[framework])
     assert all(cost > 0 for cost in costs.values())
+
+
+@pytest.mark.parametrize("framework", sorted(SERVERS))
+def test_every_server_answers_each_route_and_keeps_its_connection(
+    framework: str, tmp_path: Path
+) -> None:
+    # The server and command line wrk loads, on loopback: a 200 on every route
+    # with a key, over one kept-alive connection (a server that closes it would
+    # have the benchmark measure new connections instead of the routes).
+    database = tmp_path / "keys.sqlite3"
+    key = _issue_key(database)
+    environment = {**os.environ, "APIKEYS_BENCH_BACKEND": f"sqlite:///{database}"}
+    with serving(framework, environment) as (server, port):
+        check_answers(port, ROUTES[framework], key)
+        assert server.poll() is None
+    assert server.poll() is not None  # stopped on the way out
 
 
 def test_kept_is_the_median_of_the_rounds_own_ratios() -> None:

@@ -129,13 +129,23 @@ def test_a_missing_valgrind_is_named_with_its_install_command(
 
 
 @contextlib.contextmanager
-def _answering(status: int) -> Iterator[http.client.HTTPConnection]:
-    """A real loopback server answering every GET with ``status``; a connection to it."""
+def _answering(status: int, *, content_length: bool = True) -> Iterator[http.client.HTTPConnection]:
+    """A real loopback HTTP/1.1 server answering every GET with ``status``; a connection to it.
+
+    Without ``content_length`` it closes the connection after each answer, as
+    waitress does for a response with no length.
+    """
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            if content_length:
+                self.send_header("Content-Length", "0")
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -167,6 +177,18 @@ def test_a_200_is_accepted() -> None:
     with _answering(200) as connection:
         for _ in range(3):  # keep-alive: the same connection serves them all
             http_instructions.request_ok(connection, "open", "sk_test_key")
+        assert connection.sock is not None  # still the first connection, open
+
+
+def test_a_server_that_closes_each_connection_is_refused() -> None:
+    key = "sk_test_secret_never_shown"
+    with (
+        _answering(200, content_length=False) as connection,
+        pytest.raises(RuntimeError) as refused,
+    ):
+        http_instructions.request_ok(connection, "protected", key)
+    assert "/protected closed the connection" in str(refused.value)
+    assert key not in str(refused.value)
 
 
 def test_the_total_is_read_from_the_dump_summary() -> None:
