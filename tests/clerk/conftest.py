@@ -23,7 +23,8 @@ from apikeys.testing import FakeClerk
 from tests.contract.conftest import SyncFacade
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = REPO_ROOT.parent / "shared" / "clerk" / "2026-05-12.yml"
+SPEC_PATH = Path(__file__).resolve().parent / "spec" / "2026-05-12.yml"
+SPEC_SHA256 = "75df3a43fcb2d9fc4467a23c717714f5228aa3267b0930ba34612728365fd8f2"
 PRISM_SCRIPT = Path(__file__).resolve().parent / "prism.sh"
 PRISM_START_SECONDS = 90
 
@@ -98,12 +99,9 @@ def twin(make_twin: Callable[..., Twin]) -> Twin:
 
 @functools.cache
 def load_spec() -> dict[str, Any]:
-    """Clerk's official OpenAPI spec, from ``../shared/clerk/`` beside the repository."""
+    """Clerk's official OpenAPI spec, vendored in ``tests/clerk/spec/``."""
     if not SPEC_PATH.is_file():
-        pytest.fail(
-            f"Clerk's OpenAPI spec is missing: expected it at {SPEC_PATH}"
-            " (the shared/clerk folder next to the repository checkout)"
-        )
+        pytest.fail(f"Clerk's OpenAPI spec is missing: expected it at {SPEC_PATH}")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster on 20k lines
     spec: dict[str, Any] = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     return spec

@@ -1,4 +1,4 @@
-"""Conformance with Clerk's official OpenAPI spec (``../shared/clerk/2026-05-12.yml``).
+"""Conformance with Clerk's official OpenAPI spec (``tests/clerk/spec/2026-05-12.yml``).
 
 Every request the managers send is checked against the spec's request body
 and parameter schemas; every example answer the spec gives (assembled from
@@ -9,6 +9,7 @@ the real API unnoticed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from apikeys import ExpiredKeyError, InvalidInputError
 from apikeys.backends._clerk import error_details, parse_key_object, to_api_key, to_verified
 from apikeys.backends.clerk import ClerkKeyManager
 from apikeys.testing import FakeClerk
-from tests.clerk.conftest import load_spec
+from tests.clerk.conftest import REPO_ROOT, SPEC_PATH, SPEC_SHA256, load_spec
 
 pytestmark = pytest.mark.clerk
 
@@ -359,3 +360,14 @@ def test_example_answers_drive_every_operation(clerk_spec: dict[str, Any]) -> No
     with pytest.raises(ExpiredKeyError):  # its example expiry is in 1970
         manager.validate_api_key("ak_" + "A" * 44)
     manager.http_client.close()
+
+
+def test_the_vendored_spec_is_the_unmodified_upstream_file() -> None:
+    """The spec lives in the repository, byte for byte as Clerk published it.
+
+    The tests read nothing outside the repository, so a clone with nothing
+    beside it runs them; the digest keeps a local edit from passing as Clerk's.
+    """
+    assert SPEC_PATH.resolve().is_relative_to(REPO_ROOT)
+    assert hashlib.sha256(SPEC_PATH.read_bytes()).hexdigest() == SPEC_SHA256
+    assert (SPEC_PATH.parent / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
