@@ -1,11 +1,12 @@
 # Two entry points, each setting up what it needs in .venv first:
 #   make demo   the embedded SQLite demo
-#   make test   lint, type check and the whole test suite
+#   make test   lint, type check, the docs site and the whole test suite
+#   make docs   build the docs site into site/ (strict: a warning fails)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup-demo setup-test lint typecheck pytest bench clean
+.PHONY: demo test setup-demo setup-test lint typecheck docs pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,7 @@ demo: setup-demo
 	$(BIN)/apikeys demo
 
 setup-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
 	@# Prism (from npm) serves Clerk's OpenAPI spec for the Clerk conformance tests.
 	@if command -v npm >/dev/null 2>&1; then sh tests/clerk/prism.sh >/dev/null; \
 	else echo "npm not found: the Clerk mock-server (Prism) tests will be skipped"; fi
@@ -30,12 +31,16 @@ lint: setup-test
 typecheck: setup-test
 	$(BIN)/mypy
 
+# The docs site (MkDocs, Material theme, API reference from the docstrings); open site/index.html.
+docs: setup-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 pytest: setup-test
 	@status=0; $(BIN)/pytest || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; \
 	exit $$status
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 # Benchmarks run in their own environment (benchmarks/.venv): the peers they are
 # compared with are benchmark-only dependencies, never the project's. wrk loads
@@ -52,4 +57,4 @@ bench:
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site
