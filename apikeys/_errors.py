@@ -169,15 +169,17 @@ class MissingDependencyError(ConfigurationError, ImportError):
 
     code = "missing_dependency"
 
-    def __init__(self, package: str, extra: str) -> None:
+    def __init__(self, package: str, extra: str, hint: str = "") -> None:
         self.package = package
         self.extra = extra
-        super().__init__(f"{package} is required for this feature: pip install 'apikeys[{extra}]'")
+        self.hint = hint
+        message = f"{package} is required for this feature: pip install 'apikeys[{extra}]'"
+        super().__init__(f"{message}; {hint}" if hint else message)
 
-    def __reduce__(self) -> tuple[type[MissingDependencyError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[MissingDependencyError], tuple[str, str, str]]:
         # Exceptions unpickle as cls(*self.args), i.e. cls(message), which this
         # __init__ does not accept; rebuild from what it does.
-        return type(self), (self.package, self.extra)
+        return type(self), (self.package, self.extra, self.hint)
 
 
 class BackendUnavailableError(APIKeysError):

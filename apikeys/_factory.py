@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any, cast
 
 from apikeys._config import Settings, load_settings
-from apikeys._errors import ConfigurationError
+from apikeys._errors import ConfigurationError, MissingDependencyError
 from apikeys._protocols import AsyncKeyManager, KeyManager
 
 DEFAULT_BACKEND_URL = "clerk://"
@@ -104,12 +104,30 @@ def _build(manager_class: Any, url: str, settings: Settings) -> Any:
     return from_settings(url, settings)
 
 
-def _resolve(url: str | None, options: dict[str, Any]) -> tuple[str, Settings]:
+_DEFAULT_BACKEND_HINT = (
+    "no backend is configured, so the default, Clerk (clerk://), was chosen;"
+    " for keys in a local database set APIKEYS_BACKEND=sqlite:///apikeys.db"
+    " (or pass the URL) with apikeys[sqlalchemy] installed"
+)
+
+
+def _manager_class(
+    url: str | None, options: dict[str, Any], *, asynchronous: bool
+) -> tuple[Any, str, Settings]:
+    """The class configuration selects, with the URL chosen and the settings read."""
     settings = load_settings(**options)
     chosen = url or settings.backend
-    if chosen is None:
-        chosen = DEFAULT_BACKEND_URL
-    return chosen, settings
+    try:
+        return (
+            resolve_backend_class(chosen or DEFAULT_BACKEND_URL, asynchronous=asynchronous),
+            chosen or DEFAULT_BACKEND_URL,
+            settings,
+        )
+    except MissingDependencyError as exc:
+        if chosen is not None:
+            raise
+        # Nobody asked for Clerk: say it is the default, and what the local choice is.
+        raise MissingDependencyError(exc.package, exc.extra, _DEFAULT_BACKEND_HINT) from exc
 
 
 def create_key_manager(url: str | None = None, **options: Any) -> KeyManager:
@@ -126,15 +144,13 @@ def create_key_manager(url: str | None = None, **options: Any) -> KeyManager:
         >>> manager.validate_api_key(new.secret).user_id
         'user_1'
     """
-    chosen, settings = _resolve(url, options)
-    manager_class = resolve_backend_class(chosen, asynchronous=False)
+    manager_class, chosen, settings = _manager_class(url, options, asynchronous=False)
     return cast(KeyManager, _build(manager_class, chosen, settings))
 
 
 def create_async_key_manager(url: str | None = None, **options: Any) -> AsyncKeyManager:
     """Build the async manager configuration asks for (see :func:`create_key_manager`)."""
-    chosen, settings = _resolve(url, options)
-    manager_class = resolve_backend_class(chosen, asynchronous=True)
+    manager_class, chosen, settings = _manager_class(url, options, asynchronous=True)
     return cast(AsyncKeyManager, _build(manager_class, chosen, settings))
 
 

@@ -370,6 +370,51 @@ def test_a_missing_extra_names_the_install_command(blocked: str) -> None:
     assert blocked in message
 
 
+@pytest.mark.parametrize("factory", ["create_key_manager", "create_async_key_manager"])
+@pytest.mark.parametrize("configured", [None, "clerk://"])
+def test_without_httpx_the_default_backend_says_it_is_the_default(
+    factory: str, configured: str | None
+) -> None:
+    # Someone who installed only apikeys[sqlalchemy] and configured nothing must learn
+    # that Clerk is merely the default, and what the local choice is.
+    code = textwrap.dedent(
+        f"""\
+        import os, sys
+        os.environ.pop("APIKEYS_BACKEND", None)
+        sys.modules["httpx"] = None
+        import apikeys
+        try:
+            apikeys.{factory}({configured!r})
+        except apikeys.MissingDependencyError as exc:
+            print(exc.extra, exc, sep="|")
+        """
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    extra, message = result.stdout.strip().split("|")
+    assert extra == "clerk"
+    assert "pip install 'apikeys[clerk]'" in message
+    if configured is None:
+        assert "default" in message
+        assert "APIKEYS_BACKEND=sqlite:///" in message
+    else:
+        # Asked for by name: the plain install hint, no talk of defaults.
+        assert "default" not in message
+
+
+def test_a_missing_dependency_error_pickles_with_its_hint() -> None:
+    import pickle
+
+    error = MissingDependencyError("httpx", "clerk", "a hint")
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert (copy.package, copy.extra, copy.hint, str(copy)) == (
+        "httpx",
+        "clerk",
+        "a hint",
+        str(error),
+    )
+
+
 def test_missing_dependency_error_is_a_configuration_error() -> None:
     assert issubclass(MissingDependencyError, ConfigurationError)
 
