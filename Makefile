@@ -2,11 +2,12 @@
 #   make demo   the embedded SQLite demo
 #   make test   lint, type check, the docs site and the whole test suite
 #   make docs   build the docs site into site/ (strict: a warning fails)
+#   make package  build the wheel and sdist, install the wheel in a fresh venv and smoke-test it
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup-demo setup-test lint typecheck docs pytest bench clean
+.PHONY: demo test setup-demo setup-test lint typecheck docs package pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +41,22 @@ pytest: setup-test
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; \
 	exit $$status
 
-test: lint typecheck docs pytest
+# What a user gets from the index: the wheel (not this checkout) in a fresh venv, run from
+# a folder outside the checkout, with the extras the examples need.
+SMOKE := build/smoke
+package: setup-test
+	rm -rf dist $(SMOKE)
+	$(BIN)/hatchling build -t wheel -t sdist
+	$(PYTHON) -m venv $(SMOKE)/venv
+	$(SMOKE)/venv/bin/python -m pip install --quiet "$$(ls dist/apikeys-*.whl)[all]"
+	mkdir -p $(SMOKE)/run
+	cd $(SMOKE)/run && ../venv/bin/apikeys demo >/dev/null && ../venv/bin/python -m apikeys --version \
+	&& ../venv/bin/python -c "import apikeys, apikeys.integrations.fastapi, apikeys.integrations.starlette, \
+	apikeys.integrations.flask, apikeys.integrations.django, apikeys.integrations.django.rest_framework, \
+	apikeys.backends.sqlalchemy, apikeys.backends.clerk, apikeys.testing; \
+	assert '/venv/' in apikeys.__file__, apikeys.__file__; print('wheel smoke test passed:', apikeys.__version__)"
+
+test: lint typecheck docs package pytest
 
 # Benchmarks run in their own environment (benchmarks/.venv): the peers they are
 # compared with are benchmark-only dependencies, never the project's. wrk loads
@@ -57,4 +73,4 @@ bench:
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site dist build
