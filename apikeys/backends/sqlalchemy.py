@@ -25,7 +25,7 @@ from collections.abc import Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from apikeys._imports import require
 
@@ -151,6 +151,22 @@ schema_version_table = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 """The schema version this database was created or migrated to."""
+
+
+
+def alembic_render_item(kind: str, item: Any, autogen_context: Any) -> str | Literal[False]:
+    """Render this backend's column types in Alembic migrations as plain SQLAlchemy types.
+
+    Pass it as ``render_item=alembic_render_item`` to both ``context.configure(...)``
+    calls of Alembic's ``env.py``. Autogenerate would otherwise write
+    ``apikeys.backends.sqlalchemy.UTCDateTime()`` into the migration without importing
+    it; the column is ``DateTime(timezone=True)`` in the database, and that is what
+    the migration needs. Anything else is left to Alembic (``False``).
+    """
+    if kind == "type" and isinstance(item, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
 
 _KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
 # Built once: the lookup runs on every cache miss, and building a statement
@@ -923,6 +939,7 @@ __all__ = [
     "AsyncSQLAlchemyKeyManager",
     "SQLAlchemyKeyManager",
     "UTCDateTime",
+    "alembic_render_item",
     "api_keys_table",
     "metadata",
     "schema_version_table",
