@@ -153,7 +153,6 @@ schema_version_table = sa.Table(
 """The schema version this database was created or migrated to."""
 
 
-
 def alembic_render_item(kind: str, item: Any, autogen_context: Any) -> str | Literal[False]:
     """Render this backend's column types in Alembic migrations as plain SQLAlchemy types.
 
@@ -261,9 +260,25 @@ class _Conflict(Exception):
     """A write hit a unique constraint or a row that changed underneath it."""
 
 
-def _database_error(exc: sa.exc.SQLAlchemyError) -> BackendUnavailableError:
+def _database_error(exc: sa.exc.SQLAlchemyError, url: sa.URL) -> BackendUnavailableError:
+    """The error a failed database call raises: 503, and, where the cause is a set-up
+    mistake an operator can fix, what it is and the fix (it reaches the logs)."""
     # The engine hides bound parameters, and the message names no value either.
-    return BackendUnavailableError(f"database unavailable ({type(exc).__name__})", retry_after=1)
+    message = f"database unavailable ({type(exc).__name__})"
+    cause = str(getattr(exc, "orig", None) or "").lower()
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.ProgrammingError):
+        if "no such table" in cause or ("relation" in cause and "does not exist" in cause):
+            message += (
+                f": the table {api_keys_table.name!r} does not exist; run your migrations, or"
+                " let the manager create it (create_schema=True, APIKEYS_CREATE_SCHEMA=true)"
+            )
+        elif url.get_backend_name() == "sqlite" and "unable to open database file" in cause:
+            # A file path is no secret; a server URL may carry a password and is never named.
+            message += (
+                f": SQLite cannot open {url.database!r}; check that its folder exists"
+                " and is writable"
+            )
+    return BackendUnavailableError(message, retry_after=1)
 
 
 def _normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
@@ -833,7 +848,7 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
         except sa.exc.IntegrityError as exc:
             raise _Conflict from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise _database_error(exc) from exc
+            raise _database_error(exc, self.engine.url) from exc
 
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
@@ -901,7 +916,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
         except sa.exc.IntegrityError as exc:
             raise _Conflict from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise _database_error(exc) from exc
+            raise _database_error(exc, self.engine.url) from exc
         except OSError as exc:  # drivers may surface socket errors unwrapped
             raise BackendUnavailableError(
                 "database unavailable (connection)", retry_after=1

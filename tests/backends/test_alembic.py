@@ -12,8 +12,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,21 +99,6 @@ def test_the_recipe_on_sqlite(tmp_path: Path) -> None:
     assert "apikeys.backends" not in generated  # nothing of ours to import
     assert "sa.DateTime(timezone=True)" in generated
     _works_on_the_migrated_schema(url)
-
-
-@pytest.fixture
-def empty_postgres_database(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the test server (the shared one holds other tests' tables)."""
-    name = f"alembic_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.mark.postgres
