@@ -13,6 +13,7 @@ settings, which must be logged once.
 from __future__ import annotations
 
 import logging
+import shlex
 import socket
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -240,3 +241,56 @@ def test_over_ipv6_a_client_counts_as_its_64_and_mapped_ipv4_as_ipv4(keys: Seede
     assert rotating == [403] * MAX_FAILURES + [429]
     assert (same_64, next_64) == (429, 200)
     assert spellings == [403] * MAX_FAILURES + [429]
+
+
+# --- the documented commands ----------------------------------------------------------------
+
+
+def documented_commands() -> list[list[str]]:
+    """The server commands of the security page's 'Behind a reverse proxy', as argv."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = page.split("### Behind a reverse proxy", 1)[1].split("\n### ", 1)[0]
+    blocks = section.split("```text\n")[1:]
+    lines = "".join(block.split("```", 1)[0] for block in blocks).replace("\\\n", " ")
+    servers = ("waitress-serve ", "uvicorn ", "gunicorn ")
+    return [shlex.split(line) for line in lines.splitlines() if line.startswith(servers)]
+
+
+def test_the_documented_commands_parse_to_the_settings_tested_here() -> None:
+    from gunicorn.config import Config
+    from uvicorn.main import main as uvicorn_command
+    from waitress.adjustments import Adjustments
+
+    parsed: list[dict[str, object]] = []
+    for server, *arguments in documented_commands():
+        if server == "waitress-serve":
+            options, _ = Adjustments.parse_args(arguments)
+            flags = ("help", "call")
+            adjustments = Adjustments(**{k: v for k, v in options.items() if k not in flags})
+            parsed.append(
+                {
+                    "clear_untrusted_proxy_headers": adjustments.clear_untrusted_proxy_headers,
+                    "trusted_proxy": adjustments.trusted_proxy,
+                    "trusted_proxy_headers": adjustments.trusted_proxy_headers,
+                }
+            )
+        elif server == "uvicorn":
+            params = uvicorn_command.make_context("uvicorn", arguments).params
+            parsed.append({key: params[key] for key in ("proxy_headers", "forwarded_allow_ips")})
+        else:
+            config = Config()
+            for name, value in vars(config.parser().parse_args(arguments)).items():
+                if name in config.settings and value is not None:
+                    config.set(name, value)
+            parsed.append({"forwarded_allow_ips": config.forwarded_allow_ips})
+    assert parsed == [
+        # apikeys resolves: waitress_serving(clear_untrusted_proxy_headers=False), ...
+        {"clear_untrusted_proxy_headers": False, "trusted_proxy": None,
+         "trusted_proxy_headers": set()},
+        {"proxy_headers": False, "forwarded_allow_ips": None},
+        {"forwarded_allow_ips": ["127.0.0.1"]},
+        # the server resolves
+        {"clear_untrusted_proxy_headers": True, "trusted_proxy": LOOPBACK,
+         "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}},
+        {"proxy_headers": True, "forwarded_allow_ips": LOOPBACK},
+    ]  # fmt: skip
