@@ -620,7 +620,7 @@ class Peer:
         if parsed is None:
             return address
         if isinstance(parsed, ipaddress.IPv6Address):
-            return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+            return f"{ipaddress.IPv6Address(int(parsed) >> 64 << 64)}/64"
         return str(parsed)
 
     @classmethod
