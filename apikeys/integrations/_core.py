@@ -82,6 +82,32 @@ _REALM_RE = re.compile(r"[ !#-\[\]-~]{1,64}")  # printable ASCII without '"' and
 _DESCRIPTION_UNSAFE_RE = re.compile(r"[^ !#-\[\]-~]")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> _Address | None:
+    """An IP address, with an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) read as IPv4."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _network(text: str) -> _Network:
+    """A network of ``trusted_proxies``; an IPv4-mapped one (``::ffff:10.0.0.0/104``) as IPv4.
+
+    Raises:
+        ValueError: ``text`` is not an address or network.
+    """
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def _environ_key(header_name: str) -> str:
@@ -179,9 +205,7 @@ class IntegrationSettings(BaseModel):
             self._client_limiter = FailureLimiter(
                 self.client_max_failures, self.client_failure_window
             )
-        self._trusted_networks = tuple(
-            ipaddress.ip_network(proxy, strict=False) for proxy in self.trusted_proxies
-        )
+        self._trusted_networks = tuple(_network(proxy) for proxy in self.trusted_proxies)
         self._header_plan = _HeaderPlan.of(self.header_names)
 
     def __eq__(self, other: object) -> bool:
@@ -267,7 +291,7 @@ class IntegrationSettings(BaseModel):
     def _check_trusted_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
         for proxy in proxies:
             try:
-                ipaddress.ip_network(proxy, strict=False)
+                _network(proxy)
             except ValueError:
                 raise ValueError(f"{proxy!r} is not an IP address or network") from None
         return proxies
@@ -573,6 +597,32 @@ class Peer:
         """Whether the request came over TLS."""
         return self.scheme.lower() in ("https", "wss")
 
+    @property
+    def limiter_key(self) -> str | None:
+        """Who the per-client limiter counts this client as, or ``None`` if unknown.
+
+        An IPv6 client counts as its ``/64`` network: one subscriber usually
+        holds at least a ``/64`` and could otherwise take a fresh address for
+        every attempt. An IPv4-mapped address (``::ffff:192.0.2.1``, what a
+        dual-stack socket reports for IPv4 clients) counts as the IPv4
+        address. Anything that is not an IP address counts as itself.
+
+        Example:
+            >>> Peer("2001:db8:1:2:aaaa::1").limiter_key
+            '2001:db8:1:2::/64'
+            >>> Peer("::ffff:192.0.2.1").limiter_key
+            '192.0.2.1'
+        """
+        address = self.address
+        if address is None:
+            return None
+        parsed = _ip(address)
+        if parsed is None:
+            return address
+        if isinstance(parsed, ipaddress.IPv6Address):
+            return f"{ipaddress.IPv6Address(int(parsed) >> 64 << 64)}/64"
+        return str(parsed)
+
     @classmethod
     def of_asgi(cls, scope: Mapping[str, Any]) -> Peer:
         """The peer of an ASGI connection: its ``client`` and ``scheme``."""
@@ -580,20 +630,26 @@ class Peer:
         return cls(str(client[0]) if client else None, str(scope.get("scheme", "http")))
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-
-
-def _is_trusted(address: str | None, networks: Sequence[_Network]) -> bool:
-    parsed = _ip(address) if address is not None and networks else None
-    return parsed is not None and any(parsed in network for network in networks)
+def _is_trusted(address: _Address | None, networks: Sequence[_Network]) -> bool:
+    return address is not None and any(address in network for network in networks)
 
 
 # Hops read from X-Forwarded-For: far more than any real proxy chain.
 _MAX_FORWARDED_HOPS = 32
+
+# Set-up problems already logged: each is a fact about the deployment, so once per process.
+_proxy_warnings_given: set[str] = set()
+_PROXY_DOCS = "see 'Behind a reverse proxy' in the apikeys security docs"
+
+
+# What an untrusted peer's X-Forwarded-For can reveal; once both are logged it is not read.
+_UNTRUSTED_PROBLEMS = frozenset({"resolved_by_server", "untrusted"})
+
+
+def _warn_once(problem: str, message: str, *args: object) -> None:
+    if problem not in _proxy_warnings_given:
+        _proxy_warnings_given.add(problem)
+        logger.warning(message + "; " + _PROXY_DOCS, *args)
 
 
 def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSettings) -> Peer:
@@ -605,9 +661,22 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
     that is not an IP address stops the walk at the proxy that reported it.
     ``X-Forwarded-Proto`` counts as HTTPS only if every value it lists is
     ``https``. Both headers are ignored unless the peer is a trusted proxy.
+    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are read as IPv4.
+
+    What the server did to these headers before the app saw them cannot be
+    undone here, so a set-up that defeats ``trusted_proxies``,
+    ``client_max_failures`` or ``require_https`` is logged once per process
+    as a WARNING on ``apikeys.integrations``: a trusted proxy's request
+    without ``X-Forwarded-For`` (the server removed it: waitress's default) or
+    without ``X-Forwarded-Proto`` while HTTPS is required; a client address
+    the server already took from ``X-Forwarded-For`` (uvicorn's default for
+    connections from 127.0.0.1); ``X-Forwarded-For`` from a peer that is not
+    a trusted proxy (an unlisted proxy makes all its clients one client).
     """
     networks = settings.trusted_networks
-    if not _is_trusted(peer.address, networks):
+    peer_ip = _ip(peer.address) if peer.address is not None else None
+    trusted = _is_trusted(peer_ip, networks)
+    if not trusted and (peer_ip is None or _proxy_warnings_given >= _UNTRUSTED_PROBLEMS):
         return peer
     hops: list[str] = []
     protocols: list[str] = []
@@ -617,6 +686,18 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
             hops += value.split(",")
         elif lowered == "x-forwarded-proto":
             protocols += [part.strip().lower() for part in value.split(",")]
+    if not trusted:
+        if hops:
+            _diagnose_untrusted_forwarding(peer_ip, hops, settings)
+        return peer
+    if not hops and settings.client_max_failures:
+        _warn_once(
+            "no_forwarded_for",
+            "apikeys: a request from trusted proxy %s carried no X-Forwarded-For, so the "
+            "per-client limit counts every client behind that proxy as one (waitress removes "
+            "the header unless started with --no-clear-untrusted-proxy-headers)",
+            peer_ip,
+        )
     address = peer.address
     for hop in reversed(hops[-_MAX_FORWARDED_HOPS:]):
         parsed = _ip(hop)
@@ -628,7 +709,42 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
     scheme = peer.scheme
     if protocols:
         scheme = "https" if all(protocol == "https" for protocol in protocols) else "http"
+    elif settings.require_https and not peer.secure:
+        _warn_once(
+            "no_forwarded_proto",
+            "apikeys: a request from trusted proxy %s carried no X-Forwarded-Proto, so "
+            "require_https refuses every key it forwards (waitress removes the header unless "
+            "started with --no-clear-untrusted-proxy-headers)",
+            peer_ip,
+        )
     return Peer(address, scheme)
+
+
+def _diagnose_untrusted_forwarding(
+    peer_ip: _Address | None, hops: list[str], settings: IntegrationSettings
+) -> None:
+    """Log why a peer that is not a trusted proxy sent ``X-Forwarded-For``, once per process."""
+    if any(_ip(hop) == peer_ip for hop in hops[-_MAX_FORWARDED_HOPS:]):
+        # The peer is one of the forwarded hops: the server replaced the
+        # proxy's address with the header's before the app was called.
+        _warn_once(
+            "resolved_by_server",
+            "apikeys: the server already took the client address %s from X-Forwarded-For "
+            "(uvicorn does for connections from --forwarded-allow-ips, 127.0.0.1 and ::1 by "
+            "default; waitress with --trusted-proxy), so per-client limits and require_https "
+            "depend on the server's proxy settings, not on trusted_proxies=%r",
+            peer_ip,
+            settings.trusted_proxies,
+        )
+    else:
+        _warn_once(
+            "untrusted",
+            "apikeys: X-Forwarded-For from %s is ignored, as it is not in trusted_proxies=%r; "
+            "if it is your reverse proxy, list it, or the per-client limit counts every client "
+            "behind it as one",
+            peer_ip,
+            settings.trusted_proxies,
+        )
 
 
 @functools.lru_cache(maxsize=16)
@@ -864,8 +980,9 @@ def credentials_flow(
         if settings.require_https and (client is None or not client.secure):
             _refuse_plain_http(credentials, settings)
         limiter = settings.client_limiter
-        if limiter is not None and client is not None and client.address is not None:
-            guard = limiter.attempt(client.address)
+        key = client.limiter_key if limiter is not None and client is not None else None
+        if limiter is not None and key is not None:
+            guard = limiter.attempt(key)
     asked_backend = False
     try:
         with guard:

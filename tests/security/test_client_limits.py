@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import logging
 import pickle
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 import apikeys
 from apikeys import KeyEvent
 from apikeys._errors import ConfigurationError, RateLimitedError
+from apikeys.integrations import _core
 from apikeys.integrations._core import (
     IntegrationSettings,
     Peer,
@@ -281,10 +283,17 @@ def test_without_a_peer_https_is_refused_and_no_client_is_limited() -> None:
 ADDRESSES = st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str)
 
 
+def _as_ipv4(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address, an IPv4-mapped one as IPv4 (as the library reads it)."""
+    address = ipaddress.ip_address(text)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped if mapped is not None else address
+
+
 @hypothesis_settings(max_examples=200, deadline=None)
 @given(
     forged=st.lists(st.text(max_size=20).filter(lambda t: "," not in t) | ADDRESSES, max_size=5),
-    client_ip=ADDRESSES.filter(lambda a: not a.startswith("10.")),
+    client_ip=ADDRESSES.filter(lambda a: _as_ipv4(a) not in ipaddress.ip_network("10.0.0.0/8")),
     proxy_hops=st.lists(st.integers(0, 255).map(lambda n: f"10.1.2.{n}"), max_size=3),
     split=st.booleans(),
 )
@@ -299,7 +308,7 @@ def test_whatever_a_client_prepends_the_proxies_own_hop_decides(
         values = [", ".join([*forged, client_ip]), ", ".join(proxy_hops)]
     headers = [("X-Forwarded-For", value) for value in values if value]
     resolved = resolve_client(headers, Peer("10.0.0.1", "http"), settings)
-    assert ipaddress.ip_address(resolved.address or "") == ipaddress.ip_address(client_ip)
+    assert ipaddress.ip_address(resolved.address or "") == _as_ipv4(client_ip)
 
 
 @pytest.mark.parametrize(
@@ -328,3 +337,130 @@ def test_settings_stay_values_though_they_carry_a_limiter() -> None:
     restored = pickle.loads(pickle.dumps(built))  # noqa: S301 (our own bytes)
     assert restored == built and restored.client_limiter is not None
     assert IntegrationSettings().client_limiter is None  # off by default
+
+
+# --- IPv6 grouping and IPv4-mapped addresses ------------------------------------------------
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(first=st.ip_addresses(v=6), second=st.ip_addresses(v=6))
+def test_an_ipv6_client_counts_as_its_64_network(
+    first: ipaddress.IPv6Address, second: ipaddress.IPv6Address
+) -> None:
+    first_key, second_key = Peer(str(first)).limiter_key, Peer(str(second)).limiter_key
+    if first.ipv4_mapped is None and second.ipv4_mapped is None:
+        assert (first_key == second_key) is (int(first) >> 64 == int(second) >> 64)
+        assert first in ipaddress.ip_network(first_key or "")
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(client=st.ip_addresses(v=4), proxy=st.ip_addresses(v=4))
+def test_an_ipv4_mapped_address_is_read_as_ipv4(
+    client: ipaddress.IPv4Address, proxy: ipaddress.IPv4Address
+) -> None:
+    mapped = f"::ffff:{client}"
+    assert Peer(mapped).limiter_key == Peer(str(client)).limiter_key == str(client)
+    # The trust check, the forwarded hop and trusted_proxies written either way.
+    for trusted in (str(proxy), f"::ffff:{proxy}"):
+        settings = IntegrationSettings(trusted_proxies=trusted)
+        for peer in (str(proxy), f"::ffff:{proxy}"):
+            resolved = resolve_client([("X-Forwarded-For", mapped)], Peer(peer), settings)
+            expected = str(proxy) if client == proxy else str(client)
+            assert resolved.address == expected
+
+
+def test_an_ipv6_client_rotating_inside_its_64_is_limited() -> None:
+    limited = IntegrationSettings(client_max_failures=2)
+    statuses = []
+    for peer in ("2001:db8::1", "2001:db8::2:3", "2001:db8::ffff:1", "::ffff:192.0.2.1"):
+        try:
+            next(authentication_flow([("X-API-Key", "é")], (), limited, peer=Peer(peer)))
+        except apikeys.APIKeysError as exc:
+            statuses.append(exc.status_code)
+    assert statuses == [403, 403, 429, 403]
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        (None, None),
+        ("testclient", "testclient"),
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::1", "::/64"),
+    ],
+)
+def test_the_limiter_key_of_a_peer(address: str | None, key: str | None) -> None:
+    assert Peer(address).limiter_key == key
+
+
+# --- set-ups that defeat the settings are logged once ---------------------------------------
+
+
+@pytest.fixture
+def proxy_warnings(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> pytest.LogCaptureFixture:
+    monkeypatch.setattr(_core, "_proxy_warnings_given", set())
+    caplog.set_level(logging.WARNING, logger="apikeys.integrations")
+    return caplog
+
+
+@pytest.mark.parametrize(
+    ("settings", "headers", "peer", "warning"),
+    [
+        (
+            IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.1"),
+            [("X-Forwarded-Proto", "https")],
+            "10.0.0.1",
+            "a request from trusted proxy 10.0.0.1 carried no X-Forwarded-For",
+        ),
+        (
+            IntegrationSettings(require_https=True, trusted_proxies="10.0.0.1"),
+            [("X-Forwarded-For", "192.0.2.1")],
+            "10.0.0.1",
+            "a request from trusted proxy 10.0.0.1 carried no X-Forwarded-Proto",
+        ),
+        (
+            IntegrationSettings(client_max_failures=3),
+            [("X-Forwarded-For", "198.51.100.2, 192.0.2.1")],
+            "192.0.2.1",
+            "the server already took the client address 192.0.2.1 from X-Forwarded-For",
+        ),
+        (
+            IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.1"),
+            [("X-Forwarded-For", "192.0.2.1")],
+            "10.0.0.2",
+            "X-Forwarded-For from 10.0.0.2 is ignored, as it is not in trusted_proxies",
+        ),
+    ],
+    ids=["no-forwarded-for", "no-forwarded-proto", "resolved-by-server", "untrusted"],
+)
+def test_a_set_up_that_defeats_the_settings_is_logged_once(
+    proxy_warnings: pytest.LogCaptureFixture,
+    settings: IntegrationSettings,
+    headers: list[tuple[str, str]],
+    peer: str,
+    warning: str,
+) -> None:
+    for _ in range(3):
+        resolve_client(headers, Peer(peer), settings)
+    messages = [record.getMessage() for record in proxy_warnings.records]
+    assert len(messages) == 1, messages
+    assert warning in messages[0]
+    assert "Behind a reverse proxy" in messages[0]
+
+
+def test_a_set_up_that_works_logs_nothing(proxy_warnings: pytest.LogCaptureFixture) -> None:
+    settings = IntegrationSettings(
+        client_max_failures=3, require_https=True, trusted_proxies="10.0.0.0/8"
+    )
+    forwarded = [("X-Forwarded-For", "192.0.2.1, 10.0.0.2"), ("X-Forwarded-Proto", "https")]
+    assert resolve_client(forwarded, Peer("10.0.0.1"), settings) == Peer("192.0.2.1", "https")
+    # A direct client without forwarded headers, and one whose connection is already HTTPS.
+    assert resolve_client([], Peer("192.0.2.7"), settings) == Peer("192.0.2.7")
+    direct = IntegrationSettings(client_max_failures=3)
+    assert resolve_client([], Peer("10.0.0.1", "https"), direct) == Peer("10.0.0.1", "https")
+    assert proxy_warnings.records == []
