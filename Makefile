@@ -48,12 +48,12 @@ package: setup-test
 	rm -rf dist $(SMOKE)
 	$(BIN)/hatchling build -t wheel -t sdist
 	$(PYTHON) -m venv $(SMOKE)/venv
-	$(SMOKE)/venv/bin/python -m pip install --quiet "$$(ls dist/apikeys-*.whl)[all]"
+	$(SMOKE)/venv/bin/python -m pip install --quiet "$$(ls dist/apikeys-*.whl)[all,examples]"
 	mkdir -p $(SMOKE)/run
 	cd $(SMOKE)/run && ../venv/bin/apikeys demo >/dev/null && ../venv/bin/python -m apikeys --version \
 	&& ../venv/bin/python -c "import apikeys, apikeys.integrations.fastapi, apikeys.integrations.starlette, \
 	apikeys.integrations.flask, apikeys.integrations.django, apikeys.integrations.django.rest_framework, \
-	apikeys.backends.sqlalchemy, apikeys.backends.clerk, apikeys.testing; \
+	apikeys.backends.sqlalchemy, apikeys.backends.clerk, apikeys.testing, uvicorn, waitress; \
 	assert '/venv/' in apikeys.__file__, apikeys.__file__; print('wheel smoke test passed:', apikeys.__version__)"
 
 test: lint typecheck docs package pytest

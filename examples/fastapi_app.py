@@ -1,7 +1,9 @@
 """A FastAPI app protected by API keys, on SQLite by default.
 
-Run it (one command; the database file is created on first use)::
+Install once, from a checkout (``pip install 'apikeys[examples]'`` from PyPI), then run it
+(one command; the database file is created on first use)::
 
+    pip install -e '.[examples]'
     python examples/fastapi_app.py            # or: uvicorn examples.fastapi_app:app
 
 Issue a first key with the command line, then call the API::

@@ -1,8 +1,9 @@
 """Django's command-line utility for the example project.
 
-Run the project from the repository root (one command; the SQLite file is
-created on first use)::
+Install once, from a checkout (``pip install 'apikeys[examples]'`` from PyPI), then run the
+project from the repository root (one command; the SQLite file is created on first use)::
 
+    pip install -e '.[examples]'
     python -m examples.django_project.manage runserver 127.0.0.1:8000
 
 or under a production WSGI server::
