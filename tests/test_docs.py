@@ -28,6 +28,8 @@ RUNNABLE_PAGES = [
     "configuration.md",
     "key-format.md",
     "backends/sqlalchemy.md",
+    "deploying.md",
+    "moving-backends.md",
 ]
 OWN_PAGES = [*RUNNABLE_PAGES, "cli.md"]
 
