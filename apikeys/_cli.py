@@ -121,6 +121,14 @@ def parse_duration(text: str) -> timedelta | None:
         raise InvalidInputError(f"duration {text!r} is too long") from None
 
 
+_EXPIRES_ACCEPTED = (
+    "a duration (90d, 12h, 2w, 1h30m), a date (2027-12-31), an ISO 8601 date-time or never"
+)
+# Options whose value may start with "-" (a negative duration is refused with a clear message,
+# rather than by argparse taking the value for an option of its own).
+_OPTIONS_WITH_SIGNED_VALUES = ("--expires", "--grace")
+
+
 def parse_expiration_arg(text: str, *, field: str = "--expires") -> Expiration:
     """Turn an ``--expires`` value into what the core accepts, checking it now.
 
@@ -133,10 +141,15 @@ def parse_expiration_arg(text: str, *, field: str = "--expires") -> Expiration:
     cleaned = text.strip()
     if cleaned.lower() == "never":
         return None
+    if cleaned[:1] in "-+" and parse_duration(cleaned[1:]) is not None:
+        raise InvalidInputError(
+            f"{field} {text!r}: a duration counts forward from now; write it without a sign",
+            field=field,
+        )
     duration = parse_duration(cleaned)
     value: Expiration = cleaned if duration is None else duration
     # Checked here too, so bad input fails before the backend is even opened.
-    parse_expiration(value, field=field)
+    parse_expiration(value, field=field, accepted=_EXPIRES_ACCEPTED)
     return value
 
 
@@ -874,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_request:  # --help, --version and usage errors
         code = exit_request.code
         return code if isinstance(code, int) else EXIT_USAGE
@@ -893,6 +906,24 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_OK
     return result
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    """Write ``--expires -5d`` as ``--expires=-5d``, so the value reaches its own check."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in _OPTIONS_WITH_SIGNED_VALUES:
+            value = next(words, None)
+            if value is not None and value.startswith("-") and value != "--":
+                joined.append(f"{word}={value}")
+                continue
+            joined.append(word)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(word)
+    return joined
 
 
 def _silence_stdout() -> None:

@@ -33,7 +33,11 @@ def _parse_date(text: str) -> date | None:
 
 
 def parse_expiration(
-    value: Expiration, *, now: datetime | None = None, field: str = "expiration"
+    value: Expiration,
+    *,
+    now: datetime | None = None,
+    field: str = "expiration",
+    accepted: str = "an ISO 8601 date or date-time",
 ) -> datetime | None:
     """Turn any accepted ``expiration`` into an aware UTC instant, or ``None``.
 
@@ -43,6 +47,9 @@ def parse_expiration(
     - ``timedelta``: that long from ``now``.
     - any other ``str``: ISO 8601 date-time (``Z`` allowed).
     - ``None``: never expires.
+
+    ``accepted`` says, in the error for an unparseable string, what the caller's
+    users may write (the command line also takes durations).
 
     Raises:
         InvalidInputError: The value is unparseable, not in the future, or
@@ -61,9 +68,7 @@ def parse_expiration(
                 text.replace("Z", "+00:00").replace("z", "+00:00")
             )
         except ValueError:
-            raise InvalidInputError(
-                f"{field} {value!r} is not an ISO 8601 date or date-time", field=field
-            ) from None
+            raise InvalidInputError(f"{field} {value!r} is not {accepted}", field=field) from None
     if isinstance(value, datetime):
         try:
             expires_at = as_utc(value)

@@ -179,9 +179,12 @@ def test_create_without_expiry_never_expires(cli: CLI) -> None:
     ("args", "message"),
     [
         (["--expires", "2001-01-01"], "--expires is in the past"),
-        (["--expires", "tomorrow"], "is not an ISO 8601 date"),
+        (["--expires", "tomorrow"], "is not a duration (90d, 12h, 2w, 1h30m), a date"),
         (["--expires", "0d"], "positive duration"),
-        (["--expires", ""], "is not an ISO 8601 date"),
+        (["--expires", ""], "is not a duration"),
+        (["--expires", "-5d"], "a duration counts forward from now; write it without a sign"),
+        (["--expires=+5d"], "write it without a sign"),
+        (["--expires", "-2027-12-31"], "is not a duration"),
         (["--expires", "99999999w"], "100 years"),
         (["--scope", "read data!"], "malformed scope 'data!'"),
         (["--scope", "*"], "malformed scope '*'"),
@@ -1479,3 +1482,21 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     assert process.returncode == EXIT_OK
     assert b"Traceback" not in stderr
     assert b"BrokenPipe" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://db.internal/app", "the database driver 'MySQLdb' for mysql is not installed"),
+        ("mssql+pyodbc://db.internal/app", "'pyodbc' for mssql is not installed"),
+    ],
+)
+def test_a_database_apikeys_does_not_ship_a_driver_for_is_not_sent_to_the_postgres_extra(
+    cli: CLI, url: str, message: str
+) -> None:
+    run = cli("list", "user_1", "--backend", url)
+
+    assert run.code == EXIT_UNAVAILABLE
+    assert message in run.err
+    assert "apikeys[postgres]'" in run.err  # named as what is tested, not as the fix
+    assert "db.internal" not in run.err

@@ -308,13 +308,30 @@ def _make_engine(url: str | sa.URL, *, asynchronous: bool, timeout: float) -> An
         create = create_async_engine if asynchronous else sa.create_engine
         return create(normalized, **_engine_options(normalized, timeout))
     except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            f"the database driver {exc.name!r} is not installed: install it"
-            " (PostgreSQL: pip install 'apikeys[postgres]')"
-        ) from None
+        raise ConfigurationError(_missing_driver_message(exc.name, url)) from None
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
         # The URL may hold a password, and so may the driver's message: name neither.
         raise ConfigurationError(f"invalid database URL ({type(exc).__name__})") from None
+
+
+# The extra that brings each tested database's drivers.
+_DRIVER_EXTRAS = {"postgresql": "postgres", "sqlite": "sqlalchemy"}
+
+
+def _missing_driver_message(module: str | None, url: str | sa.URL) -> str:
+    """Name the missing driver and, for the databases apikeys tests, the extra that has it."""
+    try:
+        backend = sa.engine.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError:
+        backend = "the database"
+    extra = _DRIVER_EXTRAS.get(backend)
+    if extra is not None:
+        return f"the database driver {module!r} is not installed: pip install 'apikeys[{extra}]'"
+    return (
+        f"the database driver {module!r} for {backend} is not installed: install the"
+        f" driver your URL names (apikeys is tested on SQLite and PostgreSQL:"
+        f" 'apikeys[sqlalchemy]', 'apikeys[postgres]')"
+    )
 
 
 def _is_memory_sqlite(url: sa.URL) -> bool:
