@@ -13,11 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from argon2 import PasswordHasher, Type
 
 from apikeys import InvalidKeyError, RevokedKeyError, VerificationCache, VerifiedKey
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
+from tests.integrations.servers import running_server, uvicorn_command
 
 pytestmark = pytest.mark.sqlalchemy
 
@@ -153,3 +155,41 @@ def test_a_validation_in_another_manager_racing_a_revocation_does_not_refill_its
     assert len(other.cache) == 0
     issuer.close()
     other.close()
+
+
+# --- Django under ASGI, configured from the environment ---------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django
+@pytest.mark.parametrize(
+    ("revoke_through", "then_through"),
+    [("async", "sync"), ("sync", "async")],
+    ids=["revoke-async-then-sync", "revoke-sync-then-async"],
+)
+def test_django_under_asgi_refuses_a_key_revoked_through_the_other_manager_at_once(
+    tmp_path: Path, revoke_through: str, then_through: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    with SQLAlchemyKeyManager(url) as seeder:
+        admin = seeder.create_api_key("u1", "admin", ["keys:*"])
+        victim = seeder.create_api_key("u1", "victim")
+    with (
+        running_server(
+            uvicorn_command, "tests.integrations.django_env_site:application", url
+        ) as base_url,
+        httpx.Client(base_url=base_url, timeout=10) as http,
+    ):
+        victim_auth = {"Authorization": f"Bearer {victim.secret}"}
+        for side in ("sync", "async"):  # both managers have it cached now (10 s)
+            reply = http.get(f"/{side}/whoami", headers=victim_auth)
+            assert (reply.status_code, reply.json()) == (200, {"user": "u1"})
+        revoked = http.delete(
+            f"/{revoke_through}/api-keys/{victim.id}",
+            headers={"Authorization": f"Bearer {admin.secret}"},
+        )
+        assert revoked.status_code in (200, 204), revoked.text
+        for side in (then_through, revoke_through):
+            refused = http.get(f"/{side}/whoami", headers=victim_auth)
+            assert refused.status_code == 403, (side, refused.text)
+            assert refused.json()["code"] == "revoked_api_key"
