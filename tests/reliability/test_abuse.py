@@ -7,9 +7,11 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
@@ -25,6 +27,7 @@ from apikeys import (
 )
 from apikeys._cache import VerificationCache
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
+from tests.integrations.servers import running_server, uvicorn_command, waitress_command
 from tests.reliability.helpers import FakeClock, wrong_secret_for
 
 pytestmark = pytest.mark.sqlalchemy
@@ -283,7 +286,7 @@ def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests(
         for thread in forgers:
             thread.join(timeout=30)
         manager.close()
-    assert refused == []
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
     assert set(flood.outcomes) == {"invalid_api_key"}
     assert sum(flood.outcomes.values()) >= FORGED
 
@@ -322,7 +325,7 @@ async def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests_async
         flood.stop.set()
         await asyncio.wait_for(asyncio.gather(*forgers), timeout=30)
         await manager.close()
-    assert refused == []
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
     assert set(flood.outcomes) == {"invalid_api_key"}
 
 
@@ -475,3 +478,59 @@ def test_a_saturated_cap_refuses_instead_of_queueing_forever(url: str) -> None:
     assert caught.value.status_code == 503
     assert manager.validate_api_key(new.secret).key_id == new.id
     manager.close()
+
+
+# --- the same flood over HTTP, against real servers -------------------------------------
+
+HTTP_FORGERS = 8
+HTTP_APPS = [
+    pytest.param(uvicorn_command, "examples.fastapi_app:app", "/protected",
+                 marks=pytest.mark.fastapi, id="fastapi-uvicorn"),
+    pytest.param(waitress_command, "examples.flask_app:app", "/protected",
+                 marks=pytest.mark.flask, id="flask-waitress"),
+    pytest.param(uvicorn_command, "tests.integrations.django_env_site:application",
+                 "/async/whoami", marks=pytest.mark.django, id="django-uvicorn"),
+]  # fmt: skip
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("command_for", "app", "route"), HTTP_APPS)
+def test_a_flood_of_forged_keys_over_http_refuses_none_of_the_holders_requests(
+    url: str,
+    command_for: Callable[[str, int], list[str]],
+    app: str,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with SQLAlchemyKeyManager(url) as seeder:
+        victim = seeder.create_api_key("u1", "victim")
+    # No cache: every request of the holder is verified afresh, as once its entry expired.
+    monkeypatch.setenv("APIKEYS_CACHE_TTL", "0")
+    flood = Flood(victim.secret)
+
+    def forger(base_url: str) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            while not flood.stop.is_set():
+                reply = http.get(route, headers={"X-API-Key": flood.key()})
+                flood.count(f"{reply.status_code} {reply.json().get('code')}")
+
+    refused: list[str] = []
+    with (
+        running_server(command_for, app, url) as base_url,
+        ThreadPoolExecutor(HTTP_FORGERS) as pool,
+        httpx.Client(base_url=base_url, timeout=30) as http,
+    ):
+        forgers = [pool.submit(forger, base_url) for _ in range(HTTP_FORGERS)]
+        try:
+            assert flood.running.wait(timeout=120)
+            for _ in range(HOLDER_CALLS):
+                reply = http.get(route, headers={"X-API-Key": victim.secret})
+                if reply.status_code != 200:
+                    refused.append(f"{reply.status_code} {reply.json().get('code')}")
+        finally:
+            flood.stop.set()
+            for future in forgers:
+                future.result(timeout=60)
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
+    assert set(flood.outcomes) == {"403 invalid_api_key"}
+    assert sum(flood.outcomes.values()) >= FORGED
