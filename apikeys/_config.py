@@ -37,6 +37,7 @@ DEFAULT_ARGON2_TIME_COST = 1
 DEFAULT_ARGON2_MEMORY_COST = 64
 DEFAULT_ARGON2_PARALLELISM = 1
 _UINT32_MAX = 2**32 - 1
+_MAX_INTERVAL_SECONDS = MAX_LIFETIME.total_seconds()
 
 _LOCK_OUT = (
     "it limited failures per key id, and a key id is public, so anyone who knew one"
@@ -63,9 +64,6 @@ def reject_removed_settings(options: Mapping[str, object], where: str = "apikeys
             raise ConfigurationError(f"the setting {name} was removed: {reason}")
     if options:
         raise TypeError(f"{where} got unexpected options: {', '.join(sorted(options))}")
-
-
-_MAX_INTERVAL_SECONDS = MAX_LIFETIME.total_seconds()
 
 
 class Settings(BaseSettings):

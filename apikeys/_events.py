@@ -8,8 +8,9 @@ in someone's hands, not a guess). Events name the key by its public id, never
 by its secret. Two ways to receive them:
 
 - stdlib :mod:`logging`, on the ``apikeys.events`` logger: ``suspicious`` and
-  ``retired_key_used`` at WARNING, ``rejected`` and the lifecycle events at INFO, ``validated`` at
-  DEBUG. Each record carries the event as ``record.apikeys_event``.
+  ``retired_key_used`` at WARNING, ``rejected`` and the lifecycle events at
+  INFO, ``validated`` at DEBUG. Each record carries the event as
+  ``record.apikeys_event``.
 - listeners: any callable taking a :class:`KeyEvent`, registered for the
   whole process with :func:`add_event_listener`.
 
