@@ -70,6 +70,7 @@ bench:
 	benchmarks/.venv/bin/python -m benchmarks
 	benchmarks/.venv/bin/python -m benchmarks.compare
 	benchmarks/.venv/bin/python -m benchmarks.timing
+	benchmarks/.venv/bin/python -m benchmarks.abuse
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions
 
 clean:

@@ -3,9 +3,10 @@
 Entries are keyed by a keyed BLAKE2b digest of the full presented key (with a
 random per-process key), so the cache never holds a secret nor anything an
 attacker could test guesses against offline. A hit still enforces the key's
-expiry; revoke, delete and rotate in this process drop the key's entries at
-once. Another process learns of a revocation when its entries age out, after
-at most ``ttl`` seconds.
+expiry; revoke, delete and rotate drop the key's entries at once from every
+cache of the process -- every manager's, sync and async alike, whichever one
+revoked. Another process learns of a revocation when its entries age out,
+after at most ``ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from apikeys._expiry import as_utc
@@ -21,6 +23,12 @@ from apikeys._models import VerifiedKey
 
 DEFAULT_CACHE_TTL = 10.0
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
+
+# Every live cache of the process, so that a revocation through one manager
+# reaches the others: two managers (the sync and async defaults, say) may hold
+# the same key. Weak references: a closed and dropped manager's cache goes.
+_every_cache: weakref.WeakSet[VerificationCache] = weakref.WeakSet()
+_every_cache_lock = threading.Lock()
 
 
 class VerificationCache:
@@ -33,6 +41,7 @@ class VerificationCache:
     """
 
     __slots__ = (
+        "__weakref__",
         "_by_key_id",
         "_clock",
         "_digest_base",
@@ -65,6 +74,8 @@ class VerificationCache:
         # Counts invalidations, so a put() racing with one can be refused.
         self._generation = 0
         self._lock = threading.Lock()
+        with _every_cache_lock:
+            _every_cache.add(self)
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +149,18 @@ class VerificationCache:
             self._by_key_id.setdefault(verified.key_id, set()).add(digest)
 
     def invalidate(self, key_id: str) -> None:
-        """Forget every entry of ``key_id`` (after revoke, delete or rotate)."""
+        """Forget every entry of ``key_id`` here and in every other cache of the process.
+
+        Called after revoke, delete or rotate: whichever manager did it, no
+        manager of the process serves the key from memory afterwards, and none
+        caches a lookup of it that started before (each cache's generation moves).
+        """
+        with _every_cache_lock:
+            caches = list(_every_cache)
+        for cache in caches:
+            cache._invalidate_here(key_id)
+
+    def _invalidate_here(self, key_id: str) -> None:
         with self._lock:
             self._generation += 1
             for digest in self._by_key_id.pop(key_id, ()):

@@ -6,9 +6,18 @@ Nothing here runs at import time: :class:`Settings` is built by the factories
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL
@@ -16,11 +25,7 @@ from apikeys._errors import ConfigurationError, InvalidInputError
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW
 from apikeys._expiry import MAX_LIFETIME
 from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
-from apikeys._ratelimit import (
-    DEFAULT_FAILURE_WINDOW,
-    DEFAULT_MAX_FAILURES_PER_KEY,
-    DEFAULT_MAX_TRACKED_KEYS,
-)
+from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
 
@@ -33,6 +38,32 @@ DEFAULT_ARGON2_MEMORY_COST = 64
 DEFAULT_ARGON2_PARALLELISM = 1
 _UINT32_MAX = 2**32 - 1
 _MAX_INTERVAL_SECONDS = MAX_LIFETIME.total_seconds()
+
+_LOCK_OUT = (
+    "it limited failures per key id, and a key id is public, so anyone who knew one"
+    " could lock its holder out; use the web integrations' client_max_failures to"
+    " limit each client, and max_concurrent_hashes to bound the work"
+)
+REMOVED_SETTINGS: dict[str, str] = {
+    "max_failures_per_key": _LOCK_OUT,
+    "failure_window": _LOCK_OUT,
+}
+"""Settings that no longer exist, with why: passing one is an error, never ignored."""
+
+
+def reject_removed_settings(options: Mapping[str, object], where: str = "apikeys") -> None:
+    """Refuse any of :data:`REMOVED_SETTINGS` (or another unknown option) in ``options``.
+
+    Raises:
+        ConfigurationError: A removed setting was given, saying why it went.
+        TypeError: Another unexpected option was given.
+    """
+    for name in options:
+        reason = REMOVED_SETTINGS.get(name.lower().removeprefix("apikeys_"))
+        if reason is not None:
+            raise ConfigurationError(f"the setting {name} was removed: {reason}")
+    if options:
+        raise TypeError(f"{where} got unexpected options: {', '.join(sorted(options))}")
 
 
 class Settings(BaseSettings):
@@ -75,25 +106,15 @@ class Settings(BaseSettings):
         allow_inf_nan=False,  # an endless wait would never fail closed
         description="Seconds for one backend call",
     )
-    max_failures_per_key: int = Field(
-        default=DEFAULT_MAX_FAILURES_PER_KEY,
-        ge=0,
-        description="Failed validations per key id in a burst before 429 (one more per"
-        " failure_window / max_failures_per_key seconds); 0 disables",
-    )
-    failure_window: float = Field(
-        default=DEFAULT_FAILURE_WINDOW,
-        gt=0,
-        allow_inf_nan=False,
-        description="Seconds for a key id's failure allowance to refill completely",
-    )
     max_concurrent_hashes: int | None = Field(
-        default=None, ge=1, description="argon2 hashes running at once; default one per CPU"
+        default=None,
+        ge=1,
+        description="argon2 hashes running at once, first come first served; default one per CPU",
     )
     max_tracked_key_ids: int = Field(
         default=DEFAULT_MAX_TRACKED_KEYS,
         ge=1,
-        description="Key ids the failure limiter and burst detector remember at most",
+        description="Key ids the burst detector remembers at most",
     )
     suspicious_failures: int = Field(
         default=DEFAULT_SUSPICIOUS_FAILURES,
@@ -114,6 +135,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("clerk_api_version", "CLERK_API_VERSION")
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_removed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            reject_removed_settings({n: v for n, v in data.items() if n in REMOVED_SETTINGS})
+        return data
+
     @field_validator("key_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -126,6 +154,13 @@ def load_settings(**options: Any) -> Settings:
     Raises:
         ConfigurationError: An option is unknown or a value is invalid.
     """
+    reject_removed_settings(
+        {name: value for name, value in options.items() if name.lower() in REMOVED_SETTINGS}
+    )
+    for name in REMOVED_SETTINGS:
+        variable = f"APIKEYS_{name.upper()}"
+        if variable in os.environ:
+            reject_removed_settings({variable: os.environ[variable]})
     try:
         return Settings(**options)
     except ValidationError as exc:

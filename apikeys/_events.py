@@ -1,13 +1,16 @@
 """Usage monitoring: what happens to keys, as events and as standard log records.
 
 Every manager reports what happens to keys -- created, validated, rejected
-(with a reason), revoked, rotated, deleted -- and a burst of failures
-against one key id as ``suspicious``. Events name the key by its public id,
-never by its secret. Two ways to receive them:
+(with a reason), revoked, rotated, deleted --, a burst of wrong secrets or
+unknown ids against one key id as ``suspicious``, and an expired or revoked
+key presented with its right secret as ``retired_key_used`` (an old key still
+in someone's hands, not a guess). Events name the key by its public id, never
+by its secret. Two ways to receive them:
 
-- stdlib :mod:`logging`, on the ``apikeys.events`` logger: ``suspicious`` at
-  WARNING, ``rejected`` and the lifecycle events at INFO, ``validated`` at
-  DEBUG. Each record carries the event as ``record.apikeys_event``.
+- stdlib :mod:`logging`, on the ``apikeys.events`` logger: ``suspicious`` and
+  ``retired_key_used`` at WARNING, ``rejected`` and the lifecycle events at
+  INFO, ``validated`` at DEBUG. Each record carries the event as
+  ``record.apikeys_event``.
 - listeners: any callable taking a :class:`KeyEvent`, registered for the
   whole process with :func:`add_event_listener`.
 
@@ -53,7 +56,14 @@ from apikeys._expiry import utcnow
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, FailureLimiter
 
 EventKind = Literal[
-    "created", "validated", "rejected", "revoked", "rotated", "deleted", "suspicious"
+    "created",
+    "validated",
+    "rejected",
+    "revoked",
+    "rotated",
+    "deleted",
+    "suspicious",
+    "retired_key_used",
 ]
 """What happened to a key."""
 
@@ -80,12 +90,16 @@ _LEVELS: dict[str, int] = {
     "rotated": logging.INFO,
     "deleted": logging.INFO,
     "suspicious": logging.WARNING,
+    "retired_key_used": logging.WARNING,
 }
 
-# Rejections that count towards a burst: attempts with a wrong secret, or with
-# a right one that should no longer be in use. Rate-limited attempts are the
-# burst itself, and an unavailable backend is not the caller's doing.
-_COUNTED_REASONS = frozenset({"invalid", "expired", "revoked"})
+# Rejections that count towards a burst: attempts with a wrong secret or an
+# unknown id, the only ones a guesser makes. Expired and revoked keys are
+# refused only to callers holding the right secret (retired_key_used), a
+# rate-limited attempt is the burst itself, and an unavailable backend is not
+# the caller's doing.
+_COUNTED_REASONS = frozenset({"invalid"})
+_RETIRED_REASONS = frozenset({"expired", "revoked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +111,8 @@ class KeyEvent:
         key_id: The key's public id; for a rejection, the id the presented key
             claims (the key may not exist), or ``None`` when it has none.
         user_id: The key's owner, when the backend knows it.
-        reason: Why a ``rejected`` event was refused.
+        reason: Why a ``rejected`` event was refused; for ``suspicious``, the
+            last failure's; for ``retired_key_used``, ``expired`` or ``revoked``.
         source: What reported it: a backend (``sqlalchemy``, ``clerk``) or an
             integration (``fastapi``, ``flask``, ``django``).
         new_key_id: For ``rotated``, the id of the replacement key.
@@ -188,6 +203,32 @@ def rejection_reason(error: BaseException) -> RejectionReason | None:
     return None
 
 
+class _OncePerWindow:
+    """Say yes for an id at most once per ``window``; remembers at most ``max_tracked`` ids."""
+
+    __slots__ = ("_clock", "_lock", "_reported", "max_tracked", "window")
+
+    def __init__(self, window: float, max_tracked: int, clock: Callable[[], float]) -> None:
+        self.window = window
+        self.max_tracked = max_tracked
+        self._clock = clock
+        # id -> when it was last said yes to, oldest first.
+        self._reported: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, key_id: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            last = self._reported.get(key_id)
+            if last is not None and now - last < self.window:
+                return False
+            self._reported.pop(key_id, None)
+            self._reported[key_id] = now
+            while len(self._reported) > self.max_tracked:
+                self._reported.popitem(last=False)
+        return True
+
+
 class BurstDetector:
     """Tell when failures against one key id come in a burst; at most once per window per id.
 
@@ -204,7 +245,7 @@ class BurstDetector:
         clock: A monotonic clock, injectable for tests.
     """
 
-    __slots__ = ("_clock", "_counter", "_lock", "_reported", "threshold", "window")
+    __slots__ = ("_counter", "_reports", "threshold", "window")
 
     def __init__(
         self,
@@ -217,26 +258,14 @@ class BurstDetector:
         self.threshold = threshold
         self.window = window
         self._counter = FailureLimiter(threshold, window, max_tracked=max_tracked, clock=clock)
-        self._clock = clock
-        # id -> when it was last reported; bounded like the counter.
-        self._reported: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self._reports = _OncePerWindow(window, max_tracked, clock)
 
     def record(self, key_id: str) -> int | None:
         """Count a failure against ``key_id``; return the burst size when it should be reported."""
         failures = self._counter.record_failure(key_id)
         if not self._counter.enabled or failures < self.threshold:
             return None
-        with self._lock:
-            now = self._clock()
-            last = self._reported.get(key_id)
-            if last is not None and now - last < self.window:
-                return None
-            self._reported.pop(key_id, None)
-            self._reported[key_id] = now
-            while len(self._reported) > self._counter.max_tracked:
-                self._reported.popitem(last=False)
-        return failures
+        return failures if self._reports.due(key_id) else None
 
 
 class EventReporter:
@@ -245,12 +274,13 @@ class EventReporter:
     Args:
         source: The reporter's name, copied into every event.
         suspicious_failures: Failures against one id that make a burst (``0``: never).
-        suspicious_window: Seconds over which they count (see :class:`BurstDetector`).
+        suspicious_window: Seconds over which they count (see :class:`BurstDetector`),
+            and the least time between two ``retired_key_used`` events of one id.
         max_tracked: Upper bound on ids the detector remembers.
         clock: A monotonic clock, injectable for tests.
     """
 
-    __slots__ = ("detector", "source")
+    __slots__ = ("detector", "retired", "source")
 
     def __init__(
         self,
@@ -265,6 +295,7 @@ class EventReporter:
         self.detector = BurstDetector(
             suspicious_failures, suspicious_window, max_tracked=max_tracked, clock=clock
         )
+        self.retired = _OncePerWindow(suspicious_window, max_tracked, clock)
 
     def report(
         self,
@@ -281,7 +312,9 @@ class EventReporter:
     def rejected(
         self, error: BaseException, *, key_id: str | None = None, user_id: str | None = None
     ) -> None:
-        """Report a refused validation and count it towards a burst.
+        """Report a refused validation; count a wrong secret towards a burst, and
+        report an expired or revoked key presented with its right secret as
+        ``retired_key_used`` (at most once per window per id).
 
         Args:
             error: What validation raised; errors that are not refusals are ignored.
@@ -297,7 +330,21 @@ class EventReporter:
             return
         if is_wanted("rejected"):
             emit(KeyEvent("rejected", key_id, user_id=user_id, reason=reason, source=self.source))
-        if key_id is None or reason not in _COUNTED_REASONS:
+        if key_id is None:
+            return
+        if reason in _RETIRED_REASONS:
+            if is_wanted("retired_key_used") and self.retired.due(key_id):
+                emit(
+                    KeyEvent(
+                        "retired_key_used",
+                        key_id,
+                        user_id=user_id,
+                        reason=reason,
+                        source=self.source,
+                    )
+                )
+            return
+        if reason not in _COUNTED_REASONS:
             return
         failures = self.detector.record(key_id)
         if failures is not None and is_wanted("suspicious"):

@@ -1,22 +1,25 @@
 """Abuse controls, free of IO: a limiter of failed attempts and a cap on concurrent work.
 
-:class:`FailureLimiter` is a token bucket per key (a key id, or a client
-address in a web integration): each failed attempt takes a token, a key with
-no token left is refused with :class:`~apikeys.RateLimitedError` until one
-grows back. It remembers at most ``max_tracked`` keys, so a flood of
-distinct keys cannot grow it without bound.
+:class:`FailureLimiter` is a token bucket per key -- a client address in a
+web integration, never a key id, which is public: each failed attempt takes a
+token, a key with no token left is refused with
+:class:`~apikeys.RateLimitedError` until one grows back. It remembers at most
+``max_tracked`` keys, so a flood of distinct keys cannot grow it without
+bound. The burst detector of :mod:`apikeys._events` counts failures per key
+id with it, to report them, never to refuse anyone.
 
 :class:`ConcurrencyCap` bounds how many threads or tasks do expensive work
 (argon2 hashing) at once, so a flood of wrong secrets queues behind the cap
-instead of taking every CPU from valid requests. Tasks wait on an
-:class:`asyncio.Semaphore` of their own event loop and never block it.
+instead of taking every CPU from valid requests; turns are given first come,
+first served, so a valid request in the queue is never overtaken by the flood.
+Tasks wait on futures of their own event loop and never block it.
 
 Example:
     >>> limiter = FailureLimiter(max_failures=3, window=60.0)
     >>> for _ in range(3):
-    ...     limiter.check("key_1")
-    ...     _ = limiter.record_failure("key_1")
-    >>> limiter.check("key_1")
+    ...     limiter.check("203.0.113.7")
+    ...     _ = limiter.record_failure("203.0.113.7")
+    >>> limiter.check("203.0.113.7")
     Traceback (most recent call last):
     ...
     apikeys._errors.RateLimitedError: Too many requests
@@ -30,7 +33,7 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -42,7 +45,7 @@ from apikeys._errors import (
     RevokedKeyError,
 )
 
-DEFAULT_MAX_FAILURES_PER_KEY = 100
+DEFAULT_MAX_FAILURES = 100
 DEFAULT_FAILURE_WINDOW = 60.0
 DEFAULT_MAX_TRACKED_KEYS = 10_000
 
@@ -54,6 +57,10 @@ def default_hash_concurrency() -> int:
 
 class FailureLimiter:
     """Allow ``max_failures`` failed attempts per key in a burst, then as many per ``window``.
+
+    A key here is whom the failures are held against: a client address, say.
+    Refusing by key id would let anyone who knows one (it is public) lock
+    its holder out.
 
     A token bucket (kept as the "theoretical arrival time" of the generic cell
     rate algorithm, one float per key): a key starts with ``max_failures``
@@ -77,7 +84,7 @@ class FailureLimiter:
 
     def __init__(
         self,
-        max_failures: int = DEFAULT_MAX_FAILURES_PER_KEY,
+        max_failures: int = DEFAULT_MAX_FAILURES,
         window: float = DEFAULT_FAILURE_WINDOW,
         *,
         max_tracked: int = DEFAULT_MAX_TRACKED_KEYS,
@@ -180,14 +187,97 @@ class FailureLimiter:
             del self._tat[oldest]
 
 
+class _FairSlots:
+    """A counting semaphore for threads that serves waiters first come, first served.
+
+    :class:`threading.Semaphore` lets a newcomer take a slot released while
+    others already wait, so under a flood a request can lose its turn again and
+    again until it times out. Here a released slot is handed to the longest
+    waiter directly, and nobody takes a free slot while someone waits.
+    """
+
+    __slots__ = ("_free", "_lock", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[threading.Event] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed a slot as the wait ran out: keep it
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()  # the slot passes on, never freed
+            else:
+                self._free += 1
+
+
+class _FairAsyncSlots:
+    """:class:`_FairSlots` for the tasks of one event loop: waiting never blocks the loop."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, timeout: float) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), timeout)
+        except asyncio.TimeoutError:
+            pass
+        except BaseException:  # cancelled: give back a slot handed over meanwhile
+            self._leave(turn)
+            raise
+        if turn.done():
+            return True
+        self._leave(turn)
+        return False
+
+    def _leave(self, turn: asyncio.Future[None]) -> None:
+        if turn.done():
+            self.release()
+        else:
+            self._waiters.remove(turn)
+            turn.cancel()
+
+    def release(self) -> None:
+        # Every call runs on the loop's thread: no lock is needed.
+        if self._waiters:
+            self._waiters.popleft().set_result(None)
+        else:
+            self._free += 1
+
+
 class ConcurrencyCap:
-    """Let at most ``limit`` threads, or tasks per event loop, in at once.
+    """Let at most ``limit`` threads, or tasks per event loop, in at once, first come first served.
 
     Args:
         limit: How many may hold the cap at once; ``None`` means one per CPU.
         timeout: Longest wait for a turn before giving up.
 
-    Waiting longer than ``timeout`` raises
+    Waiters get their turns in the order they arrived, so a valid request
+    queued behind a flood is served after the requests ahead of it, never
+    overtaken by those that come later. Waiting longer than ``timeout`` raises
     :class:`~apikeys.BackendUnavailableError` (503 with ``retry_after``): the
     server is saturated and the request is refused, never let through.
     """
@@ -200,17 +290,17 @@ class ConcurrencyCap:
             raise ValueError("limit must be >= 1 and timeout > 0")
         self.limit = limit
         self.timeout = timeout
-        self._thread_slots = threading.BoundedSemaphore(limit)
-        # One semaphore per event loop: an asyncio primitive belongs to one loop.
-        self._async_slots: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Semaphore
-        ] = weakref.WeakKeyDictionary()
+        self._thread_slots = _FairSlots(limit)
+        # Slots per event loop: futures belong to one loop.
+        self._async_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FairAsyncSlots] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
     @contextmanager
     def hold(self) -> Iterator[None]:
         """Hold a turn for the duration of the ``with`` block (threads)."""
-        if not self._thread_slots.acquire(timeout=self.timeout):
+        if not self._thread_slots.acquire(self.timeout):
             raise _saturated()
         try:
             yield
@@ -221,20 +311,18 @@ class ConcurrencyCap:
     async def hold_async(self) -> AsyncIterator[None]:
         """Hold a turn for the duration of the ``async with`` block (tasks)."""
         slots = self._slots_of(asyncio.get_running_loop())
-        try:
-            await asyncio.wait_for(slots.acquire(), self.timeout)
-        except asyncio.TimeoutError:
-            raise _saturated() from None
+        if not await slots.acquire(self.timeout):
+            raise _saturated()
         try:
             yield
         finally:
             slots.release()
 
-    def _slots_of(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    def _slots_of(self, loop: asyncio.AbstractEventLoop) -> _FairAsyncSlots:
         with self._lock:
             slots = self._async_slots.get(loop)
             if slots is None:
-                slots = self._async_slots[loop] = asyncio.Semaphore(self.limit)
+                slots = self._async_slots[loop] = _FairAsyncSlots(self.limit)
             return slots
 
 
@@ -244,7 +332,7 @@ def _saturated() -> BackendUnavailableError:
 
 __all__ = [
     "DEFAULT_FAILURE_WINDOW",
-    "DEFAULT_MAX_FAILURES_PER_KEY",
+    "DEFAULT_MAX_FAILURES",
     "DEFAULT_MAX_TRACKED_KEYS",
     "ConcurrencyCap",
     "FailureLimiter",

@@ -2,8 +2,7 @@
 
 ``python -m benchmarks.timing [--quick]`` measures ``validate_api_key`` per
 call for four inputs, on the SQLAlchemy backend over a SQLite file built with
-the backend's default settings (verification cache on, per-key failure limit
-on):
+the backend's default settings (verification cache on):
 
 (a) ``wrong_secret``: a stored key id with a wrong (well-formed) secret;
 (b) ``unknown_id``: a well-formed key, right checksum, whose id is not stored;
@@ -21,10 +20,9 @@ so the A/A interval is the noise floor of the A/B one: a difference between
 Each comparison is a difference of quantiles (median, p90, ...) with a
 percentile-bootstrap 95% interval.
 
-The per-key failure limiter stays on, as deployed: known and unknown ids each
-cycle over ``key_ids`` distinct ids, few enough failures per id that the
-limiter never refuses (the run checks it: any outcome but the expected one is
-reported and fails the run). The same runs against the async manager
+Known and unknown ids each cycle over ``key_ids`` distinct ids (the run
+checks every outcome: any but the expected one is reported and fails the
+run). The same runs against the async manager
 (``--no-async`` skips it), and against PostgreSQL when
 ``APIKEYS_BENCH_POSTGRES_URL`` (or ``--postgres URL``) names a server.
 
@@ -39,7 +37,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
 import random
 import shlex
@@ -103,8 +100,7 @@ class TimingProfile:
 
     Attributes:
         samples: Timed calls per case per target ((a) gets twice as many).
-        key_ids: Distinct key ids presented in (a), (b) and (d): enough that no
-            id nears the failure limit.
+        key_ids: Distinct key ids presented in (a), (b) and (d).
         stored: Keys in the SQLite database (the presented ones included).
         warmup: Untimed calls per case before timing.
         resamples: Bootstrap resamples per comparison.
@@ -135,7 +131,6 @@ class Target:
     flavour: str
     keys: KeySets
     stored: int
-    failure_limit: int
     server: str = ""
     """What serves the database, for the record (a version, never a URL: it may hold a password)."""
     validate_sync: Callable[[str], object] | None = None
@@ -219,18 +214,6 @@ def _streams(target: Target, samples: int) -> list[Stream]:
     return streams
 
 
-def _check_limiter_margin(target: Target, profile: TimingProfile) -> None:
-    """Refuse to run if some id could reach the failure limit: 429s would distort (a) and (b)."""
-    if target.failure_limit == 0:
-        return
-    per_id = math.ceil((2 * profile.samples + profile.warmup) / len(target.keys.wrong_secret))
-    if per_id >= target.failure_limit:
-        raise SystemExit(
-            f"{target.label}: {per_id} failures per key id would reach the limit of "
-            f"{target.failure_limit}; raise key_ids"
-        )
-
-
 async def measure(
     targets: Sequence[Target],
     profile: TimingProfile,
@@ -239,8 +222,6 @@ async def measure(
 ) -> list[Stream]:
     """Warm up, then time every call of every stream in one shuffled order."""
     streams = [stream for target in targets for stream in _streams(target, profile.samples)]
-    for target in targets:
-        _check_limiter_margin(target, profile)
     say("warming up (and writing each valid key's last_used_at once) ...")
     for stream in streams:
         warmup = len(stream.inputs) if stream.case == "cache_miss" else profile.warmup
@@ -343,7 +324,6 @@ def _target_record(
         "server": target.server,
         "stored_keys": target.stored,
         "key_ids": len(target.keys.wrong_secret),
-        "failure_limit_per_key": target.failure_limit,
         "cases": {
             stream.case: {
                 "title": CASE_TITLES[stream.case],
@@ -411,14 +391,12 @@ async def sqlite_targets(
     )
     async with AsyncExitStack() as stack:
         stack.callback(subject.close)
-        limit = subject.manager.failure_limiter.max_failures
         targets = [
             Target(
                 "sqlite",
                 "sync",
                 subject.keys,
                 profile.stored,
-                limit,
                 validate_sync=subject.validate,
                 uncached_sync=subject.validate_uncached,
             )
@@ -437,7 +415,6 @@ async def sqlite_targets(
                     "async",
                     subject.keys,
                     profile.stored,
-                    cached.failure_limiter.max_failures,
                     validate_async=cached.validate_api_key,
                     uncached_async=uncached.validate_api_key,
                 )
@@ -488,14 +465,12 @@ async def postgres_targets(
             version = connection.execute(sa.text("SHOW server_version")).scalar_one()
         server = f"PostgreSQL {version} at {manager.engine.url.host}"
         uncached = SQLAlchemyKeyManager(manager.engine, cache_ttl=0, **options)
-        limit = manager.failure_limiter.max_failures
         targets = [
             Target(
                 "postgresql",
                 "sync",
                 keys,
                 stored_count,
-                limit,
                 server,
                 validate_sync=manager.validate_api_key,
                 uncached_sync=uncached.validate_api_key,
@@ -511,7 +486,6 @@ async def postgres_targets(
                     "async",
                     keys,
                     stored_count,
-                    limit,
                     server,
                     validate_async=cached_async.validate_api_key,
                     uncached_async=uncached_async.validate_api_key,
@@ -696,8 +670,7 @@ def render_markdown(record: dict[str, Any]) -> str:
         f"{machine['sqlite']}, argon2-cffi {machine['argon2-cffi']}; apikeys at commit "
         f"`{machine['git_commit']}`",
         f"- argon2id time_cost={argon2['time_cost']}, memory_cost={argon2['memory_cost']} KiB, "
-        f"parallelism={argon2['parallelism']}; verification cache and per-key failure limit "
-        "at their defaults",
+        f"parallelism={argon2['parallelism']}; verification cache at its default",
         f"- Load average at start {machine['load_average_at_start']}, at end "
         f"{record['load_average_at_end']}; timer overhead {config['timer_overhead_ns']:.0f} ns "
         "per call (included)",

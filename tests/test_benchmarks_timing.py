@@ -163,13 +163,6 @@ def test_a_wrong_outcome_is_reported_as_a_problem(quick_run: tuple[dict[str, Any
     assert "not refused alike" in problems[1]
 
 
-def test_a_run_that_could_reach_the_failure_limit_is_refused(tmp_path: Path) -> None:
-    # One key id for 2 x 60 wrong secrets: the limiter (100 per id) would answer 429s.
-    crowded = timing.TimingProfile(samples=60, key_ids=1, stored=4, warmup=0, resamples=40)
-    with pytest.raises(SystemExit, match="raise key_ids"):
-        timing.run_timing(crowded, use_async=False, log=False)
-
-
 def test_the_caller_visible_outcome_of_each_result() -> None:
     assert timing.outcome_of(None) == timing.ACCEPTED
     assert timing.outcome_of(InvalidKeyError()) == (

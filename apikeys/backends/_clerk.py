@@ -399,9 +399,12 @@ class ClerkBase(FlowBackend):
         retry_backoff: Base of the exponential backoff, in seconds (with jitter).
         max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
             ends the attempts at once (the error carries it as ``retry_after``).
-        suspicious_failures: Refusals of one key (revoked, expired) that make a
-            ``suspicious`` event (see :mod:`apikeys._events`); ``0``: never.
-        suspicious_window: Seconds over which they count.
+        suspicious_failures: Failures against one key id that make a ``suspicious``
+            event (see :mod:`apikeys._events`); ``0``: never. Clerk names no key
+            for a wrong or unknown secret, so there is rarely an id to count.
+        suspicious_window: Seconds over which they count, and the least time
+            between two ``retired_key_used`` events (a revoked or expired key
+            presented with its right secret) of one key.
     """
 
     def __init__(

@@ -45,6 +45,7 @@ from apikeys._config import (  # noqa: E402
     DEFAULT_ARGON2_PARALLELISM,
     DEFAULT_ARGON2_TIME_COST,
     Settings,
+    reject_removed_settings,
 )
 from apikeys._errors import (  # noqa: E402
     APIKeysError,
@@ -70,13 +71,7 @@ from apikeys._keyformat import (  # noqa: E402
     validate_prefix,
 )
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
-from apikeys._ratelimit import (  # noqa: E402
-    DEFAULT_FAILURE_WINDOW,
-    DEFAULT_MAX_FAILURES_PER_KEY,
-    DEFAULT_MAX_TRACKED_KEYS,
-    ConcurrencyCap,
-    FailureLimiter,
-)
+from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap  # noqa: E402
 from apikeys._requests import (  # noqa: E402
     KEEP,
     Keep,
@@ -239,15 +234,10 @@ class _Hash:
 
 @dataclass(frozen=True, slots=True)
 class _Verify:
-    """Check a key against a stored hash (CPU-bound); the result is a bool.
-
-    ``limit_key`` is re-checked against the failure limiter once a hashing
-    turn is held, so attempts that queued while the limit was reached never hash.
-    """
+    """Check a key against a stored hash (CPU-bound); the result is a bool."""
 
     secret_hash: str
     key: str = ""
-    limit_key: str | None = None
 
     def __repr__(self) -> str:
         return "_Verify(<secret>)"
@@ -373,22 +363,19 @@ class _SQLAlchemyBase(FlowBackend):
         create_schema: bool = True,
         password_hasher: PasswordHasher | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        max_failures_per_key: int = DEFAULT_MAX_FAILURES_PER_KEY,
-        failure_window: float = DEFAULT_FAILURE_WINDOW,
         max_concurrent_hashes: int | None = None,
         max_tracked_key_ids: int = DEFAULT_MAX_TRACKED_KEYS,
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
+        **removed: object,
     ) -> None:
+        reject_removed_settings(removed, type(self).__name__)
         self.key_prefix = validate_prefix(key_prefix)
         self.cache = VerificationCache(cache_ttl, cache_max_entries)
         if last_used_interval < 0:
             raise ConfigurationError("last_used_interval must be >= 0")
         self.timeout = timeout
         try:
-            self.failure_limiter = FailureLimiter(
-                max_failures_per_key, failure_window, max_tracked=max_tracked_key_ids
-            )
             self.hash_cap = ConcurrencyCap(max_concurrent_hashes, timeout=timeout)
             self.events = EventReporter(
                 "sqlalchemy",
@@ -441,8 +428,6 @@ class _SQLAlchemyBase(FlowBackend):
             "last_used_interval": settings.last_used_interval,
             "create_schema": settings.create_schema,
             "timeout": settings.timeout,
-            "max_failures_per_key": settings.max_failures_per_key,
-            "failure_window": settings.failure_window,
             "max_concurrent_hashes": settings.max_concurrent_hashes,
             "max_tracked_key_ids": settings.max_tracked_key_ids,
             "suspicious_failures": settings.suspicious_failures,
@@ -463,8 +448,6 @@ class _SQLAlchemyBase(FlowBackend):
         return self.hasher.hash(key)
 
     def _verify(self, request: _Verify) -> bool:
-        if request.limit_key is not None:
-            self.failure_limiter.check(request.limit_key)
         try:
             return self.hasher.verify(request.secret_hash, request.key)
         except (VerificationError, InvalidHashError):
@@ -591,19 +574,19 @@ class _SQLAlchemyBase(FlowBackend):
         key_id = parsed.lookup_id  # the id the key claims (it may not exist)
         user_id: str | None = None
         try:
-            # Known and unknown ids are limited alike, so a 429 reveals nothing,
-            # and before any IO, so a limited flood costs neither query nor hash.
-            self.failure_limiter.check(key_id)
+            # Failures are never counted against the id, which anyone may know:
+            # a flood of wrong secrets for it must not lock out its holder. The
+            # hashing cap bounds what the flood costs; the web integrations
+            # can limit each client.
             # Read before the lookup: a revocation committed meanwhile must keep
             # this (possibly older) row out of the cache.
             generation = self.cache.generation
             # An unknown id gets the decoy row, and is checked against its decoy hash:
             # it costs what a wrong secret costs.
             (row,) = yield self._select_for_validation(key_id)
-            matched = yield _Verify(row["secret_hash"], secret, limit_key=key_id)
+            matched = yield _Verify(row["secret_hash"], secret)
             known = not row["decoy"]
             if not (known and matched):
-                self.failure_limiter.record_failure(key_id)
                 if known:
                     user_id = row["user_id"]
                 raise InvalidKeyError()
@@ -804,15 +787,13 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
         password_hasher: An ``argon2.PasswordHasher`` with your cost parameters.
         timeout: Longest wait, in seconds, for a database lock, a connection, or a
             hashing turn; past it the call fails with ``BackendUnavailableError``.
-        max_failures_per_key: Failed validations (wrong secret or unknown id) a key
-            id may have in a burst before every attempt for it, the right secret
-            included, gets ``RateLimitedError``; ``0`` disables. See ``docs/security.md``.
-        failure_window: Seconds for a key id's allowance to refill completely.
-        max_concurrent_hashes: argon2 hashes running at once (default: one per CPU).
-        max_tracked_key_ids: Key ids the limiter and the burst detector remember.
+        max_concurrent_hashes: argon2 hashes running at once (default: one per CPU),
+            served first come, first served. See ``docs/security.md``.
+        max_tracked_key_ids: Key ids the burst detector remembers.
         suspicious_failures: Failures against one key id per ``suspicious_window``
             reported as a ``suspicious`` event; ``0`` disables.
-        suspicious_window: Seconds over which those failures count.
+        suspicious_window: Seconds over which those failures count, and the least
+            time between two ``retired_key_used`` events of one key.
     """
 
     def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:

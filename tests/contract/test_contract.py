@@ -405,6 +405,26 @@ def test_revocation_reaches_another_manager_within_its_cache_ttl(
 
 
 @pytest.mark.capability("shared_store")
+@pytest.mark.parametrize("retire", ["revoke", "delete", "rotate"])
+def test_retiring_a_key_reaches_every_manager_of_the_process_at_once(
+    make_manager: Callable[..., SyncFacade], user_id: str, retire: str
+) -> None:
+    # Two managers of one process on one store (the sync and async defaults of a
+    # Django project under ASGI, say): each caches for the default 10 seconds.
+    issuer, other = make_manager(), make_manager()
+    new = issuer.create_api_key(user_id, "shared")
+    assert other.validate_api_key(new.secret).key_id == new.id  # now in other's cache
+    if retire == "revoke":
+        issuer.revoke_api_key(new.id)
+    elif retire == "delete":
+        issuer.delete_api_key(new.id)
+    else:
+        issuer.rotate_api_key(new.id)
+    with pytest.raises(InvalidKeyError):  # revoked, or unknown once deleted
+        other.validate_api_key(new.secret)
+
+
+@pytest.mark.capability("shared_store")
 def test_cache_disabled_sees_revocation_at_once(
     make_manager: Callable[..., SyncFacade], user_id: str
 ) -> None:

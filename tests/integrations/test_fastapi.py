@@ -463,8 +463,8 @@ def test_integrations_import_no_backend_dependency() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_backend_rate_limit_is_429_with_retry_after(seeded: Seeded) -> None:
-    manager = apikeys.create_async_key_manager(seeded.url, max_failures_per_key=2)
+def test_forged_keys_for_a_known_id_never_lock_its_holder_out(seeded: Seeded) -> None:
+    manager = apikeys.create_async_key_manager(seeded.url, cache_ttl=0)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -478,14 +478,12 @@ def test_backend_rate_limit_is_429_with_retry_after(seeded: Seeded) -> None:
     async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
         return {"user": key.user_id}
 
-    guessed = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(3)]
+    forged = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(150)]
     with TestClient(app) as client:
-        statuses = [
-            client.get("/protected", headers={"X-API-Key": key}).status_code for key in guessed
-        ]
-        limited = client.get("/protected", headers={"X-API-Key": seeded.admin.secret})
-    assert statuses == [403, 403, 429]
-    assert limited.status_code == 429
-    assert int(limited.headers["retry-after"]) >= 1
-    assert limited.json()["code"] == "rate_limited"
-    assert seeded.admin.secret not in limited.text
+        statuses = {
+            client.get("/protected", headers={"X-API-Key": key}).status_code for key in forged
+        }
+        holder = client.get("/protected", headers={"X-API-Key": seeded.admin.secret})
+    assert statuses == {403}
+    assert holder.status_code == 200
+    assert holder.json() == {"user": OWNER}

@@ -6,10 +6,12 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
@@ -21,11 +23,11 @@ from apikeys import (
     BackendUnavailableError,
     ConfigurationError,
     InvalidKeyError,
-    RateLimitedError,
     VerifiedKey,
 )
-from apikeys._ratelimit import FailureLimiter
+from apikeys._cache import VerificationCache
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
+from tests.integrations.servers import running_server, uvicorn_command, waitress_command
 from tests.reliability.helpers import FakeClock, wrong_secret_for
 
 pytestmark = pytest.mark.sqlalchemy
@@ -91,7 +93,7 @@ def hasher() -> CountingHasher:
 
 @pytest.fixture
 def manager(url: str, hasher: CountingHasher) -> Iterator[SQLAlchemyKeyManager]:
-    with SQLAlchemyKeyManager(url, password_hasher=hasher, max_failures_per_key=3) as made:
+    with SQLAlchemyKeyManager(url, password_hasher=hasher) as made:
         yield made
 
 
@@ -105,48 +107,75 @@ def refusals(manager: SQLAlchemyKeyManager, key: str, attempts: int) -> list[str
     return codes
 
 
-# --- per key id limits -------------------------------------------------------------
+# --- a key id is public: nobody can lock its holder out --------------------------------
+
+# More forged keys than the per-key-id limit this library once had (100 a minute).
+FORGED = 150
 
 
-def test_wrong_secrets_for_one_id_are_limited(manager: SQLAlchemyKeyManager) -> None:
-    new = manager.create_api_key("u1", "k")
-    wrong = wrong_secret_for(new.secret)
-    assert refusals(manager, wrong, 5) == ["invalid_api_key"] * 3 + ["rate_limited"] * 2
-    with pytest.raises(RateLimitedError) as caught:
-        manager.validate_api_key(wrong_secret_for(new.secret))  # any secret for that id
-    assert caught.value.status_code == 429
-    assert caught.value.retry_after is not None
-    assert 0 < caught.value.retry_after <= 20.0  # one token per window / max = 60 / 3
-    assert caught.value.key_id is None
-    other = manager.create_api_key("u1", "other")
-    assert manager.validate_api_key(other.secret).key_id == other.id  # other ids unaffected
-
-
-def test_unknown_ids_are_limited_exactly_like_known_ones(manager: SQLAlchemyKeyManager) -> None:
-    known = manager.create_api_key("u1", "k")
-    unknown = apikeys.generate_key().key
-    for_known = refusals(manager, wrong_secret_for(known.secret), 5)
-    for_unknown = refusals(manager, unknown, 5)
-    assert for_known == for_unknown
-
-
-def test_a_limited_id_costs_no_query_and_no_hash(
+def test_forged_keys_for_a_known_id_never_lock_out_its_holder(
     manager: SQLAlchemyKeyManager, hasher: CountingHasher
 ) -> None:
-    new = manager.create_api_key("u1", "k")
-    refusals(manager, wrong_secret_for(new.secret), 3)
+    manager.cache.ttl = 0  # every validation of the holder reads and hashes
+    victim = manager.create_api_key("u1", "k")
     hasher.reset()
-    queries = QueryCounter(manager.engine)
-    assert refusals(manager, wrong_secret_for(new.secret), 50) == ["rate_limited"] * 50
-    assert (queries.count, hasher.calls) == (0, 0)
+    assert (
+        refusals(manager, wrong_secret_for(victim.secret), FORGED) == ["invalid_api_key"] * FORGED
+    )
+    assert hasher.calls == FORGED  # each forged key costs one hash: bounded work, no refusal
+    assert manager.validate_api_key(victim.secret).key_id == victim.id
 
 
-def test_garbage_is_never_counted(manager: SQLAlchemyKeyManager) -> None:
+def test_known_and_unknown_ids_are_refused_alike(manager: SQLAlchemyKeyManager) -> None:
+    known = manager.create_api_key("u1", "k")
+    for_known = refusals(manager, wrong_secret_for(known.secret), 20)
+    for_unknown = refusals(manager, apikeys.generate_key().key, 20)
+    assert for_known == for_unknown == ["invalid_api_key"] * 20
+
+
+async def test_forged_keys_never_lock_out_the_holder_of_the_async_manager(url: str) -> None:
+    async with AsyncSQLAlchemyKeyManager(url, cache_ttl=0) as manager:
+        victim = await manager.create_api_key("u1", "k")
+        for _ in range(FORGED):
+            with pytest.raises(InvalidKeyError):
+                await manager.validate_api_key(wrong_secret_for(victim.secret))
+        assert (await manager.validate_api_key(victim.secret)).key_id == victim.id
+
+
+@pytest.mark.parametrize("name", ["max_failures_per_key", "failure_window"])
+@pytest.mark.parametrize("how", ["factory", "manager", "async-manager", "environment"])
+def test_the_removed_per_key_id_settings_are_refused_saying_why(
+    url: str, name: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build: dict[str, Callable[[], object]] = {
+        "factory": lambda: apikeys.create_key_manager(url, **{name: 3}),
+        "manager": lambda: SQLAlchemyKeyManager(url, **{name: 3}),
+        "async-manager": lambda: AsyncSQLAlchemyKeyManager(url, **{name: 3}),
+        "environment": lambda: apikeys.create_async_key_manager(url),
+    }
+    if how == "environment":
+        monkeypatch.setenv(f"APIKEYS_{name.upper()}", "3")
+    with pytest.raises(ConfigurationError) as caught:
+        build[how]()
+    assert "was removed" in caught.value.message
+    assert "lock its holder out" in caught.value.message
+    assert "client_max_failures" in caught.value.message
+
+
+def test_another_unknown_option_is_a_type_error(url: str) -> None:
+    with pytest.raises(TypeError, match="unexpected options: max_failure"):
+        SQLAlchemyKeyManager(url, max_failure=3)
+
+
+def test_garbage_is_refused_without_a_hash(
+    manager: SQLAlchemyKeyManager, hasher: CountingHasher
+) -> None:
+    hasher.reset()
     assert refusals(manager, "apk_garbage", 20) == ["invalid_api_key"] * 20
-    assert len(manager.failure_limiter) == 0
+    assert hasher.calls == 0
 
 
-def test_arbitrary_text_is_refused_and_only_keys_with_an_id_are_counted() -> None:
+def test_arbitrary_text_is_refused() -> None:
     manager = SQLAlchemyKeyManager("sqlite:///:memory:")
 
     @settings(max_examples=300, deadline=None)
@@ -160,58 +189,12 @@ def test_arbitrary_text_is_refused_and_only_keys_with_an_id_are_counted() -> Non
         )
     )
     def check(text: str) -> None:
-        manager.failure_limiter = FailureLimiter(1000, 60.0)
         with pytest.raises(InvalidKeyError) as caught:
             manager.validate_api_key(text)
         assert type(caught.value) is InvalidKeyError
-        try:
-            apikeys.parse_key(text)
-        except InvalidKeyError:
-            assert len(manager.failure_limiter) == 0  # garbage: nothing remembered
-        else:
-            assert len(manager.failure_limiter) == 1  # a well-formed unknown key: counted
 
     check()
     manager.close()
-
-
-async def test_a_limited_id_costs_the_async_manager_no_query_either(url: str) -> None:
-    hasher = CountingHasher()
-    async with AsyncSQLAlchemyKeyManager(
-        url, password_hasher=hasher, max_failures_per_key=2
-    ) as manager:
-        new = await manager.create_api_key("u1", "k")
-        for _ in range(2):
-            with pytest.raises(InvalidKeyError):
-                await manager.validate_api_key(wrong_secret_for(new.secret))
-        hasher.reset()
-        queries = QueryCounter(manager.engine.sync_engine)
-        for _ in range(20):
-            with pytest.raises(RateLimitedError):
-                await manager.validate_api_key(wrong_secret_for(new.secret))
-        assert (queries.count, hasher.calls) == (0, 0)
-
-
-def test_the_right_secret_waits_too_until_a_token_is_back(manager: SQLAlchemyKeyManager) -> None:
-    """The documented trade-off: whoever knows a key id can make its holder wait."""
-    clock = FakeClock()
-    manager.failure_limiter = FailureLimiter(3, 60.0, clock=clock)
-    new = manager.create_api_key("u1", "k")
-    refusals(manager, wrong_secret_for(new.secret), 3)
-    with pytest.raises(RateLimitedError) as caught:
-        manager.validate_api_key(new.secret)
-    assert caught.value.retry_after == pytest.approx(20.0)
-    clock.advance(20.0)
-    assert manager.validate_api_key(new.secret).key_id == new.id
-
-
-def test_a_cached_key_is_still_served_while_its_id_is_limited(
-    manager: SQLAlchemyKeyManager,
-) -> None:
-    new = manager.create_api_key("u1", "k")
-    manager.validate_api_key(new.secret)  # now cached
-    refusals(manager, wrong_secret_for(new.secret), 4)
-    assert manager.validate_api_key(new.secret).key_id == new.id
 
 
 def test_right_secret_failures_do_not_count(manager: SQLAlchemyKeyManager) -> None:
@@ -220,29 +203,9 @@ def test_right_secret_failures_do_not_count(manager: SQLAlchemyKeyManager) -> No
     assert refusals(manager, new.secret, 6) == ["revoked_api_key"] * 6
 
 
-def test_limits_come_from_settings(url: str) -> None:
-    manager = apikeys.create_key_manager(url, max_failures_per_key=1, failure_window=5)
-    key = apikeys.generate_key().key
-    with pytest.raises(InvalidKeyError):
-        manager.validate_api_key(key)
-    with pytest.raises(RateLimitedError) as caught:
-        manager.validate_api_key(key)
-    assert caught.value.retry_after == pytest.approx(5.0, abs=0.1)
-    manager.close()
-
-
-def test_limits_can_be_turned_off(url: str) -> None:
-    with SQLAlchemyKeyManager(url, max_failures_per_key=0) as manager:
-        key = apikeys.generate_key().key
-        assert set(refusals(manager, key, 30)) == {"invalid_api_key"}
-
-
 @pytest.mark.parametrize(
     "options",
     [
-        {"max_failures_per_key": -1},
-        {"failure_window": 0},
-        {"failure_window": float("nan")},
         {"max_concurrent_hashes": 0},
         {"max_tracked_key_ids": 0},
         {"suspicious_failures": -1},
@@ -256,45 +219,114 @@ def test_bad_settings_are_configuration_errors(url: str, options: dict[str, Any]
         SQLAlchemyKeyManager(url, **options)
 
 
-def test_attempts_queued_behind_the_cap_recheck_the_limit(url: str) -> None:
-    """Racing wrong secrets for one id hash at most max_failures + cap times."""
-    slow = CountingHasher(time_cost=2, memory_cost=8192)
-    manager = SQLAlchemyKeyManager(
-        url, password_hasher=slow, max_failures_per_key=3, max_concurrent_hashes=1
-    )
-    new = manager.create_api_key("u1", "k")
-    slow.reset()
-    barrier = threading.Barrier(12)
-    codes: list[str] = []
+# --- a flood of forged keys for one id, while its holder keeps calling -----------------
 
-    def attack() -> None:
-        barrier.wait()
-        try:
-            manager.validate_api_key(wrong_secret_for(new.secret))
-        except apikeys.APIKeysError as exc:
-            codes.append(exc.code)
+FORGERS = 4
+HOLDER_CALLS = 40
 
-    threads = [threading.Thread(target=attack) for _ in range(12)]
-    for thread in threads:
+
+class Flood:
+    """Forged keys for one id sent from threads or tasks, with their outcomes counted."""
+
+    def __init__(
+        self, victim_secret: str, *, on_running: Callable[[], object] | None = None
+    ) -> None:
+        self.victim_secret = victim_secret
+        self.on_running = on_running
+        self.stop = threading.Event()
+        self.outcomes: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.running = threading.Event()  # set once the flood is past the old limit
+
+    def key(self) -> str:
+        return wrong_secret_for(self.victim_secret)
+
+    def count(self, outcome: str) -> None:
+        with self.lock:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            if sum(self.outcomes.values()) >= FORGED and not self.running.is_set():
+                self.running.set()
+                if self.on_running is not None:
+                    self.on_running()
+
+
+@pytest.mark.parametrize("cache_ttl", [10.0, 0.0], ids=["cache-on", "cache-off"])
+def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests(
+    url: str, cache_ttl: float
+) -> None:
+    manager = SQLAlchemyKeyManager(url, cache_ttl=cache_ttl)
+    clock = FakeClock()
+    manager.cache = VerificationCache(cache_ttl, clock=clock)
+    victim = manager.create_api_key("u1", "victim")
+    flood = Flood(victim.secret)
+
+    def forger() -> None:
+        while not flood.stop.is_set():
+            try:
+                manager.validate_api_key(flood.key())
+                flood.count("accepted")
+            except apikeys.APIKeysError as exc:
+                flood.count(exc.code)
+
+    forgers = [threading.Thread(target=forger) for _ in range(FORGERS)]
+    for thread in forgers:
         thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(codes) == 12
-    assert 3 <= slow.calls <= 3 + 1
-    assert codes.count("invalid_api_key") == slow.calls
-    assert codes.count("rate_limited") == 12 - slow.calls
-    manager.close()
+    refused: list[str] = []
+    try:
+        assert flood.running.wait(timeout=60)
+        for call in range(HOLDER_CALLS):
+            if call % 2 == 0:
+                clock.advance(cache_ttl)  # the holder's cache entry has expired
+            try:
+                assert manager.validate_api_key(victim.secret).key_id == victim.id
+            except apikeys.APIKeysError as exc:
+                refused.append(exc.code)
+    finally:
+        flood.stop.set()
+        for thread in forgers:
+            thread.join(timeout=30)
+        manager.close()
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
+    assert set(flood.outcomes) == {"invalid_api_key"}
+    assert sum(flood.outcomes.values()) >= FORGED
 
 
-async def test_async_manager_is_limited_the_same_way(url: str) -> None:
-    async with AsyncSQLAlchemyKeyManager(url, max_failures_per_key=2) as manager:
-        new = await manager.create_api_key("u1", "k")
-        codes = []
-        for _ in range(4):
-            with pytest.raises(apikeys.APIKeysError) as caught:
-                await manager.validate_api_key(wrong_secret_for(new.secret))
-            codes.append(caught.value.code)
-        assert codes == ["invalid_api_key"] * 2 + ["rate_limited"] * 2
+@pytest.mark.parametrize("cache_ttl", [10.0, 0.0], ids=["cache-on", "cache-off"])
+async def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests_async(
+    url: str, cache_ttl: float
+) -> None:
+    manager = AsyncSQLAlchemyKeyManager(url, cache_ttl=cache_ttl)
+    clock = FakeClock()
+    manager.cache = VerificationCache(cache_ttl, clock=clock)
+    victim = await manager.create_api_key("u1", "victim")
+    ready = asyncio.Event()
+    flood = Flood(victim.secret, on_running=ready.set)  # called on the loop: the forgers'
+
+    async def forger() -> None:
+        while not flood.stop.is_set():
+            try:
+                await manager.validate_api_key(flood.key())
+                flood.count("accepted")
+            except apikeys.APIKeysError as exc:
+                flood.count(exc.code)
+
+    forgers = [asyncio.create_task(forger()) for _ in range(FORGERS * 2)]
+    refused: list[str] = []
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=60)
+        for call in range(HOLDER_CALLS):
+            if call % 2 == 0:
+                clock.advance(cache_ttl)
+            try:
+                assert (await manager.validate_api_key(victim.secret)).key_id == victim.id
+            except apikeys.APIKeysError as exc:
+                refused.append(exc.code)
+    finally:
+        flood.stop.set()
+        await asyncio.wait_for(asyncio.gather(*forgers), timeout=30)
+        await manager.close()
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
+    assert set(flood.outcomes) == {"invalid_api_key"}
 
 
 # --- a flood cannot starve valid requests ------------------------------------------
@@ -446,3 +478,59 @@ def test_a_saturated_cap_refuses_instead_of_queueing_forever(url: str) -> None:
     assert caught.value.status_code == 503
     assert manager.validate_api_key(new.secret).key_id == new.id
     manager.close()
+
+
+# --- the same flood over HTTP, against real servers -------------------------------------
+
+HTTP_FORGERS = 8
+HTTP_APPS = [
+    pytest.param(uvicorn_command, "examples.fastapi_app:app", "/protected",
+                 marks=pytest.mark.fastapi, id="fastapi-uvicorn"),
+    pytest.param(waitress_command, "examples.flask_app:app", "/protected",
+                 marks=pytest.mark.flask, id="flask-waitress"),
+    pytest.param(uvicorn_command, "tests.integrations.django_env_site:application",
+                 "/async/whoami", marks=pytest.mark.django, id="django-uvicorn"),
+]  # fmt: skip
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("command_for", "app", "route"), HTTP_APPS)
+def test_a_flood_of_forged_keys_over_http_refuses_none_of_the_holders_requests(
+    url: str,
+    command_for: Callable[[str, int], list[str]],
+    app: str,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with SQLAlchemyKeyManager(url) as seeder:
+        victim = seeder.create_api_key("u1", "victim")
+    # No cache: every request of the holder is verified afresh, as once its entry expired.
+    monkeypatch.setenv("APIKEYS_CACHE_TTL", "0")
+    flood = Flood(victim.secret)
+
+    def forger(base_url: str) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            while not flood.stop.is_set():
+                reply = http.get(route, headers={"X-API-Key": flood.key()})
+                flood.count(f"{reply.status_code} {reply.json().get('code')}")
+
+    refused: list[str] = []
+    with (
+        running_server(command_for, app, url) as base_url,
+        ThreadPoolExecutor(HTTP_FORGERS) as pool,
+        httpx.Client(base_url=base_url, timeout=30) as http,
+    ):
+        forgers = [pool.submit(forger, base_url) for _ in range(HTTP_FORGERS)]
+        try:
+            assert flood.running.wait(timeout=120)
+            for _ in range(HOLDER_CALLS):
+                reply = http.get(route, headers={"X-API-Key": victim.secret})
+                if reply.status_code != 200:
+                    refused.append(f"{reply.status_code} {reply.json().get('code')}")
+        finally:
+            flood.stop.set()
+            for future in forgers:
+                future.result(timeout=60)
+    assert refused == [], f"{len(refused)} of {HOLDER_CALLS} refused: {sorted(set(refused))}"
+    assert set(flood.outcomes) == {"403 invalid_api_key"}
+    assert sum(flood.outcomes.values()) >= FORGED

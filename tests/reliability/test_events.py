@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -179,7 +181,7 @@ def test_detector_memory_is_bounded() -> None:
     for index in range(5000):
         assert detector.record(f"id{index}") == 1
     assert len(detector._counter) <= 50
-    assert len(detector._reported) <= 50
+    assert len(detector._reports._reported) <= 50
 
 
 def test_detection_can_be_disabled() -> None:
@@ -200,6 +202,104 @@ def test_rejections_feed_the_detector_and_raise_a_warning(
     assert [(e.key_id, e.user_id, e.failures) for e in suspicious] == [("abc", "u1", 3)]
     assert [r.getMessage() for r in caplog.records] == [
         "API key suspicious key_id=abc user_id=u1 reason=invalid source=test failures=3"
+    ]
+
+
+# --- an old key in use is not a guess ------------------------------------------------
+
+
+def test_retired_keys_are_reported_apart_from_guesses(
+    events: list[KeyEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    reporter = EventReporter("test", suspicious_failures=3, suspicious_window=60.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="apikeys.events"):
+        for _ in range(10):  # a client still sending its revoked key, again and again
+            reporter.rejected(RevokedKeyError(key_id="old"), user_id="u1")
+        reporter.rejected(ExpiredKeyError(key_id="gone"), user_id="u2")
+        clock.advance(59.0)
+        reporter.rejected(RevokedKeyError(key_id="old"), user_id="u1")
+        clock.advance(1.0)
+        reporter.rejected(RevokedKeyError(key_id="old"), user_id="u1")  # a window later
+    retired = [(e.key_id, e.user_id, e.reason) for e in events if e.kind == "retired_key_used"]
+    assert retired == [
+        ("old", "u1", "revoked"),
+        ("gone", "u2", "expired"),
+        ("old", "u1", "revoked"),
+    ]
+    assert not [e for e in events if e.kind == "suspicious"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "API key retired_key_used key_id=old user_id=u1 reason=revoked source=test",
+        "API key retired_key_used key_id=gone user_id=u2 reason=expired source=test",
+        "API key retired_key_used key_id=old user_id=u1 reason=revoked source=test",
+    ]
+
+
+def _retired_and_guessed(manager: SQLAlchemyKeyManager) -> tuple[str, str, str]:
+    """Use a revoked and an expired key with their right secrets, and guess at a third."""
+    revoked = manager.create_api_key("u1", "revoked")
+    expired = manager.create_api_key("u1", "expired", expiration=timedelta(seconds=30))
+    guessed = manager.create_api_key("u1", "guessed")
+    manager.revoke_api_key(revoked.id)
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)
+    with patch("apikeys._expiry.utcnow", return_value=later):
+        for _ in range(5):
+            with pytest.raises(ExpiredKeyError):
+                manager.validate_api_key(expired.secret)
+    for _ in range(5):
+        with pytest.raises(RevokedKeyError):
+            manager.validate_api_key(revoked.secret)
+        with pytest.raises(InvalidKeyError):
+            manager.validate_api_key(wrong_secret_for(guessed.secret))
+    return revoked.id, expired.id, guessed.id
+
+
+def _retired_and_suspicious(seen: list[KeyEvent]) -> list[tuple[str, str | None, str | None]]:
+    return [e for e in kinds(seen) if e[0] in ("retired_key_used", "suspicious")]
+
+
+def test_sync_manager_reports_retired_keys_apart_from_guesses(
+    events: list[KeyEvent], tmp_path: Path
+) -> None:
+    with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}", suspicious_failures=3) as manager:
+        revoked, expired, guessed = _retired_and_guessed(manager)
+    assert _retired_and_suspicious(events) == [
+        ("retired_key_used", expired, "expired"),
+        ("retired_key_used", revoked, "revoked"),
+        ("suspicious", guessed, "invalid"),
+    ]
+
+
+def test_async_manager_reports_retired_keys_apart_from_guesses(
+    events: list[KeyEvent], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+
+    async def scenario() -> tuple[str, str, str]:
+        async with AsyncSQLAlchemyKeyManager(url, suspicious_failures=3) as manager:
+            revoked = await manager.create_api_key("u1", "revoked")
+            expired = await manager.create_api_key(
+                "u1", "expired", expiration=timedelta(seconds=30)
+            )
+            guessed = await manager.create_api_key("u1", "guessed")
+            await manager.revoke_api_key(revoked.id)
+            later = datetime.now(timezone.utc) + timedelta(minutes=1)
+            with patch("apikeys._expiry.utcnow", return_value=later):
+                for _ in range(5):
+                    with pytest.raises(ExpiredKeyError):
+                        await manager.validate_api_key(expired.secret)
+            for _ in range(5):
+                with pytest.raises(RevokedKeyError):
+                    await manager.validate_api_key(revoked.secret)
+                with pytest.raises(InvalidKeyError):
+                    await manager.validate_api_key(wrong_secret_for(guessed.secret))
+            return revoked.id, expired.id, guessed.id
+
+    revoked, expired, guessed = asyncio.run(scenario())
+    assert _retired_and_suspicious(events) == [
+        ("retired_key_used", expired, "expired"),
+        ("retired_key_used", revoked, "revoked"),
+        ("suspicious", guessed, "invalid"),
     ]
 
 
@@ -236,6 +336,7 @@ def test_sync_manager_reports_every_kind(events: list[KeyEvent], tmp_path: Path)
         ("rotated", new.id, None),
         ("revoked", rotated.id, None),
         ("rejected", rotated.id, "revoked"),
+        ("retired_key_used", rotated.id, "revoked"),
         ("deleted", rotated.id, None),
     ]
     assert all(e.source == "sqlalchemy" for e in events)
@@ -262,14 +363,10 @@ def test_unavailable_backend_is_reported(events: list[KeyEvent], tmp_path: Path)
     assert kinds(events) == [("rejected", key.lookup_id, "unavailable")]
 
 
-def test_rate_limited_attempts_are_reported(events: list[KeyEvent], tmp_path: Path) -> None:
-    with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}", max_failures_per_key=1) as manager:
-        key = apikeys.generate_key()
-        with pytest.raises(InvalidKeyError):
-            manager.validate_api_key(key.key)
-        with pytest.raises(RateLimitedError):
-            manager.validate_api_key(key.key)
-    assert kinds(events)[-1] == ("rejected", key.lookup_id, "rate_limited")
+def test_rate_limited_attempts_are_reported_and_not_counted(events: list[KeyEvent]) -> None:
+    reporter = EventReporter("test", suspicious_failures=1)
+    reporter.rejected(RateLimitedError(retry_after=1), key_id="abc")
+    assert kinds(events) == [("rejected", "abc", "rate_limited")]
 
 
 def test_async_manager_reports_the_same_events(events: list[KeyEvent], tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -306,3 +307,90 @@ def test_each_event_loop_gets_its_own_turns() -> None:
 
     for _ in range(3):  # a semaphore bound to a closed loop would fail here
         asyncio.run(use())
+
+
+# --- first come, first served: a request queued behind a flood keeps its place ----------
+
+
+def _queued(cap: ConcurrencyCap) -> int:
+    """How many threads wait for a turn (the cap's own queue: there is no public count)."""
+    slots: Any = cap._thread_slots
+    # A plain threading.Semaphore keeps its waiters in its condition: read either, so
+    # that the test shows what a semaphore does rather than failing on a name.
+    waiters = getattr(slots, "_waiters", None)
+    return len(waiters if waiters is not None else slots._cond._waiters)
+
+
+def test_turns_go_to_threads_in_arrival_order_never_to_a_newcomer() -> None:
+    cap = ConcurrencyCap(1, timeout=5.0)
+    order: list[str] = []
+
+    def take(name: str) -> None:
+        with cap.hold():
+            order.append(name)
+
+    waiters = []
+    with cap.hold():
+        for index, name in enumerate("abcde"):
+            waiter = threading.Thread(target=take, args=(name,))
+            waiter.start()
+            waiters.append(waiter)
+            while _queued(cap) < index + 1:  # each one queued before the next arrives
+                time.sleep(0.001)
+    # The turn just released is handed to "a": this thread, arriving now, queues last
+    # (a plain semaphore lets it barge in and take the turn again).
+    take("newcomer")
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert order == ["a", "b", "c", "d", "e", "newcomer"]
+
+
+def test_a_thread_that_gave_up_waiting_leaves_the_queue() -> None:
+    cap = ConcurrencyCap(1, timeout=0.05)
+    with cap.hold(), pytest.raises(BackendUnavailableError), cap.hold():
+        pytest.fail("entered a full cap")
+    assert _queued(cap) == 0
+    with cap.hold():  # the turn went back, not to the waiter that left
+        pass
+
+
+async def test_turns_go_to_tasks_in_arrival_order_never_to_a_newcomer() -> None:
+    cap = ConcurrencyCap(1, timeout=5.0)
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        async with cap.hold_async():
+            order.append(name)
+            await asyncio.sleep(0)
+
+    async with cap.hold_async():
+        waiters = []
+        for name in "abcde":
+            waiters.append(asyncio.create_task(take(name)))
+            await asyncio.sleep(0)  # the task runs up to its wait, and queues
+    await take("newcomer")
+    await asyncio.gather(*waiters)
+    assert order == ["a", "b", "c", "d", "e", "newcomer"]
+
+
+async def test_a_cancelled_waiting_task_leaves_the_queue_and_leaks_no_turn() -> None:
+    cap = ConcurrencyCap(1, timeout=5.0)
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        async with cap.hold_async():
+            order.append(name)
+
+    async with cap.hold_async():
+        first = asyncio.create_task(take("cancelled"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(take("next"))
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    await asyncio.wait_for(second, timeout=5)
+    assert order == ["next"]
+    for _ in range(2):  # one turn, free again each time
+        async with cap.hold_async():
+            pass

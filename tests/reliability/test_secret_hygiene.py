@@ -137,7 +137,7 @@ def sync_flows(manager: SQLAlchemyKeyManager, evidence: Evidence) -> None:
     ):
         evidence.secrets.add(presented)
         attempt(functools.partial(manager.validate_api_key, presented))
-    for _ in range(3):  # past max_failures_per_key: rate limited
+    for _ in range(3):  # a burst: a suspicious event
         attempt(lambda: manager.validate_api_key(wrong_secret_for(new.secret)))
     attempt(lambda: manager.list_api_keys("u1", include_invalid=True))
     attempt(lambda: manager.get_api_key(new.id))
@@ -210,15 +210,15 @@ def database_files(tmp_path: Path) -> list[Path]:
 
 def test_sync_flows_leak_no_secret(evidence: Evidence, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keys.db'}"
-    with SQLAlchemyKeyManager(url, max_failures_per_key=2, suspicious_failures=2) as manager:
+    with SQLAlchemyKeyManager(url, suspicious_failures=2) as manager:
         sync_flows(manager, evidence)
     # An engine you build yourself may echo SQL with its parameters: still no secret,
     # because no secret is ever sent to the database.
     loud = sa.create_engine(url, echo="debug", hide_parameters=False)
-    with SQLAlchemyKeyManager(loud, max_failures_per_key=2) as manager:
+    with SQLAlchemyKeyManager(loud) as manager:
         sync_flows(manager, evidence)
     # The module-level functions and the default manager.
-    apikeys.configure(url=url, max_failures_per_key=2)
+    apikeys.configure(url=url, suspicious_failures=2)
     try:
         new = apikeys.create_api_key("u3", "default")
         evidence.secrets.add(new.secret)
@@ -238,9 +238,7 @@ def test_async_flows_leak_no_secret(evidence: Evidence, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keys.db'}"
 
     async def scenario() -> None:
-        async with AsyncSQLAlchemyKeyManager(
-            url, max_failures_per_key=2, suspicious_failures=2
-        ) as manager:
+        async with AsyncSQLAlchemyKeyManager(url, suspicious_failures=2) as manager:
             await async_flows(manager, evidence)
         apikeys.configure(url=url)
         try:
