@@ -55,7 +55,7 @@ from apikeys._keyformat import BASE62_ALPHABET, generate_key
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import KeyManager
 from apikeys._requests import KEEP, Keep, check_metadata
-from apikeys._scopes import normalize_scopes
+from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -801,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         metavar="SCOPE",
-        help="a scope such as read:data or data:* (repeat, or separate with spaces)",
+        help="a scope such as read:data or data:* (repeat, or separate with spaces);"
+        f" {MANAGEMENT_SCOPE} lets the key manage its owner's keys through /api-keys",
     )
     create.add_argument("--expires", metavar="WHEN", help=f"expiry (default never): {expires_help}")
     create.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the key")

@@ -59,7 +59,7 @@ from apikeys._flow import Flow, run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureLimiter
-from apikeys._scopes import normalize_scopes
+from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 from apikeys._validation import check_scopes
 
 T = TypeVar("T")
@@ -158,7 +158,11 @@ class IntegrationSettings(BaseModel):
         realm: The ``realm`` of ``WWW-Authenticate`` challenges.
         exempt_paths: Paths the whole-app middleware lets through without a
             key: exact paths, or prefixes written ``/public/*``.
-        management_scope: A scope every ``/api-keys`` call must hold, if any.
+        management_scope: The scope every ``/api-keys`` call must hold:
+            :data:`apikeys.MANAGEMENT_SCOPE` (``keys:manage``) by default;
+            ``keys:*`` covers it. ``None`` opens ``/api-keys`` to every valid
+            key (each still reaches only its own owner's keys): an explicit
+            choice, never a default.
         management_delete: What ``DELETE /api-keys/{id}`` does: ``revoke``
             (default; the key stays listed as revoked) or ``delete`` (gone).
         max_body_bytes: Largest ``/api-keys`` request body accepted.
@@ -185,7 +189,7 @@ class IntegrationSettings(BaseModel):
     invalid_key_status: Literal[401, 403] = 403
     realm: str = "api"
     exempt_paths: tuple[str, ...] = ()
-    management_scope: str | None = None
+    management_scope: str | None = MANAGEMENT_SCOPE
     management_delete: Literal["revoke", "delete"] = "revoke"
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     retry_after: int = Field(default=5, ge=1, le=86400)
@@ -232,6 +236,12 @@ class IntegrationSettings(BaseModel):
         # Read per request: the private dict directly, not pydantic's slower __getattr__.
         private = self.__pydantic_private__
         return private["_client_limiter"] if private else None
+
+    @property
+    def management_scopes(self) -> tuple[str, ...]:
+        """What every ``/api-keys`` call must hold: ``(management_scope,)``, or ``()`` when open."""
+        scope = self.management_scope
+        return (scope,) if scope is not None else ()
 
     @property
     def trusted_networks(self) -> tuple[_Network, ...]:

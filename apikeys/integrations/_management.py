@@ -8,6 +8,10 @@ drive it with a sync or an async manager and map every error.
 
 Rules, enforced before anything is written:
 
+- The caller holds the management scope (``settings.management_scopes``,
+  :data:`apikeys.MANAGEMENT_SCOPE` by default), else 403
+  ``insufficient_scope``. The adapters check it when they authenticate; the
+  flow checks it again, so no adapter can forget it.
 - A caller only ever reaches its own owner's keys: another owner's key id
   answers 404 exactly like an unknown id, so ids cannot be probed.
 - ``userId`` in a body must be the caller's own (else 403).
@@ -46,6 +50,7 @@ from apikeys._requests import (
     check_reason,
 )
 from apikeys._scopes import missing_scopes, normalize_scopes
+from apikeys._validation import check_scopes
 from apikeys.integrations._core import (
     CoreResponse,
     FieldError,
@@ -309,7 +314,7 @@ def management_flow(
         APIKeysError: Any refusal; :func:`handle_management_sync` and
             :func:`handle_management_async` map it to a response.
     """
-    caller = request.caller
+    caller = check_scopes(request.caller, settings.management_scopes)
     method = request.method.upper()
     if method == "HEAD":
         method = "GET"  # frameworks route HEAD to GET views; the server drops the body

@@ -120,6 +120,84 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
     return app
 
 
+def starlette_app(url: str, options: AppOptions) -> Any:
+    """The demo app in plain Starlette (no FastAPI), on an async manager closed at shutdown."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    import apikeys
+    from apikeys.integrations.starlette import (
+        APIKeyMiddleware,
+        APIKeys,
+        management_router,
+        require_api_key,
+    )
+
+    manager = apikeys.create_async_key_manager(url)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    def published(request: StarletteRequest) -> VerifiedKey:
+        key: VerifiedKey = request.state.api_key
+        return key
+
+    @require_api_key()
+    async def protected(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(product_docs_body(published(request)))
+
+    @require_api_key()
+    def protected_sync(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(product_docs_body(published(request)))
+
+    @require_api_key(["read:data"])
+    async def scoped(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"user": published(request).user_id})
+
+    @require_api_key("admin:write")
+    async def admin(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"user": published(request).user_id})
+
+    @require_api_key()
+    async def rate_limited(request: StarletteRequest) -> JSONResponse:
+        raise RateLimitedError("slow down", retry_after=7)
+
+    async def health(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def public_info(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"info": "public"})
+
+    async def whoami(request: StarletteRequest) -> JSONResponse:
+        key = getattr(request.state, "api_key", None)
+        return JSONResponse({"user": key.user_id if key else None})
+
+    app = Starlette(
+        routes=[
+            Route("/protected", protected),
+            Route("/protected-sync", protected_sync),
+            Route("/scoped", scoped),
+            Route("/admin", admin),
+            Route("/rate-limited", rate_limited),
+            Route("/health", health),
+            Route("/public/info", public_info),
+            Route("/whoami", whoami),
+            Mount("", app=management_router),
+        ],
+        lifespan=lifespan,
+    )
+    APIKeys(app, manager=manager, settings=options.settings)
+    if options.middleware:
+        app.add_middleware(
+            APIKeyMiddleware, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS
+        )
+    return app
+
+
 @contextmanager
 def asgi_client(app: Any, *, peer: str = "testclient") -> Iterator[Client]:
     """Run ``app`` (lifespan included) under Starlette's ``TestClient``, from address ``peer``."""

@@ -394,13 +394,72 @@ class IntegrationContract:
             assert reply.status == 401, method
 
     def test_management_scope(self, make_client: ClientFactory, seeded: Seeded) -> None:
-        options = AppOptions(settings=IntegrationSettings(management_scope="keys:manage"))
+        options = AppOptions(settings=IntegrationSettings(management_scope="keys:admin"))
         with make_client(seeded.url, options) as scoped:
             refused = scoped.request("GET", "/api-keys", headers=bearer(seeded.reader.secret))
             allowed = scoped.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
         assert refused.status == 403
-        assert refused.json["missingScopes"] == ["keys:manage"]
-        assert allowed.status == 200
+        assert refused.json["missingScopes"] == ["keys:admin"]
+        assert allowed.status == 200  # keys:* covers keys:admin
+
+    def test_a_key_without_the_management_scope_manages_nothing(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        before = seeded.count_keys()
+        reader = bearer(seeded.reader.secret)
+        attempts = [
+            client.request("GET", "/api-keys", headers=reader),
+            post_key(client, seeded.reader.secret, {"name": "minted", "scopes": ["read:data"]}),
+            client.request("DELETE", f"/api-keys/{seeded.admin.id}", headers=reader),
+            client.request(
+                "DELETE", "/api-keys", headers=reader, content=as_json({"id": seeded.admin.id})
+            ),
+            client.request("DELETE", "/api-keys", headers=reader, params={"id": seeded.admin.id}),
+        ]
+        for reply in attempts:
+            assert reply.status == 403, reply.text
+            assert reply.json["code"] == "insufficient_scope"
+            assert reply.json["missingScopes"] == [apikeys.MANAGEMENT_SCOPE] == ["keys:manage"]
+            assert reply.headers["www-authenticate"] == (
+                'Bearer realm="api", error="insufficient_scope", scope="keys:manage"'
+            )
+            assert seeded.admin.id not in reply.text  # nothing listed
+        assert seeded.count_keys() == before
+        still_works = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+        assert still_works.status == 200
+
+    def test_a_key_with_the_management_scope_manages_its_owners_keys(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        manager = apikeys.create_key_manager(seeded.url)
+        try:
+            keeper = manager.create_api_key(OWNER, "keeper", [apikeys.MANAGEMENT_SCOPE])
+        finally:
+            manager.close()
+        listed = client.request("GET", "/api-keys", headers=bearer(keeper.secret))
+        assert listed.status == 200
+        assert "keeper" in {item["name"] for item in listed.json["items"]}
+        created = post_key(client, keeper.secret, {"name": "child", "scopes": ["keys:manage"]})
+        assert created.status == 201, created.text
+        revoked = client.request(
+            "DELETE", f"/api-keys/{seeded.reader.id}", headers=bearer(keeper.secret)
+        )
+        assert revoked.status == 200
+        assert revoked.json["active"] is False
+
+    def test_open_management_lets_every_key_manage_its_owners_keys(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        options = AppOptions(settings=IntegrationSettings(management_scope=None))
+        with make_client(seeded.url, options) as open_client:
+            reader = bearer(seeded.reader.secret)
+            listed = open_client.request("GET", "/api-keys", headers=reader)
+            created = post_key(open_client, seeded.reader.secret, {"name": "minted"})
+            revoked = open_client.request("DELETE", f"/api-keys/{seeded.admin.id}", headers=reader)
+        assert listed.status == 200
+        assert created.status == 201
+        assert created.json["scopes"] == []
+        assert revoked.status == 200
 
     # --- management: creating -----------------------------------------------------------
 
@@ -453,7 +512,7 @@ class IntegrationContract:
         self, client: Client, seeded: Seeded, scopes: list[str], missing: list[str]
     ) -> None:
         before = seeded.count_keys()
-        reply = post_key(client, seeded.reader.secret, {"name": "escalate", "scopes": scopes})
+        reply = post_key(client, seeded.admin.secret, {"name": "escalate", "scopes": scopes})
         assert reply.status == 403
         assert reply.json["code"] == "insufficient_scope"
         assert reply.json["missingScopes"] == missing
@@ -462,7 +521,9 @@ class IntegrationContract:
     def test_create_cannot_outlive_the_calling_key(self, client: Client, seeded: Seeded) -> None:
         manager = apikeys.create_key_manager(seeded.url)
         try:
-            short_lived = manager.create_api_key(OWNER, "short", ["read:data"], "2031-01-01")
+            short_lived = manager.create_api_key(
+                OWNER, "short", ["read:data", "keys:manage"], "2031-01-01"
+            )
         finally:
             manager.close()
         inherited = post_key(client, short_lived.secret, {"name": "child"})
