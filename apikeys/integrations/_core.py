@@ -16,6 +16,8 @@ Request-time policy:
   403 ``insufficient_scope``; backend down → 503 with ``Retry-After``.
 - Error bodies are ``{"code": ..., "message": ...}`` plus ``missingScopes``,
   ``errors`` or ``retryAfter`` where they apply: never a secret, never a trace.
+- ``POST /api-keys`` counts creations per owner (``max_key_creations`` per
+  ``key_creation_window``); past the allowance, 429 with ``Retry-After``.
 - Optional, per client: keys over plain HTTP refused (403 ``https_required``,
   ``require_https``); repeated failures from one client address answered 429
   with ``Retry-After`` (``client_max_failures``). The client address and
@@ -43,6 +45,11 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from apikeys._creationlimit import (
+    DEFAULT_KEY_CREATION_WINDOW,
+    DEFAULT_MAX_KEY_CREATIONS,
+    CreationLimiter,
+)
 from apikeys._errors import (
     APIKeysError,
     AuthenticationError,
@@ -166,6 +173,13 @@ class IntegrationSettings(BaseModel):
         management_delete: What ``DELETE /api-keys/{id}`` does: ``revoke``
             (default; the key stays listed as revoked) or ``delete`` (gone).
         max_body_bytes: Largest ``/api-keys`` request body accepted.
+        max_key_creations: Keys one owner may create through
+            ``POST /api-keys`` in a burst (20 by default), after which one
+            more every ``key_creation_window / max_key_creations`` seconds;
+            past that, 429 with ``Retry-After``. ``0`` turns the limit off.
+            Counted per process.
+        key_creation_window: Seconds for an owner's creation allowance to
+            grow back completely (600 by default).
         retry_after: ``Retry-After`` seconds sent with 429/503 when the error
             does not say.
         client_max_failures: Failed validations (malformed, unknown or wrong
@@ -192,6 +206,8 @@ class IntegrationSettings(BaseModel):
     management_scope: str | None = MANAGEMENT_SCOPE
     management_delete: Literal["revoke", "delete"] = "revoke"
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    max_key_creations: int = Field(default=DEFAULT_MAX_KEY_CREATIONS, ge=0, le=1_000_000)
+    key_creation_window: float = Field(default=DEFAULT_KEY_CREATION_WINDOW, gt=0, le=86400)
     retry_after: int = Field(default=5, ge=1, le=86400)
     client_max_failures: int = Field(default=0, ge=0, le=1_000_000)
     client_failure_window: float = Field(default=60.0, gt=0, le=86400)
@@ -200,14 +216,19 @@ class IntegrationSettings(BaseModel):
 
     # Built from the fields once; shared by every request these settings serve.
     _client_limiter: FailureLimiter | None = PrivateAttr(default=None)
+    _creation_limiter: CreationLimiter | None = PrivateAttr(default=None)
     _trusted_networks: tuple[_Network, ...] = PrivateAttr(default=())
     _header_plan: _HeaderPlan = PrivateAttr(default=None)  # type: ignore[assignment]
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the per-client limiter, the trusted networks and the header plan once."""
+        """Build the limiters, the trusted networks and the header plan once."""
         if self.client_max_failures:
             self._client_limiter = FailureLimiter(
                 self.client_max_failures, self.client_failure_window
+            )
+        if self.max_key_creations:
+            self._creation_limiter = CreationLimiter(
+                self.max_key_creations, self.key_creation_window
             )
         self._trusted_networks = tuple(_network(proxy) for proxy in self.trusted_proxies)
         self._header_plan = _HeaderPlan.of(self.header_names)
@@ -236,6 +257,12 @@ class IntegrationSettings(BaseModel):
         # Read per request: the private dict directly, not pydantic's slower __getattr__.
         private = self.__pydantic_private__
         return private["_client_limiter"] if private else None
+
+    @property
+    def creation_limiter(self) -> CreationLimiter | None:
+        """The per-owner limit on ``POST /api-keys``, or ``None`` when it is off."""
+        private = self.__pydantic_private__
+        return private["_creation_limiter"] if private else None
 
     @property
     def management_scopes(self) -> tuple[str, ...]:

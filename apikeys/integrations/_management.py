@@ -18,6 +18,9 @@ Rules, enforced before anything is written:
 - A new key's scopes must be covered by the caller's (no escalation; 403
   ``insufficient_scope`` naming what is missing), and it cannot outlive the
   caller: without an expiration it gets the caller's; a later one is 403.
+- Creations are counted per owner (``settings.creation_limiter``): past
+  ``max_key_creations`` in a burst, 429 with ``Retry-After``; a refused or
+  invalid request counts nothing.
 - Bodies are capped in size and checked field by field: wrong types, unknown
   or repeated fields, past expirations → 422 listing every field error.
 """
@@ -335,6 +338,9 @@ def management_flow(
         return CoreResponse(200, body, _NO_STORE)
     if method == "POST" and request.key_id is None:
         arguments = _parse_create(parse_json_body(request.body, settings), caller)
+        limiter = settings.creation_limiter
+        if limiter is not None:
+            limiter.take(caller.user_id)
         new_key: NewAPIKey = yield ManagerCall(
             "create_api_key",
             (caller.user_id, arguments.name, arguments.scopes, arguments.expiration),

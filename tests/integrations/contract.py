@@ -68,6 +68,25 @@ class AppOptions:
     settings: IntegrationSettings = field(default_factory=IntegrationSettings)
     middleware: bool = False
     middleware_scopes: tuple[str, ...] = ()
+    clock: Callable[[], float] | None = None
+    """The clock of the app's ``POST /api-keys`` creation limit (see :func:`apply_clock`)."""
+
+
+def apply_clock(settings: IntegrationSettings, options: AppOptions) -> None:
+    """Give the creation limiter of the settings an app built ``options.clock``."""
+    limiter = settings.creation_limiter
+    if options.clock is not None and limiter is not None:
+        limiter.clock = options.clock
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 ClientFactory = Callable[..., AbstractContextManager[Client]]
@@ -580,6 +599,51 @@ class IntegrationContract:
         assert reply.json["code"] == "invalid_input"
         assert sorted(error["field"] for error in reply.json["errors"]) == sorted(fields)
         assert seeded.count_keys() == before
+
+    # --- management: how many keys an owner may create ----------------------------------
+
+    def test_key_creations_are_limited_per_owner_with_retry_after(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        clock = FakeClock()
+        settings = IntegrationSettings(max_key_creations=3, key_creation_window=60)
+        with make_client(seeded.url, AppOptions(settings=settings, clock=clock)) as limited:
+            first = post_key(
+                limited, seeded.admin.secret, {"name": "k0", "scopes": ["keys:manage"]}
+            )
+            assert first.status == 201
+            # An invalid body creates nothing and counts nothing.
+            assert post_key(limited, seeded.admin.secret, {"name": ""}).status == 422
+            for index in (1, 2):
+                assert post_key(limited, seeded.admin.secret, {"name": f"k{index}"}).status == 201
+            before = seeded.count_keys()
+            refused = post_key(limited, seeded.admin.secret, {"name": "k3"})
+            assert refused.status == 429
+            assert refused.headers["retry-after"] == "20"  # one creation per 60 / 3 s
+            assert refused.json["code"] == "rate_limited"
+            assert refused.json["retryAfter"] == 20
+            # Per owner, not per key: the owner's other keys are refused too...
+            sibling = post_key(limited, first.json["secret"], {"name": "k3"})
+            assert sibling.status == 429
+            assert seeded.count_keys() == before
+            # ...another owner is not, and the rest of /api-keys still answers.
+            assert post_key(limited, seeded.other.secret, {"name": "theirs"}).status == 201
+            listed = limited.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+            assert listed.status == 200
+            clock.now += 19.5
+            assert post_key(limited, seeded.admin.secret, {"name": "k3"}).status == 429
+            clock.now += 0.5
+            assert post_key(limited, seeded.admin.secret, {"name": "k3"}).status == 201
+            assert post_key(limited, seeded.admin.secret, {"name": "k4"}).status == 429
+
+    def test_key_creations_are_limited_by_default(self, client: Client, seeded: Seeded) -> None:
+        limit = IntegrationSettings().max_key_creations
+        assert 0 < limit <= 100
+        statuses = [
+            post_key(client, seeded.admin.secret, {"name": f"k{index}"}).status
+            for index in range(limit + 3)
+        ]
+        assert statuses == [201] * limit + [429] * 3
 
     # --- management: revoking -----------------------------------------------------------
 

@@ -757,3 +757,24 @@ async def test_authentication_with_both_drivers(seeded: Seeded) -> None:
         await async_manager.close()
     assert by_sync == by_async
     assert by_sync.user_id == OWNER
+
+
+async def test_creation_limit_zero_is_off_and_counts_only_creations(
+    serve: Serve, seeded: Seeded
+) -> None:
+    caller = _caller(seeded)
+    unlimited = IntegrationSettings(max_key_creations=0)
+    assert unlimited.creation_limiter is None
+    body = json.dumps({"name": "x"}).encode()
+    statuses = [
+        (await serve(ManagementRequest("POST", caller, body=body), unlimited)).status
+        for _ in range(25)
+    ]
+    assert statuses == [201] * 25
+    limited = IntegrationSettings(max_key_creations=1)
+    for method in ("GET", "DELETE"):  # listing and revoking count nothing
+        key_id = seeded.reader.id if method == "DELETE" else None
+        request = ManagementRequest(method, caller, key_id=key_id)
+        assert (await serve(request, limited)).status == 200
+    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 201
+    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 429
