@@ -43,13 +43,14 @@ from apikeys._keyformat import KEY_PATTERN, generate_key, key_pattern, parse_key
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._requests import KEEP
-from apikeys._scopes import missing_scopes, normalize_scopes, scope_covers
+from apikeys._scopes import MANAGEMENT_SCOPE, missing_scopes, normalize_scopes, scope_covers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KEEP",
     "KEY_PATTERN",
+    "MANAGEMENT_SCOPE",
     "APIKey",
     "APIKeyPage",
     "APIKeysError",

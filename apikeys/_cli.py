@@ -19,6 +19,11 @@ Exit codes:
 Errors are one line on stderr (a JSON object with ``--json``), never a
 traceback, and never contain a secret.
 
+``show``, ``revoke``, ``delete`` and ``rotate`` take a key id or the whole key
+(what one has in hand when a key has leaked), as an argument or, with ``-``,
+on stdin. A whole key is parsed, and the command acts on its id; the key itself
+is never printed, nor is anything that looks like one.
+
 Only ``create`` (and ``demo``, on a file of its own) may start a new SQLite
 database: every other command refuses a ``sqlite:`` URL whose file does not
 exist (exit 4), so a mistyped path is an error instead of an empty key store.
@@ -46,16 +51,27 @@ from apikeys._errors import (
     APIKeysError,
     AuthenticationError,
     ConfigurationError,
+    ExpiredKeyError,
     InvalidInputError,
+    InvalidKeyError,
     KeyNotFoundError,
+    RevokedKeyError,
 )
 from apikeys._expiry import Expiration, parse_expiration, utcnow
 from apikeys._factory import DEFAULT_BACKEND_URL, backend_scheme, create_key_manager
-from apikeys._keyformat import BASE62_ALPHABET, generate_key
+from apikeys._keyformat import (
+    BASE62_ALPHABET,
+    CLERK_KEY_ID_RE,
+    CLERK_SECRET_RE,
+    generate_key,
+    is_lookup_id,
+    looks_like_key,
+    try_parse_key_any_prefix,
+)
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import KeyManager
 from apikeys._requests import KEEP, Keep, check_metadata
-from apikeys._scopes import normalize_scopes
+from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -503,9 +519,77 @@ def _cmd_list(args: argparse.Namespace, out: Writer) -> int:
     return EXIT_OK
 
 
+_ARGUMENT_NOTE = (
+    "apikeys: note: a key given as an argument shows in ps and shell history;"
+    " pipe it on stdin instead ('-')\n"
+)
+
+
+def _read_stdin(prompt: str) -> str:
+    """One value from stdin, never echoed: a hidden prompt on a terminal, else the piped text."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    if sys.stdin is not None:
+        return sys.stdin.read(_MAX_STDIN_CHARS)
+    return ""
+
+
+_NOT_A_KNOWN_KEY = (
+    "the backend does not accept this key (unknown, or already revoked or expired), so it"
+    " cannot tell its id: give the key id instead (apikeys list USER --all shows them)"
+)
+
+
+def _id_of_clerk_secret(manager: KeyManager, secret: str) -> str:
+    """The id of a Clerk key given by its secret: Clerk tells it when verifying the secret."""
+    try:
+        return manager.validate_api_key(secret).key_id
+    except (RevokedKeyError, ExpiredKeyError) as refused:
+        if refused.key_id:
+            return refused.key_id
+        raise InvalidInputError(_NOT_A_KNOWN_KEY, field="key_id") from None
+    except InvalidKeyError:
+        raise InvalidInputError(_NOT_A_KNOWN_KEY, field="key_id") from None
+
+
+def key_id_argument(args: argparse.Namespace, manager: KeyManager) -> str:
+    """The key id a command acts on, from ``args.key_id``: an id, or a whole key.
+
+    ``-`` reads it from stdin. A whole local key (any prefix) gives its lookup
+    id, checked by its checksum, without IO; a Clerk secret gives the id Clerk
+    reports for it. Anything else that looks like a key is refused without
+    being repeated; any other text is passed on as an id.
+
+    Raises:
+        InvalidInputError: Nothing was given, or a damaged or unknown key.
+    """
+    given = args.key_id
+    from_stdin = given == "-"
+    text = (_read_stdin("API key or key id: ") if from_stdin else given).strip()
+    if not text:
+        raise InvalidInputError("no key id given: pass one, or pipe the key on stdin with '-'")
+    if is_lookup_id(text) or CLERK_KEY_ID_RE.fullmatch(text):
+        return text
+    parsed = try_parse_key_any_prefix(text)
+    is_clerk_secret = parsed is None and CLERK_SECRET_RE.fullmatch(text) is not None
+    if (parsed is not None or is_clerk_secret) and not from_stdin:
+        sys.stderr.write(_ARGUMENT_NOTE)
+    if parsed is not None:
+        return parsed.lookup_id
+    if is_clerk_secret:
+        return _id_of_clerk_secret(manager, text)
+    if looks_like_key(text):
+        raise InvalidInputError(
+            "that looks like an API key, but not a whole, valid one (a character is wrong,"
+            " missing or extra): give the key id, or the whole key exactly as issued",
+            field="key_id",
+        )
+    return text
+
+
 def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
-        key = manager.get_api_key(args.key_id)
+        key = manager.get_api_key(key_id_argument(args, manager))
     if args.json:
         _write_json(out, _key_json(key))
     else:
@@ -515,7 +599,7 @@ def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
 
 def _cmd_revoke(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
-        key = manager.revoke_api_key(args.key_id, reason=args.reason)
+        key = manager.revoke_api_key(key_id_argument(args, manager), reason=args.reason)
     if args.json:
         _write_json(out, _key_json(key))
         return EXIT_OK
@@ -526,11 +610,12 @@ def _cmd_revoke(args: argparse.Namespace, out: Writer) -> int:
 
 def _cmd_delete(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
-        manager.delete_api_key(args.key_id)
+        key_id = key_id_argument(args, manager)
+        manager.delete_api_key(key_id)
     if args.json:
-        _write_json(out, {"deleted": args.key_id})
+        _write_json(out, {"deleted": key_id})
     else:
-        out.write(f"Deleted API key {args.key_id}\n")
+        out.write(f"Deleted API key {key_id}\n")
     return EXIT_OK
 
 
@@ -540,11 +625,12 @@ def _cmd_rotate(args: argparse.Namespace, out: Writer) -> int:
     if args.expires is not None:
         expiration = parse_expiration_arg(args.expires)
     with _manager(args) as manager:
-        new = manager.rotate_api_key(args.key_id, grace=grace, expiration=expiration)
+        key_id = key_id_argument(args, manager)
+        new = manager.rotate_api_key(key_id, grace=grace, expiration=expiration)
         # The rotation is done and its secret exists only here: a failure to read
         # the old key's new state must not keep the secret from being printed.
         try:
-            old: APIKey | None = manager.get_api_key(args.key_id)
+            old: APIKey | None = manager.get_api_key(key_id)
         except APIKeysError:
             old = None
         if args.json:
@@ -558,7 +644,7 @@ def _cmd_rotate(args: argparse.Namespace, out: Writer) -> int:
             until = "now"
         else:
             until = f"at {_when(old.expires_at)} UTC"
-        out.write(f"Rotated API key {args.key_id} -> {new.id}; the old key stops working {until}\n")
+        out.write(f"Rotated API key {key_id} -> {new.id}; the old key stops working {until}\n")
         _write_details(out, _details(new.api_key))
         _write_secret(out, new.secret)
     return EXIT_OK
@@ -578,12 +664,8 @@ def _read_key(args: argparse.Namespace) -> str:
             "apikeys: note: a key given as an argument shows in ps and shell history;"
             " pipe it on stdin or use --key-env instead\n"
         )
-    elif sys.stdin is not None and sys.stdin.isatty():
-        value = getpass.getpass("API key: ")
-    elif sys.stdin is not None:
-        value = sys.stdin.read(_MAX_STDIN_CHARS)
     else:
-        value = ""
+        value = _read_stdin("API key: ")
     value = value.strip()
     if not value:
         raise InvalidInputError(
@@ -814,7 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         metavar="SCOPE",
-        help="a scope such as read:data or data:* (repeat, or separate with spaces)",
+        help="a scope such as read:data or data:* (repeat, or separate with spaces);"
+        f" {MANAGEMENT_SCOPE} lets the key manage its owner's keys through /api-keys",
     )
     create.add_argument("--expires", metavar="WHEN", help=f"expiry (default never): {expires_help}")
     create.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the key")
@@ -825,18 +908,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50, help="page size, 1-100 (default 50)")
     listing.add_argument("--offset", type=int, default=0, help="keys to skip (default 0)")
 
+    def key_argument(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "key_id",
+            metavar="KEY",
+            help="the key id, or the whole key (a leaked one, say): '-' reads it from stdin,"
+            " which keeps it out of ps and shell history; a whole key is never printed",
+        )
+
     show = command("show", "show one key (never its secret)", _cmd_show)
-    show.add_argument("key_id")
+    key_argument(show)
 
     revoke = command("revoke", "revoke a key at once (idempotent)", _cmd_revoke)
-    revoke.add_argument("key_id")
+    key_argument(revoke)
     revoke.add_argument("--reason", help="why, kept with the key")
 
     delete = command("delete", "delete a key for good", _cmd_delete)
-    delete.add_argument("key_id")
+    key_argument(delete)
 
     rotate = command("rotate", "replace a key and print the new secret once", _cmd_rotate)
-    rotate.add_argument("key_id")
+    key_argument(rotate)
     rotate.add_argument(
         "--grace",
         default="0",

@@ -47,6 +47,18 @@ _RESERVED_STARTS = tuple(f"{reserved}_" for reserved in sorted(_RESERVED_PREFIXE
 _BASE62_RUN = f"[{BASE62_ALPHABET}]"
 _LOOKUP_ID_RE = re.compile(f"{_BASE62_RUN}{{{LOOKUP_ID_LENGTH}}}")
 
+# Clerk's API keys (the clerk:// backend): ids are ``ak_`` and 32 hex digits (``api_key_``
+# in older answers); secrets are ``ak_`` and 16-509 characters of base64-like text.
+CLERK_KEY_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
+CLERK_SECRET_RE = re.compile(r"ak_[A-Za-z0-9+/=_\-]{16,509}")
+# Text that carries a key, whole or damaged: 30+ base62 characters in a row, once spaces,
+# quotes and other punctuation are dropped, that are not all hex digits (a key body has 52;
+# ids are shorter, or hex), or what follows Clerk's ak_.
+_NOT_BASE62_OR_SEPARATOR_RE = re.compile(r"[^0-9A-Za-z_]")
+_BASE62_RUN_RE = re.compile(r"[0-9A-Za-z]{30,}")
+_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
+_CLERK_SECRET_PART_RE = re.compile(r"ak_[A-Za-z0-9+/=_\-]{16,}")
+
 #: A regular expression that matches version 1 keys with the default prefix.
 KEY_PATTERN = rf"\b{DEFAULT_PREFIX}_{FORMAT_VERSION}[0-9A-Za-z]{{{BODY_LENGTH - 1}}}\b"
 
@@ -177,6 +189,38 @@ def try_parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey | None
     return ParsedKey(prefix=prefix, lookup_id=body[1 : 1 + LOOKUP_ID_LENGTH], key=key)
 
 
+def try_parse_key_any_prefix(key: object) -> ParsedKey | None:
+    """Like :func:`try_parse_key`, for a key of any valid prefix, read from the key itself.
+
+    For tools that act on keys of any deployment (the command line); Clerk's
+    ``ak_`` keys are never local ones.
+    """
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
+        return None
+    prefix = key.rpartition("_")[0]
+    if (
+        not _PREFIX_RE.fullmatch(prefix)
+        or prefix in _RESERVED_PREFIXES
+        or prefix.startswith(_RESERVED_STARTS)
+    ):
+        return None
+    return try_parse_key(key, prefix)
+
+
+def looks_like_key(text: str) -> bool:
+    """Tell whether ``text`` carries a key, whole or damaged, of this format or Clerk's.
+
+    Such text is a secret: never echo it, not even to say it is malformed. A
+    key id (``AbCdEfGhIjKl``, Clerk's ``ak_`` + 32 hex digits) is not.
+    """
+    if CLERK_KEY_ID_RE.fullmatch(text.strip()):
+        return False
+    if _CLERK_SECRET_PART_RE.search(text):
+        return True
+    runs = _BASE62_RUN_RE.findall(_NOT_BASE62_OR_SEPARATOR_RE.sub("", text))
+    return any(not _HEX_RE.fullmatch(run) for run in runs)
+
+
 def is_lookup_id(value: object) -> bool:
     """Tell whether ``value`` has the shape of a local key id."""
     return isinstance(value, str) and _LOOKUP_ID_RE.fullmatch(value) is not None
@@ -184,6 +228,8 @@ def is_lookup_id(value: object) -> bool:
 
 __all__ = [
     "BASE62_ALPHABET",
+    "CLERK_KEY_ID_RE",
+    "CLERK_SECRET_RE",
     "KEY_PATTERN",
     "MAX_KEY_LENGTH",
     "ParsedKey",
@@ -191,7 +237,9 @@ __all__ = [
     "generate_key",
     "is_lookup_id",
     "key_pattern",
+    "looks_like_key",
     "parse_key",
     "try_parse_key",
+    "try_parse_key_any_prefix",
     "validate_prefix",
 ]

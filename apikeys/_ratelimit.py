@@ -115,7 +115,9 @@ class FailureLimiter:
             if tat is None:
                 return None
             wait = tat - self._clock() - (self.window - self._interval)
-        return wait if wait > 0 else None
+        # A millionth of an interval of slack: ``tat`` is a sum of ``interval``s,
+        # and float rounding must not cost a fresh key the last token of its burst.
+        return wait if wait > self._interval * 1e-6 else None
 
     def check(self, key: str) -> None:
         """Refuse ``key`` if it has no token left.

@@ -6,14 +6,26 @@ is ``*`` is a wildcard that covers every scope extending its other segments:
 ``data:*`` covers ``data:read`` and ``data:read:all`` but not ``data`` itself
 nor ``database:read``. A bare ``*`` is not a scope: no key can hold everything
 by accident. Required scopes are always concrete (no ``*``).
+
+:data:`MANAGEMENT_SCOPE` is the scope the web integrations' ``/api-keys``
+endpoints require by default; ``keys:*`` covers it like any wildcard.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 
 from apikeys._errors import InvalidInputError
+
+MANAGEMENT_SCOPE: Final = "keys:manage"
+"""The scope a key needs to list, create and revoke its owner's keys through ``/api-keys``.
+
+Issue the first such key outside ``/api-keys`` (``apikeys create USER NAME --scope
+keys:manage``, or :func:`apikeys.create_api_key` behind the app's own login);
+``management_scope=None`` in the integration settings opens ``/api-keys`` to every key.
+"""
 
 MAX_SCOPE_LENGTH = 128
 MAX_SCOPES = 64
@@ -100,4 +112,4 @@ def missing_scopes(held: Iterable[str], required: Iterable[str]) -> tuple[str, .
     return tuple(scope for scope in wanted if not any(scope_covers(have, scope) for have in held))
 
 
-__all__ = ["is_wildcard", "missing_scopes", "normalize_scopes", "scope_covers"]
+__all__ = ["MANAGEMENT_SCOPE", "is_wildcard", "missing_scopes", "normalize_scopes", "scope_covers"]

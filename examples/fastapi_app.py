@@ -6,9 +6,10 @@ Install once, from a checkout (``pip install 'apikeys[examples]'`` from PyPI), t
     pip install -e '.[examples]'
     python examples/fastapi_app.py            # or: uvicorn examples.fastapi_app:app
 
-Issue a first key with the command line, then call the API::
+Issue a first key with the command line (``/api-keys`` cannot issue it: every
+call there needs a key holding ``keys:manage``), then call the API::
 
-    apikeys create user_123 "my laptop" --scope "read:data keys:*" --backend sqlite:///apikeys-example.db
+    apikeys create user_123 "my laptop" --scope "read:data keys:manage" --backend sqlite:///apikeys-example.db
     curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/protected
     curl -H "Authorization: Bearer $KEY" http://127.0.0.1:8000/api-keys
 

@@ -464,6 +464,161 @@ def test_unknown_key_id_is_not_found(cli: CLI, command: str) -> None:
     assert run.err == "apikeys: error: API key not found (key NoSuchKey123)\n"
 
 
+# --- a whole key where an id is expected ------------------------------------------------
+
+
+def assert_not_shown(run: Run, secret: str) -> None:
+    """Neither the key nor its secret part appears anywhere in the output."""
+    shown = run.out + run.err
+    assert secret not in shown
+    assert secret.rpartition("_")[2][13:] not in shown  # the 33 secret characters and checksum
+
+
+def test_revoke_takes_a_leaked_key_as_an_argument(cli: CLI) -> None:
+    created = create(cli)
+    run = cli("revoke", created["secret"], "--reason", "leaked")
+
+    assert run.code == EXIT_OK, run.err
+    assert f"Revoked API key {created['id']}" in run.out
+    assert "shows in ps and shell history" in run.err  # the usual warning, without the key
+    assert_not_shown(run, created["secret"])
+    assert cli("verify", stdin=created["secret"]).code == EXIT_REFUSED
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["text", "json"])
+def test_revoke_takes_a_leaked_key_on_stdin(cli: CLI, output: list[str]) -> None:
+    created = create(cli)
+    run = cli("revoke", "-", *output, stdin=created["secret"] + "\n")
+
+    assert run.code == EXIT_OK, run.err
+    assert run.err == ""
+    assert_not_shown(run, created["secret"])
+    if output:
+        assert run.json()["id"] == created["id"]
+        assert run.json()["status"] == "revoked"
+    shown = cli("show", created["id"], "--json").json()
+    assert shown["status"] == "revoked"
+    assert shown["revocation_reason"] is None
+
+
+def test_every_command_taking_an_id_takes_the_whole_key(cli: CLI) -> None:
+    created = create(cli, "--scope", "read:data")
+    secret = created["secret"]
+
+    shown = cli("show", secret, "--json")
+    assert shown.code == EXIT_OK
+    assert shown.json()["id"] == created["id"]
+    assert_not_shown(shown, secret)
+
+    rotated = cli("rotate", "-", "--json", stdin=secret)
+    assert rotated.code == EXIT_OK, rotated.err
+    assert rotated.json()["replaces"]["id"] == created["id"]
+    assert_not_shown(rotated, secret)  # the new secret is printed; the old one never
+    new_secret = rotated.json()["secret"]
+
+    deleted = cli("delete", "-", "--json", stdin=new_secret)
+    assert deleted.code == EXIT_OK, deleted.err
+    assert deleted.json() == {"deleted": rotated.json()["id"]}
+    assert_not_shown(deleted, new_secret)
+    assert cli("show", rotated.json()["id"]).code == EXIT_NOT_FOUND
+
+
+def test_a_key_with_another_prefix_is_read_by_its_own_prefix(cli: CLI, url: str) -> None:
+    manager = apikeys.create_key_manager(url, key_prefix="acme_live")
+    try:
+        new = manager.create_api_key("user_1", "other prefix")
+    finally:
+        manager.close()
+    run = cli("revoke", new.secret, "--json")  # the CLI itself runs with the default prefix
+    assert run.code == EXIT_OK, run.err
+    assert run.json()["id"] == new.id
+    assert_not_shown(run, new.secret)
+
+
+def test_an_unknown_whole_key_is_not_found_by_its_id_only(cli: CLI) -> None:
+    create(cli)
+    unknown = apikeys.generate_key()
+    for output in ([], ["--json"]):
+        run = cli("revoke", unknown.key, *output)
+        assert run.code == EXIT_NOT_FOUND
+        assert unknown.lookup_id in run.err
+        assert_not_shown(run, unknown.key)
+
+
+def _damaged(key: str) -> list[str]:
+    position = len(key) - 10
+    swapped = BASE62[(BASE62.index(key[position]) + 1) % 62]
+    return [
+        key[:position] + swapped + key[position + 1 :],  # a typo: the checksum fails
+        key[:-1],  # cut short
+        key + "x",  # one too many
+        f"'{key}'",  # pasted with its quotes
+        key.replace("_", "-", 1),  # the separator mangled
+        key[:30] + " " + key[30:],  # split by a space
+    ]
+
+
+@pytest.mark.parametrize("command", ["show", "revoke", "delete", "rotate"])
+def test_a_damaged_key_is_a_clear_error_that_does_not_repeat_it(cli: CLI, command: str) -> None:
+    created = create(cli)
+    before = cli("show", created["id"], "--json").json()
+    for damaged in _damaged(created["secret"]):
+        for output in ([], ["--json"]):
+            run = cli(command, damaged, *output)
+            assert run.code == EXIT_USAGE, (damaged, run.err)
+            assert "looks like an API key" in run.err
+            assert damaged not in run.out + run.err
+            assert_not_shown(run, created["secret"])
+            piped = cli(command, "-", *output, stdin=damaged)
+            assert piped.code == EXIT_USAGE
+            assert damaged not in piped.out + piped.err
+    assert cli("show", created["id"], "--json").json() == before  # nothing was changed
+
+
+def test_no_key_on_stdin_is_a_usage_error(cli: CLI) -> None:
+    create(cli)
+    run = cli("revoke", "-", stdin="  \n")
+    assert run.code == EXIT_USAGE
+    assert "no key id given" in run.err
+
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_KEYISH = st.one_of(
+    # Keys of any prefix, whole (never stored here) or with characters changed, cut or added.
+    st.builds(
+        lambda prefix, cut, noise: apikeys.generate_key(prefix).key[: 60 - cut] + noise,
+        st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True).filter(lambda p: p != "ak"),
+        st.integers(0, 20),
+        st.text(alphabet=BASE62 + "_-'\" ./+=", max_size=4),
+    ),
+    # Clerk-shaped secrets: ak_ and base64-like text.
+    st.from_regex(r"ak_[A-Za-z0-9+/=_\-]{16,80}", fullmatch=True),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(presented=_KEYISH, command=st.sampled_from(["show", "revoke", "delete", "rotate"]),
+       via_stdin=st.booleans(), as_json=st.booleans())  # fmt: skip
+def test_key_like_arguments_are_never_repeated(
+    tmp_path_factory: pytest.TempPathFactory,
+    presented: str,
+    command: str,
+    via_stdin: bool,
+    as_json: bool,
+) -> None:
+    database = tmp_path_factory.getbasetemp() / "fuzzed-keys.db"
+    database.touch()
+    argv = [f"--backend=sqlite:///{database}", command, "-" if via_stdin else presented]
+    run = _run_quietly(argv + (["--json"] if as_json else []), stdin=presented)
+
+    assert run.code in (EXIT_USAGE, EXIT_NOT_FOUND), run.err
+    assert "Traceback" not in run.err
+    assert presented.strip() not in run.out + run.err
+    body = presented.rpartition("_")[2]
+    if len(body) > 20:
+        assert body[13:] not in run.out + run.err
+
+
 # --- verify ------------------------------------------------------------------------------
 
 
@@ -927,6 +1082,37 @@ def test_every_command_on_the_clerk_backend(
     assert not_clerk_user.code == EXIT_USAGE
     assert "Clerk id" in not_clerk_user.err
     assert not database.exists()  # nothing went to the SQLite default
+
+
+@pytest.mark.clerk
+def test_a_leaked_clerk_key_is_revoked_by_its_secret(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    testing = pytest.importorskip("apikeys.testing", exc_type=ImportError)
+    monkeypatch.setattr(FakeClerkBackend, "fake", testing.FakeClerk())
+    backend = "tests.test_cli:FakeClerkBackend"
+    user = testing.FakeClerk.new_user_id()
+    key = cli("create", user, "CI pipeline", "--json", backend=backend).json()
+    secret = key["secret"]
+    assert secret.startswith("ak_")
+
+    shown = cli("show", secret, "--json", backend=backend)
+    assert shown.code == EXIT_OK, shown.err
+    assert shown.json()["id"] == key["id"]
+    revoked = cli("revoke", "-", "--json", stdin=secret, backend=backend)
+    assert revoked.code == EXIT_OK, revoked.err
+    assert revoked.json()["id"] == key["id"]
+    assert cli("verify", stdin=secret, backend=backend).code == EXIT_REFUSED
+    # Clerk no longer verifies a revoked secret, so only its id can name it now.
+    again = cli("revoke", secret, backend=backend)
+    assert again.code == EXIT_USAGE
+    assert "give the key id instead" in again.err
+    unknown = cli("revoke", "ak_" + "Zm9vYmFyYmF6cXV4" * 3, "--json", backend=backend)
+    assert unknown.code == EXIT_USAGE
+    assert "does not accept this key" in unknown.err
+    for run in (shown, revoked, again, unknown):
+        assert secret not in run.out + run.err
+        assert "Zm9vYmFyYmF6cXV4" not in run.out + run.err
 
 
 class ReadBackFailsAfterRotation:
@@ -1500,3 +1686,33 @@ def test_a_database_apikeys_does_not_ship_a_driver_for_is_not_sent_to_the_postgr
     assert message in run.err
     assert "apikeys[postgres]'" in run.err  # named as what is tested, not as the fix
     assert "db.internal" not in run.err
+
+
+def test_console_script_revokes_a_leaked_key_without_printing_it(tmp_path: Path) -> None:
+    script = _console_script()
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")
+    }
+    environment["APIKEYS_BACKEND"] = f"sqlite:///{tmp_path / 'keys.db'}"
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args], input=stdin, capture_output=True, text=True,
+            env=environment, timeout=60, check=False,
+        )  # fmt: skip
+
+    first = json.loads(run("create", "user_1", "laptop", "--json").stdout)
+    second = json.loads(run("create", "user_1", "ci", "--json").stdout)
+    by_argument = run("revoke", first["secret"], "--json")
+    by_stdin = run("revoke", "-", "--reason", "leaked", stdin=second["secret"] + "\n")
+    damaged = run("revoke", first["secret"][:-1])
+
+    assert by_argument.returncode == by_stdin.returncode == EXIT_OK
+    assert damaged.returncode == EXIT_USAGE
+    for result in (by_argument, by_stdin, damaged):
+        for secret in (first["secret"], second["secret"], first["secret"][:-1]):
+            assert secret not in result.stdout + result.stderr
+    for key in (first, second):
+        refused = run("verify", stdin=key["secret"])
+        assert refused.returncode == EXIT_REFUSED
+        assert "revoked" in refused.stdout

@@ -49,6 +49,8 @@ def test_protect_routes() -> None:
     issuer = apikeys.create_key_manager("sqlite:///apikeys.db")
     reader = issuer.create_api_key("user_1", "reader", ["read:data"])
     writer = issuer.create_api_key("user_1", "writer", ["write:data"])
+    # The first management key, issued outside /api-keys as the README says.
+    admin = issuer.create_api_key("user_1", "admin console", [apikeys.MANAGEMENT_SCOPE])
     issuer.close()
     with TestClient(namespace["app"]) as client:
         assert client.get("/protected").status_code == 401
@@ -58,8 +60,12 @@ def test_protect_routes() -> None:
         refused = client.get("/protected", headers=wrong_scope)
         assert refused.status_code == 403
         assert refused.json()["code"] == "insufficient_scope"
-        listed = client.get("/api-keys", headers=bearer).json()
-        assert {item["id"] for item in listed["items"]} == {reader.id, writer.id}
+        not_a_manager = client.get("/api-keys", headers=bearer)
+        assert not_a_manager.status_code == 403
+        assert not_a_manager.json()["missingScopes"] == ["keys:manage"]
+        manager_bearer = {"Authorization": f"Bearer {admin.secret}"}
+        listed = client.get("/api-keys", headers=manager_bearer).json()
+        assert {item["id"] for item in listed["items"]} == {reader.id, writer.id, admin.id}
 
 
 def test_clerk(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,8 @@ Request-time policy:
   403 ``insufficient_scope``; backend down → 503 with ``Retry-After``.
 - Error bodies are ``{"code": ..., "message": ...}`` plus ``missingScopes``,
   ``errors`` or ``retryAfter`` where they apply: never a secret, never a trace.
+- ``POST /api-keys`` counts creations per owner (``max_key_creations`` per
+  ``key_creation_window``); past the allowance, 429 with ``Retry-After``.
 - Optional, per client: keys over plain HTTP refused (403 ``https_required``,
   ``require_https``); repeated failures from one client address answered 429
   with ``Retry-After`` (``client_max_failures``). The client address and
@@ -43,6 +45,11 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from apikeys._creationlimit import (
+    DEFAULT_KEY_CREATION_WINDOW,
+    DEFAULT_MAX_KEY_CREATIONS,
+    CreationLimiter,
+)
 from apikeys._errors import (
     APIKeysError,
     AuthenticationError,
@@ -59,7 +66,7 @@ from apikeys._flow import Flow, run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureLimiter
-from apikeys._scopes import normalize_scopes
+from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 from apikeys._validation import check_scopes
 
 T = TypeVar("T")
@@ -158,10 +165,21 @@ class IntegrationSettings(BaseModel):
         realm: The ``realm`` of ``WWW-Authenticate`` challenges.
         exempt_paths: Paths the whole-app middleware lets through without a
             key: exact paths, or prefixes written ``/public/*``.
-        management_scope: A scope every ``/api-keys`` call must hold, if any.
+        management_scope: The scope every ``/api-keys`` call must hold:
+            :data:`apikeys.MANAGEMENT_SCOPE` (``keys:manage``) by default;
+            ``keys:*`` covers it. ``None`` opens ``/api-keys`` to every valid
+            key (each still reaches only its own owner's keys): an explicit
+            choice, never a default.
         management_delete: What ``DELETE /api-keys/{id}`` does: ``revoke``
             (default; the key stays listed as revoked) or ``delete`` (gone).
         max_body_bytes: Largest ``/api-keys`` request body accepted.
+        max_key_creations: Keys one owner may create through
+            ``POST /api-keys`` in a burst (20 by default), after which one
+            more every ``key_creation_window / max_key_creations`` seconds;
+            past that, 429 with ``Retry-After``. ``0`` turns the limit off.
+            Counted per process.
+        key_creation_window: Seconds for an owner's creation allowance to
+            grow back completely (600 by default).
         retry_after: ``Retry-After`` seconds sent with 429/503 when the error
             does not say.
         client_max_failures: Failed validations (malformed, unknown or wrong
@@ -185,9 +203,11 @@ class IntegrationSettings(BaseModel):
     invalid_key_status: Literal[401, 403] = 403
     realm: str = "api"
     exempt_paths: tuple[str, ...] = ()
-    management_scope: str | None = None
+    management_scope: str | None = MANAGEMENT_SCOPE
     management_delete: Literal["revoke", "delete"] = "revoke"
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    max_key_creations: int = Field(default=DEFAULT_MAX_KEY_CREATIONS, ge=0, le=1_000_000)
+    key_creation_window: float = Field(default=DEFAULT_KEY_CREATION_WINDOW, gt=0, le=86400)
     retry_after: int = Field(default=5, ge=1, le=86400)
     client_max_failures: int = Field(default=0, ge=0, le=1_000_000)
     client_failure_window: float = Field(default=60.0, gt=0, le=86400)
@@ -196,14 +216,19 @@ class IntegrationSettings(BaseModel):
 
     # Built from the fields once; shared by every request these settings serve.
     _client_limiter: FailureLimiter | None = PrivateAttr(default=None)
+    _creation_limiter: CreationLimiter | None = PrivateAttr(default=None)
     _trusted_networks: tuple[_Network, ...] = PrivateAttr(default=())
     _header_plan: _HeaderPlan = PrivateAttr(default=None)  # type: ignore[assignment]
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the per-client limiter, the trusted networks and the header plan once."""
+        """Build the limiters, the trusted networks and the header plan once."""
         if self.client_max_failures:
             self._client_limiter = FailureLimiter(
                 self.client_max_failures, self.client_failure_window
+            )
+        if self.max_key_creations:
+            self._creation_limiter = CreationLimiter(
+                self.max_key_creations, self.key_creation_window
             )
         self._trusted_networks = tuple(_network(proxy) for proxy in self.trusted_proxies)
         self._header_plan = _HeaderPlan.of(self.header_names)
@@ -232,6 +257,18 @@ class IntegrationSettings(BaseModel):
         # Read per request: the private dict directly, not pydantic's slower __getattr__.
         private = self.__pydantic_private__
         return private["_client_limiter"] if private else None
+
+    @property
+    def creation_limiter(self) -> CreationLimiter | None:
+        """The per-owner limit on ``POST /api-keys``, or ``None`` when it is off."""
+        private = self.__pydantic_private__
+        return private["_creation_limiter"] if private else None
+
+    @property
+    def management_scopes(self) -> tuple[str, ...]:
+        """What every ``/api-keys`` call must hold: ``(management_scope,)``, or ``()`` when open."""
+        scope = self.management_scope
+        return (scope,) if scope is not None else ()
 
     @property
     def trusted_networks(self) -> tuple[_Network, ...]:

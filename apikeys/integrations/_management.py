@@ -8,12 +8,19 @@ drive it with a sync or an async manager and map every error.
 
 Rules, enforced before anything is written:
 
+- The caller holds the management scope (``settings.management_scopes``,
+  :data:`apikeys.MANAGEMENT_SCOPE` by default), else 403
+  ``insufficient_scope``. The adapters check it when they authenticate; the
+  flow checks it again, so no adapter can forget it.
 - A caller only ever reaches its own owner's keys: another owner's key id
   answers 404 exactly like an unknown id, so ids cannot be probed.
 - ``userId`` in a body must be the caller's own (else 403).
 - A new key's scopes must be covered by the caller's (no escalation; 403
   ``insufficient_scope`` naming what is missing), and it cannot outlive the
   caller: without an expiration it gets the caller's; a later one is 403.
+- Creations are counted per owner (``settings.creation_limiter``): past
+  ``max_key_creations`` in a burst, 429 with ``Retry-After``; a refused or
+  invalid request counts nothing.
 - Bodies are capped in size and checked field by field: wrong types, unknown
   or repeated fields, past expirations → 422 listing every field error.
 """
@@ -46,6 +53,7 @@ from apikeys._requests import (
     check_reason,
 )
 from apikeys._scopes import missing_scopes, normalize_scopes
+from apikeys._validation import check_scopes
 from apikeys.integrations._core import (
     CoreResponse,
     FieldError,
@@ -309,7 +317,7 @@ def management_flow(
         APIKeysError: Any refusal; :func:`handle_management_sync` and
             :func:`handle_management_async` map it to a response.
     """
-    caller = request.caller
+    caller = check_scopes(request.caller, settings.management_scopes)
     method = request.method.upper()
     if method == "HEAD":
         method = "GET"  # frameworks route HEAD to GET views; the server drops the body
@@ -330,6 +338,9 @@ def management_flow(
         return CoreResponse(200, body, _NO_STORE)
     if method == "POST" and request.key_id is None:
         arguments = _parse_create(parse_json_body(request.body, settings), caller)
+        limiter = settings.creation_limiter
+        if limiter is not None:
+            limiter.take(caller.user_id)
         new_key: NewAPIKey = yield ManagerCall(
             "create_api_key",
             (caller.user_id, arguments.name, arguments.scopes, arguments.expiration),

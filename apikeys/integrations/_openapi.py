@@ -104,9 +104,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERROR_DESCRIPTIONS = {
     401: "No API key",
-    403: "Refused key, missing scope, another user's id, or an expiry past the caller's",
+    403: "Refused key, no keys:manage scope (or another missing scope), another user's id,"
+    " or an expiry past the caller's",
     404: "No such key for this user",
     422: "Invalid request; every field error listed",
+    429: "Too many keys created for this user; retry after Retry-After seconds",
     503: "Key store unavailable",
 }
 
@@ -155,7 +157,7 @@ MANAGEMENT_OPERATIONS: Final[dict[tuple[str, str], dict[str, Any]]] = {
         "status": 201,
         "responses": {
             201: _json(NEW_KEY_SCHEMA, "The new key, with its secret shown this once"),
-            **_errors(401, 403, 422, 503),
+            **_errors(401, 403, 422, 429, 503),
         },
         "requestBody": {
             "required": True,

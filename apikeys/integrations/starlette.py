@@ -109,8 +109,7 @@ class APIKeys:
     @property
     def management_scopes(self) -> tuple[str, ...]:
         """What every ``/api-keys`` call must hold."""
-        scope = self.settings.management_scope
-        return (scope,) if scope else ()
+        return self.settings.management_scopes
 
     def init_app(self, app: Any) -> None:
         """Attach to ``app``: ``app.state.apikeys`` and the error handler."""

@@ -3,6 +3,7 @@
 ``APIKEYS`` configures apikeys: ``BACKEND`` is the key store (SQLite here;
 ``postgresql+psycopg://…`` or ``clerk://`` work the same), the other keys are
 integration settings (``EXEMPT_PATHS``…) or manager settings (``CACHE_TTL``…).
+``/api-keys`` requires ``keys:manage`` (``MANAGEMENT_SCOPE``, the default).
 """
 
 from __future__ import annotations

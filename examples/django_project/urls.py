@@ -1,4 +1,10 @@
-"""URLs of the example project: a few protected views and ``/api-keys``."""
+"""URLs of the example project: a few protected views and ``/api-keys``.
+
+``/api-keys`` answers only keys holding ``keys:manage``; issue the first one
+from the command line::
+
+    apikeys create user_123 "my laptop" --scope "read:data keys:manage" --backend sqlite:///apikeys-example.db
+"""
 
 from __future__ import annotations
 

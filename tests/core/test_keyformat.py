@@ -475,3 +475,55 @@ def test_try_parse_key_agrees_with_parse_key(text: str) -> None:
         assert parsed is None
     else:
         assert parsed == expected
+
+
+# --- keys where an id is expected (the command line) --------------------------------------
+
+
+@given(prefix=st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True))
+def test_a_key_of_any_prefix_gives_its_lookup_id(prefix: str) -> None:
+    from apikeys._keyformat import try_parse_key_any_prefix
+
+    if prefix == "ak" or prefix.startswith("ak_"):
+        return
+    key = generate_key(prefix)
+    parsed = try_parse_key_any_prefix(key.key)
+    assert parsed is not None
+    assert parsed.lookup_id == key.lookup_id
+
+
+@given(
+    prefix=st.sampled_from(["apk", "sk_live", "acme"]),
+    kind=st.sampled_from(["typo", "drop", "add", "quote", "separator", "space"]),
+    position=st.integers(0, 51),
+    char=st.sampled_from(BASE62_ALPHABET),
+)
+def test_a_damaged_key_looks_like_a_key_and_parses_as_none(
+    prefix: str, kind: str, position: int, char: str
+) -> None:
+    from apikeys._keyformat import looks_like_key, try_parse_key_any_prefix
+
+    key = generate_key(prefix).key
+    at = len(prefix) + 1 + position  # a position in the body
+    damaged = {
+        "typo": key[:at] + char + key[at + 1 :],
+        "drop": key[:at] + key[at + 1 :],
+        "add": key[:at] + char + key[at:],
+        "quote": f'"{key}"',
+        "separator": key.replace("_", "-"),
+        "space": key[:at] + " " + key[at:],
+    }[kind]
+    assume(damaged != key)
+    assert looks_like_key(damaged)
+    assert try_parse_key_any_prefix(damaged) is None
+
+
+@pytest.mark.parametrize(
+    "key_id",
+    ["AbCdEfGhIjKl", "ak_" + "0123456789abcdef" * 2, "api_key_" + "ABCDEF0123456789" * 2,
+     "3f2b1c9e-8a7d-4e6f-9b0a-1c2d3e4f5a6b", "0123456789abcdef" * 2, "NoSuchKey123"],
+)  # fmt: skip
+def test_key_ids_do_not_look_like_keys(key_id: str) -> None:
+    from apikeys._keyformat import looks_like_key
+
+    assert not looks_like_key(key_id)

@@ -18,6 +18,7 @@ from tests.core.subprocesses import run_python
 EXPECTED_ALL = [
     "KEEP",
     "KEY_PATTERN",
+    "MANAGEMENT_SCOPE",
     "APIKey",
     "APIKeyPage",
     "APIKeysError",

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 from apikeys import RateLimitedError, VerifiedKey
-from tests.integrations.contract import AppOptions, Client, Reply
+from tests.integrations.contract import AppOptions, Client, Reply, apply_clock
 
 EXEMPT_PATHS = ("/health", "/public/*")
 
@@ -77,7 +77,7 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
         await manager.close()
 
     app = FastAPI(lifespan=lifespan)
-    APIKeys(app, manager=manager, settings=options.settings)
+    apply_clock(APIKeys(app, manager=manager, settings=options.settings).settings, options)
     app.include_router(management_router)
     if options.middleware:
         app.add_middleware(
@@ -117,6 +117,84 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
         key = getattr(request.state, "api_key", None)
         return {"user": key.user_id if key else None}
 
+    return app
+
+
+def starlette_app(url: str, options: AppOptions) -> Any:
+    """The demo app in plain Starlette (no FastAPI), on an async manager closed at shutdown."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    import apikeys
+    from apikeys.integrations.starlette import (
+        APIKeyMiddleware,
+        APIKeys,
+        management_router,
+        require_api_key,
+    )
+
+    manager = apikeys.create_async_key_manager(url)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await manager.close()
+
+    def published(request: StarletteRequest) -> VerifiedKey:
+        key: VerifiedKey = request.state.api_key
+        return key
+
+    @require_api_key()
+    async def protected(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(product_docs_body(published(request)))
+
+    @require_api_key()
+    def protected_sync(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(product_docs_body(published(request)))
+
+    @require_api_key(["read:data"])
+    async def scoped(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"user": published(request).user_id})
+
+    @require_api_key("admin:write")
+    async def admin(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"user": published(request).user_id})
+
+    @require_api_key()
+    async def rate_limited(request: StarletteRequest) -> JSONResponse:
+        raise RateLimitedError("slow down", retry_after=7)
+
+    async def health(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def public_info(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"info": "public"})
+
+    async def whoami(request: StarletteRequest) -> JSONResponse:
+        key = getattr(request.state, "api_key", None)
+        return JSONResponse({"user": key.user_id if key else None})
+
+    app = Starlette(
+        routes=[
+            Route("/protected", protected),
+            Route("/protected-sync", protected_sync),
+            Route("/scoped", scoped),
+            Route("/admin", admin),
+            Route("/rate-limited", rate_limited),
+            Route("/health", health),
+            Route("/public/info", public_info),
+            Route("/whoami", whoami),
+            Mount("", app=management_router),
+        ],
+        lifespan=lifespan,
+    )
+    apply_clock(APIKeys(app, manager=manager, settings=options.settings).settings, options)
+    if options.middleware:
+        app.add_middleware(
+            APIKeyMiddleware, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS
+        )
     return app
 
 
@@ -161,6 +239,7 @@ def flask_app(url: str, options: AppOptions) -> Any:
     for name, value in options.settings.model_dump(exclude_defaults=True).items():
         app.config[f"APIKEYS_{name.upper()}"] = value
     APIKeys(app)
+    apply_clock(app.extensions["apikeys"].settings, options)
     app.register_blueprint(management_router)
     if options.middleware:
         APIKeyMiddleware(app, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS)

@@ -68,6 +68,27 @@ class AppOptions:
     settings: IntegrationSettings = field(default_factory=IntegrationSettings)
     middleware: bool = False
     middleware_scopes: tuple[str, ...] = ()
+    clock: Callable[[], float] | None = None
+    """The clock of the app's ``POST /api-keys`` creation limit (see :func:`apply_clock`)."""
+
+
+def apply_clock(settings: IntegrationSettings, options: AppOptions) -> None:
+    """Give the creation limiter of the settings an app built ``options.clock``."""
+    if options.clock is None:
+        return
+    limiter = settings.creation_limiter
+    if limiter is not None:
+        limiter.clock = options.clock
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 ClientFactory = Callable[..., AbstractContextManager[Client]]
@@ -394,13 +415,72 @@ class IntegrationContract:
             assert reply.status == 401, method
 
     def test_management_scope(self, make_client: ClientFactory, seeded: Seeded) -> None:
-        options = AppOptions(settings=IntegrationSettings(management_scope="keys:manage"))
+        options = AppOptions(settings=IntegrationSettings(management_scope="keys:admin"))
         with make_client(seeded.url, options) as scoped:
             refused = scoped.request("GET", "/api-keys", headers=bearer(seeded.reader.secret))
             allowed = scoped.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
         assert refused.status == 403
-        assert refused.json["missingScopes"] == ["keys:manage"]
-        assert allowed.status == 200
+        assert refused.json["missingScopes"] == ["keys:admin"]
+        assert allowed.status == 200  # keys:* covers keys:admin
+
+    def test_a_key_without_the_management_scope_manages_nothing(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        before = seeded.count_keys()
+        reader = bearer(seeded.reader.secret)
+        attempts = [
+            client.request("GET", "/api-keys", headers=reader),
+            post_key(client, seeded.reader.secret, {"name": "minted", "scopes": ["read:data"]}),
+            client.request("DELETE", f"/api-keys/{seeded.admin.id}", headers=reader),
+            client.request(
+                "DELETE", "/api-keys", headers=reader, content=as_json({"id": seeded.admin.id})
+            ),
+            client.request("DELETE", "/api-keys", headers=reader, params={"id": seeded.admin.id}),
+        ]
+        for reply in attempts:
+            assert reply.status == 403, reply.text
+            assert reply.json["code"] == "insufficient_scope"
+            assert reply.json["missingScopes"] == [apikeys.MANAGEMENT_SCOPE] == ["keys:manage"]
+            assert reply.headers["www-authenticate"] == (
+                'Bearer realm="api", error="insufficient_scope", scope="keys:manage"'
+            )
+            assert seeded.admin.id not in reply.text  # nothing listed
+        assert seeded.count_keys() == before
+        still_works = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+        assert still_works.status == 200
+
+    def test_a_key_with_the_management_scope_manages_its_owners_keys(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        manager = apikeys.create_key_manager(seeded.url)
+        try:
+            keeper = manager.create_api_key(OWNER, "keeper", [apikeys.MANAGEMENT_SCOPE])
+        finally:
+            manager.close()
+        listed = client.request("GET", "/api-keys", headers=bearer(keeper.secret))
+        assert listed.status == 200
+        assert "keeper" in {item["name"] for item in listed.json["items"]}
+        created = post_key(client, keeper.secret, {"name": "child", "scopes": ["keys:manage"]})
+        assert created.status == 201, created.text
+        revoked = client.request(
+            "DELETE", f"/api-keys/{seeded.reader.id}", headers=bearer(keeper.secret)
+        )
+        assert revoked.status == 200
+        assert revoked.json["active"] is False
+
+    def test_open_management_lets_every_key_manage_its_owners_keys(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        options = AppOptions(settings=IntegrationSettings(management_scope=None))
+        with make_client(seeded.url, options) as open_client:
+            reader = bearer(seeded.reader.secret)
+            listed = open_client.request("GET", "/api-keys", headers=reader)
+            created = post_key(open_client, seeded.reader.secret, {"name": "minted"})
+            revoked = open_client.request("DELETE", f"/api-keys/{seeded.admin.id}", headers=reader)
+        assert listed.status == 200
+        assert created.status == 201
+        assert created.json["scopes"] == []
+        assert revoked.status == 200
 
     # --- management: creating -----------------------------------------------------------
 
@@ -453,7 +533,7 @@ class IntegrationContract:
         self, client: Client, seeded: Seeded, scopes: list[str], missing: list[str]
     ) -> None:
         before = seeded.count_keys()
-        reply = post_key(client, seeded.reader.secret, {"name": "escalate", "scopes": scopes})
+        reply = post_key(client, seeded.admin.secret, {"name": "escalate", "scopes": scopes})
         assert reply.status == 403
         assert reply.json["code"] == "insufficient_scope"
         assert reply.json["missingScopes"] == missing
@@ -462,7 +542,9 @@ class IntegrationContract:
     def test_create_cannot_outlive_the_calling_key(self, client: Client, seeded: Seeded) -> None:
         manager = apikeys.create_key_manager(seeded.url)
         try:
-            short_lived = manager.create_api_key(OWNER, "short", ["read:data"], "2031-01-01")
+            short_lived = manager.create_api_key(
+                OWNER, "short", ["read:data", "keys:manage"], "2031-01-01"
+            )
         finally:
             manager.close()
         inherited = post_key(client, short_lived.secret, {"name": "child"})
@@ -519,6 +601,50 @@ class IntegrationContract:
         assert reply.json["code"] == "invalid_input"
         assert sorted(error["field"] for error in reply.json["errors"]) == sorted(fields)
         assert seeded.count_keys() == before
+
+    # --- management: how many keys an owner may create ----------------------------------
+
+    def test_key_creations_are_limited_per_owner_with_retry_after(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        clock = FakeClock()
+        settings = IntegrationSettings(max_key_creations=3, key_creation_window=60)
+        with make_client(seeded.url, AppOptions(settings=settings, clock=clock)) as limited:
+            first = post_key(
+                limited, seeded.admin.secret, {"name": "k0", "scopes": ["keys:manage"]}
+            )
+            assert first.status == 201
+            # An invalid body creates nothing and counts nothing.
+            assert post_key(limited, seeded.admin.secret, {"name": ""}).status == 422
+            for index in (1, 2):
+                assert post_key(limited, seeded.admin.secret, {"name": f"k{index}"}).status == 201
+            before = seeded.count_keys()
+            refused = post_key(limited, seeded.admin.secret, {"name": "k3"})
+            assert refused.status == 429
+            assert refused.headers["retry-after"] == "20"  # one creation per 60 / 3 s
+            assert refused.json["code"] == "rate_limited"
+            assert refused.json["retryAfter"] == 20
+            # Per owner, not per key: the owner's other keys are refused too...
+            sibling = post_key(limited, first.json["secret"], {"name": "k3"})
+            assert sibling.status == 429
+            assert seeded.count_keys() == before
+            # ...another owner is not, and the rest of /api-keys still answers.
+            assert post_key(limited, seeded.other.secret, {"name": "theirs"}).status == 201
+            listed = limited.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+            assert listed.status == 200
+            clock.now += 19.5
+            assert post_key(limited, seeded.admin.secret, {"name": "k3"}).status == 429
+            clock.now += 0.5
+            assert post_key(limited, seeded.admin.secret, {"name": "k3"}).status == 201
+            assert post_key(limited, seeded.admin.secret, {"name": "k4"}).status == 429
+
+    def test_key_creations_are_limited_by_default(self, client: Client, seeded: Seeded) -> None:
+        statuses: list[int] = []
+        while len(statuses) < 101 and 429 not in statuses:
+            statuses.append(post_key(client, seeded.admin.secret, {"name": "k"}).status)
+        assert statuses[-1] == 429, f"{len(statuses)} keys created in a row, none refused"
+        assert statuses == [201] * IntegrationSettings().max_key_creations + [429]
+        assert post_key(client, seeded.admin.secret, {"name": "k"}).status == 429
 
     # --- management: revoking -----------------------------------------------------------
 

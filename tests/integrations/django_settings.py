@@ -40,7 +40,7 @@ from apikeys.integrations.django import (
 )
 from tests.integrations.apps import product_docs_body
 from tests.integrations.conftest import Seeded, seed
-from tests.integrations.contract import AppOptions, Client, Reply
+from tests.integrations.contract import AppOptions, Client, Reply, apply_clock
 
 T = TypeVar("T")
 
@@ -276,6 +276,7 @@ def django_client(
         **overrides,
     }
     with override_settings(**changes):
+        apply_clock(APIKeys.current().settings, options)
         if not asynchronous:
             try:
                 yield DjangoClient(SyncClient().generic)

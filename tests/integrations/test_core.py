@@ -651,7 +651,7 @@ async def test_foreign_key_is_404_and_foreign_user_403(serve: Serve, seeded: See
 
 
 async def test_no_escalation(serve: Serve, seeded: Seeded) -> None:
-    caller = _caller(seeded, "reader")
+    caller = _caller(seeded, "reader").model_copy(update={"scopes": ("read:data", "keys:manage")})
     body = json.dumps({"name": "x", "scopes": ["read:data", "keys:*"]}).encode()
     refused = await serve(ManagementRequest("POST", caller, body=body), DEFAULTS)
     assert refused.status == 403
@@ -659,6 +659,28 @@ async def test_no_escalation(serve: Serve, seeded: Seeded) -> None:
     assert refused.body["missingScopes"] == ["keys:*"]
     own = json.dumps({"name": "x", "scopes": ["read:data"], "userId": OWNER}).encode()
     assert (await serve(ManagementRequest("POST", caller, body=own), DEFAULTS)).status == 201
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_the_flow_itself_requires_the_management_scope(
+    serve: Serve, seeded: Seeded, method: str
+) -> None:
+    # An adapter that forgot to ask for the scope when authenticating is still covered.
+    caller = _caller(seeded, "reader")
+    before = seeded.count_keys()
+    body = json.dumps({"name": "x"}).encode() if method == "POST" else b""
+    key_id = seeded.admin.id if method == "DELETE" else None
+    request = ManagementRequest(method, caller, key_id=key_id, body=body)
+    refused = await serve(request, DEFAULTS)
+    assert refused.status == 403
+    assert refused.body is not None
+    assert refused.body["missingScopes"] == ["keys:manage"]
+    assert dict(refused.headers)["WWW-Authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", scope="keys:manage"'
+    )
+    assert seeded.count_keys() == before
+    opened = await serve(request, IntegrationSettings(management_scope=None))
+    assert opened.status in (200, 201)
 
 
 async def test_body_size_cap(serve: Serve, seeded: Seeded) -> None:
@@ -735,3 +757,24 @@ async def test_authentication_with_both_drivers(seeded: Seeded) -> None:
         await async_manager.close()
     assert by_sync == by_async
     assert by_sync.user_id == OWNER
+
+
+async def test_creation_limit_zero_is_off_and_counts_only_creations(
+    serve: Serve, seeded: Seeded
+) -> None:
+    caller = _caller(seeded)
+    unlimited = IntegrationSettings(max_key_creations=0)
+    assert unlimited.creation_limiter is None
+    body = json.dumps({"name": "x"}).encode()
+    statuses = [
+        (await serve(ManagementRequest("POST", caller, body=body), unlimited)).status
+        for _ in range(25)
+    ]
+    assert statuses == [201] * 25
+    limited = IntegrationSettings(max_key_creations=1)
+    for method in ("GET", "DELETE"):  # listing and revoking count nothing
+        key_id = seeded.reader.id if method == "DELETE" else None
+        request = ManagementRequest(method, caller, key_id=key_id)
+        assert (await serve(request, limited)).status == 200
+    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 201
+    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 429

@@ -49,6 +49,7 @@ def test_django_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manager = apikeys.create_key_manager("sqlite:///apikeys.db")
     try:
         reader = manager.create_api_key(OWNER, "docs", ["read:data"]).secret
+        keeper = manager.create_api_key(OWNER, "keeper", ["read:data", "keys:manage"]).secret
         other = manager.create_api_key("user_9", "docs", ["read:data"]).secret
     finally:
         manager.close()
@@ -72,7 +73,9 @@ def test_django_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             assert body["message"] == "API key authentication successful"
             assert body["user"] == OWNER
             assert client.get("/reports", headers=auth).json() == {"owner": OWNER}
-            assert client.get("/api-keys", headers=auth).json()["total"] == 1
+            keeper_auth = {"Authorization": f"Bearer {keeper}"}
+            assert client.get("/api-keys", headers=keeper_auth).json()["total"] == 2
+            assert client.get("/api-keys", headers=auth).status_code == 403
             assert client.get("/drf/data", headers={"X-API-Key": other}).json() == {
                 "owner": "user_9"
             }

@@ -321,3 +321,47 @@ def test_api_key_user() -> None:
     assert user == APIKeyUser(key.model_copy(update={"key_id": "k2"}))
     assert hash(user) == hash("user_1")
     assert "k1" in repr(user)
+
+
+@pytest.mark.parametrize("management_scope", ["default", None], ids=["default", "open"])
+def test_api_keys_in_a_drf_project_needs_the_management_scope(
+    seeded: Seeded, management_scope: str | None
+) -> None:
+    # A DRF project mounts Django's /api-keys views; DRF's authentication by API
+    # key on every view must not open them to keys without keys:manage.
+    from rest_framework.test import APIClient
+
+    settings = (
+        IntegrationSettings() if management_scope else IntegrationSettings(management_scope=None)
+    )
+    rest_framework = {
+        **BASE_SETTINGS["REST_FRAMEWORK"],
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "apikeys.integrations.django.rest_framework.APIKeyAuthentication"
+        ],
+        "DEFAULT_PERMISSION_CLASSES": [
+            "apikeys.integrations.django.rest_framework.HasAPIKeyScopes"
+        ],
+    }
+    before = seeded.count_keys()
+    with drf_client(seeded.url, AppOptions(settings=settings), REST_FRAMEWORK=rest_framework):
+        client = APIClient()
+        reader = bearer(seeded.reader.secret)
+        replies = [
+            reply_of(client.get("/api-keys", headers=reader)),
+            reply_of(client.post("/api-keys", {"name": "minted"}, format="json", headers=reader)),
+            reply_of(client.delete(f"/api-keys/{seeded.admin.id}", headers=reader)),
+        ]
+        manager_reply = reply_of(client.get("/api-keys", headers=bearer(seeded.admin.secret)))
+    if management_scope is None:
+        assert [reply.status for reply in replies] == [200, 201, 200]
+        return
+    for reply in replies:
+        assert reply.status == 403
+        assert reply.json["code"] == "insufficient_scope"
+        assert reply.json["missingScopes"] == ["keys:manage"]
+        assert reply.headers["www-authenticate"] == (
+            'Bearer realm="api", error="insufficient_scope", scope="keys:manage"'
+        )
+    assert seeded.count_keys() == before
+    assert manager_reply.status == 200  # keys:* covers keys:manage

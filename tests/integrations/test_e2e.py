@@ -57,8 +57,23 @@ def test_example_app_over_real_http(
         assert revoked.status_code == 403
         assert revoked.json()["code"] == "revoked_api_key"
 
+        # A read-only key manages nothing: no listing, no minting, no revoking.
+        reader_auth = {"Authorization": f"Bearer {seeded.reader.secret}"}
+        before_refusals = seeded.count_keys()
+        for method, path, body in [
+            ("GET", "/api-keys", None),
+            ("POST", "/api-keys", {"name": "minted", "scopes": ["read:data"]}),
+            ("DELETE", f"/api-keys/{seeded.admin.id}", None),
+        ]:
+            refused = http.request(method, path, headers=reader_auth, json=body)
+            assert refused.status_code == 403
+            assert refused.headers["www-authenticate"] == (
+                'Bearer realm="api", error="insufficient_scope", scope="keys:manage"'
+            )
+        assert seeded.count_keys() == before_refusals
+
         created = http.post(
-            "/api-keys", headers=auth, json={"name": "e2e", "scopes": ["read:data"]}
+            "/api-keys", headers=auth, json={"name": "e2e", "scopes": ["read:data", "keys:manage"]}
         )
         assert created.status_code == 201
         new_secret = created.json()["secret"]

@@ -31,7 +31,7 @@ from apikeys.integrations.fastapi import (
     IntegrationSettings,
     require_api_key,
 )
-from tests.integrations.apps import asgi_client, fastapi_app
+from tests.integrations.apps import asgi_client, fastapi_app, starlette_app
 from tests.integrations.conftest import OWNER, Seeded, seed
 from tests.integrations.contract import AppOptions, ClientFactory, IntegrationContract
 from tests.integrations.servers import running_server, uvicorn_command
@@ -43,6 +43,14 @@ class TestFastAPIContract(IntegrationContract):
     @pytest.fixture
     def make_client(self) -> ClientFactory:
         return lambda url, options: asgi_client(fastapi_app(url, options))
+
+
+class TestStarletteContract(IntegrationContract):
+    """Plain Starlette: ``require_api_key`` decorators and the ``management_router`` mount."""
+
+    @pytest.fixture
+    def make_client(self) -> ClientFactory:
+        return lambda url, options: asgi_client(starlette_app(url, options))
 
 
 # --- property-based requests against the /api-keys OpenAPI schema, on a real server -------
@@ -296,6 +304,8 @@ def test_plain_starlette_app(seeded: Seeded) -> None:
         assert refused.status_code == 403
         assert refused.json()["missingScopes"] == ["admin:write"]
         assert client.get("/api-keys").status_code == 401
+        assert client.get("/api-keys", headers=auth).status_code == 403  # no keys:manage
+        auth = {"Authorization": f"Bearer {seeded.admin.secret}"}
         listed = client.get("/api-keys", headers=auth)
         assert listed.status_code == 200
         assert listed.json()["total"] == 2

@@ -174,8 +174,7 @@ class APIKeys:
     @property
     def management_scopes(self) -> tuple[str, ...]:
         """What every ``/api-keys`` call must hold."""
-        scope = self.settings.management_scope
-        return (scope,) if scope else ()
+        return self.settings.management_scopes
 
     @property
     def manager(self) -> KeyManager:
