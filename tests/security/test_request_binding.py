@@ -15,10 +15,8 @@ sync worker with ``-w 1``, waitress with ``threads=1``, uvicorn).
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from fastapi import Depends, FastAPI, WebSocket
 
 import apikeys
 from apikeys import VerifiedKey
-from tests.integrations.apps import asgi_client, flask_app, flask_client, reply_of
+from tests.integrations.apps import asgi_client, flask_app, flask_client
 from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
 from tests.integrations.contract import AppOptions, Client, Reply, bearer
 from tests.integrations.django_settings import (
@@ -43,10 +41,10 @@ from tests.integrations.django_settings import (
 from tests.integrations.django_settings import reply_of as django_reply_of
 from tests.security.lingering_apps import ContextPushedInServingThread
 from tests.security.proxying import gunicorn_serving, uvicorn_serving, waitress_serving
+from tests.security.raw_http import HTTPClient, werkzeug_serving
 
 NEW_KEY = json.dumps({"name": "minted", "scopes": ["read:data"]}).encode()
 JSON = {"Content-Type": "application/json"}
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,41 +87,6 @@ def attack(client: Client, seeded: Seeded, path: str, *, whoami: bool = True) ->
     assert client.request("GET", path).status == 401
 
 
-class HTTPClient:
-    """The contract's :class:`Client` over real HTTP to 127.0.0.1, one connection per request.
-
-    Headers may be ``(name, value)`` pairs, so a header can be sent twice.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Headers | None = None,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> Reply:
-        assert params is None
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.putrequest(method, path)
-            pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-            for name, value in pairs:
-                connection.putheader(name, value)
-            connection.putheader("Content-Length", str(len(content or b"")))
-            connection.endheaders(content)
-            response = connection.getresponse()
-            return reply_of(
-                response.status, response.getheaders(), response.read().decode("utf-8", "replace")
-            )
-        finally:
-            connection.close()
-
-
 # --- Flask ------------------------------------------------------------------------------
 
 
@@ -151,22 +114,6 @@ def test_flask_test_client_inside_app_context(seeded: Seeded) -> None:
     with app.app_context(), flask_client(app) as client:
         attack(client, seeded, "/protected-sync")
         attack(client, seeded, "/scoped")
-
-
-@contextmanager
-def werkzeug_serving(app: Any) -> Iterator[int]:
-    """werkzeug's server with ``threaded=False``: one thread serves every request."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=False)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server.port
-    finally:
-        server.shutdown()
-        thread.join(30)
-        server.server_close()
 
 
 @pytest.mark.flask
