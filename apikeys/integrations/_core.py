@@ -59,6 +59,7 @@ from apikeys._flow import Flow, run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureLimiter
+from apikeys._requests import check_required_scopes
 from apikeys._scopes import normalize_scopes
 from apikeys._validation import check_scopes
 
@@ -605,14 +606,18 @@ def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
     return False
 
 
-def required_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...]:
+def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
     """Validate the scopes a route requires, when the route is declared.
 
+    Only an empty sequence requires no scope; a string is split on whitespace
+    (``"read:data write:data"`` is two scopes).
+
     Raises:
-        ConfigurationError: A scope is malformed or a wildcard.
+        ConfigurationError: ``None``, a blank string, or a blank, malformed
+            or wildcard scope.
     """
     try:
-        return normalize_scopes(scopes, allow_wildcards=False, field="scopes")
+        return check_required_scopes(scopes)
     except InvalidInputError as exc:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 

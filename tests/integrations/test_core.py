@@ -135,7 +135,7 @@ def test_check_exempt_paths() -> None:
 
 def test_required_scopes_are_checked_when_declared() -> None:
     assert required_scopes("read:data write:data") == ("read:data", "write:data")
-    assert required_scopes(None) == ()
+    assert required_scopes(()) == required_scopes([]) == ()
     with pytest.raises(ConfigurationError):
         required_scopes(["data:*"])
 
