@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apikeys import ConfigurationError
+from tests.integrations.conftest import Seeded
 from tests.integrations.django_settings import configured
 
 BLANK_TEXT = st.text(alphabet=" \t\n\r\x0b\x0c\x85\xa0\u2003\u3000", max_size=6)
@@ -130,3 +131,32 @@ def test_any_blank_scopes_are_refused_when_declared(blank: object) -> None:
     for declare in DECLARATIONS.values():
         with pytest.raises(ConfigurationError):
             declare(blank)
+
+
+@pytest.mark.parametrize("blank", [None, "", " "])
+def test_a_drf_views_blank_required_scopes_fail_closed(blank: object, seeded: Seeded) -> None:
+    """A view attribute is read per request: a blank one answers 500, never 'no scope'."""
+    from django.test.utils import override_settings
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from apikeys.integrations.django import APIKeys
+    from apikeys.integrations.django.rest_framework import APIKeyAuthentication, HasAPIKeyScopes
+
+    class BlankScopesView(APIView):
+        authentication_classes = (APIKeyAuthentication,)
+        permission_classes = (HasAPIKeyScopes,)
+        required_scopes = blank
+
+        def get(self, request: Any) -> Response:
+            return Response({"ran": True})
+
+    request = APIRequestFactory().get("/blank", HTTP_AUTHORIZATION=f"Bearer {seeded.reader.secret}")
+    with override_settings(APIKEYS={"BACKEND": seeded.url}):
+        try:
+            response = BlankScopesView.as_view()(request)
+        finally:
+            APIKeys.current().close()
+    assert response.status_code == 500
+    assert response.data["code"] == "configuration_error"
