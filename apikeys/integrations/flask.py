@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any, TypeVar, overload  # noqa: E402
 
-from flask import Blueprint, Flask, Response, g, request, request_started  # noqa: E402
+from flask import Blueprint, Flask, Response, request  # noqa: E402
 from flask.globals import app_ctx  # noqa: E402
 
 from apikeys._default import get_key_manager  # noqa: E402
@@ -120,9 +120,8 @@ class APIKeys:
             manager = create_key_manager(backend, **options)
         app.extensions[_EXTENSION] = _AppState(self._settings or settings, manager)
         app.register_error_handler(APIKeysError, _handle_error)
-        # Before any before_request hook, and at teardown: g.api_key never
-        # carries one request's key into another.
-        request_started.connect(_forget_published_key, app, weak=False)
+        # g may outlive the request (see _authenticate): g.api_key must not
+        # carry one request's key into the next.
         app.teardown_request(_forget_published_key)
 
 
@@ -184,13 +183,13 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
     return verified
 
 
-def _forget_published_key(*_args: object, **_extra: object) -> None:
-    """Drop ``g.api_key`` when a request starts and ends.
+def _forget_published_key(_exc: BaseException | None) -> None:
+    """Drop ``g.api_key`` when a request ends (a ``teardown_request`` function).
 
-    A request whose route requires no key must not see the key of an earlier
-    request on a ``g`` that outlived it.
+    A later request whose route requires no key must not see this request's
+    key on a ``g`` that outlived it.
     """
-    g.pop(API_KEY_ATTRIBUTE, None)
+    _current(app_ctx).g.__dict__.pop(API_KEY_ATTRIBUTE, None)
 
 
 @overload
