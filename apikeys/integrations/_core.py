@@ -475,8 +475,8 @@ def _combined(
     (:func:`_credential_from`). ``fields`` are ``(name, value, is Authorization)``
     with names as the request spells them after lower-casing.
     """
-    if len(fields) < 2:
-        return [(value, bearer) for _, value, bearer in fields]
+    if len(fields) == 1:  # the usual request
+        return [fields[0][1:]]
     merged: dict[str | bytes, tuple[str | bytes, bool]] = {}
     for name, value, bearer in fields:
         earlier = merged.get(name)
