@@ -26,8 +26,7 @@ def create_flask_app() -> Any:
     gunicorn's sync worker calls this in the thread that then serves every
     request: the context, and its ``g``, outlive each of them.
     """
-    middleware = os.environ.get("APIKEYS_TEST_MIDDLEWARE") == "1"
-    app = flask_app(os.environ["APIKEYS_BACKEND"], AppOptions(middleware=middleware))
+    app = flask_app(os.environ["APIKEYS_BACKEND"], AppOptions())
     app.app_context().push()
     return app
 
