@@ -680,6 +680,11 @@ def _verified_json(verified: VerifiedKey) -> dict[str, Any]:
 
 
 def _cmd_verify(args: argparse.Namespace, out: Writer) -> int:
+    if any(not value.split() for value in args.scope or ()):
+        # As required_scopes everywhere: a blank scope never means "no scope required".
+        raise InvalidInputError(
+            "--scope is blank; leave it out to require no scope", field="--scope"
+        )
     required = _scopes_arg(args.scope, field="--scope")
     secret = _read_key(args)
     with _manager(args) as manager:

@@ -162,7 +162,27 @@ def check_grace(grace: object) -> timedelta:
 
 
 def check_required_scopes(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
-    """Return concrete required scopes (no wildcards) or raise."""
+    """Return concrete required scopes (no wildcards) or raise.
+
+    Only an empty sequence (``()``, ``[]``) requires no scope. ``None`` and a
+    blank string are refused rather than read as "none": they are what a
+    missing or empty setting looks like, and a route meant to require a scope
+    would silently require none. A string is split on whitespace, so
+    ``"read:data write:data"`` is two scopes, as everywhere in apikeys.
+
+    Raises:
+        InvalidInputError: ``None``, a blank string, a blank or malformed
+            scope, a wildcard, or too many scopes (``field="required_scopes"``).
+    """
+    if required_scopes is None:
+        raise InvalidInputError(
+            "required_scopes is None; pass () to require no scope", field="required_scopes"
+        )
+    if isinstance(required_scopes, str) and not required_scopes.split():
+        raise InvalidInputError(
+            "required_scopes is a blank string; pass () to require no scope",
+            field="required_scopes",
+        )
     return normalize_scopes(required_scopes, allow_wildcards=False, field="required_scopes")
 
 

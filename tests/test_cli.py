@@ -632,6 +632,17 @@ def test_verify_from_stdin(cli: CLI) -> None:
     assert created["secret"] not in run.out
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_verify_refuses_a_blank_scope_instead_of_requiring_none(cli: CLI, blank: str) -> None:
+    created = create(cli, "--scope", "read:data")
+
+    run = cli("verify", "--scope", "read:data", "--scope", blank, stdin=created["secret"])
+
+    assert run.code == EXIT_USAGE
+    assert "--scope is blank" in run.err
+    assert created["secret"] not in run.out + run.err
+
+
 def test_verify_from_stdin_with_a_dash(cli: CLI) -> None:
     created = create(cli)
     assert cli("verify", "-", stdin=created["secret"]).code == EXIT_OK

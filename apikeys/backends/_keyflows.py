@@ -20,12 +20,21 @@ def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
     return check_required_scopes(scopes)
 
 
+@lru_cache(maxsize=1024)
+def _required_from_text(scopes: str) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
+
+
 def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
-    """Validate ``required_scopes``, memoised: routes pass the same few sets again and again."""
+    """Validate ``required_scopes``, memoised: routes pass the same few sets again and again.
+
+    Only an empty sequence requires no scope; ``None`` and blank strings are
+    refused (see :func:`~apikeys._requests.check_required_scopes`).
+    """
     if required_scopes == ():  # the usual case, answered first
         return ()
     if isinstance(required_scopes, str):
-        return _required_from_tuple(tuple(required_scopes.split()))
+        return _required_from_text(required_scopes)
     if not isinstance(required_scopes, tuple | list | set | frozenset):
         # Anything else (a generator, a wrong type) goes to the validator, which
         # bounds what it reads and names the problem.

@@ -66,6 +66,7 @@ from apikeys._flow import Flow, run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureLimiter
+from apikeys._requests import check_required_scopes
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 from apikeys._validation import check_scopes
 
@@ -414,6 +415,8 @@ HeaderSource = Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]]
 """Headers or query parameters: a mapping, or ``(name, value)`` pairs (repeats kept)."""
 
 
+_REPEATED_MESSAGE = "An API key header was sent more than once, or holds a list; send one key"
+
 # How nearly every client spells the scheme; other spellings take the general path.
 _BEARER_PREFIXES = frozenset({"Bearer ", "bearer ", "BEARER "})
 
@@ -434,6 +437,7 @@ def _credential_from(value: str, bearer: bool) -> str | None:
         and plain.isascii()
         and plain.isprintable()
         and " " not in plain
+        and "," not in plain
     ):
         return plain
     if len(value) > MAX_HEADER_VALUE_LENGTH:
@@ -446,6 +450,10 @@ def _credential_from(value: str, bearer: bool) -> str | None:
         return None
     if not value:
         return None
+    if "," in value:
+        # No key holds a comma (RFC 6750's b64token has none): this is a header sent
+        # more than once, its values joined (by the WSGI server, or by _combined).
+        raise InvalidKeyError(_REPEATED_MESSAGE)
     # Visible ASCII only: every key format we know fits, and nothing else reaches a backend.
     if (
         len(value) > MAX_CREDENTIAL_LENGTH
@@ -493,13 +501,48 @@ def _settle(
     raise MissingKeyError()
 
 
+def _combined(
+    fields: list[tuple[str | bytes, str | bytes, bool]],
+) -> list[tuple[str | bytes, bool]]:
+    """One value per key header: the values of a repeated header joined with ``", "``.
+
+    A recipient may combine repeated fields so (RFC 9110, section 5.3) and WSGI
+    servers always do before the app sees them, so every adapter gets the same
+    answer: a key header sent more than once holds a list, which is no key
+    (:func:`_credential_from`). ``fields`` are ``(name, value, is Authorization)``
+    with names as the request spells them after lower-casing.
+    """
+    if len(fields) == 1:  # the usual request
+        return [fields[0][1:]]
+    merged: dict[str | bytes, tuple[str | bytes, bool]] = {}
+    for name, value, bearer in fields:
+        earlier = merged.get(name)
+        merged[name] = (
+            (value, bearer) if earlier is None else (f"{_text(earlier[0])}, {_text(value)}", bearer)
+        )
+    return list(merged.values())
+
+
 def _credentials_in(values: Iterable[tuple[str | bytes, bool]]) -> list[str]:
-    """The keys inside header values, each marked ``True`` if it is an ``Authorization``."""
+    """The keys inside header values, each marked ``True`` if it is an ``Authorization``.
+
+    Raises:
+        InvalidKeyError: A value cannot be a key; a repeated header is named
+            first, whatever the order of the headers.
+    """
     found = []
+    refusal: InvalidKeyError | None = None
     for value, bearer in values:
-        credential = _credential_from(_text(value), bearer)
+        try:
+            credential = _credential_from(_text(value), bearer)
+        except InvalidKeyError as exc:
+            if refusal is None or exc.message == _REPEATED_MESSAGE:
+                refusal = exc
+            continue
         if credential is not None:
             found.append(credential)
+    if refusal is not None:
+        raise refusal
     return found
 
 
@@ -524,28 +567,36 @@ def extract_credential(
     """Return the one API key a request presents.
 
     Header names match case-insensitively; surrounding whitespace and the
-    case of ``Bearer`` do not matter; the same key sent twice is fine.
+    case of ``Bearer`` do not matter; the same key in two different key
+    headers (``Authorization`` and ``X-API-Key``) is fine. The values of one
+    key header sent more than once are combined as a WSGI server combines them
+    (:func:`_combined`), into a list, which is never a key: refused (403), or
+    no key at all when an ``Authorization`` list does not start with ``Bearer``.
 
     Raises:
         MissingKeyError: No key was sent (401).
-        InvalidKeyError: A value cannot be a key (too long, not visible ASCII),
-            or several different keys were sent (403).
+        InvalidKeyError: A value cannot be a key (too long, not visible ASCII,
+            a list), a key header came more than once, or several different
+            keys were sent (403).
     """
     settings = settings or _DEFAULT_SETTINGS
     plan = settings.header_plan
-    values: list[tuple[str | bytes, bool]] = []
+    fields: list[tuple[str | bytes, str | bytes, bool]] = []
     for name, value in _items(headers):
         # ASGI header names are bytes, lower case by the spec.
+        lowered = name if isinstance(name, bytes) else name.lower()
         bearer = (
-            plan.asgi_names.get(name)
-            if isinstance(name, bytes)
-            else plan.text_names.get(name.lower())
+            plan.asgi_names.get(lowered)
+            if isinstance(lowered, bytes)
+            else plan.text_names.get(lowered)
         )
         if bearer is not None:
-            values += (
-                (item, bearer) for item in (value if isinstance(value, list | tuple) else (value,))
+            key = _text(lowered)
+            fields += (
+                (key, item, bearer)
+                for item in (value if isinstance(value, list | tuple) else (value,))
             )
-    return _settle_values(values, lambda: _pairs(query), settings)
+    return _settle_values(_combined(fields), lambda: _pairs(query), settings)
 
 
 def _query_pairs(query_string: str) -> Iterator[tuple[str, str]]:
@@ -592,14 +643,18 @@ def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
     return False
 
 
-def required_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...]:
+def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
     """Validate the scopes a route requires, when the route is declared.
 
+    Only an empty sequence requires no scope; a string is split on whitespace
+    (``"read:data write:data"`` is two scopes).
+
     Raises:
-        ConfigurationError: A scope is malformed or a wildcard.
+        ConfigurationError: ``None``, a blank string, or a blank, malformed
+            or wildcard scope.
     """
     try:
-        return normalize_scopes(scopes, allow_wildcards=False, field="scopes")
+        return check_required_scopes(scopes)
     except InvalidInputError as exc:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 
@@ -889,11 +944,11 @@ class ASGICredentials(RequestCredentials):
 
     def credential(self, settings: IntegrationSettings) -> str:
         wanted = settings.header_plan.asgi_names
-        values: list[tuple[str | bytes, bool]] = []
+        fields: list[tuple[str | bytes, str | bytes, bool]] = []
         for name, value in self.scope["headers"]:  # a loop: see WSGICredentials.credential
             if name in wanted:
-                values.append((value, wanted[name]))
-        return _settle_values(values, self._query, settings)
+                fields.append((name, value, wanted[name]))
+        return _settle_values(_combined(fields), self._query, settings)
 
     def _query(self) -> Iterator[tuple[str, str]]:
         return _query_pairs(_text(self.scope.get("query_string") or b""))

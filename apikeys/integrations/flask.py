@@ -62,6 +62,8 @@ from apikeys.integrations._management import (  # noqa: E402
 _View = TypeVar("_View", bound=Callable[..., Any])
 _Proxied = TypeVar("_Proxied")
 _EXTENSION = "apikeys"
+# Where the key verified for a request is kept: its own WSGI environ, never g.
+_VERIFIED_ENVIRON_KEY = "apikeys.verified_key"
 
 
 def to_response(core: CoreResponse) -> Response:
@@ -118,6 +120,9 @@ class APIKeys:
             manager = create_key_manager(backend, **options)
         app.extensions[_EXTENSION] = _AppState(self._settings or settings, manager)
         app.register_error_handler(APIKeysError, _handle_error)
+        # g may outlive the request (see _authenticate): g.api_key must not
+        # carry one request's key into the next.
+        app.teardown_request(_forget_published_key)
 
 
 def _current(proxy: _Proxied) -> _Proxied:
@@ -150,29 +155,41 @@ def _handle_error(exc: APIKeysError) -> Response:
 def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
     """Verify the current request's key, publish it on ``g.api_key`` and return it.
 
-    A key already verified for this request is reused, checked for ``scopes``.
+    A key already verified for this very request (by the middleware, then a
+    decorated view) is reused, checked for ``scopes``. It is kept in the
+    request's WSGI environ, which no other request shares: ``g`` belongs to the
+    application context, which may outlive the request (an app context pushed
+    at import, a test client inside ``with app.app_context()``), so whatever
+    ``g`` holds is never read back, only overwritten.
 
     Raises:
         APIKeysError: The key is missing or refused; the extension's error
             handler turns it into the JSON answer.
     """
-    # One context lookup for both g and the app. g keeps its attributes in its
-    # __dict__: reading and writing that directly skips g's Python-level
-    # get()/__setattr__, and getattr() on a missing name raises inside g.
+    environ = _current(request).environ
     context = _current(app_ctx)
-    published = context.g.__dict__.get(API_KEY_ATTRIBUTE)
+    published = environ.get(_VERIFIED_ENVIRON_KEY)
     if isinstance(published, VerifiedKey):
-        return check_scopes(published, scopes)
-    state = _state_of(context.app)
-    verified = authenticate_sync(
-        state.get_manager(),
-        WSGICredentials(_current(request).environ),
-        state.settings,
-        scopes,
-        source="flask",
-    )
+        verified = check_scopes(published, scopes)
+    else:
+        state = _state_of(context.app)
+        verified = authenticate_sync(
+            state.get_manager(), WSGICredentials(environ), state.settings, scopes, source="flask"
+        )
+        environ[_VERIFIED_ENVIRON_KEY] = verified
+    # g keeps its attributes in its __dict__: writing that directly skips g's
+    # Python-level __setattr__.
     context.g.__dict__[API_KEY_ATTRIBUTE] = verified
     return verified
+
+
+def _forget_published_key(_exc: BaseException | None) -> None:
+    """Drop ``g.api_key`` when a request ends (a ``teardown_request`` function).
+
+    A later request whose route requires no key must not see this request's
+    key on a ``g`` that outlived it.
+    """
+    _current(app_ctx).g.__dict__.pop(API_KEY_ATTRIBUTE, None)
 
 
 @overload

@@ -56,6 +56,8 @@ from apikeys.integrations._management import (  # noqa: E402
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 # The ASGI extension that lets a refused WebSocket handshake get a real HTTP answer.
 _DENIAL = "websocket.http.response"
+# Where the key verified for a connection is kept: its own scope, never the shared state.
+_VERIFIED_SCOPE_KEY = "apikeys.verified_key"
 
 
 def to_response(core: CoreResponse) -> Response:
@@ -131,15 +133,21 @@ class APIKeys:
     async def authenticate(self, scope: Scope, scopes: tuple[str, ...] = ()) -> VerifiedKey:
         """Verify the key of the request in ``scope`` and publish it on its state.
 
-        A key the middleware already verified is reused, checked for ``scopes``.
+        A key already verified for this very request or WebSocket connection
+        (by the middleware, then a dependency) is reused, checked for
+        ``scopes``. It is kept in the connection's own scope, which no other
+        request shares; ``request.state`` is only written: its values start as
+        a copy of the lifespan state, common to every request.
         """
-        state: dict[str, Any] = scope.setdefault("state", {})
-        published = state.get(API_KEY_ATTRIBUTE)
+        published = scope.get(_VERIFIED_SCOPE_KEY)
         if isinstance(published, VerifiedKey):
-            return check_scopes(published, scopes)
-        verified = await authenticate_async(
-            self.manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
-        )
+            verified = check_scopes(published, scopes)
+        else:
+            verified = await authenticate_async(
+                self.manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
+            )
+            scope[_VERIFIED_SCOPE_KEY] = verified
+        state: dict[str, Any] = scope.setdefault("state", {})
         state[API_KEY_ATTRIBUTE] = verified
         return verified
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import apikeys
 from apikeys import (
@@ -489,3 +491,47 @@ def test_bad_required_scopes_are_bad_input(
     assert (
         manager.validate_api_key(new.secret, required_scopes=iter(["read:data"])).key_id == new.id
     )
+
+
+# Whitespace of every kind Python's str.split() splits on, ASCII and not.
+BLANK_TEXT = st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x85\xa0\u1680\u2003\u2028\u3000", max_size=6)
+BLANK_REQUIRED_SCOPES = st.one_of(
+    st.none(),
+    BLANK_TEXT,
+    st.lists(BLANK_TEXT, min_size=1, max_size=3),
+    st.tuples(st.just("read:data"), BLANK_TEXT),
+    st.lists(BLANK_TEXT, min_size=1, max_size=3).map(lambda blanks: ["read:data", *blanks]),
+)
+
+
+@given(required=BLANK_REQUIRED_SCOPES)
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_blank_required_scopes_are_refused_not_read_as_none(
+    manager: SyncFacade, reader_secret: str, required: object
+) -> None:
+    """Only an empty sequence requires no scope: None and blanks are a caller's mistake."""
+    with pytest.raises(InvalidInputError) as caught:
+        manager.validate_api_key(reader_secret, required_scopes=required)
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.field == "required_scopes"
+    assert reader_secret not in str(caught.value)
+
+
+def test_empty_sequences_and_scope_strings_as_required_scopes(
+    manager: SyncFacade, reader_secret: str
+) -> None:
+    for none_required in ((), [], iter(())):
+        assert manager.validate_api_key(reader_secret, required_scopes=none_required)
+    # A string is split on whitespace, as scopes are everywhere in apikeys.
+    assert manager.validate_api_key(reader_secret, required_scopes="read:data")
+    with pytest.raises(InsufficientScopeError) as caught:
+        manager.validate_api_key(reader_secret, required_scopes=" read:data  write:data ")
+    assert caught.value.missing_scopes == ("write:data",)
+
+
+@pytest.fixture
+def reader_secret(manager: SyncFacade, user_id: str) -> str:
+    """The secret of a key holding ``read:data`` only."""
+    return str(manager.create_api_key(user_id, "reader", ["read:data"]).secret)

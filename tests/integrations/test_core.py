@@ -34,6 +34,7 @@ from apikeys.integrations._core import (
     MAX_CREDENTIAL_LENGTH,
     ASGICredentials,
     CoreResponse,
+    HeaderSource,
     IntegrationSettings,
     ManagerCall,
     PairCredentials,
@@ -60,7 +61,10 @@ from apikeys.integrations._management import (
 )
 from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
 
-VISIBLE_ASCII = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation)
+# What a key may hold: visible ASCII but the comma, which separates a repeated header's values.
+VISIBLE_ASCII = st.text(
+    alphabet=string.ascii_letters + string.digits + string.punctuation.replace(",", "")
+)
 TOKENS = VISIBLE_ASCII.filter(lambda t: 0 < len(t) <= MAX_CREDENTIAL_LENGTH)
 SPACE = st.text(alphabet=" \t", max_size=3)
 DEFAULTS = IntegrationSettings()
@@ -131,7 +135,7 @@ def test_check_exempt_paths() -> None:
 
 def test_required_scopes_are_checked_when_declared() -> None:
     assert required_scopes("read:data write:data") == ("read:data", "write:data")
-    assert required_scopes(None) == ()
+    assert required_scopes(()) == required_scopes([]) == ()
     with pytest.raises(ConfigurationError):
         required_scopes(["data:*"])
 
@@ -174,6 +178,7 @@ def test_any_headers_give_a_key_or_an_authentication_error(
         return
     assert 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
     assert credential.isascii() and credential.isprintable() and " " not in credential
+    assert "," not in credential
 
 
 @given(raw=st.binary(max_size=200))
@@ -209,9 +214,39 @@ def test_credential_errors(headers: dict[str, str], error: type[APIKeysError], c
     assert caught.value.code == code
 
 
-def test_same_key_in_several_headers_is_fine() -> None:
-    headers = [("Authorization", "Bearer k1"), ("authorization", "bearer k1"), ("X-API-Key", "k1")]
-    assert extract_credential(headers) == "k1"
+def test_same_key_in_two_key_headers_is_fine() -> None:
+    assert extract_credential([("Authorization", "Bearer k1"), ("X-API-Key", "k1")]) == "k1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Authorization", "Bearer k1"), ("authorization", "bearer k1")],
+        [(b"authorization", b"Bearer k1"), (b"authorization", b"Bearer k1")],
+        [("X-API-Key", "k1"), ("x-api-key", "k1"), ("Authorization", "Bearer k1")],
+        {"X-API-Key": ["k1", "k1"]},
+        [("Authorization", "Bearer k1"), ("Authorization", "Basic dTpw")],
+        [("Authorization", "Bearer k1"), ("Authorization", "")],
+        # What WSGI servers make of the same header sent twice: one value, a list.
+        {"Authorization": "Bearer k1, Bearer k1"},
+        {"Authorization": "Bearer k1,Bearer k1"},
+        {"X-API-Key": "k1,k1"},
+    ],
+    ids=["auth-twice", "asgi-auth-twice", "x-api-key-twice", "list-value", "bearer-then-basic",
+         "bearer-then-empty", "wsgi-joined", "gunicorn-joined", "x-api-key-joined"],
+)  # fmt: skip
+def test_a_key_header_sent_more_than_once_is_refused(headers: HeaderSource) -> None:
+    with pytest.raises(InvalidKeyError, match="more than once") as caught:
+        extract_credential(headers)
+    assert caught.value.status_code == 403
+
+
+def test_a_repeated_authorization_that_starts_with_another_scheme_is_no_key() -> None:
+    # Combined, it is one Authorization value of another scheme: no key, as a WSGI server sees it.
+    with pytest.raises(MissingKeyError):
+        extract_credential([("Authorization", "Basic dTpw"), ("Authorization", "Bearer k1")])
+    with pytest.raises(MissingKeyError):
+        extract_credential({"Authorization": "Basic dTpw, Bearer k1"})
 
 
 def test_query_key_is_refused_unless_enabled() -> None:
@@ -241,6 +276,8 @@ def _documented_credential(value: str, *, bearer: bool) -> str | None:
         return None
     if not value:
         return None
+    if "," in value:
+        raise InvalidKeyError()  # a list: the header came more than once
     visible = all("!" <= char <= "~" for char in value)
     if not visible or len(value) > MAX_CREDENTIAL_LENGTH:
         raise InvalidKeyError()
@@ -330,6 +367,46 @@ def test_wsgi_and_asgi_requests_present_what_their_headers_say(
     expected = _outcome(PairCredentials(headers, query), settings)
     assert _outcome(WSGICredentials(environ), settings) == expected
     assert _outcome(ASGICredentials(scope), settings) == expected
+
+
+@given(
+    fields=st.lists(
+        st.tuples(st.sampled_from(["Authorization", "authorization", "X-API-Key"]), NEAR_KEYS),
+        min_size=1,
+        max_size=4,
+    ),
+    separator=st.sampled_from([",", ", "]),
+)
+def test_repeated_key_headers_get_one_answer_over_wsgi_and_asgi(
+    fields: list[tuple[str, str]], separator: str
+) -> None:
+    """A header sent several times: separate fields in ASGI, one joined value in WSGI.
+
+    WSGI servers join repeats with ``","`` (werkzeug, gunicorn) or ``", "``
+    (waitress, werkzeug's test client); whichever, every adapter answers alike.
+    """
+    environ: dict[str, str] = {}
+    for name, value in fields:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = environ[key] + separator + value if key in environ else value
+    scope = {
+        "type": "http",
+        "headers": [(n.lower().encode(), v.encode("latin-1")) for n, v in fields],
+        "query_string": b"",
+    }
+    expected = _outcome(PairCredentials(fields), DEFAULTS)
+    assert _outcome(WSGICredentials(environ), DEFAULTS) == expected
+    assert _outcome(ASGICredentials(scope), DEFAULTS) == expected
+    if isinstance(expected, str):
+        # A repeated header never gives the key: at most it holds none (an
+        # Authorization list of another scheme), and another header gave it.
+        values: dict[str, list[str]] = {}
+        for name, value in fields:
+            values.setdefault(name.lower(), []).append(value)
+        for name, repeated in values.items():
+            if len(repeated) > 1:
+                alone = _outcome(PairCredentials({name: ", ".join(repeated)}), DEFAULTS)
+                assert isinstance(alone, tuple) and alone[0] is MissingKeyError, (name, repeated)
 
 
 def test_wsgi_and_asgi_clients_come_from_the_connection_or_trusted_proxies() -> None:

@@ -43,6 +43,13 @@ from apikeys.integrations._management import (
 logger = logging.getLogger("apikeys.integrations.django")
 
 SETTING_NAME = "APIKEYS"
+# Where the key verified for a request is kept, on that request object only.
+_VERIFIED_ATTRIBUTE = "_apikeys_verified_key"
+
+
+def _publish(request: HttpRequest, verified: VerifiedKey) -> VerifiedKey:
+    setattr(request, API_KEY_ATTRIBUTE, verified)
+    return verified
 
 
 def to_response(core: CoreResponse) -> HttpResponse:
@@ -227,36 +234,39 @@ class APIKeys:
     def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
         """Verify the request's key with the sync manager and set ``request.api_key``.
 
-        A key already verified for this request is reused, checked for ``scopes``
-        (which must come from :func:`~apikeys.integrations._core.required_scopes`).
+        A key already verified for this very request (by the middleware, then a
+        decorated view or DRF) is reused, checked for ``scopes`` (which must come
+        from :func:`~apikeys.integrations._core.required_scopes`). It is read back
+        only from a private attribute of the request object, which no other
+        request shares; ``request.api_key`` is only written.
 
         Raises:
             APIKeysError: The key is missing or refused, or the backend failed.
         """
-        published = getattr(request, API_KEY_ATTRIBUTE, None)
+        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
         if isinstance(published, VerifiedKey):
-            return check_scopes(published, scopes)
+            return _publish(request, check_scopes(published, scopes))
         verified = authenticate_sync(
             self.manager, self.credentials(request), self.settings, scopes, source="django"
         )
-        setattr(request, API_KEY_ATTRIBUTE, verified)
-        return verified
+        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+        return _publish(request, verified)
 
     async def aauthenticate(
         self, request: HttpRequest, scopes: tuple[str, ...] = ()
     ) -> VerifiedKey:
         """Async twin of :meth:`authenticate`, with the async manager."""
-        published = getattr(request, API_KEY_ATTRIBUTE, None)
+        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
         if isinstance(published, VerifiedKey):
-            return check_scopes(published, scopes)
+            return _publish(request, check_scopes(published, scopes))
         manager = self._async_manager_for(request)
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
         verified = await authenticate_async(
             manager, self.credentials(request), self.settings, scopes, source="django"
         )
-        setattr(request, API_KEY_ATTRIBUTE, verified)
-        return verified
+        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+        return _publish(request, verified)
 
     def response_for(self, exc: APIKeysError) -> HttpResponse:
         """The JSON answer to an error, with its status and headers."""

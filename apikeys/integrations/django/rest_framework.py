@@ -148,6 +148,17 @@ class HasAPIKeyScopes(BasePermission):
 
     required_scopes: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check a subclass's ``required_scopes`` when it is declared.
+
+        Raises:
+            ConfigurationError: ``None``, a blank string, or a blank,
+                malformed or wildcard scope.
+        """
+        super().__init_subclass__(**kwargs)
+        if "required_scopes" in cls.__dict__:
+            cls.required_scopes = required_scopes(cls.__dict__["required_scopes"])
+
     def has_permission(self, request: Request, view: APIView) -> bool:
         """Check the key and its scopes; raise the apikeys refusal otherwise."""
         keys = APIKeys.current()
@@ -168,12 +179,17 @@ class HasAPIKeyScopes(BasePermission):
 def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
     """A :class:`HasAPIKeyScopes` requiring ``scopes``: ``permission_classes = [require_scopes("read:data")]``.
 
+    Each argument is one scope or a sequence of scopes; ``require_scopes()``
+    requires none.
+
     Raises:
-        ConfigurationError: A scope is malformed or a wildcard.
+        ConfigurationError: ``None``, a blank string, or a blank, malformed
+            or wildcard scope.
     """
     flattened: list[str] = []
     for scope in scopes:
-        flattened.extend([scope] if isinstance(scope, str) else scope)
+        # A string is one scope (a blank one is refused); anything else is checked whole.
+        flattened.extend([scope] if isinstance(scope, str) else required_scopes(scope))
     needed = required_scopes(flattened)
     name = "HasAPIKeyScopes[" + " ".join(needed) + "]"
     return type(name, (HasAPIKeyScopes,), {"required_scopes": needed})
