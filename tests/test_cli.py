@@ -335,11 +335,21 @@ def test_revoke_keeps_the_reason_and_stops_the_key(cli: CLI) -> None:
     assert verify.json()["error"]["code"] == "revoked_api_key"
 
 
-def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI) -> None:
+def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI, database: Path) -> None:
     created = create(cli)
     hostile = "\x1b[2J\x1b[31mall good\rok\x07"
 
-    revoked = cli("revoke", created["id"], "--reason", hostile)
+    refused = cli("revoke", created["id"], "--reason", hostile)
+    assert refused.code != EXIT_OK  # control characters never reach the store this way
+    assert cli("show", created["id"], "--json").json()["status"] == "active"
+    # ...but a store written by other means may hold them.
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE apikeys_keys SET revoked_at = '2030-01-01 00:00:00.000000',"
+            " revocation_reason = ? WHERE id = ?",
+            (hostile, created["id"]),
+        )
+    revoked = cli("revoke", created["id"])
     shown = cli("show", created["id"])
     as_json = cli("show", created["id"], "--json")
 
