@@ -126,24 +126,25 @@ class KeyLimitReachedError(APIKeysError):
     """The owner already holds as many active keys as allowed; nothing was written.
 
     Attributes:
-        limit: The most active keys one owner may hold (``max_active_keys_per_owner``).
+        limit: The most active keys one owner may hold (``max_active_keys_per_owner``),
+            when known.
     """
 
     status_code = 409
     code = "key_limit_reached"
     default_message = "The owner holds the most active API keys allowed"
 
-    def __init__(self, limit: int, *, key_id: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, key_id: str | None = None, limit: int | None = None
+    ) -> None:
         self.limit = limit
-        super().__init__(
-            f"this owner already holds {limit} active API keys, the most allowed: revoke"
-            " keys no longer used, or raise max_active_keys_per_owner"
-            " (APIKEYS_MAX_ACTIVE_KEYS_PER_OWNER; 0 means no limit)",
-            key_id=key_id,
-        )
-
-    def __reduce__(self) -> tuple[type[KeyLimitReachedError], tuple[int]]:
-        return type(self), (self.limit,)
+        if message is None and limit is not None:
+            message = (
+                f"this owner already holds {limit} active API keys, the most allowed: revoke"
+                " keys no longer used, or raise max_active_keys_per_owner"
+                " (APIKEYS_MAX_ACTIVE_KEYS_PER_OWNER; 0 means no limit)"
+            )
+        super().__init__(message, key_id=key_id)
 
 
 class InvalidInputError(APIKeysError, ValueError):
@@ -254,7 +255,7 @@ class RevocationIncompleteError(BackendUnavailableError):
         retry_after: float | None = 1,
     ) -> None:
         self.still_active: tuple[str, ...] = tuple(still_active)
-        if message is None:
+        if message is None and key_id is not None:
             message = (
                 f"key {key_id} is revoked, but keys it created are still active:"
                 f" {', '.join(self.still_active) or 'they could not be listed'};"

@@ -656,7 +656,7 @@ class ClerkBase(FlowBackend):
         if self.max_active_keys_per_owner:
             active = yield from self._count_active(request.user_id)
             if active >= self.max_active_keys_per_owner:
-                raise KeyLimitReachedError(self.max_active_keys_per_owner)
+                raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)
         if request.expires_at is not None:
             body["seconds_until_expiration"] = lifetime_seconds(request.expires_at, utcnow())
         new = yield from self._issue(body)

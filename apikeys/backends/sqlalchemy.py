@@ -457,7 +457,7 @@ def _insert_in(
                 .where(table.c.user_id == user_id, _active(now))
             ).scalar_one()
             if active >= max_active:
-                raise KeyLimitReachedError(max_active)
+                raise KeyLimitReachedError(limit=max_active)
         connection.execute(sa.insert(table).values(**values))
 
     return body
