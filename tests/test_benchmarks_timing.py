@@ -101,13 +101,17 @@ def test_delete_of_another_owners_id_and_of_an_unknown_id_answer_alike(
             outcomes = target["cases"][name]["outcomes"]
             assert len(outcomes) == 1, (target["label"], name, outcomes)
             seen.append({key: value for key, value in outcomes[0].items() if key != "count"})
-        assert seen[0] == seen[1] == {
-            "exception": "response",
-            "status": 404,
-            "code": "api_key_not_found",
-            "message": "API key not found",
-            "names_key_id": False,
-        }
+        assert (
+            seen[0]
+            == seen[1]
+            == {
+                "exception": "response",
+                "status": 404,
+                "code": "api_key_not_found",
+                "message": "API key not found",
+                "names_key_id": False,
+            }
+        )
         assert target["delete_verdict"]["same_status_and_body"] is True
         for comparison in ("e_minus_f", "e_minus_e"):
             assert set(target[comparison]) == set(timing.COMPARED)
