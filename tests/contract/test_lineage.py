@@ -3,6 +3,8 @@ reasons: behaviour every backend shows, sync and async alike (see conftest.py)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,8 +133,10 @@ def test_lookups_scoped_to_an_owner_treat_other_owners_keys_as_unknown(
 # --- the limit on active keys ---------------------------------------------------------
 
 
-def test_the_active_key_limit(make_manager: object, backend: BackendCase, user_id: str) -> None:
-    manager = make_manager(max_active_keys_per_owner=3)  # type: ignore[operator]
+def test_the_active_key_limit(
+    make_manager: Callable[..., SyncFacade], backend: BackendCase, user_id: str
+) -> None:
+    manager = make_manager(max_active_keys_per_owner=3)
     keys = [manager.create_api_key(user_id, f"key {n}") for n in range(3)]
     with pytest.raises(KeyLimitReachedError) as caught:
         manager.create_api_key(user_id, "one too many", created_by=keys[0].id)
@@ -147,8 +151,8 @@ def test_the_active_key_limit(make_manager: object, backend: BackendCase, user_i
     manager.create_api_key(user_id, "fits again")
 
 
-def test_zero_means_no_limit(make_manager: object, user_id: str) -> None:
-    manager = make_manager(max_active_keys_per_owner=0)  # type: ignore[operator]
+def test_zero_means_no_limit(make_manager: Callable[..., SyncFacade], user_id: str) -> None:
+    manager = make_manager(max_active_keys_per_owner=0)
     for n in range(4):
         manager.create_api_key(user_id, f"key {n}")
     assert manager.list_api_keys(user_id).total == 4

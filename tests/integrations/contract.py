@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -583,7 +583,8 @@ class IntegrationContract:
     def test_keys_a_leaked_key_minted_die_with_it(
         self, make_client: ClientFactory, seeded: Seeded, mode: str
     ) -> None:
-        options = AppOptions(settings=IntegrationSettings(management_delete=mode))  # type: ignore[arg-type]
+        delete: Literal["revoke", "delete"] = "delete" if mode == "delete" else "revoke"
+        options = AppOptions(settings=IntegrationSettings(management_delete=delete))
         with make_client(seeded.url, options) as client:
             leaked = post_key(client, seeded.admin.secret, {"name": "leaked", "scopes": ["keys:*"]})
             child = post_key(client, leaked.json["secret"], {"name": "minted by the thief"})
