@@ -408,8 +408,10 @@ def _revoke_in(
         ).rowcount
         # Also when the key was revoked already: a retry finishes any earlier cascade.
         descendants = _revoke_descendants(connection, key_id, user_id, now, "revoked")
-        row = dict(connection.execute(_SELECT_KEY, {"key_id": key_id}).mappings().one())
-        return _Ended(row, bool(changed), tuple(descendants))
+        row = connection.execute(_SELECT_KEY, {"key_id": key_id}).mappings().one_or_none()
+        if row is None:  # deleted meanwhile
+            return _Ended(None)
+        return _Ended(dict(row), bool(changed), tuple(descendants))
 
     return body
 
