@@ -247,6 +247,37 @@ def test_list_shows_active_keys_and_never_a_secret(cli: CLI) -> None:
     assert header[:3] == ["ID", "NAME", "SCOPES"]
 
 
+def test_list_and_show_name_the_key_that_created_a_key(cli: CLI, url: str) -> None:
+    parent = create(cli, name="parent")
+    manager = apikeys.create_key_manager(url)
+    try:
+        child = manager.create_api_key("user_1", "child", created_by=parent["id"])
+    finally:
+        manager.close()
+    assert parent["created_by"] is None
+
+    table = cli("list", "user_1").out.splitlines()
+    assert "CREATED BY" in table[0]
+    (child_row,) = [line for line in table if line.startswith(child.id)]
+    assert parent["id"] in child_row.split()
+    listed = {
+        key["id"]: key["created_by"] for key in cli("list", "user_1", "--json").json()["items"]
+    }
+    assert listed == {parent["id"]: None, child.id: parent["id"]}
+    shown_lines = cli("show", child.id).out.splitlines()
+    assert any(
+        line.split()[:2] == ["created", "by"] and line.split()[-1] == parent["id"]
+        for line in shown_lines
+    )
+    assert cli("show", child.id, "--json").json()["created_by"] == parent["id"]
+
+    revoked = cli("revoke", parent["id"])
+    assert revoked.code == EXIT_OK
+    shown = cli("show", child.id, "--json").json()
+    assert shown["status"] == "revoked"
+    assert shown["revocation_reason"] == f"creator {parent['id']} revoked"
+
+
 def test_list_all_includes_revoked_keys_with_their_status(cli: CLI) -> None:
     kept = create(cli, name="kept")
     revoked = create(cli, name="gone")
