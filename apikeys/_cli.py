@@ -282,7 +282,17 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def keys_table(keys: Iterable[APIKey]) -> str:
     """The table ``apikeys list`` prints (times in UTC)."""
     return format_table(
-        ["ID", "NAME", "SCOPES", "CREATED (UTC)", "EXPIRES", "LAST USED", "STATUS", "HINT"],
+        [
+            "ID",
+            "NAME",
+            "SCOPES",
+            "CREATED (UTC)",
+            "EXPIRES",
+            "LAST USED",
+            "STATUS",
+            "CREATED BY",
+            "HINT",
+        ],
         [
             [
                 key.id,
@@ -292,6 +302,7 @@ def keys_table(keys: Iterable[APIKey]) -> str:
                 _when(key.expires_at, seconds=False),
                 _when(key.last_used_at, seconds=False),
                 _status(key),
+                key.created_by or "-",
                 key.hint,
             ]
             for key in keys
@@ -313,6 +324,7 @@ def _details(key: APIKey) -> list[tuple[str, str]]:
     if key.revoked_at is not None:
         details.append(("revoked", f"{_when(key.revoked_at)} UTC"))
         details.append(("reason", key.revocation_reason or "-"))
+    details.append(("created by", key.created_by or "-"))
     details.append(("hint", key.hint))
     if key.metadata:
         details.append(("metadata", json.dumps(key.metadata, sort_keys=True)))

@@ -28,6 +28,9 @@ from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
+# Generous for people and services, small enough that one leaked key cannot mint
+# keys without bound (each a secret to find and revoke).
+DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER = 100
 
 # argon2id cost for the local backend's hashes. The secrets hashed are 196-bit
 # random strings, not passwords: no cost makes guessing one feasible or not, so
@@ -94,6 +97,12 @@ class Settings(BaseSettings):
         description="Least seconds between two last_used_at writes of a key",
     )
     create_schema: bool = Field(default=True, description="Create the table on first use")
+    max_active_keys_per_owner: int = Field(
+        default=DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+        ge=0,
+        description="Active (neither revoked nor expired) keys one owner may hold; a create"
+        " past it raises KeyLimitReachedError; 0 disables",
+    )
     # argon2 takes its parameters as 32-bit unsigned integers.
     argon2_time_cost: int = Field(default=DEFAULT_ARGON2_TIME_COST, ge=1, le=_UINT32_MAX)
     argon2_memory_cost: int = Field(

@@ -12,11 +12,13 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     │   │   └── RevokedKeyError (403)        right secret, revoked
     │   └── InsufficientScopeError (403)     valid key lacking a required scope
     ├── KeyNotFoundError (404)               no key with that id
+    ├── KeyLimitReachedError (409)           the owner holds the most active keys allowed
     ├── InvalidInputError (422)              bad arguments; nothing was written
     ├── RateLimitedError (429)               too many attempts; see retry_after
     ├── ConfigurationError (500)             the library is set up wrongly
     │   └── MissingDependencyError (500)     an optional extra is not installed
     └── BackendUnavailableError (503)        the key store cannot answer
+        └── RevocationIncompleteError (503)  a revocation left keys it should end active
 """
 
 from __future__ import annotations
@@ -120,6 +122,31 @@ class KeyNotFoundError(APIKeysError):
     default_message = "API key not found"
 
 
+class KeyLimitReachedError(APIKeysError):
+    """The owner already holds as many active keys as allowed; nothing was written.
+
+    Attributes:
+        limit: The most active keys one owner may hold (``max_active_keys_per_owner``),
+            when known.
+    """
+
+    status_code = 409
+    code = "key_limit_reached"
+    default_message = "The owner holds the most active API keys allowed"
+
+    def __init__(
+        self, message: str | None = None, *, key_id: str | None = None, limit: int | None = None
+    ) -> None:
+        self.limit = limit
+        if message is None and limit is not None:
+            message = (
+                f"this owner already holds {limit} active API keys, the most allowed: revoke"
+                " keys no longer used, or raise max_active_keys_per_owner"
+                " (APIKEYS_MAX_ACTIVE_KEYS_PER_OWNER; 0 means no limit)"
+            )
+        super().__init__(message, key_id=key_id)
+
+
 class InvalidInputError(APIKeysError, ValueError):
     """An argument was rejected before anything was written.
 
@@ -202,3 +229,36 @@ class BackendUnavailableError(APIKeysError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, key_id=key_id)
+
+
+class RevocationIncompleteError(BackendUnavailableError):
+    """A key was revoked or deleted, but keys it created are still active.
+
+    Revoking a key revokes every key it created, and theirs in turn. When the
+    store could not end them all, this is raised rather than a partial success:
+    retry the revocation (it is idempotent) until it succeeds.
+
+    Attributes:
+        still_active: Ids of the keys known to be still active (empty when they
+            could not even be listed).
+    """
+
+    code = "revocation_incomplete"
+    default_message = "The revocation is incomplete: keys created by the key are still active"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        key_id: str | None = None,
+        still_active: Sequence[str] = (),
+        retry_after: float | None = 1,
+    ) -> None:
+        self.still_active: tuple[str, ...] = tuple(still_active)
+        if message is None and key_id is not None:
+            message = (
+                f"key {key_id} is revoked, but keys it created are still active:"
+                f" {', '.join(self.still_active) or 'they could not be listed'};"
+                " retry the revocation"
+            )
+        super().__init__(message, key_id=key_id, retry_after=retry_after)

@@ -86,6 +86,9 @@ class APIKey(BaseModel):
         id: The key's public id (safe to log and to put in URLs).
         user_id: The owner.
         hint: A display hint (prefix, first and last characters) to recognise the key.
+        created_by: The id of the key that created this one (through ``POST /api-keys``),
+            or ``None`` for keys made by server code or the CLI. Revoking or deleting
+            a key revokes every key it created, and theirs in turn.
     """
 
     model_config = _FROZEN
@@ -101,6 +104,7 @@ class APIKey(BaseModel):
     revocation_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     hint: str = ""
+    created_by: str | None = None
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 

@@ -23,8 +23,15 @@ class KeyManager(Protocol):
         expiration: Expiration = None,
         *,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
     ) -> NewAPIKey:
-        """Issue a key for ``user_id``; the returned secret is shown only this once."""
+        """Issue a key for ``user_id``; the returned secret is shown only this once.
+
+        ``created_by`` is the id of the key creating this one (an active key of the
+        same owner), or ``None``: revoking or deleting that key revokes this one.
+        Raises :class:`~apikeys.KeyLimitReachedError` when the owner already holds
+        ``max_active_keys_per_owner`` active keys.
+        """
         ...
 
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
@@ -37,16 +44,24 @@ class KeyManager(Protocol):
         """List ``user_id``'s keys, newest first, never with secrets."""
         ...
 
-    def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key by id."""
+    def get_api_key(self, key_id: str, *, user_id: str | None = None) -> APIKey:
+        """Fetch one key by id; with ``user_id``, only that owner's (else 404, as unknown)."""
         ...
 
-    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key at once; idempotent."""
+    def revoke_api_key(
+        self, key_id: str, *, reason: str | None = None, user_id: str | None = None
+    ) -> APIKey:
+        """Revoke a key at once, and every key it created, transitively; idempotent.
+
+        With ``user_id``, only that owner's key (else 404, as unknown).
+        """
         ...
 
-    def delete_api_key(self, key_id: str) -> None:
-        """Delete a key for good."""
+    def delete_api_key(self, key_id: str, *, user_id: str | None = None) -> None:
+        """Delete a key for good, revoking every key it created, transitively.
+
+        With ``user_id``, only that owner's key (else 404, as unknown).
+        """
         ...
 
     def rotate_api_key(
@@ -56,7 +71,10 @@ class KeyManager(Protocol):
         grace: timedelta | float = 0,
         expiration: Expiration | Keep = KEEP,
     ) -> NewAPIKey:
-        """Issue a replacement key; the old one stops working after ``grace``."""
+        """Issue a replacement key; the old one stops working after ``grace``.
+
+        The keys the old key created are handed over to the replacement.
+        """
         ...
 
     def close(self) -> None:
@@ -76,8 +94,15 @@ class AsyncKeyManager(Protocol):
         expiration: Expiration = None,
         *,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
     ) -> NewAPIKey:
-        """Issue a key for ``user_id``; the returned secret is shown only this once."""
+        """Issue a key for ``user_id``; the returned secret is shown only this once.
+
+        ``created_by`` is the id of the key creating this one (an active key of the
+        same owner), or ``None``: revoking or deleting that key revokes this one.
+        Raises :class:`~apikeys.KeyLimitReachedError` when the owner already holds
+        ``max_active_keys_per_owner`` active keys.
+        """
         ...
 
     async def validate_api_key(
@@ -92,16 +117,24 @@ class AsyncKeyManager(Protocol):
         """List ``user_id``'s keys, newest first, never with secrets."""
         ...
 
-    async def get_api_key(self, key_id: str) -> APIKey:
-        """Fetch one key by id."""
+    async def get_api_key(self, key_id: str, *, user_id: str | None = None) -> APIKey:
+        """Fetch one key by id; with ``user_id``, only that owner's (else 404, as unknown)."""
         ...
 
-    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
-        """Revoke a key at once; idempotent."""
+    async def revoke_api_key(
+        self, key_id: str, *, reason: str | None = None, user_id: str | None = None
+    ) -> APIKey:
+        """Revoke a key at once, and every key it created, transitively; idempotent.
+
+        With ``user_id``, only that owner's key (else 404, as unknown).
+        """
         ...
 
-    async def delete_api_key(self, key_id: str) -> None:
-        """Delete a key for good."""
+    async def delete_api_key(self, key_id: str, *, user_id: str | None = None) -> None:
+        """Delete a key for good, revoking every key it created, transitively.
+
+        With ``user_id``, only that owner's key (else 404, as unknown).
+        """
         ...
 
     async def rotate_api_key(
@@ -111,7 +144,10 @@ class AsyncKeyManager(Protocol):
         grace: timedelta | float = 0,
         expiration: Expiration | Keep = KEEP,
     ) -> NewAPIKey:
-        """Issue a replacement key; the old one stops working after ``grace``."""
+        """Issue a replacement key; the old one stops working after ``grace``.
+
+        The keys the old key created are handed over to the replacement.
+        """
         ...
 
     async def close(self) -> None:

@@ -47,6 +47,7 @@ class CreateRequest:
     expires_at: datetime | None
     metadata: dict[str, Any]
     now: datetime
+    created_by: str | None = None
 
 
 def check_user_id(user_id: object) -> str:
@@ -119,14 +120,42 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def check_reason(reason: object) -> str | None:
-    """Return a revocation reason (or ``None``) or raise :class:`InvalidInputError`."""
+    """Return a revocation reason (or ``None``) or raise :class:`InvalidInputError`.
+
+    Control characters, NUL above all, and lone surrogates are refused here,
+    before any IO: a database may refuse to store them, and a revocation must
+    never fail on its reason.
+    """
     if reason is None:
         return None
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
         raise InvalidInputError(
             f"reason must be a string of at most {MAX_REASON_LENGTH} characters", field="reason"
         )
+    if not reason.isprintable():
+        raise InvalidInputError(
+            "reason must hold printable characters only (no control characters,"
+            " line breaks or unpaired surrogates)",
+            field="reason",
+        )
     return reason
+
+
+def check_created_by(created_by: object) -> str | None:
+    """Return the id of the key creating a key (or ``None``) or raise."""
+    if created_by is None:
+        return None
+    try:
+        return check_key_id(created_by)
+    except InvalidInputError:
+        raise InvalidInputError(
+            "created_by must be the id of the key creating this one, or None", field="created_by"
+        ) from None
+
+
+def check_owner(user_id: object) -> str | None:
+    """Return the owner a lookup is scoped to (or ``None``: any owner) or raise."""
+    return None if user_id is None else check_user_id(user_id)
 
 
 def check_page(limit: object, offset: object) -> tuple[int, int]:
@@ -194,6 +223,7 @@ def build_create_request(
     metadata: Mapping[str, Any] | None,
     *,
     now: datetime | None = None,
+    created_by: object = None,
 ) -> CreateRequest:
     """Validate every argument of ``create_api_key`` at once."""
     now = now or utcnow()
@@ -204,6 +234,7 @@ def build_create_request(
         expires_at=parse_expiration(expiration, now=now),
         metadata=check_metadata(metadata),
         now=now,
+        created_by=check_created_by(created_by),
     )
 
 
@@ -212,10 +243,12 @@ __all__ = [
     "CreateRequest",
     "Keep",
     "build_create_request",
+    "check_created_by",
     "check_grace",
     "check_key_id",
     "check_metadata",
     "check_name",
+    "check_owner",
     "check_page",
     "check_reason",
     "check_required_scopes",

@@ -82,6 +82,7 @@ class ApikeysSQLiteSubject:
     counter: QueryCounter = field(default_factory=QueryCounter)
     name: str = SUBJECT_NAME
     rejection: type[BaseException] = InvalidKeyError
+    _created: int = 0
 
     def validate(self, key: str) -> object:
         """Validate with the default manager (cache on)."""
@@ -93,13 +94,19 @@ class ApikeysSQLiteSubject:
 
     def create(self) -> object:
         """Issue one key through the public API."""
-        return self.manager.create_api_key(CREATED_BY, "benchmark key", ["read:data"])
+        # One owner per key: a create pays the count of the owner's active keys as
+        # deployed, and no owner reaches max_active_keys_per_owner.
+        self._created += 1
+        owner = f"{CREATED_BY}-{self._created}"
+        return self.manager.create_api_key(owner, "benchmark key", ["read:data"])
 
     def forget_created(self) -> None:
         """Delete the keys the creation workload issued."""
         with self.manager.engine.begin() as connection:
             connection.execute(
-                sa.delete(api_keys_table).where(api_keys_table.c.user_id == CREATED_BY)
+                sa.delete(api_keys_table).where(
+                    api_keys_table.c.user_id.startswith(f"{CREATED_BY}-", autoescape=True)
+                )
             )
 
     def queries(self) -> int:

@@ -9,6 +9,16 @@ the backend's default settings (verification cache on):
 (c) ``garbage``: malformed strings of many kinds, for contrast;
 (d) ``cache_miss``: a valid key validated by a manager with the cache off.
 
+and ``DELETE /api-keys/{id}`` (through the management core every framework
+adapter calls, with the caller already verified) for two more:
+
+(e) ``delete_foreign``: the id of a stored key of another owner;
+(f) ``delete_unknown``: an id no key has.
+
+Both must answer the same 404 after the same work, or a caller learns which
+ids exist by timing its own management calls. (e) is split into halves like
+(a): one half against (f) is the A/B comparison, the two halves the A/A one.
+
 Every call of every case is interleaved with the others in one random order,
 so whatever disturbs the machine (another job, a frequency change, a garbage
 collection) lands on every case alike. Case (a) is sampled twice as often and
@@ -56,11 +66,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from apikeys import APIKeysError, generate_key, parse_key
+from apikeys import APIKeysError, VerifiedKey, generate_key, parse_key
 from apikeys.backends.sqlalchemy import (
     AsyncSQLAlchemyKeyManager,
     SQLAlchemyKeyManager,
     api_keys_table,
+)
+from apikeys.integrations._core import CoreResponse, IntegrationSettings
+from apikeys.integrations._management import (
+    ManagementRequest,
+    handle_management_async,
+    handle_management_sync,
 )
 from benchmarks.apikeys_sqlite import garbage_keys, open_subject
 from benchmarks.harness import percentile, timer_overhead_ns
@@ -75,8 +91,19 @@ END_MARKER = "<!-- timing:end -->"
 POSTGRES_ENV = "APIKEYS_BENCH_POSTGRES_URL"
 RECORD_SCHEMA = 1
 
-CASES = ("wrong_secret", "unknown_id", "garbage", "cache_miss")
-"""The cases, in report order: (a), (b), (c), (d)."""
+CASES = (
+    "wrong_secret",
+    "unknown_id",
+    "garbage",
+    "cache_miss",
+    "delete_foreign",
+    "delete_unknown",
+)
+"""The cases, in report order: (a) to (f)."""
+SPLIT_CASES = ("wrong_secret", "delete_foreign")
+"""The cases sampled twice as often and split into halves for the A/A comparison."""
+DELETE_CASES = ("delete_foreign", "delete_unknown")
+"""The ``DELETE /api-keys/{id}`` cases, which must answer the same 404."""
 REFUSED_CASES = ("wrong_secret", "unknown_id", "garbage")
 """The cases a caller must not be able to tell apart by status and body."""
 CASE_TITLES = {
@@ -84,7 +111,11 @@ CASE_TITLES = {
     "unknown_id": "(b) unknown id, right checksum",
     "garbage": "(c) garbage",
     "cache_miss": "(d) valid key, cache off",
+    "delete_foreign": "(e) DELETE, another owner's id",
+    "delete_unknown": "(f) DELETE, unknown id",
 }
+_CALLER = VerifiedKey(key_id="callerkey000", user_id="bench-timing-caller", name="caller")
+_NOT_FOUND = 404
 QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90, "p99": 0.99}
 COMPARED = ("p10", "p25", "p50", "p75", "p90", "mean")
 """Statistics whose difference is bootstrapped (p99 is too noisy at these sizes)."""
@@ -137,6 +168,10 @@ class Target:
     uncached_sync: Callable[[str], object] | None = None
     validate_async: Callable[[str], Awaitable[object]] | None = None
     uncached_async: Callable[[str], Awaitable[object]] | None = None
+    delete_sync: Callable[[str], object] | None = None
+    delete_async: Callable[[str], Awaitable[object]] | None = None
+    foreign_ids: Sequence[str] = ()
+    unknown_ids: Sequence[str] = ()
 
     @property
     def label(self) -> str:
@@ -149,8 +184,17 @@ Outcome = tuple[str, int, str, str, bool]
 ACCEPTED: Outcome = ("accepted", 200, "", "", False)
 
 
-def outcome_of(error: BaseException | None) -> Outcome:
+def outcome_of(error: BaseException | None, result: object = None) -> Outcome:
     """The caller-visible part of a call's result (an integration answers with exactly this)."""
+    if isinstance(result, CoreResponse):
+        body = result.body if isinstance(result.body, dict) else {}
+        return (
+            "response",
+            result.status,
+            str(body.get("code", "")),
+            str(body.get("message", "")),
+            "id" in body,
+        )
     if error is None:
         return ACCEPTED
     if isinstance(error, APIKeysError):
@@ -183,17 +227,18 @@ class Stream:
         key = self.inputs[self.calls % len(self.inputs)]
         self.calls += 1
         error: BaseException | None = None
+        result: object = None
         clock = time.perf_counter_ns
         began = clock()
         try:
             if self.run_async is not None:
-                await self.run_async(key)
+                result = await self.run_async(key)
             elif self.run_sync is not None:
-                self.run_sync(key)
+                result = self.run_sync(key)
         except Exception as exc:  # every kind is an outcome to report, not a crash
             error = exc
         elapsed = clock() - began
-        return elapsed, outcome_of(error)
+        return elapsed, outcome_of(error, result)
 
 
 def _streams(target: Target, samples: int) -> list[Stream]:
@@ -203,13 +248,17 @@ def _streams(target: Target, samples: int) -> list[Stream]:
         "unknown_id": keys.unknown_id,
         "garbage": keys.garbage,
         "cache_miss": keys.valid,
+        "delete_foreign": target.foreign_ids,
+        "delete_unknown": target.unknown_ids,
     }
     streams = []
     for case in CASES:
         uncached = case == "cache_miss"
         run_sync = target.uncached_sync if uncached else target.validate_sync
         run_async = target.uncached_async if uncached else target.validate_async
-        count = 2 * samples if case == "wrong_secret" else samples
+        if case in DELETE_CASES:
+            run_sync, run_async = target.delete_sync, target.delete_async
+        count = 2 * samples if case in SPLIT_CASES else samples
         streams.append(Stream(target, case, inputs[case], count, run_sync, run_async))
     return streams
 
@@ -304,19 +353,50 @@ def noise_floor_us(aa: Difference) -> float:
     return max(abs(aa.low_us), abs(aa.high_us))
 
 
+def _split_comparisons(
+    split: Sequence[int], other: Sequence[int], rng: random.Random, resamples: int
+) -> tuple[dict[str, Difference], dict[str, Difference], int]:
+    """A/B (one random half of ``split`` against ``other``) and A/A (the two halves)."""
+    shuffled = list(split)
+    rng.shuffle(shuffled)
+    half = len(shuffled) // 2
+    first_half, second_half = shuffled[:half], shuffled[half : 2 * half]
+    return (
+        compare(first_half, other, rng, resamples),
+        compare(first_half, second_half, rng, resamples),
+        half,
+    )
+
+
+def _verdict(ab: dict[str, Difference], aa: dict[str, Difference], same: bool) -> dict[str, Any]:
+    floor = noise_floor_us(aa["p50"])
+    return {
+        "same_status_and_body": same,
+        "median_difference_us": ab["p50"].estimate_us,
+        "median_interval_contains_zero": ab["p50"].contains_zero,
+        "noise_floor_us": floor,
+        "a_a_interval_contains_zero": aa["p50"].contains_zero,
+        # Both: an interval that admits no difference, around an estimate no
+        # larger than what two halves of one case show.
+        "within_noise": ab["p50"].contains_zero and abs(ab["p50"].estimate_us) <= floor,
+    }
+
+
 def _target_record(
     target: Target, streams: Sequence[Stream], rng: random.Random, resamples: int
 ) -> dict[str, Any]:
     by_case = {stream.case: stream for stream in streams}
-    wrong = list(by_case["wrong_secret"].durations_ns)
-    rng.shuffle(wrong)
-    half = len(wrong) // 2
-    first_half, second_half = wrong[:half], wrong[half : 2 * half]
-    unknown = by_case["unknown_id"].durations_ns
-    ab = compare(first_half, unknown, rng, resamples)
-    aa = compare(first_half, second_half, rng, resamples)
-    floor = noise_floor_us(aa["p50"])
+    ab, aa, half = _split_comparisons(
+        by_case["wrong_secret"].durations_ns, by_case["unknown_id"].durations_ns, rng, resamples
+    )
+    delete_ab, delete_aa, _ = _split_comparisons(
+        by_case["delete_foreign"].durations_ns,
+        by_case["delete_unknown"].durations_ns,
+        rng,
+        resamples,
+    )
     refusals = {tuple(sorted(by_case[case].outcomes)) for case in REFUSED_CASES}
+    not_found = {tuple(sorted(by_case[case].outcomes)) for case in DELETE_CASES}
     return {
         "backend": target.backend,
         "flavour": target.flavour,
@@ -346,16 +426,12 @@ def _target_record(
         "a_minus_b": {name: difference.as_dict() for name, difference in ab.items()},
         "a_minus_a": {name: difference.as_dict() for name, difference in aa.items()},
         "halves": half,
-        "verdict": {
-            "same_status_and_body": len(refusals) == 1 and len(next(iter(refusals))) == 1,
-            "median_difference_us": ab["p50"].estimate_us,
-            "median_interval_contains_zero": ab["p50"].contains_zero,
-            "noise_floor_us": floor,
-            "a_a_interval_contains_zero": aa["p50"].contains_zero,
-            # Both: an interval that admits no difference, around an estimate no
-            # larger than what two halves of one case show.
-            "within_noise": ab["p50"].contains_zero and abs(ab["p50"].estimate_us) <= floor,
-        },
+        "verdict": _verdict(ab, aa, len(refusals) == 1 and len(next(iter(refusals))) == 1),
+        "e_minus_f": {name: difference.as_dict() for name, difference in delete_ab.items()},
+        "e_minus_e": {name: difference.as_dict() for name, difference in delete_aa.items()},
+        "delete_verdict": _verdict(
+            delete_ab, delete_aa, len(not_found) == 1 and len(next(iter(not_found))) == 1
+        ),
     }
 
 
@@ -367,10 +443,18 @@ def expected_outcomes_held(record: dict[str, Any]) -> list[str]:
         for case in CASES:
             kinds = [outcome["exception"] for outcome in cases[case]["outcomes"]]
             wanted = "accepted" if case == "cache_miss" else "InvalidKeyError"
+            if case in DELETE_CASES:
+                wanted = "response"
+                kinds = [
+                    "response" if outcome["status"] == _NOT_FOUND else str(outcome["status"])
+                    for outcome in cases[case]["outcomes"]
+                ]
             if kinds != [wanted]:
                 problems.append(f"{target['label']} {case}: {kinds}, expected only {wanted}")
         if not target["verdict"]["same_status_and_body"]:
             problems.append(f"{target['label']}: (a), (b) and (c) were not refused alike")
+        if not target["delete_verdict"]["same_status_and_body"]:
+            problems.append(f"{target['label']}: (e) and (f) did not answer alike")
     return problems
 
 
@@ -391,6 +475,7 @@ async def sqlite_targets(
     )
     async with AsyncExitStack() as stack:
         stack.callback(subject.close)
+        foreign_ids, unknown_ids = _delete_inputs(subject.keys)
         targets = [
             Target(
                 "sqlite",
@@ -399,6 +484,9 @@ async def sqlite_targets(
                 profile.stored,
                 validate_sync=subject.validate,
                 uncached_sync=subject.validate_uncached,
+                delete_sync=_delete_sync(subject.manager),
+                foreign_ids=foreign_ids,
+                unknown_ids=unknown_ids,
             )
         ]
         if use_async:
@@ -417,9 +505,42 @@ async def sqlite_targets(
                     profile.stored,
                     validate_async=cached.validate_api_key,
                     uncached_async=uncached.validate_api_key,
+                    delete_async=_delete_async(cached),
+                    foreign_ids=foreign_ids,
+                    unknown_ids=unknown_ids,
                 )
             )
         yield targets
+
+
+def _delete_inputs(keys: KeySets) -> tuple[list[str], list[str]]:
+    """(e): ids of stored keys, none the caller's; (f): ids no key has."""
+    return (
+        [parse_key(key).lookup_id for key in keys.valid],
+        [parse_key(key).lookup_id for key in keys.unknown_id],
+    )
+
+
+def _delete_sync(manager: SQLAlchemyKeyManager) -> Callable[[str], CoreResponse]:
+    settings = IntegrationSettings()
+
+    def delete(key_id: str) -> CoreResponse:
+        request = ManagementRequest("DELETE", _CALLER, key_id=key_id)
+        return handle_management_sync(manager, request, settings)
+
+    return delete
+
+
+def _delete_async(
+    manager: AsyncSQLAlchemyKeyManager,
+) -> Callable[[str], Awaitable[CoreResponse]]:
+    settings = IntegrationSettings()
+
+    async def delete(key_id: str) -> CoreResponse:
+        request = ManagementRequest("DELETE", _CALLER, key_id=key_id)
+        return await handle_management_async(manager, request, settings)
+
+    return delete
 
 
 def _keys_issued(manager: SQLAlchemyKeyManager, owner: str, count: int) -> KeySets:
@@ -446,11 +567,16 @@ async def postgres_targets(
 ) -> AsyncIterator[list[Target]]:
     """Sync (and async) managers on a PostgreSQL server; the keys issued are deleted after."""
     owner = _POSTGRES_OWNER_PREFIX + uuid.uuid4().hex[:12]
-    options: dict[str, Any] = {"last_used_interval": _LAST_USED_INTERVAL}
+    # One owner holds every key issued here: more than the default limit allows.
+    options: dict[str, Any] = {
+        "last_used_interval": _LAST_USED_INTERVAL,
+        "max_active_keys_per_owner": 0,
+    }
     manager = SQLAlchemyKeyManager(url, **options)
     async with AsyncExitStack() as stack:
         stack.callback(manager.close)
         keys = _keys_issued(manager, owner, profile.key_ids)
+        foreign_ids, unknown_ids = _delete_inputs(keys)
 
         def forget() -> None:
             with manager.engine.begin() as connection:
@@ -474,6 +600,9 @@ async def postgres_targets(
                 server,
                 validate_sync=manager.validate_api_key,
                 uncached_sync=uncached.validate_api_key,
+                delete_sync=_delete_sync(manager),
+                foreign_ids=foreign_ids,
+                unknown_ids=unknown_ids,
             )
         ]
         if use_async:
@@ -489,6 +618,9 @@ async def postgres_targets(
                     server,
                     validate_async=cached_async.validate_api_key,
                     uncached_async=uncached_async.validate_api_key,
+                    delete_async=_delete_async(cached_async),
+                    foreign_ids=foreign_ids,
+                    unknown_ids=unknown_ids,
                 )
             )
         yield targets
@@ -616,25 +748,28 @@ def _refusal(case: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _reading(target: dict[str, Any]) -> str:
-    verdict = target["verdict"]
-    wrong, unknown = target["cases"]["wrong_secret"], target["cases"]["unknown_id"]
+def _reading(target: dict[str, Any], *, delete: bool = False) -> str:
+    verdict = target["delete_verdict" if delete else "verdict"]
+    first, second = ("e", "f") if delete else ("a", "b")
+    cases = DELETE_CASES if delete else ("wrong_secret", "unknown_id")
+    wrong, unknown = target["cases"][cases[0]], target["cases"][cases[1]]
     difference = verdict["median_difference_us"]
     relative = 100 * difference / unknown["p50_us"]
-    interval = target["a_minus_b"]["p50"]
+    interval = target["e_minus_f" if delete else "a_minus_b"]["p50"]
+    together = "(e) and (f)" if delete else "(a), (b) and (c)"
     body = (
-        "the same status and body for (a), (b) and (c)"
+        f"the same status and body for {together}"
         if verdict["same_status_and_body"]
-        else "**different** statuses or bodies among (a), (b) and (c)"
+        else f"**different** statuses or bodies among {together}"
     )
     floor = verdict["noise_floor_us"]
     shift = f"{_signed(difference)} µs ({relative:+.1f}%)"
     if verdict["within_noise"]:
         timing = (
-            f"the medians of (a) and (b) differ by {shift}, 95% interval "
+            f"the medians of ({first}) and ({second}) differ by {shift}, 95% interval "
             f"{_signed(interval['low_us'])} to {_signed(interval['high_us'])} µs (zero included), "
-            f"no more than two random halves of (a) differ (A/A noise floor {floor:.1f} µs): "
-            "within noise"
+            f"no more than two random halves of ({first}) differ (A/A noise floor {floor:.1f} µs):"
+            " within noise"
         )
     else:
         size = (
@@ -644,13 +779,14 @@ def _reading(target: dict[str, Any]) -> str:
             "excludes zero"
         )
         timing = (
-            f"the medians of (a) and (b) differ by {shift}, 95% interval "
+            f"the medians of ({first}) and ({second}) differ by {shift}, 95% interval "
             f"{_signed(interval['low_us'])} to {_signed(interval['high_us'])} µs, {size}: "
             "**not within noise**, a difference this run can measure"
         )
+    label = f"{target['label']} DELETE" if delete else target["label"]
     return (
-        f"**{target['label']}**: {body}; {timing}. "
-        f"Medians: (a) {_us(wrong['p50_us'])} µs, (b) {_us(unknown['p50_us'])} µs."
+        f"**{label}**: {body}; {timing}. "
+        f"Medians: ({first}) {_us(wrong['p50_us'])} µs, ({second}) {_us(unknown['p50_us'])} µs."
     )
 
 
@@ -708,8 +844,26 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"{_interval(ab['p90'])} | {_interval(aa['p90'])} | {_interval(ab['mean'])} | "
             f"{_interval(aa['mean'])} |"
         )
+    lines.extend(
+        [
+            "",
+            "`DELETE /api-keys/{id}`, the same way: A/B is half of (e) against (f), A/A the two"
+            " halves of (e):",
+            "",
+            "| Target | A/B median | A/A median | A/B p90 | A/A p90 | A/B mean | A/A mean |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+    )
+    for target in record["targets"]:
+        ab, aa = target["e_minus_f"], target["e_minus_e"]
+        lines.append(
+            f"| {target['label']} | {_interval(ab['p50'])} | {_interval(aa['p50'])} | "
+            f"{_interval(ab['p90'])} | {_interval(aa['p90'])} | {_interval(ab['mean'])} | "
+            f"{_interval(aa['mean'])} |"
+        )
     lines.append("")
     lines.extend(f"- {_reading(target)}" for target in record["targets"])
+    lines.extend(f"- {_reading(target, delete=True)}" for target in record["targets"])
     if record["problems"]:
         lines.extend(["", "**Unexpected outcomes:** " + "; ".join(record["problems"])])
     lines.append("")
@@ -816,10 +970,12 @@ if __name__ == "__main__":
 __all__ = [
     "BEGIN_MARKER",
     "CASES",
+    "DELETE_CASES",
     "END_MARKER",
     "FULL",
     "QUICK",
     "REFUSED_CASES",
+    "SPLIT_CASES",
     "Difference",
     "Target",
     "TimingProfile",

@@ -61,7 +61,7 @@ def test_every_case_is_measured_on_the_sync_and_async_managers(
         assert target["key_ids"] == timing.QUICK.key_ids
         assert set(target["cases"]) == set(timing.CASES)
         for name, case in target["cases"].items():
-            wanted = 2 * samples if name == "wrong_secret" else samples
+            wanted = 2 * samples if name in timing.SPLIT_CASES else samples
             assert case["samples"] == wanted == sum(o["count"] for o in case["outcomes"])
             assert 0 < case["p10_us"] <= case["p50_us"] <= case["p90_us"] <= case["p99_us"]
             assert case["mean_us"] > 0
@@ -90,6 +90,31 @@ def test_a_wrong_secret_an_unknown_id_and_garbage_look_the_same_to_the_caller(
         accepted = target["cases"]["cache_miss"]["outcomes"]
         assert [outcome["exception"] for outcome in accepted] == ["accepted"]
     assert quick_run[0]["problems"] == []
+
+
+def test_delete_of_another_owners_id_and_of_an_unknown_id_answer_alike(
+    quick_run: tuple[dict[str, Any], str],
+) -> None:
+    for target in quick_run[0]["targets"]:
+        seen = []
+        for name in timing.DELETE_CASES:
+            outcomes = target["cases"][name]["outcomes"]
+            assert len(outcomes) == 1, (target["label"], name, outcomes)
+            seen.append({key: value for key, value in outcomes[0].items() if key != "count"})
+        assert (
+            seen[0]
+            == seen[1]
+            == {
+                "exception": "response",
+                "status": 404,
+                "code": "api_key_not_found",
+                "message": "API key not found",
+                "names_key_id": False,
+            }
+        )
+        assert target["delete_verdict"]["same_status_and_body"] is True
+        for comparison in ("e_minus_f", "e_minus_e"):
+            assert set(target[comparison]) == set(timing.COMPARED)
 
 
 def test_the_comparisons_and_the_verdict_are_recorded(

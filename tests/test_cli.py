@@ -250,6 +250,37 @@ def test_list_shows_active_keys_and_never_a_secret(cli: CLI) -> None:
     assert header[:3] == ["ID", "NAME", "SCOPES"]
 
 
+def test_list_and_show_name_the_key_that_created_a_key(cli: CLI, url: str) -> None:
+    parent = create(cli, name="parent")
+    manager = apikeys.create_key_manager(url)
+    try:
+        child = manager.create_api_key("user_1", "child", created_by=parent["id"])
+    finally:
+        manager.close()
+    assert parent["created_by"] is None
+
+    table = cli("list", "user_1").out.splitlines()
+    assert "CREATED BY" in table[0]
+    (child_row,) = [line for line in table if line.startswith(child.id)]
+    assert parent["id"] in child_row.split()
+    listed = {
+        key["id"]: key["created_by"] for key in cli("list", "user_1", "--json").json()["items"]
+    }
+    assert listed == {parent["id"]: None, child.id: parent["id"]}
+    shown_lines = cli("show", child.id).out.splitlines()
+    assert any(
+        line.split()[:2] == ["created", "by"] and line.split()[-1] == parent["id"]
+        for line in shown_lines
+    )
+    assert cli("show", child.id, "--json").json()["created_by"] == parent["id"]
+
+    revoked = cli("revoke", parent["id"])
+    assert revoked.code == EXIT_OK
+    shown = cli("show", child.id, "--json").json()
+    assert shown["status"] == "revoked"
+    assert shown["revocation_reason"] == f"creator {parent['id']} revoked"
+
+
 def test_list_all_includes_revoked_keys_with_their_status(cli: CLI) -> None:
     kept = create(cli, name="kept")
     revoked = create(cli, name="gone")
@@ -338,11 +369,21 @@ def test_revoke_keeps_the_reason_and_stops_the_key(cli: CLI) -> None:
     assert verify.json()["error"]["code"] == "revoked_api_key"
 
 
-def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI) -> None:
+def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI, database: Path) -> None:
     created = create(cli)
     hostile = "\x1b[2J\x1b[31mall good\rok\x07"
 
-    revoked = cli("revoke", created["id"], "--reason", hostile)
+    refused = cli("revoke", created["id"], "--reason", hostile)
+    assert refused.code != EXIT_OK  # control characters never reach the store this way
+    assert cli("show", created["id"], "--json").json()["status"] == "active"
+    # ...but a store written by other means may hold them.
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE apikeys_keys SET revoked_at = '2030-01-01 00:00:00.000000',"
+            " revocation_reason = ? WHERE id = ?",
+            (hostile, created["id"]),
+        )
+    revoked = cli("revoke", created["id"])
     shown = cli("show", created["id"])
     as_json = cli("show", created["id"], "--json")
 

@@ -9,6 +9,7 @@ managers in :mod:`apikeys.backends.clerk` only perform those two requests.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import math
@@ -27,7 +28,11 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from apikeys import __version__
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache
-from apikeys._config import DEFAULT_CLERK_API_URL, Settings
+from apikeys._config import (
+    DEFAULT_CLERK_API_URL,
+    DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+    Settings,
+)
 from apikeys._errors import (
     APIKeysError,
     BackendUnavailableError,
@@ -36,7 +41,9 @@ from apikeys._errors import (
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    KeyLimitReachedError,
     KeyNotFoundError,
+    RevocationIncompleteError,
     RevokedKeyError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
@@ -48,6 +55,7 @@ from apikeys._requests import (
     build_create_request,
     check_grace,
     check_key_id,
+    check_owner,
     check_page,
     check_reason,
     check_user_id,
@@ -77,6 +85,12 @@ _KEY_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
 _SUBJECT_RE = re.compile(r"(?:user|org|mch|scim)_[A-Za-z0-9_]{27}")
 _NAME_RE = re.compile(r"\S(?:.*\S)?", re.DOTALL)
 _CREATED_BY_RE = re.compile(r"user_[A-Za-z0-9_]{27}")
+# Clerk's own ``created_by`` holds a user id (``^user_\w{27}$``), never a key id, so
+# the key that created a key is recorded in its ``description``, in this form.
+_CREATOR_PREFIX = "apikeys:created_by="
+_CREATOR_RE = re.compile(re.escape(_CREATOR_PREFIX) + r"(ak_[0-9A-Fa-f]{32})")
+# Keys read per page when a revocation looks for a key's descendants.
+_LIST_PAGE = 100
 # What may go in an HTTP header value unquoted: the secret key, the API version.
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -221,6 +235,19 @@ def lifetime_seconds(expires_at: datetime, now: datetime) -> float:
     return max(round((expires_at - now).total_seconds(), 3), 0.001)
 
 
+def creator_of(key: ClerkKeyObject) -> str | None:
+    """The id of the key that created ``key``, from its ``description``, or ``None``."""
+    if key.description is None:
+        return None
+    match = _CREATOR_RE.fullmatch(key.description)
+    return match.group(1) if match else None
+
+
+def creator_description(key_id: str) -> str:
+    """The ``description`` that records ``key_id`` as a key's creator."""
+    return _CREATOR_PREFIX + key_id
+
+
 def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
     """Map Clerk's key object to :class:`~apikeys.APIKey`.
 
@@ -242,6 +269,7 @@ def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
         revocation_reason=key.revocation_reason if key.revoked else None,
         metadata=claims_to_metadata(key.claims),
         hint=hint,
+        created_by=creator_of(key),
     )
 
 
@@ -405,6 +433,8 @@ class ClerkBase(FlowBackend):
         suspicious_window: Seconds over which they count, and the least time
             between two ``retired_key_used`` events (a revoked or expired key
             presented with its right secret) of one key.
+        max_active_keys_per_owner: Active keys one owner may hold, counted from
+            Clerk's list before each create; ``0`` disables the limit.
     """
 
     def __init__(
@@ -421,8 +451,12 @@ class ClerkBase(FlowBackend):
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
+        max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
     ) -> None:
         self._secret_key = _check_secret_key(secret_key)
+        if max_active_keys_per_owner < 0:
+            raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
+        self.max_active_keys_per_owner = max_active_keys_per_owner
         self.api_url = _check_api_url(api_url)
         if timeout <= 0:
             raise ConfigurationError("timeout must be > 0 seconds")
@@ -472,6 +506,7 @@ class ClerkBase(FlowBackend):
             "cache_max_entries": settings.cache_max_entries,
             "suspicious_failures": settings.suspicious_failures,
             "suspicious_window": settings.suspicious_window,
+            "max_active_keys_per_owner": settings.max_active_keys_per_owner,
         }
 
     def __repr__(self) -> str:
@@ -605,8 +640,11 @@ class ClerkBase(FlowBackend):
         scopes: Iterable[str] | str,
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
+        created_by: str | None,
     ) -> Generator[_Op, Any, NewAPIKey]:
-        request = build_create_request(user_id, name, scopes, expiration, metadata)
+        request = build_create_request(
+            user_id, name, scopes, expiration, metadata, created_by=created_by
+        )
         body: dict[str, Any] = {
             "name": check_clerk_name(request.name),
             "subject": check_subject(request.user_id),
@@ -614,11 +652,136 @@ class ClerkBase(FlowBackend):
         }
         if request.metadata:
             body["claims"] = request.metadata
+        creator = request.created_by
+        if creator is not None:
+            yield from self._check_creator(creator, request.user_id)
+            body["description"] = creator_description(creator)
+        if self.max_active_keys_per_owner:
+            active = yield from self._count_active(request.user_id)
+            if active >= self.max_active_keys_per_owner:
+                raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)
         if request.expires_at is not None:
             body["seconds_until_expiration"] = lifetime_seconds(request.expires_at, utcnow())
         new = yield from self._issue(body)
+        if creator is not None:
+            # A revocation of the creator may have listed its keys before this one
+            # existed: look again, and end the new key if the creator is gone.
+            try:
+                yield from self._check_creator(creator, request.user_id)
+            except InvalidInputError:
+                yield from self._end_orphan(new.id, creator)
+                raise
         self.events.report("created", new.id, user_id=new.user_id)
         return new
+
+    def _check_creator(self, creator: str, user_id: str) -> Generator[_Op, Any, None]:
+        refusal = InvalidInputError(
+            "created_by must be an active key of the same owner: the creating key is"
+            " unknown, another owner's, revoked or expired",
+            field="created_by",
+            key_id=creator,
+        )
+        try:
+            key = yield from self._fetch(creator)
+        except KeyNotFoundError:
+            raise refusal from None
+        if key.subject != user_id or key.revoked or key.expired or check_expired(key):
+            raise refusal
+
+    def _end_orphan(self, key_id: str, creator: str) -> Generator[_Op, Any, None]:
+        send = _Send(
+            "POST",
+            f"/api_keys/{key_id}/revoke",
+            "revoke",
+            body={"revocation_reason": f"creator {creator} revoked"},
+        )
+        try:
+            yield from self._call(send, key_id=key_id)
+        except APIKeysError:
+            raise RevocationIncompleteError(
+                f"key {key_id} was created while its creator {creator} was being revoked,"
+                f" and could not be revoked: revoke {key_id}",
+                key_id=creator,
+                still_active=(key_id,),
+            ) from None
+
+    def _count_active(self, user_id: str) -> Generator[_Op, Any, int]:
+        params = {"subject": user_id, "include_invalid": "false", "limit": "1", "offset": "0"}
+        try:
+            payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+        except KeyNotFoundError:
+            return 0
+        return _total_of(payload)
+
+    def _owner_keys(self, user_id: str) -> Generator[_Op, Any, list[ClerkKeyObject]]:
+        """Every key of ``user_id``, revoked and expired ones included."""
+        keys: list[ClerkKeyObject] = []
+        while True:
+            params = {
+                "subject": user_id,
+                "include_invalid": "true",
+                "limit": str(_LIST_PAGE),
+                "offset": str(len(keys)),
+            }
+            try:
+                payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+            except KeyNotFoundError:
+                return keys
+            total = _total_of(payload)
+            page = [parse_key_object(item, "list") for item in payload["data"]]
+            keys.extend(page)
+            if not page or len(keys) >= total:
+                return keys
+
+    def _revoke_descendants(
+        self, key_id: str, user_id: str, verb: str
+    ) -> Generator[_Op, Any, list[str]]:
+        """Revoke every live key ``key_id`` created, and theirs in turn; return their ids.
+
+        Raises:
+            RevocationIncompleteError: The keys could not be listed, or some
+                could not be revoked (they are named).
+        """
+        try:
+            keys = yield from self._owner_keys(user_id)
+        except APIKeysError:
+            raise RevocationIncompleteError(key_id=key_id) from None
+        children: dict[str, list[ClerkKeyObject]] = {}
+        for key in keys:
+            creator = creator_of(key)
+            if creator is not None:
+                children.setdefault(creator, []).append(key)
+        revoked: list[str] = []
+        failed: list[str] = []
+        pending, seen = [key_id], {key_id}
+        while pending:
+            parent = pending.pop()
+            for child in children.get(parent, ()):
+                if child.id in seen:
+                    continue
+                seen.add(child.id)
+                pending.append(child.id)
+                if child.revoked:
+                    continue
+                reason = f"creator {parent} {verb if parent == key_id else 'revoked'}"
+                send = _Send(
+                    "POST",
+                    f"/api_keys/{child.id}/revoke",
+                    "revoke",
+                    body={"revocation_reason": reason},
+                )
+                try:
+                    yield from self._call(send, key_id=child.id)
+                except APIKeysError:
+                    failed.append(child.id)
+                    continue
+                finally:
+                    self._forget(child.id)
+                revoked.append(child.id)
+                self.events.report("revoked", child.id, user_id=user_id)
+        if failed:
+            raise RevocationIncompleteError(key_id=key_id, still_active=failed)
+        return revoked
 
     def _issue(self, body: dict[str, Any]) -> Generator[_Op, Any, NewAPIKey]:
         response = yield from self._exchange(
@@ -712,19 +875,9 @@ class ClerkBase(FlowBackend):
         except KeyNotFoundError:
             # Clerk answers 404 for an owner it does not know: one without keys.
             return APIKeyPage(items=(), total=0, limit=limit, offset=offset)
-        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-            raise _malformed("list", "no data array")
-        total = payload.get("total_count")
-        # Python's JSON decoder accepts Infinity and NaN, so check the number is real.
-        if (
-            isinstance(total, bool)
-            or not isinstance(total, int | float)
-            or not math.isfinite(total)
-            or total < 0
-        ):
-            raise _malformed("list", "no total_count")
+        total = _total_of(payload)
         items = tuple(to_api_key(parse_key_object(item, "list")) for item in payload["data"])
-        return APIKeyPage(items=items, total=int(total), limit=limit, offset=offset)
+        return APIKeyPage(items=items, total=total, limit=limit, offset=offset)
 
     def _fetch(self, key_id: str) -> Generator[_Op, Any, ClerkKeyObject]:
         key_id = check_key_id(key_id)
@@ -733,39 +886,100 @@ class ClerkBase(FlowBackend):
         payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"), key_id=key_id)
         return parse_key_object(payload, "get")
 
-    def _get_flow(self, key_id: str) -> Generator[_Op, Any, APIKey]:
-        return to_api_key((yield from self._fetch(key_id)))
+    def _fetch_owned(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, ClerkKeyObject]:
+        """Fetch a key; with ``user_id``, another owner's key is not found, as unknown."""
+        owner = check_owner(user_id)
+        key = yield from self._fetch(key_id)
+        if owner is not None and key.subject != owner:
+            raise KeyNotFoundError(key_id=key_id)
+        return key
 
-    def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[_Op, Any, APIKey]:
+    def _get_flow(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, APIKey]:
+        return to_api_key((yield from self._fetch_owned(key_id, user_id)))
+
+    def _revoke_flow(
+        self, key_id: str, reason: str | None, user_id: str | None
+    ) -> Generator[_Op, Any, APIKey]:
         key_id, reason = check_key_id(key_id), check_reason(reason)
         if not is_clerk_key_id(key_id):
             raise KeyNotFoundError(key_id=key_id)
+        if user_id is not None:
+            yield from self._fetch_owned(key_id, user_id)
         send = _Send(
             "POST", f"/api_keys/{key_id}/revoke", "revoke", body={"revocation_reason": reason}
         )
+        changed = True
         try:
             payload = yield from self._call(send, key_id=key_id)
+            key = parse_key_object(payload, "revoke")
         except InvalidInputError:
             # Clerk may refuse to revoke twice; revoking is idempotent for us.
-            current = yield from self._fetch(key_id)
-            if not current.revoked:
+            key = yield from self._fetch(key_id)
+            if not key.revoked:
                 raise
-            return to_api_key(current)  # already revoked: nothing happened now
+            changed = False  # already revoked: only an unfinished cascade is left
         finally:
             self._forget(key_id)
-        revoked = to_api_key(parse_key_object(payload, "revoke"))
-        self.events.report("revoked", key_id, user_id=revoked.user_id)
-        return revoked
+        if changed:
+            self.events.report("revoked", key_id, user_id=key.subject)
+        yield from self._revoke_descendants(key_id, key.subject, "revoked")
+        return to_api_key(key)
 
-    def _delete_flow(self, key_id: str) -> Generator[_Op, Any, None]:
+    def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, None]:
+        """Revoke the key and its descendants, then delete it.
+
+        Revoked first, so the key stops working at once; a failed cascade leaves
+        it revoked but not deleted, and deleting again finishes the work.
+        """
         key_id = check_key_id(key_id)
         if not is_clerk_key_id(key_id):
             raise KeyNotFoundError(key_id=key_id)
+        key = yield from self._fetch_owned(key_id, user_id)
         try:
+            if not key.revoked:
+                send = _Send(
+                    "POST",
+                    f"/api_keys/{key_id}/revoke",
+                    "revoke",
+                    body={"revocation_reason": "deleted"},
+                )
+                with contextlib.suppress(InvalidInputError):  # revoked meanwhile
+                    yield from self._call(send, key_id=key_id)
+            yield from self._revoke_descendants(key_id, key.subject, "deleted")
             yield from self._call(_Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
         finally:
             self._forget(key_id)
         self.events.report("deleted", key_id)
+
+    def _hand_over(self, old_id: str, new_id: str, user_id: str) -> Generator[_Op, Any, list[str]]:
+        """Record ``new_id`` as the creator of every key ``old_id`` created."""
+        moved: list[str] = []
+        keys = yield from self._owner_keys(user_id)
+        for key in keys:
+            if creator_of(key) != old_id:
+                continue
+            body = {"description": creator_description(new_id)}
+            yield from self._call(
+                _Send("PATCH", f"/api_keys/{key.id}", "update", body=body), key_id=key.id
+            )
+            moved.append(key.id)
+        return moved
+
+    def _hand_back(self, moved: list[str], old_id: str) -> Generator[_Op, Any, None]:
+        for key_id in moved:
+            body = {"description": creator_description(old_id)}
+            try:
+                yield from self._call(
+                    _Send("PATCH", f"/api_keys/{key_id}", "update", body=body), key_id=key_id
+                )
+            except APIKeysError:
+                logger.error(
+                    "rotation of %s failed and key %s still names the replacement as its"
+                    " creator: set its description to %r",
+                    old_id,
+                    key_id,
+                    creator_description(old_id),
+                )
 
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
@@ -804,11 +1018,14 @@ class ClerkBase(FlowBackend):
         if expires_at is not None:
             body["seconds_until_expiration"] = lifetime_seconds(expires_at, utcnow())
         new = yield from self._issue(body)
+        moved: list[str] = []
         try:
+            moved = yield from self._hand_over(key_id, new.id, old.subject)
             yield from self._retire(old, grace, old_expiry)
         except Exception:
             # Nobody but us holds the replacement's secret: remove it rather than
             # leave an orphan (cancellation is not caught: we must not yield then).
+            yield from self._hand_back(moved, key_id)
             yield from self._undo_create(new.id, key_id)
             raise
         finally:
@@ -845,6 +1062,22 @@ class ClerkBase(FlowBackend):
                 old_id,
                 new_id,
             )
+
+
+def _total_of(payload: Any) -> int:
+    """The ``total_count`` of a list answer, checked (and its ``data`` array)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise _malformed("list", "no data array")
+    total = payload.get("total_count")
+    # Python's JSON decoder accepts Infinity and NaN, so check the number is real.
+    if (
+        isinstance(total, bool)
+        or not isinstance(total, int | float)
+        or not math.isfinite(total)
+        or total < 0
+    ):
+        raise _malformed("list", "no total_count")
+    return int(total)
 
 
 def check_expired(key: ClerkKeyObject) -> bool:

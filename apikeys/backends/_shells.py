@@ -35,6 +35,7 @@ class FlowBackend:
         scopes: Iterable[str] | str,
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
+        created_by: str | None,
     ) -> Generator[Any, Any, NewAPIKey]:
         raise NotImplementedError
 
@@ -43,13 +44,15 @@ class FlowBackend:
     ) -> Generator[Any, Any, APIKeyPage]:
         raise NotImplementedError
 
-    def _get_flow(self, key_id: str) -> Generator[Any, Any, APIKey]:
+    def _get_flow(self, key_id: str, user_id: str | None) -> Generator[Any, Any, APIKey]:
         raise NotImplementedError
 
-    def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[Any, Any, APIKey]:
+    def _revoke_flow(
+        self, key_id: str, reason: str | None, user_id: str | None
+    ) -> Generator[Any, Any, APIKey]:
         raise NotImplementedError
 
-    def _delete_flow(self, key_id: str) -> Generator[Any, Any, None]:
+    def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[Any, Any, None]:
         raise NotImplementedError
 
     def _rotate_flow(
@@ -76,9 +79,10 @@ class SyncShell(FlowBackend):
         expiration: Expiration = None,
         *,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
     ) -> NewAPIKey:
         """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
+        flow = self._create_flow(user_id, name, scopes, expiration, metadata, created_by)
         return run_sync(flow, self._perform)
 
     def list_api_keys(
@@ -87,17 +91,19 @@ class SyncShell(FlowBackend):
         """List a user's keys; see :meth:`apikeys.KeyManager.list_api_keys`."""
         return run_sync(self._list_flow(user_id, include_invalid, limit, offset), self._perform)
 
-    def get_api_key(self, key_id: str) -> APIKey:
+    def get_api_key(self, key_id: str, *, user_id: str | None = None) -> APIKey:
         """Fetch one key; see :meth:`apikeys.KeyManager.get_api_key`."""
-        return run_sync(self._get_flow(key_id), self._perform)
+        return run_sync(self._get_flow(key_id, user_id), self._perform)
 
-    def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+    def revoke_api_key(
+        self, key_id: str, *, reason: str | None = None, user_id: str | None = None
+    ) -> APIKey:
         """Revoke a key; see :meth:`apikeys.KeyManager.revoke_api_key`."""
-        return run_sync(self._revoke_flow(key_id, reason), self._perform)
+        return run_sync(self._revoke_flow(key_id, reason, user_id), self._perform)
 
-    def delete_api_key(self, key_id: str) -> None:
+    def delete_api_key(self, key_id: str, *, user_id: str | None = None) -> None:
         """Delete a key; see :meth:`apikeys.KeyManager.delete_api_key`."""
-        run_sync(self._delete_flow(key_id), self._perform)
+        run_sync(self._delete_flow(key_id, user_id), self._perform)
 
     def rotate_api_key(
         self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP
@@ -135,9 +141,10 @@ class AsyncShell(FlowBackend):
         expiration: Expiration = None,
         *,
         metadata: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
     ) -> NewAPIKey:
         """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata)
+        flow = self._create_flow(user_id, name, scopes, expiration, metadata, created_by)
         return await run_async(flow, self._perform)
 
     async def list_api_keys(
@@ -147,17 +154,19 @@ class AsyncShell(FlowBackend):
         flow = self._list_flow(user_id, include_invalid, limit, offset)
         return await run_async(flow, self._perform)
 
-    async def get_api_key(self, key_id: str) -> APIKey:
+    async def get_api_key(self, key_id: str, *, user_id: str | None = None) -> APIKey:
         """Fetch one key; see :meth:`apikeys.AsyncKeyManager.get_api_key`."""
-        return await run_async(self._get_flow(key_id), self._perform)
+        return await run_async(self._get_flow(key_id, user_id), self._perform)
 
-    async def revoke_api_key(self, key_id: str, *, reason: str | None = None) -> APIKey:
+    async def revoke_api_key(
+        self, key_id: str, *, reason: str | None = None, user_id: str | None = None
+    ) -> APIKey:
         """Revoke a key; see :meth:`apikeys.AsyncKeyManager.revoke_api_key`."""
-        return await run_async(self._revoke_flow(key_id, reason), self._perform)
+        return await run_async(self._revoke_flow(key_id, reason, user_id), self._perform)
 
-    async def delete_api_key(self, key_id: str) -> None:
+    async def delete_api_key(self, key_id: str, *, user_id: str | None = None) -> None:
         """Delete a key; see :meth:`apikeys.AsyncKeyManager.delete_api_key`."""
-        await run_async(self._delete_flow(key_id), self._perform)
+        await run_async(self._delete_flow(key_id, user_id), self._perform)
 
     async def rotate_api_key(
         self, key_id: str, *, grace: timedelta | float = 0, expiration: Expiration | Keep = KEEP

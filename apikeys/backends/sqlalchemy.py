@@ -18,10 +18,11 @@ argon2 work in a worker thread so the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import threading
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from apikeys._config import (  # noqa: E402
     DEFAULT_ARGON2_MEMORY_COST,
     DEFAULT_ARGON2_PARALLELISM,
     DEFAULT_ARGON2_TIME_COST,
+    DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
     Settings,
     reject_removed_settings,
 )
@@ -53,6 +55,7 @@ from apikeys._errors import (  # noqa: E402
     ConfigurationError,
     InvalidInputError,
     InvalidKeyError,
+    KeyLimitReachedError,
     KeyNotFoundError,
 )
 from apikeys._events import (  # noqa: E402
@@ -78,6 +81,7 @@ from apikeys._requests import (  # noqa: E402
     build_create_request,
     check_grace,
     check_key_id,
+    check_owner,
     check_page,
     check_reason,
     check_user_id,
@@ -91,8 +95,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("apikeys.sqlalchemy")
 
-SCHEMA_VERSION = 1
-"""Version of the tables below; bumped (with a migration note) whenever they change."""
+SCHEMA_VERSION = 2
+"""Version of the tables below; bumped (with a migration note) whenever they change.
+
+2 added ``apikeys_keys.created_by`` (and its index); the manager adds both to a
+version 1 database on first use when ``create_schema`` is on.
+"""
 
 DEFAULT_URL = "sqlite:///apikeys.db"
 DEFAULT_TIMEOUT = 5.0
@@ -135,7 +143,9 @@ api_keys_table = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
     sa.Column("revocation_reason", sa.String(500), nullable=True),
+    sa.Column("created_by", sa.String(32), nullable=True, comment="id of the creating key"),
     sa.Index("ix_apikeys_keys_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_apikeys_keys_created_by", "created_by"),
 )
 """One row per key; the primary key is the lookup id embedded in every key."""
 
@@ -166,6 +176,8 @@ _KEY_COLUMNS = [c for c in api_keys_table.c if c.name != "secret_hash"]
 # Built once: the lookup runs on every cache miss, and building a statement
 # costs about as much as running it on SQLite.
 _SELECT_KEY = sa.select(*_KEY_COLUMNS).where(api_keys_table.c.id == sa.bindparam("key_id"))
+# The owner in the WHERE clause: another owner's id is the same indexed miss as an unknown one.
+_SELECT_OWNED_KEY = _SELECT_KEY.where(api_keys_table.c.user_id == sa.bindparam("owner"))
 
 
 # Validation reads the row of the presented id, or, when there is none, a decoy row
@@ -223,6 +235,17 @@ class _Write:
 
 
 @dataclass(frozen=True, slots=True)
+class _Transaction:
+    """Run ``body`` on a connection inside one transaction; the result is its return value.
+
+    ``body`` is plain synchronous code: the async twin runs it through
+    ``AsyncConnection.run_sync``. Whatever it raises rolls the transaction back.
+    """
+
+    body: Callable[[sa.Connection], Any]
+
+
+@dataclass(frozen=True, slots=True)
 class _Hash:
     """Hash a key with argon2id (CPU-bound); the result is the PHC string."""
 
@@ -243,7 +266,7 @@ class _Verify:
         return "_Verify(<secret>)"
 
 
-_Request = _Query | _Write | _Hash | _Verify
+_Request = _Query | _Write | _Transaction | _Hash | _Verify
 
 
 class _Conflict(Exception):
@@ -269,6 +292,185 @@ def _database_error(exc: sa.exc.SQLAlchemyError, url: sa.URL) -> BackendUnavaila
                 " and is writable"
             )
     return BackendUnavailableError(message, retry_after=1)
+
+
+# Statements run inside one transaction (see _Transaction) ----------------------------
+#
+# Who may create keys for an owner, and which keys a revocation ends, is decided
+# under one lock per owner: creating a key under a creator (and counting the
+# owner's active keys) and revoking a key with its descendants never interleave.
+# On PostgreSQL it is a transaction-scoped advisory lock on the owner; SQLite
+# lets one writer in at a time, so a write that opens the transaction is the lock.
+
+
+def _owner_lock_id(user_id: str) -> int:
+    digest = hashlib.blake2b(f"apikeys:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _lock_owner(connection: sa.Connection, user_id: str) -> None:
+    """Hold the owner's lock until the transaction ends."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_owner_lock_id(user_id))))
+    else:
+        # A write that touches no row still takes SQLite's write lock for the transaction.
+        table = api_keys_table
+        connection.execute(sa.update(table).where(sa.false()).values(id=table.c.id))
+
+
+def _active(now: datetime) -> sa.ColumnElement[bool]:
+    table = api_keys_table
+    return sa.and_(
+        table.c.revoked_at.is_(None),
+        sa.or_(table.c.expires_at.is_(None), table.c.expires_at > now),
+    )
+
+
+def _descendants(key_id: str, user_id: str) -> sa.CTE:
+    """Every key ``key_id`` created, and theirs in turn (the owner's keys only)."""
+    table = api_keys_table
+    tree = (
+        sa.select(table.c.id)
+        .where(table.c.created_by == key_id, table.c.user_id == user_id)
+        .cte("descendants", recursive=True)
+    )
+    child = table.alias("child")
+    # UNION, not UNION ALL: a cycle (only possible in rows written by hand) ends.
+    return tree.union(
+        sa.select(child.c.id).where(child.c.created_by == tree.c.id, child.c.user_id == user_id)
+    )
+
+
+def _revoke_descendants(
+    connection: sa.Connection, key_id: str, user_id: str, now: datetime, verb: str
+) -> list[str]:
+    """Revoke every live descendant of ``key_id``; return their ids.
+
+    Each key's reason names its own creator: ``creator <id> revoked`` (the
+    direct children of ``key_id`` say ``verb``, "revoked" or "deleted").
+    """
+    table = api_keys_table
+    tree = _descendants(key_id, user_id)
+    pending = sa.and_(table.c.id.in_(sa.select(tree.c.id)), table.c.revoked_at.is_(None))
+    ids = list(connection.execute(sa.select(table.c.id).where(pending)).scalars())
+    if ids:
+        reason = sa.case(
+            (table.c.created_by == key_id, sa.literal(f"creator {key_id} {verb}")),
+            else_=sa.literal("creator ") + table.c.created_by + sa.literal(" revoked"),
+        )
+        connection.execute(
+            sa.update(table).where(pending).values(revoked_at=now, revocation_reason=reason)
+        )
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """What a revocation or deletion did: the row (None: no such key) and the cascade."""
+
+    row: Mapping[str, Any] | None
+    changed: bool = False
+    descendants: tuple[str, ...] = ()
+
+
+def _owner_of(connection: sa.Connection, key_id: str, owner: str | None) -> str | None:
+    table = api_keys_table
+    statement = sa.select(table.c.user_id).where(table.c.id == key_id)
+    if owner is not None:
+        statement = statement.where(table.c.user_id == owner)
+    found: str | None = connection.execute(statement).scalar_one_or_none()
+    return found
+
+
+def _revoke_in(
+    key_id: str, owner: str | None, reason: str | None, now: datetime
+) -> Callable[[sa.Connection], _Ended]:
+    def body(connection: sa.Connection) -> _Ended:
+        user_id = _owner_of(connection, key_id, owner)
+        if user_id is None:
+            return _Ended(None)
+        _lock_owner(connection, user_id)
+        table = api_keys_table
+        changed = connection.execute(
+            sa.update(table)
+            .where(table.c.id == key_id, table.c.revoked_at.is_(None))
+            .values(revoked_at=now, revocation_reason=reason)
+        ).rowcount
+        # Also when the key was revoked already: a retry finishes any earlier cascade.
+        descendants = _revoke_descendants(connection, key_id, user_id, now, "revoked")
+        row = connection.execute(_SELECT_KEY, {"key_id": key_id}).mappings().one_or_none()
+        if row is None:  # deleted meanwhile
+            return _Ended(None)
+        return _Ended(dict(row), bool(changed), tuple(descendants))
+
+    return body
+
+
+def _delete_in(key_id: str, owner: str | None, now: datetime) -> Callable[[sa.Connection], _Ended]:
+    def body(connection: sa.Connection) -> _Ended:
+        user_id = _owner_of(connection, key_id, owner)
+        if user_id is None:
+            return _Ended(None)
+        _lock_owner(connection, user_id)
+        descendants = _revoke_descendants(connection, key_id, user_id, now, "deleted")
+        table = api_keys_table
+        deleted = connection.execute(sa.delete(table).where(table.c.id == key_id)).rowcount
+        return _Ended({"user_id": user_id} if deleted else None, True, tuple(descendants))
+
+    return body
+
+
+def _insert_in(
+    values: Mapping[str, Any], created_by: str | None, max_active: int
+) -> Callable[[sa.Connection], None]:
+    """Insert a new key once its creator is checked active and the owner's count allows it."""
+
+    def body(connection: sa.Connection) -> None:
+        table = api_keys_table
+        user_id, now = values["user_id"], values["created_at"]
+        _lock_owner(connection, user_id)
+        if created_by is not None:
+            creator = connection.execute(
+                sa.select(table.c.id).where(
+                    table.c.id == created_by, table.c.user_id == user_id, _active(now)
+                )
+            ).first()
+            if creator is None:
+                raise InvalidInputError(
+                    "created_by must be an active key of the same owner: the creating key"
+                    " is unknown, another owner's, revoked or expired",
+                    field="created_by",
+                    key_id=created_by,
+                )
+        if max_active:
+            active = connection.execute(
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.user_id == user_id, _active(now))
+            ).scalar_one()
+            if active >= max_active:
+                raise KeyLimitReachedError(limit=max_active)
+        connection.execute(sa.insert(table).values(**values))
+
+    return body
+
+
+def _rotate_in(
+    old_id: str, retire: sa.Executable, values: Mapping[str, Any]
+) -> Callable[[sa.Connection], None]:
+    """Retire the old key, store its replacement and hand its children over to it."""
+
+    def body(connection: sa.Connection) -> None:
+        table = api_keys_table
+        _lock_owner(connection, values["user_id"])
+        if connection.execute(retire).rowcount == 0:
+            raise _Conflict
+        connection.execute(sa.insert(table).values(**values))
+        connection.execute(
+            sa.update(table).where(table.c.created_by == old_id).values(created_by=values["id"])
+        )
+
+    return body
 
 
 def _normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
@@ -367,10 +569,14 @@ class _SQLAlchemyBase(FlowBackend):
         max_tracked_key_ids: int = DEFAULT_MAX_TRACKED_KEYS,
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
+        max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
         **removed: object,
     ) -> None:
         reject_removed_settings(removed, type(self).__name__)
         self.key_prefix = validate_prefix(key_prefix)
+        if max_active_keys_per_owner < 0:
+            raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
+        self.max_active_keys_per_owner = max_active_keys_per_owner
         self.cache = VerificationCache(cache_ttl, cache_max_entries)
         if last_used_interval < 0:
             raise ConfigurationError("last_used_interval must be >= 0")
@@ -415,6 +621,7 @@ class _SQLAlchemyBase(FlowBackend):
                 "last_used_at": decoy_time,
                 "revoked_at": None,
                 "revocation_reason": None,
+                "created_by": None,
             }.items()
         }
         self._schema_ready = False
@@ -432,6 +639,7 @@ class _SQLAlchemyBase(FlowBackend):
             "max_tracked_key_ids": settings.max_tracked_key_ids,
             "suspicious_failures": settings.suspicious_failures,
             "suspicious_window": settings.suspicious_window,
+            "max_active_keys_per_owner": settings.max_active_keys_per_owner,
             "password_hasher": PasswordHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost=settings.argon2_memory_cost,
@@ -493,6 +701,7 @@ class _SQLAlchemyBase(FlowBackend):
             revocation_reason=row["revocation_reason"],
             metadata=row["metadata"],
             hint=row["hint"],
+            created_by=row["created_by"],
         )
 
     @staticmethod
@@ -526,8 +735,13 @@ class _SQLAlchemyBase(FlowBackend):
             encoded[name] = value if value is None or encode is None else encode(value)
         return _SELECT_FOR_VALIDATION_ENCODED, encoded
 
-    def _fetch_key(self, key_id: str) -> Generator[_Request, Any, Mapping[str, Any]]:
-        rows = yield self._select_key(key_id)
+    def _fetch_key(
+        self, key_id: str, owner: str | None = None
+    ) -> Generator[_Request, Any, Mapping[str, Any]]:
+        if owner is None:
+            rows = yield self._select_key(key_id)
+        else:
+            rows = yield _Query(_SELECT_OWNED_KEY, {"key_id": key_id, "owner": owner})
         if not rows:
             raise KeyNotFoundError(key_id=key_id)
         row: Mapping[str, Any] = rows[0]
@@ -542,8 +756,11 @@ class _SQLAlchemyBase(FlowBackend):
         scopes: Iterable[str] | str,
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
+        created_by: str | None,
     ) -> Generator[_Request, Any, NewAPIKey]:
-        request = build_create_request(user_id, name, scopes, expiration, metadata)
+        request = build_create_request(
+            user_id, name, scopes, expiration, metadata, created_by=created_by
+        )
         for _attempt in range(_CREATE_ATTEMPTS):
             new_key = generate_key(self.key_prefix)
             values = {
@@ -555,10 +772,17 @@ class _SQLAlchemyBase(FlowBackend):
                 "metadata": request.metadata,
                 "created_at": request.now,
                 "expires_at": request.expires_at,
+                "created_by": request.created_by,
             }
             secret_hash = yield _Hash(new_key.key)
             try:
-                yield _Write((sa.insert(api_keys_table).values(secret_hash=secret_hash, **values),))
+                yield _Transaction(
+                    _insert_in(
+                        {**values, "secret_hash": secret_hash},
+                        request.created_by,
+                        self.max_active_keys_per_owner,
+                    )
+                )
             except _Conflict:
                 continue  # a lookup id collision (~1 in 10^21): draw another
             self.events.report("created", new_key.lookup_id, user_id=request.user_id)
@@ -655,33 +879,41 @@ class _SQLAlchemyBase(FlowBackend):
         items = tuple(self._to_api_key(row) for row in rows)
         return APIKeyPage(items=items, total=total, limit=limit, offset=offset)
 
-    def _get_flow(self, key_id: str) -> Generator[_Request, Any, APIKey]:
-        row = yield from self._fetch_key(check_key_id(key_id))
+    def _get_flow(self, key_id: str, user_id: str | None) -> Generator[_Request, Any, APIKey]:
+        row = yield from self._fetch_key(check_key_id(key_id), check_owner(user_id))
         return self._to_api_key(row)
 
-    def _revoke_flow(self, key_id: str, reason: str | None) -> Generator[_Request, Any, APIKey]:
-        key_id, reason = check_key_id(key_id), check_reason(reason)
-        table = api_keys_table
-        counts = yield _Write(
-            (
-                sa.update(table)
-                .where(table.c.id == key_id, table.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow(), revocation_reason=reason),
-            )
-        )
-        self.cache.invalidate(key_id)
-        row = yield from self._fetch_key(key_id)
-        if counts[0]:  # not when it was revoked already
-            self.events.report("revoked", key_id, user_id=row["user_id"])
-        return self._to_api_key(row)
-
-    def _delete_flow(self, key_id: str) -> Generator[_Request, Any, None]:
-        key_id = check_key_id(key_id)
-        counts = yield _Write((sa.delete(api_keys_table).where(api_keys_table.c.id == key_id),))
-        self.cache.invalidate(key_id)
-        if counts[0] == 0:
+    def _revoke_flow(
+        self, key_id: str, reason: str | None, user_id: str | None
+    ) -> Generator[_Request, Any, APIKey]:
+        key_id, reason, owner = check_key_id(key_id), check_reason(reason), check_owner(user_id)
+        try:
+            ended: _Ended = yield _Transaction(_revoke_in(key_id, owner, reason, utcnow()))
+        finally:
+            self.cache.invalidate(key_id)
+        if ended.row is None:
             raise KeyNotFoundError(key_id=key_id)
+        owner = ended.row["user_id"]
+        self._ended_descendants(ended, owner)
+        if ended.changed:  # not when it was revoked already
+            self.events.report("revoked", key_id, user_id=owner)
+        return self._to_api_key(ended.row)
+
+    def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[_Request, Any, None]:
+        key_id, owner = check_key_id(key_id), check_owner(user_id)
+        try:
+            ended: _Ended = yield _Transaction(_delete_in(key_id, owner, utcnow()))
+        finally:
+            self.cache.invalidate(key_id)
+        if ended.row is None:
+            raise KeyNotFoundError(key_id=key_id)
+        self._ended_descendants(ended, ended.row["user_id"])
         self.events.report("deleted", key_id)
+
+    def _ended_descendants(self, ended: _Ended, user_id: str) -> None:
+        for descendant in ended.descendants:
+            self.cache.invalidate(descendant)
+            self.events.report("revoked", descendant, user_id=user_id)
 
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
@@ -714,6 +946,7 @@ class _SQLAlchemyBase(FlowBackend):
             "metadata": old["metadata"],
             "created_at": now,
             "expires_at": expires_at,
+            "created_by": old["created_by"],
         }
         table = api_keys_table
         retire = sa.update(table).where(table.c.id == key_id, table.c.revoked_at.is_(None))
@@ -726,10 +959,7 @@ class _SQLAlchemyBase(FlowBackend):
         else:
             retire = retire.values(revoked_at=now, revocation_reason=ROTATED_REASON)
         try:
-            yield _Write(
-                (retire, sa.insert(table).values(secret_hash=secret_hash, **values)),
-                require_rows=True,
-            )
+            yield _Transaction(_rotate_in(key_id, retire, {**values, "secret_hash": secret_hash}))
         except _Conflict:
             raise InvalidInputError(
                 "the key was revoked or rotated meanwhile", field="key_id", key_id=key_id
@@ -761,6 +991,26 @@ class _SQLAlchemyBase(FlowBackend):
                 f"the apikeys tables are at schema version {version}, newer than this"
                 f" release understands ({SCHEMA_VERSION}): upgrade apikeys"
             )
+        elif version < SCHEMA_VERSION:
+            _upgrade_schema(connection)
+            connection.execute(
+                sa.update(schema_version_table)
+                .where(schema_version_table.c.component == "keys")
+                .values(version=SCHEMA_VERSION)
+            )
+
+
+def _upgrade_schema(connection: sa.Connection) -> None:
+    """Bring version 1 tables to the current version: add ``created_by`` and its index."""
+    table = api_keys_table
+    columns = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    if "created_by" not in columns:
+        column = table.c.created_by
+        type_ = column.type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN created_by {type_}"))
+    for index in table.indexes:
+        if index.name == "ix_apikeys_keys_created_by":
+            index.create(connection, checkfirst=True)
 
 
 def _without(values: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -794,6 +1044,8 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
             reported as a ``suspicious`` event; ``0`` disables.
         suspicious_window: Seconds over which those failures count, and the least
             time between two ``retired_key_used`` events of one key.
+        max_active_keys_per_owner: Active keys one owner may hold; creating one more
+            raises ``KeyLimitReachedError``. ``0`` disables the limit.
     """
 
     def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:
@@ -837,6 +1089,9 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
                 if isinstance(request, _Query):
                     with self.engine.connect() as connection:
                         return _rows_of(connection.execute(request.statement, request.parameters))
+                if isinstance(request, _Transaction):
+                    with self.engine.begin() as connection:
+                        return request.body(connection)
                 with self.engine.begin() as connection:
                     counts = [connection.execute(s).rowcount for s in request.statements]
                     if request.require_rows and 0 in counts:
@@ -920,10 +1175,13 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
                 "database unavailable (connection)", retry_after=1
             ) from exc
 
-    async def _execute(self, request: _Query | _Write) -> Any:
+    async def _execute(self, request: _Query | _Write | _Transaction) -> Any:
         if isinstance(request, _Query):
             async with self.engine.connect() as connection:
                 return _rows_of(await connection.execute(request.statement, request.parameters))
+        if isinstance(request, _Transaction):
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(request.body)
         async with self.engine.begin() as connection:
             counts = [(await connection.execute(s)).rowcount for s in request.statements]
             if request.require_rows and 0 in counts:

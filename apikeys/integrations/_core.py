@@ -60,6 +60,7 @@ from apikeys._errors import (
     InvalidKeyError,
     MissingKeyError,
     RateLimitedError,
+    RevocationIncompleteError,
 )
 from apikeys._events import EventReporter
 from apikeys._flow import Flow, run_async, run_sync
@@ -1254,6 +1255,8 @@ def error_response(exc: APIKeysError, settings: IntegrationSettings | None = Non
             [{"field": json_field_name(exc.field), "message": exc.message}] if exc.field else []
         )
     elif isinstance(exc, RateLimitedError | BackendUnavailableError):
+        if isinstance(exc, RevocationIncompleteError):
+            body["stillActive"] = list(exc.still_active)  # the caller's own key ids
         seconds = _retry_after(exc.retry_after, settings.retry_after)
         body["retryAfter"] = seconds
         headers.append(("Retry-After", str(seconds)))

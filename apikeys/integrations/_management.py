@@ -21,6 +21,8 @@ Rules, enforced before anything is written:
 - Creations are counted per owner (``settings.creation_limiter``): past
   ``max_key_creations`` in a burst, 429 with ``Retry-After``; a refused or
   invalid request counts nothing.
+- A new key records the caller as its creator (``createdBy``): revoking or
+  deleting the caller later revokes it too, and the keys it made in turn.
 - Bodies are capped in size and checked field by field: wrong types, unknown
   or repeated fields, past expirations → 422 listing every field error.
 """
@@ -39,7 +41,6 @@ from apikeys._errors import (
     AuthenticationError,
     InsufficientScopeError,
     InvalidInputError,
-    KeyNotFoundError,
 )
 from apikeys._expiry import parse_expiration
 from apikeys._flow import Flow
@@ -133,6 +134,7 @@ def key_to_json(key: APIKey) -> dict[str, Any]:
         "active": key.active,
         "hint": key.hint,
         "metadata": dict(key.metadata),
+        "createdBy": key.created_by,
     }
 
 
@@ -344,19 +346,19 @@ def management_flow(
         new_key: NewAPIKey = yield ManagerCall(
             "create_api_key",
             (caller.user_id, arguments.name, arguments.scopes, arguments.expiration),
-            {"metadata": arguments.metadata},
+            {"metadata": arguments.metadata, "created_by": caller.key_id},
         )
         return CoreResponse(201, new_key_to_json(new_key), _NO_STORE)
     if method == "DELETE":
         key_id, reason = _delete_target(request, parse_json_body(request.body, settings))
-        key: APIKey = yield ManagerCall("get_api_key", (key_id,))
-        if key.user_id != caller.user_id:
-            # The same answer as an unknown id: other owners' ids stay unknowable.
-            raise KeyNotFoundError()
+        # The owner goes into the lookup itself: another owner's id is the same miss,
+        # with the same answer and the same work, as an unknown id.
         if settings.management_delete == "delete":
-            yield ManagerCall("delete_api_key", (key_id,))
+            yield ManagerCall("delete_api_key", (key_id,), {"user_id": caller.user_id})
             return CoreResponse(204, None, _NO_STORE)
-        revoked: APIKey = yield ManagerCall("revoke_api_key", (key_id,), {"reason": reason})
+        revoked: APIKey = yield ManagerCall(
+            "revoke_api_key", (key_id,), {"reason": reason, "user_id": caller.user_id}
+        )
         return CoreResponse(200, key_to_json(revoked), _NO_STORE)
     allowed = "DELETE" if request.key_id is not None else "GET, POST, DELETE"
     return CoreResponse(

@@ -184,8 +184,16 @@ def test_every_operation_the_backend_uses_conforms(
             },
             headers={"Authorization": f"Bearer {fake.secret_key}"},
         ).json()
+    # A key created by a key, rotated (its child handed over), then revoked with its child.
+    parent = manager.create_api_key(user_id, "parent")
+    child = manager.create_api_key(user_id, "child", created_by=parent.id)
+    manager.rotate_api_key(parent.id, grace=30)
+    assert manager.get_api_key(child.id).created_by != parent.id
+    manager.revoke_api_key(manager.get_api_key(child.id).created_by or "", reason="cascade")
+    assert manager.get_api_key(child.id).revoked
     manager.rotate_api_key(made["id"], grace=30)
-    copied = json.loads(spy.requests[-2].content)
+    creates = [r for r in spy.requests if r.method == "POST" and r.url.path.endswith("/api_keys")]
+    copied = json.loads(creates[-1].content)
     assert set(copied) == {
         "name",
         "subject",
@@ -261,11 +269,17 @@ def test_every_create_the_backend_can_send_conforms(
             return
         manager.rotate_api_key(new.id, grace=1)
     # A key that expires within the grace period is left to expire: no update then.
-    assert spy.operations[:3] == ["createApiKey", "getApiKey", "createApiKey"]
+    assert spy.operations[:5] == [
+        "getApiKeys",  # the owner's active keys, counted against the limit
+        "createApiKey",
+        "getApiKey",
+        "createApiKey",
+        "getApiKeys",  # the keys the old one created, handed over
+    ]
     # (Expiries are reported to the second, so "sooner" is decided a second early.)
-    assert spy.operations[3:] in ([], ["updateApiKey"])
+    assert spy.operations[5:] in ([], ["updateApiKey"])
     if lifetime is None or lifetime > 2:
-        assert spy.operations[3:] == ["updateApiKey"]
+        assert spy.operations[5:] == ["updateApiKey"]
 
 
 # --- the spec's example answers --------------------------------------------------------

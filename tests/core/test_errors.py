@@ -18,10 +18,12 @@ from apikeys import (
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    KeyLimitReachedError,
     KeyNotFoundError,
     MissingDependencyError,
     MissingKeyError,
     RateLimitedError,
+    RevocationIncompleteError,
     RevokedKeyError,
     generate_key,
     parse_key,
@@ -47,11 +49,13 @@ TREE: list[tuple[type[APIKeysError], int, str, type[BaseException]]] = [
     (RevokedKeyError, 403, "revoked_api_key", InvalidKeyError),
     (InsufficientScopeError, 403, "insufficient_scope", AuthenticationError),
     (KeyNotFoundError, 404, "api_key_not_found", APIKeysError),
+    (KeyLimitReachedError, 409, "key_limit_reached", APIKeysError),
     (InvalidInputError, 422, "invalid_input", APIKeysError),
     (RateLimitedError, 429, "rate_limited", APIKeysError),
     (ConfigurationError, 500, "configuration_error", APIKeysError),
     (MissingDependencyError, 500, "missing_dependency", ConfigurationError),
     (BackendUnavailableError, 503, "backend_unavailable", APIKeysError),
+    (RevocationIncompleteError, 503, "revocation_incomplete", BackendUnavailableError),
 ]
 SIMPLE = [cls for cls, *_ in TREE if cls is not MissingDependencyError]
 
@@ -145,6 +149,26 @@ def test_retry_after(cls: type[RateLimitedError | BackendUnavailableError]) -> N
     assert error.retry_after == 2.5
     assert cls().retry_after is None
     assert pickled_copy(error).retry_after == 2.5
+
+
+def test_key_limit_reached_error_names_the_limit_and_how_to_raise_it() -> None:
+    error = KeyLimitReachedError(limit=100)
+    assert error.limit == 100
+    assert "100 active API keys" in str(error)
+    assert "max_active_keys_per_owner" in str(error)
+    assert "APIKEYS_MAX_ACTIVE_KEYS_PER_OWNER" in str(error)
+    assert pickled_copy(error).limit == 100
+
+
+def test_revocation_incomplete_error_names_the_keys_still_active() -> None:
+    error = RevocationIncompleteError(key_id="parent", still_active=["c1", "c2"])
+    assert error.still_active == ("c1", "c2")
+    assert "parent" in str(error) and "c1, c2" in str(error)
+    assert error.retry_after == 1
+    assert isinstance(error, BackendUnavailableError)
+    assert pickled_copy(error).still_active == ("c1", "c2")
+    unlisted = RevocationIncompleteError(key_id="parent")
+    assert "could not be listed" in str(unlisted)
 
 
 def test_missing_dependency_error_names_the_extra_to_install() -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -704,6 +704,67 @@ class IntegrationContract:
         )
         still_works = client.request("GET", "/protected", headers=bearer(seeded.other.secret))
         assert still_works.status == 200
+
+    @pytest.mark.parametrize("mode", ["revoke", "delete"])
+    def test_keys_a_leaked_key_minted_die_with_it(
+        self, make_client: ClientFactory, seeded: Seeded, mode: str
+    ) -> None:
+        delete: Literal["revoke", "delete"] = "delete" if mode == "delete" else "revoke"
+        options = AppOptions(settings=IntegrationSettings(management_delete=delete))
+        with make_client(seeded.url, options) as client:
+            leaked = post_key(client, seeded.admin.secret, {"name": "leaked", "scopes": ["keys:*"]})
+            child = post_key(client, leaked.json["secret"], {"name": "minted by the thief"})
+            grandchild = post_key(client, child.json["secret"], {"name": "and by the child"})
+            assert child.status == grandchild.status == 201
+            assert child.json["createdBy"] == leaked.json["id"]
+            assert grandchild.json["createdBy"] == child.json["id"]
+            for minted in (child, grandchild):
+                works = client.request("GET", "/protected", headers=bearer(minted.json["secret"]))
+                assert works.status == 200
+            ended = client.request(
+                "DELETE", f"/api-keys/{leaked.json['id']}", headers=bearer(seeded.admin.secret)
+            )
+            assert ended.status in (200, 204)
+            for minted in (child, grandchild):
+                refused = client.request("GET", "/protected", headers=bearer(minted.json["secret"]))
+                assert refused.status == 403
+                assert refused.json["code"] == "revoked_api_key"
+            still = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
+            assert still.status == 200
+
+    def test_create_past_the_active_key_limit_is_409(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        manager = apikeys.create_key_manager(seeded.url, max_active_keys_per_owner=0)
+        try:
+            active = manager.list_api_keys(OWNER).total
+            for n in range(100 - active):
+                manager.create_api_key(OWNER, f"filler {n}")
+        finally:
+            manager.close()
+        before = seeded.count_keys()
+        with make_client(seeded.url, AppOptions()) as client:
+            reply = post_key(client, seeded.admin.secret, {"name": "one too many"})
+        assert reply.status == 409
+        assert reply.json["code"] == "key_limit_reached"
+        assert "100 active API keys" in reply.json["message"]
+        assert "max_active_keys_per_owner" in reply.json["message"]
+        assert seeded.count_keys() == before
+
+    @pytest.mark.parametrize("reason", ["nul\u0000byte", "line\nbreak", "\u001b[31mred"])
+    def test_delete_refuses_control_characters_in_the_reason(
+        self, client: Client, seeded: Seeded, reason: str
+    ) -> None:
+        reply = client.request(
+            "DELETE",
+            f"/api-keys/{seeded.reader.id}",
+            headers=bearer(seeded.admin.secret),
+            content=as_json({"reason": reason}),  # JSON escapes: \u0000, \n, \u001b
+        )
+        assert reply.status == 422, reply.text
+        assert [error["field"] for error in reply.json["errors"]] == ["reason"]
+        works = client.request("GET", "/protected", headers=bearer(seeded.reader.secret))
+        assert works.status == 200
 
     @pytest.mark.parametrize(
         ("path", "params", "body", "fields"),

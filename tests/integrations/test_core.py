@@ -23,10 +23,12 @@ from apikeys import (
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    KeyLimitReachedError,
     KeyNotFoundError,
     MissingDependencyError,
     MissingKeyError,
     RateLimitedError,
+    RevocationIncompleteError,
     RevokedKeyError,
     VerifiedKey,
 )
@@ -477,11 +479,13 @@ def test_dot_segments_are_never_exempt(prefix: str, suffix: str, dots: str) -> N
         (ForeignUserError(), 403, "forbidden_user"),
         (LifetimeEscalationError(), 403, "expiration_beyond_caller"),
         (KeyNotFoundError(), 404, "api_key_not_found"),
+        (KeyLimitReachedError(limit=100), 409, "key_limit_reached"),
         (InvalidInputError("bad", field="user_id"), 422, "invalid_input"),
         (RateLimitedError(retry_after=2.1), 429, "rate_limited"),
         (ConfigurationError("DSN postgres://u:pw@db"), 500, "configuration_error"),
         (MissingDependencyError("flask", "flask"), 500, "missing_dependency"),
         (BackendUnavailableError("host db.internal refused"), 503, "backend_unavailable"),
+        (RevocationIncompleteError(key_id="p"), 503, "revocation_incomplete"),
         (APIKeysError(), 500, "apikeys_error"),
     ],
 )
@@ -493,6 +497,15 @@ def test_every_error_maps_through_its_status_code(
     assert response.body is not None
     assert response.body["code"] == code
     assert json.loads(response.content())["code"] == code
+
+
+def test_an_incomplete_revocation_names_the_keys_still_active() -> None:
+    response = error_response(RevocationIncompleteError(key_id="parent", still_active=["c1"]))
+    assert response.status == 503
+    assert response.body is not None
+    assert response.body["stillActive"] == ["c1"]
+    assert response.body["message"] == RevocationIncompleteError.default_message
+    assert dict(response.headers)["Retry-After"] == "1"
 
 
 def test_missing_key_challenge() -> None:

@@ -154,6 +154,43 @@ def test_a_valid_key_authenticates_as_its_owner(drf: Callable[..., Reply], seede
     }
 
 
+def test_keys_a_leaked_key_minted_die_with_it(seeded: Seeded) -> None:
+    from rest_framework.test import APIClient
+
+    from apikeys.integrations.django import APIKeys
+
+    overrides = {
+        "APIKEYS": apikeys_setting(seeded.url, AppOptions()),
+        "ROOT_URLCONF": DRFURLConf.build(),
+    }
+    with override_settings(**overrides):
+        client = APIClient()
+        try:
+            leaked = client.post(
+                "/api-keys",
+                {"name": "leaked", "scopes": ["read:data", "keys:*"]},
+                format="json",
+                headers=bearer(seeded.admin.secret),
+            ).json()
+            child = client.post(
+                "/api-keys",
+                {"name": "minted", "scopes": ["read:data"]},
+                format="json",
+                headers=bearer(leaked["secret"]),
+            )
+            assert child.status_code == 201
+            assert child.json()["createdBy"] == leaked["id"]
+            minted = bearer(child.json()["secret"])
+            assert client.get("/drf/scoped", headers=minted).status_code == 200
+            ended = client.delete(f"/api-keys/{leaked['id']}", headers=bearer(seeded.admin.secret))
+            assert ended.status_code == 200
+            refused = client.get("/drf/scoped", headers=minted)
+            assert refused.status_code == 403
+            assert refused.json()["code"] == "revoked_api_key"
+        finally:
+            APIKeys.current().close()
+
+
 def test_x_api_key_header_works_too(drf: Callable[..., Reply], seeded: Seeded) -> None:
     assert drf("/drf/scoped", **{"X-API-Key": seeded.reader.secret}).status == 200
 

@@ -292,6 +292,31 @@ def _starlette_app(seeded: Seeded, manager: apikeys.AsyncKeyManager) -> Starlett
     return app
 
 
+def test_plain_starlette_keys_a_leaked_key_minted_die_with_it(seeded: Seeded) -> None:
+    app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
+    with TestClient(app) as client:
+        leaked = client.post(
+            "/api-keys",
+            headers={"Authorization": f"Bearer {seeded.admin.secret}"},
+            json={"name": "leaked", "scopes": ["read:data", "keys:*"]},
+        ).json()
+        thief = {"Authorization": f"Bearer {leaked['secret']}"}
+        child = client.post(
+            "/api-keys", headers=thief, json={"name": "minted", "scopes": ["read:data"]}
+        )
+        assert child.status_code == 201
+        assert child.json()["createdBy"] == leaked["id"]
+        minted = {"Authorization": f"Bearer {child.json()['secret']}"}
+        assert client.get("/scoped", headers=minted).status_code == 200
+        ended = client.delete(
+            f"/api-keys/{leaked['id']}", headers={"Authorization": f"Bearer {seeded.admin.secret}"}
+        )
+        assert ended.status_code == 200
+        refused = client.get("/scoped", headers=minted)
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "revoked_api_key"
+
+
 def test_plain_starlette_app(seeded: Seeded) -> None:
     app = _starlette_app(seeded, apikeys.create_async_key_manager(seeded.url))
     auth = {"Authorization": f"Bearer {seeded.reader.secret}"}

@@ -165,7 +165,8 @@ def test_a_local_key_sent_to_a_clerk_backend_is_refused(
         unknown = "ak_" + secrets.token_hex(16)
         assert_refused(client.request("GET", route, headers=bearer(unknown)), unknown)
     assert fake.count(VERIFY) == 2
-    assert fake.count() == 3  # the create, the control's and the unknown key's verification
+    # The active-key count and the create, the control's and the unknown key's verification.
+    assert fake.count() == 4
     assert all(local_key.secret not in str(request.body) for request in fake.requests)
 
 
