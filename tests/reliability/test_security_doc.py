@@ -54,3 +54,32 @@ def test_the_security_page_runs(sandbox: Path) -> None:
 def test_the_page_links_to_pages_that_exist() -> None:
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", PAGE.read_text(encoding="utf-8")):
         assert (PAGE.parent / target).exists(), target
+
+
+_TEST_REFERENCE_RE = re.compile(r"`(?P<file>tests/[\w/]+\.py)?(?P<names>(?:::\w+)+)`")
+
+
+def _cited_tests() -> list[tuple[str, str]]:
+    """``(file, test name)`` for each test the threat table cites; ``::name`` alone means the last file."""
+    text = PAGE.read_text(encoding="utf-8")
+    table = text[text.index("**Protected**") : text.index("**Not protected")]
+    cited, file = [], None
+    for reference in _TEST_REFERENCE_RE.finditer(table):
+        file = reference["file"] or file
+        assert file, f"{reference[0]} names no file"
+        cited.append((file, reference["names"].rsplit("::", 1)[-1]))
+    return cited
+
+
+def test_every_test_the_threat_model_cites_exists() -> None:
+    cited = _cited_tests()
+    assert len(cited) >= 20, "the threat table cites its tests"
+    repository = PAGE.parents[1]
+    missing = [
+        f"{file}::{name}"
+        for file, name in cited
+        if not re.search(
+            rf"^\s*(?:async )?def {name}\(", (repository / file).read_text(encoding="utf-8"), re.M
+        )
+    ]
+    assert missing == []
