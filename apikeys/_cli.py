@@ -59,6 +59,13 @@ from apikeys._errors import (
 )
 from apikeys._expiry import Expiration, parse_expiration, utcnow
 from apikeys._factory import DEFAULT_BACKEND_URL, backend_scheme, create_key_manager
+from apikeys._json import (
+    key_status,
+    key_to_json,
+    new_key_to_json,
+    page_to_json,
+    verified_key_to_json,
+)
 from apikeys._keyformat import (
     BASE62_ALPHABET,
     CLERK_KEY_ID_RE,
@@ -68,7 +75,7 @@ from apikeys._keyformat import (
     looks_like_key,
     try_parse_key_any_prefix,
 )
-from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
+from apikeys._models import APIKey, APIKeyPage
 from apikeys._protocols import KeyManager
 from apikeys._requests import KEEP, Keep, check_metadata
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
@@ -242,26 +249,6 @@ def _when(moment: datetime | None, *, seconds: bool = True) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
-def _status(key: APIKey) -> str:
-    if key.revoked:
-        return "revoked"
-    if key.expired:
-        return "expired"
-    return "active"
-
-
-def _key_json(key: APIKey) -> dict[str, Any]:
-    data: dict[str, Any] = key.model_dump(mode="json")
-    data["status"] = _status(key)
-    return data
-
-
-def _new_key_json(new: NewAPIKey) -> dict[str, Any]:
-    data = _key_json(new.api_key)
-    data["secret"] = new.secret
-    return data
-
-
 def _write_json(out: Writer, data: object) -> None:
     out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -301,7 +288,7 @@ def keys_table(keys: Iterable[APIKey]) -> str:
                 _when(key.created_at, seconds=False),
                 _when(key.expires_at, seconds=False),
                 _when(key.last_used_at, seconds=False),
-                _status(key),
+                key_status(key),
                 key.created_by or "-",
                 key.hint,
             ]
@@ -316,7 +303,7 @@ def _details(key: APIKey) -> list[tuple[str, str]]:
         ("user", key.user_id),
         ("name", key.name),
         ("scopes", " ".join(key.scopes) or "-"),
-        ("status", _status(key)),
+        ("status", key_status(key)),
         ("created", f"{_when(key.created_at)} UTC"),
         ("expires", f"{_when(key.expires_at)} UTC" if key.expires_at else "never"),
         ("last used", f"{_when(key.last_used_at)} UTC" if key.last_used_at else "never"),
@@ -354,9 +341,9 @@ def _error_json(error: APIKeysError) -> dict[str, Any]:
     return {
         "code": error.code,
         "message": error.message,
-        "status_code": error.status_code,
-        "key_id": error.key_id,
-        "exit_code": exit_code_for(error),
+        "statusCode": error.status_code,
+        "keyId": error.key_id,
+        "exitCode": exit_code_for(error),
     }
 
 
@@ -499,7 +486,7 @@ def _cmd_create(args: argparse.Namespace, out: Writer) -> int:
         new = manager.create_api_key(args.user_id, args.name, scopes, expiration, metadata=metadata)
         # Printed before the manager closes: the secret exists nowhere else.
         if args.json:
-            _write_json(out, _new_key_json(new))
+            _write_json(out, new_key_to_json(new))
             return EXIT_OK
         out.write(f"Created API key {new.id} for {new.user_id}\n")
         _write_details(out, _details(new.api_key))
@@ -513,10 +500,7 @@ def _cmd_list(args: argparse.Namespace, out: Writer) -> int:
             args.user_id, include_invalid=args.all, limit=args.limit, offset=args.offset
         )
     if args.json:
-        data = page.model_dump(mode="json")
-        data["items"] = [_key_json(key) for key in page.items]
-        data["has_more"] = page.has_more
-        _write_json(out, data)
+        _write_json(out, page_to_json(page))
         return EXIT_OK
     if not page.items:
         hint = "" if args.all else " (add --all to include revoked and expired keys)"
@@ -603,7 +587,7 @@ def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         key = manager.get_api_key(key_id_argument(args, manager))
     if args.json:
-        _write_json(out, _key_json(key))
+        _write_json(out, key_to_json(key))
     else:
         _write_details(out, _details(key), indent="")
     return EXIT_OK
@@ -613,7 +597,7 @@ def _cmd_revoke(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         key = manager.revoke_api_key(key_id_argument(args, manager), reason=args.reason)
     if args.json:
-        _write_json(out, _key_json(key))
+        _write_json(out, key_to_json(key))
         return EXIT_OK
     out.write(f"Revoked API key {key.id} at {_when(key.revoked_at)} UTC")
     out.write(f" ({key.revocation_reason})\n" if key.revocation_reason else "\n")
@@ -646,8 +630,8 @@ def _cmd_rotate(args: argparse.Namespace, out: Writer) -> int:
         except APIKeysError:
             old = None
         if args.json:
-            data = _new_key_json(new)
-            data["replaces"] = None if old is None else _key_json(old)
+            data = new_key_to_json(new)
+            data["replaces"] = None if old is None else key_to_json(old)
             _write_json(out, data)
             return EXIT_OK
         if old is None:
@@ -686,11 +670,6 @@ def _read_key(args: argparse.Namespace) -> str:
     return value
 
 
-def _verified_json(verified: VerifiedKey) -> dict[str, Any]:
-    data: dict[str, Any] = verified.model_dump(mode="json")
-    return data
-
-
 def _cmd_verify(args: argparse.Namespace, out: Writer) -> int:
     if any(not value.split() for value in args.scope or ()):
         # As required_scopes everywhere: a blank scope never means "no scope required".
@@ -712,7 +691,7 @@ def _cmd_verify(args: argparse.Namespace, out: Writer) -> int:
                 )
             return EXIT_REFUSED
     if args.json:
-        _write_json(out, {"valid": True, "key": _verified_json(verified)})
+        _write_json(out, {"valid": True, "key": verified_key_to_json(verified)})
         return EXIT_OK
     out.write(f"valid: key {verified.key_id} ({verified.name}) of {verified.user_id}\n")
     out.write(f"  scopes   {' '.join(verified.scopes) or '-'}\n")

@@ -146,14 +146,14 @@ def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
         cli, "--scope", "read:data data:*", "--expires", "30d", "--metadata", '{"team": "infra"}'
     )
 
-    assert created["user_id"] == "user_1"
+    assert created["userId"] == "user_1"
     assert created["name"] == "CI"
     assert created["scopes"] == ["read:data", "data:*"]
     assert created["status"] == "active"
     assert created["metadata"] == {"team": "infra"}
     assert re.fullmatch(apikeys.KEY_PATTERN, created["secret"])
     assert created["secret"].startswith(created["hint"].split("…")[0])
-    expires = datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(created["expiresAt"].replace("Z", "+00:00"))
     assert before + timedelta(days=30) <= expires <= datetime.now(timezone.utc) + timedelta(days=30)
 
 
@@ -167,12 +167,12 @@ def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
 )
 def test_create_accepts_dates_and_datetimes(cli: CLI, expires: str, expected: datetime) -> None:
     created = create(cli, "--expires", expires)
-    assert datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00")) == expected
+    assert datetime.fromisoformat(created["expiresAt"].replace("Z", "+00:00")) == expected
 
 
 def test_create_without_expiry_never_expires(cli: CLI) -> None:
-    assert create(cli)["expires_at"] is None
-    assert create(cli, "--expires", "never")["expires_at"] is None
+    assert create(cli)["expiresAt"] is None
+    assert create(cli, "--expires", "never")["expiresAt"] is None
 
 
 @pytest.mark.parametrize(
@@ -224,8 +224,8 @@ def test_bad_input_as_json_is_an_error_object_on_stderr(cli: CLI) -> None:
     assert run.out == ""
     error = run.error()
     assert error["code"] == "invalid_input"
-    assert error["status_code"] == 422
-    assert error["exit_code"] == EXIT_USAGE
+    assert error["statusCode"] == 422
+    assert error["exitCode"] == EXIT_USAGE
     assert "yesterday" in error["message"]
 
 
@@ -257,14 +257,14 @@ def test_list_and_show_name_the_key_that_created_a_key(cli: CLI, url: str) -> No
         child = manager.create_api_key("user_1", "child", created_by=parent["id"])
     finally:
         manager.close()
-    assert parent["created_by"] is None
+    assert parent["createdBy"] is None
 
     table = cli("list", "user_1").out.splitlines()
     assert "CREATED BY" in table[0]
     (child_row,) = [line for line in table if line.startswith(child.id)]
     assert parent["id"] in child_row.split()
     listed = {
-        key["id"]: key["created_by"] for key in cli("list", "user_1", "--json").json()["items"]
+        key["id"]: key["createdBy"] for key in cli("list", "user_1", "--json").json()["items"]
     }
     assert listed == {parent["id"]: None, child.id: parent["id"]}
     shown_lines = cli("show", child.id).out.splitlines()
@@ -272,13 +272,13 @@ def test_list_and_show_name_the_key_that_created_a_key(cli: CLI, url: str) -> No
         line.split()[:2] == ["created", "by"] and line.split()[-1] == parent["id"]
         for line in shown_lines
     )
-    assert cli("show", child.id, "--json").json()["created_by"] == parent["id"]
+    assert cli("show", child.id, "--json").json()["createdBy"] == parent["id"]
 
     revoked = cli("revoke", parent["id"])
     assert revoked.code == EXIT_OK
     shown = cli("show", child.id, "--json").json()
     assert shown["status"] == "revoked"
-    assert shown["revocation_reason"] == f"creator {parent['id']} revoked"
+    assert shown["revocationReason"] == f"creator {parent['id']} revoked"
 
 
 def test_list_all_includes_revoked_keys_with_their_status(cli: CLI) -> None:
@@ -300,8 +300,8 @@ def test_list_json_pages_and_has_no_secrets(cli: CLI) -> None:
     second_page = cli("list", "user_1", "--json", "--limit", "2", "--offset", "2").json()
 
     assert first_page["total"] == 3
-    assert first_page["has_more"] is True
-    assert second_page["has_more"] is False
+    assert first_page["hasMore"] is True
+    assert second_page["hasMore"] is False
     listed = [item["id"] for item in first_page["items"] + second_page["items"]]
     assert sorted(listed) == sorted(key["id"] for key in created)
     for item in first_page["items"]:
@@ -364,7 +364,7 @@ def test_revoke_keeps_the_reason_and_stops_the_key(cli: CLI) -> None:
     assert f"Revoked API key {created['id']}" in run.out
     assert "laptop lost" in run.out
     assert shown["status"] == "revoked"
-    assert shown["revocation_reason"] == "laptop lost"
+    assert shown["revocationReason"] == "laptop lost"
     assert verify.code == EXIT_REFUSED
     assert verify.json()["error"]["code"] == "revoked_api_key"
 
@@ -390,7 +390,7 @@ def test_text_from_the_store_cannot_drive_the_terminal(cli: CLI, database: Path)
     for output in (revoked.out, shown.out):
         assert "\x1b" not in output and "\r" not in output and "\x07" not in output
         assert "\\x1b[2J\\x1b[31mall good\\rok\\x07" in output
-    assert as_json.json()["revocation_reason"] == hostile  # JSON escapes it, losslessly
+    assert as_json.json()["revocationReason"] == hostile  # JSON escapes it, losslessly
     assert "\x1b" not in as_json.out
 
 
@@ -410,7 +410,7 @@ def test_revoke_json_and_idempotence(cli: CLI) -> None:
 
     assert first["status"] == "revoked"
     assert second.code == EXIT_OK
-    assert second.json()["revoked_at"] == first["revoked_at"]
+    assert second.json()["revokedAt"] == first["revokedAt"]
 
 
 def test_delete_removes_the_key(cli: CLI, database: Path) -> None:
@@ -445,7 +445,7 @@ def test_rotate_without_grace_retires_the_old_key_now(cli: CLI) -> None:
     listed = cli("list", "user_1", "--json").json()["items"]
     assert len(listed) == 1
     assert listed[0]["scopes"] == ["read:data"]
-    assert listed[0]["expires_at"] == old["expires_at"]
+    assert listed[0]["expiresAt"] == old["expiresAt"]
 
 
 def test_rotate_with_grace_keeps_the_old_key_for_a_while(cli: CLI) -> None:
@@ -456,7 +456,7 @@ def test_rotate_with_grace_keeps_the_old_key_for_a_while(cli: CLI) -> None:
 
     assert rotated["replaces"]["id"] == old["id"]
     assert rotated["replaces"]["status"] == "active"
-    old_expiry = datetime.fromisoformat(rotated["replaces"]["expires_at"].replace("Z", "+00:00"))
+    old_expiry = datetime.fromisoformat(rotated["replaces"]["expiresAt"].replace("Z", "+00:00"))
     assert before + timedelta(hours=1) <= old_expiry <= before + timedelta(hours=1, minutes=1)
     assert rotated["name"] == old["name"]
     assert rotated["id"] != old["id"]
@@ -539,7 +539,7 @@ def test_revoke_takes_a_leaked_key_on_stdin(cli: CLI, output: list[str]) -> None
         assert run.json()["status"] == "revoked"
     shown = cli("show", created["id"], "--json").json()
     assert shown["status"] == "revoked"
-    assert shown["revocation_reason"] is None
+    assert shown["revocationReason"] is None
 
 
 def test_every_command_taking_an_id_takes_the_whole_key(cli: CLI) -> None:
@@ -699,11 +699,11 @@ def test_verify_from_an_environment_variable(cli: CLI, monkeypatch: pytest.Monke
     assert run.json() == {
         "valid": True,
         "key": {
-            "key_id": created["id"],
-            "user_id": "user_1",
+            "keyId": created["id"],
+            "userId": "user_1",
             "name": "CI",
             "scopes": [],
-            "expires_at": None,
+            "expiresAt": None,
             "metadata": {},
         },
     }
@@ -734,7 +734,7 @@ def test_verify_checks_required_scopes(cli: CLI) -> None:
     assert lacking.code == EXIT_REFUSED
     error = lacking.json()["error"]
     assert error["code"] == "insufficient_scope"
-    assert error["status_code"] == 403
+    assert error["statusCode"] == 403
     assert "admin:users" in error["message"]
 
 
@@ -767,7 +767,7 @@ def test_verify_refuses_an_expired_key(cli: CLI, database: Path) -> None:
 
     assert run.code == EXIT_REFUSED
     assert run.json()["error"]["code"] == "expired_api_key"
-    assert run.json()["error"]["key_id"] == created["id"]
+    assert run.json()["error"]["keyId"] == created["id"]
 
 
 @pytest.mark.parametrize(
@@ -866,7 +866,7 @@ def test_unreachable_database_is_backend_unavailable(cli: CLI, tmp_path: Path) -
 
     assert run.code == EXIT_UNAVAILABLE
     assert run.error()["code"] == "backend_unavailable"
-    assert run.error()["status_code"] == 503
+    assert run.error()["statusCode"] == 503
 
 
 # --- a SQLite file that does not exist ------------------------------------------------
@@ -905,7 +905,7 @@ def test_a_missing_sqlite_file_is_refused_and_not_created(
     assert "timeout" not in message
     if as_json:
         assert run.error()["code"] == "configuration_error"
-        assert run.error()["exit_code"] == EXIT_UNAVAILABLE
+        assert run.error()["exitCode"] == EXIT_UNAVAILABLE
     else:
         assert run.err.startswith("apikeys: error: ")
         assert run.err.count("\n") == 1
@@ -1768,3 +1768,23 @@ def test_console_script_revokes_a_leaked_key_without_printing_it(tmp_path: Path)
         refused = run("verify", stdin=key["secret"])
         assert refused.returncode == EXIT_REFUSED
         assert "revoked" in refused.stdout
+
+
+def test_the_json_of_a_key_is_the_same_shape_as_over_http(cli: CLI, url: str) -> None:
+    from apikeys.integrations._management import key_to_json
+
+    created = create(cli, "--scope", "read:data")
+    shown = cli("show", created["id"], "--json").json()
+    manager = apikeys.create_key_manager(url)
+    try:
+        stored = key_to_json(manager.get_api_key(created["id"]))
+    finally:
+        manager.close()
+
+    assert set(created) == set(stored) | {"secret"}
+    assert shown.keys() == stored.keys()
+    assert {name: shown[name] for name in shown if name != "lastUsedAt"} == {
+        name: stored[name] for name in stored if name != "lastUsedAt"
+    }
+    assert shown["userId"] == "user_1"
+    assert shown["status"] == "active"

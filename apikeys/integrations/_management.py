@@ -44,6 +44,7 @@ from apikeys._errors import (
 )
 from apikeys._expiry import parse_expiration
 from apikeys._flow import Flow
+from apikeys._json import key_to_json, new_key_to_json, page_to_json
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._requests import (
@@ -71,6 +72,10 @@ from apikeys.integrations._core import (
 _T = TypeVar("_T")
 
 MANAGEMENT_PATH: Final = "/api-keys"
+# Methods every /api-keys route is given to the core, served or not: the ones it does not
+# serve get the same JSON 405 with the route's own Allow in every framework, rather than
+# each framework's own page (HTML in Flask, another Allow in FastAPI).
+ROUTED_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_PAGE_SIZE: Final = 50
 # Responses may carry a secret (POST) or a list of keys: no cache may keep them.
 _NO_STORE = (("Cache-Control", "no-store"),)
@@ -113,34 +118,6 @@ class ManagementRequest:
     key_id: str | None = None
     query: HeaderSource = ()
     body: bytes = b""
-
-
-def _isoformat(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-def key_to_json(key: APIKey) -> dict[str, Any]:
-    """The JSON form of a stored key: never its secret."""
-    return {
-        "id": key.id,
-        "userId": key.user_id,
-        "name": key.name,
-        "scopes": list(key.scopes),
-        "createdAt": _isoformat(key.created_at),
-        "expiresAt": _isoformat(key.expires_at),
-        "lastUsedAt": _isoformat(key.last_used_at),
-        "revokedAt": _isoformat(key.revoked_at),
-        "revocationReason": key.revocation_reason,
-        "active": key.active,
-        "hint": key.hint,
-        "metadata": dict(key.metadata),
-        "createdBy": key.created_by,
-    }
-
-
-def new_key_to_json(new_key: NewAPIKey) -> dict[str, Any]:
-    """The JSON form of a key just created: the one time its secret is shown."""
-    return {**key_to_json(new_key), "secret": new_key.secret}
 
 
 def _first_values(query: HeaderSource) -> dict[str, str]:
@@ -330,14 +307,7 @@ def management_flow(
             (caller.user_id,),
             {"include_invalid": include_invalid, "limit": limit, "offset": offset},
         )
-        body = {
-            "items": [key_to_json(key) for key in page.items],
-            "total": page.total,
-            "limit": page.limit,
-            "offset": page.offset,
-            "hasMore": page.has_more,
-        }
-        return CoreResponse(200, body, _NO_STORE)
+        return CoreResponse(200, page_to_json(page), _NO_STORE)
     if method == "POST" and request.key_id is None:
         arguments = _parse_create(parse_json_body(request.body, settings), caller)
         limiter = settings.creation_limiter
@@ -391,6 +361,7 @@ async def handle_management_async(
 __all__ = [
     "MANAGEMENT_PATH",
     "MAX_OFFSET",
+    "ROUTED_METHODS",
     "ForeignUserError",
     "LifetimeEscalationError",
     "ManagementRequest",

@@ -30,7 +30,12 @@ def _key_schema(*, with_secret: bool = False) -> dict[str, Any]:
         "lastUsedAt": nullable_time,
         "revokedAt": nullable_time,
         "revocationReason": {"type": ["string", "null"]},
+        "createdBy": {
+            "type": ["string", "null"],
+            "description": "The id of the key that created this one through /api-keys",
+        },
         "active": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
         "hint": {"type": "string"},
         "metadata": {"type": "object"},
     }

@@ -33,7 +33,7 @@ from starlette.requests import HTTPConnection  # noqa: E402
 
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys.integrations._core import IntegrationSettings, required_scopes  # noqa: E402
-from apikeys.integrations._management import MANAGEMENT_PATH  # noqa: E402
+from apikeys.integrations._management import MANAGEMENT_PATH, ROUTED_METHODS  # noqa: E402
 from apikeys.integrations._openapi import MANAGEMENT_OPERATIONS  # noqa: E402
 from apikeys.integrations.starlette import APIKeyMiddleware, to_response  # noqa: E402
 from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys  # noqa: E402
@@ -174,6 +174,30 @@ async def delete_api_key(request: Request, key_id: str, caller: VerifiedKey = _C
 async def delete_api_key_by_body(request: Request, caller: VerifiedKey = _CALLER) -> Response:
     """Revoke a key by id, the id in the body (``{"id": ...}``) or the query (``?id=``)."""
     return await APIKeys.of(request.app).serve_management(request, caller)
+
+
+def _unserved(path: str, *served: str) -> Callable[[_Endpoint], _Endpoint]:
+    """Route the methods ``path`` does not serve to the core, which answers one JSON 405."""
+    return management_router.api_route(
+        path,
+        methods=[method for method in ROUTED_METHODS if method not in served],
+        include_in_schema=False,
+        response_class=Response,
+    )
+
+
+@_unserved(MANAGEMENT_PATH, "GET", "POST", "DELETE")
+async def api_keys_method_not_allowed(request: Request, caller: VerifiedKey = _CALLER) -> Response:
+    """405 with ``Allow: GET, POST, DELETE``, as every framework answers."""
+    return await APIKeys.of(request.app).serve_management(request, caller)
+
+
+@_unserved(MANAGEMENT_PATH + "/{key_id}", "DELETE")
+async def api_key_method_not_allowed(
+    request: Request, key_id: str, caller: VerifiedKey = _CALLER
+) -> Response:
+    """405 with ``Allow: DELETE``, as every framework answers."""
+    return await APIKeys.of(request.app).serve_management(request, caller, key_id)
 
 
 __all__ = [

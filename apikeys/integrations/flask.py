@@ -55,6 +55,7 @@ from apikeys.integrations._core import (  # noqa: E402
 )
 from apikeys.integrations._management import (  # noqa: E402
     MANAGEMENT_PATH,
+    ROUTED_METHODS,
     ManagementRequest,
     handle_management_sync,
 )
@@ -262,8 +263,8 @@ management_router = Blueprint("apikeys_management", __name__)
 """The ``/api-keys`` endpoints: ``app.register_blueprint(management_router)``."""
 
 
-@management_router.route(MANAGEMENT_PATH, methods=["GET", "POST", "DELETE"])
-@management_router.route(MANAGEMENT_PATH + "/<key_id>", methods=["DELETE"])
+@management_router.route(MANAGEMENT_PATH, methods=ROUTED_METHODS)
+@management_router.route(MANAGEMENT_PATH + "/<key_id>", methods=ROUTED_METHODS)
 def _management_view(key_id: str | None = None) -> Response:
     state = _state()
     caller = _authenticate(state.settings.management_scopes)

@@ -49,6 +49,7 @@ from apikeys.integrations._core import (  # noqa: E402
 )
 from apikeys.integrations._management import (  # noqa: E402
     MANAGEMENT_PATH,
+    ROUTED_METHODS,
     ManagementRequest,
     handle_management_async,
 )
@@ -272,8 +273,8 @@ async def _management_endpoint(request: Request) -> Response:
 
 management_router = Router(
     routes=[
-        Route(MANAGEMENT_PATH, _management_endpoint, methods=["GET", "POST", "DELETE"]),
-        Route(MANAGEMENT_PATH + "/{key_id}", _management_endpoint, methods=["DELETE"]),
+        Route(MANAGEMENT_PATH, _management_endpoint, methods=ROUTED_METHODS),
+        Route(MANAGEMENT_PATH + "/{key_id}", _management_endpoint, methods=ROUTED_METHODS),
     ]
 )
 """The ``/api-keys`` endpoints as a Starlette router: ``Mount("", app=management_router)``."""

@@ -468,6 +468,31 @@ class IntegrationContract:
         assert revoked.status == 200
         assert revoked.json["active"] is False
 
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [
+            ("PUT", "/api-keys", "GET, POST, DELETE"),
+            ("PATCH", "/api-keys", "GET, POST, DELETE"),
+            ("GET", "/api-keys/{id}", "DELETE"),
+            ("POST", "/api-keys/{id}", "DELETE"),
+            ("PUT", "/api-keys/{id}", "DELETE"),
+            ("PATCH", "/api-keys/{id}", "DELETE"),
+        ],
+    )
+    def test_a_method_the_endpoints_do_not_serve_is_one_json_405(
+        self, client: Client, seeded: Seeded, method: str, path: str, allow: str
+    ) -> None:
+        path = path.format(id=seeded.reader.id)
+        headers = {**bearer(seeded.admin.secret), "Content-Type": "application/json"}
+        reply = client.request(method, path, headers=headers, content=as_json({"name": "x"}))
+        assert reply.status == 405, reply.text
+        assert reply.headers["allow"] == allow
+        assert reply.json == {"code": "method_not_allowed", "message": "Method not allowed"}
+        assert client.request(method, path).status == 401  # the key is checked first
+        listed = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
+        assert seeded.reader.id in {item["id"] for item in listed.json["items"]}  # untouched
+        assert "x" not in {item["name"] for item in listed.json["items"]}
+
     def test_open_management_lets_every_key_manage_its_owners_keys(
         self, make_client: ClientFactory, seeded: Seeded
     ) -> None:
@@ -713,7 +738,11 @@ class IntegrationContract:
         options = AppOptions(settings=IntegrationSettings(management_delete=delete))
         with make_client(seeded.url, options) as client:
             leaked = post_key(client, seeded.admin.secret, {"name": "leaked", "scopes": ["keys:*"]})
-            child = post_key(client, leaked.json["secret"], {"name": "minted by the thief"})
+            child = post_key(
+                client,
+                leaked.json["secret"],
+                {"name": "minted by the thief", "scopes": ["keys:manage"]},
+            )
             grandchild = post_key(client, child.json["secret"], {"name": "and by the child"})
             assert child.status == grandchild.status == 201
             assert child.json["createdBy"] == leaked.json["id"]
