@@ -41,53 +41,55 @@ def run_page() -> dict[str, Any]:
 
 
 def test_django_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from apikeys.integrations.django import APIKeys
+    # The page's examples run twice in one folder, as a reader re-running them would.
+    for run in (1, 2):
+        from apikeys.integrations.django import APIKeys
 
-    monkeypatch.chdir(tmp_path)  # the page's sqlite:///apikeys.db is a file here
-    monkeypatch.delenv("APIKEYS_BACKEND", raising=False)
-    page = run_page()
-    manager = apikeys.create_key_manager("sqlite:///apikeys.db")
-    try:
-        reader = manager.create_api_key(OWNER, "docs", ["read:data"]).secret
-        keeper = manager.create_api_key(OWNER, "keeper", ["read:data", "keys:manage"]).secret
-        other = manager.create_api_key("user_9", "docs", ["read:data"]).secret
-    finally:
-        manager.close()
-
-    class URLConf:
-        urlpatterns: ClassVar[list[Any]] = [
-            *page["urlpatterns"],
-            path("drf/data", page["DataView"].as_view()),
-            path("drf/reports", page["ReportView"].as_view()),
-        ]
-
-    auth = {"Authorization": f"Bearer {reader}"}
-    with override_settings(
-        APIKEYS=page["APIKEYS"], MIDDLEWARE=page["MIDDLEWARE"], ROOT_URLCONF=URLConf
-    ):
-        client = Client()
+        monkeypatch.chdir(tmp_path)  # the page's sqlite:///apikeys.db is a file here
+        monkeypatch.delenv("APIKEYS_BACKEND", raising=False)
+        page = run_page()
+        manager = apikeys.create_key_manager("sqlite:///apikeys.db")
         try:
-            assert client.get("/health").json() == {"status": "ok"}  # exempt
-            assert client.get("/protected").status_code == 401
-            body = client.get("/protected", headers=auth).json()
-            assert body["message"] == "API key authentication successful"
-            assert body["user"] == OWNER
-            assert client.get("/reports", headers=auth).json() == {"owner": OWNER}
-            keeper_auth = {"Authorization": f"Bearer {keeper}"}
-            assert client.get("/api-keys", headers=keeper_auth).json()["total"] == 2
-            assert client.get("/api-keys", headers=auth).status_code == 403
-            assert client.get("/drf/data", headers={"X-API-Key": other}).json() == {
-                "owner": "user_9"
-            }
-            refused = client.get("/drf/reports", headers=auth)
-            assert refused.status_code == 403
-            assert refused.json()["missingScopes"] == ["read:reports"]
-            elsewhere = tmp_path / "elsewhere"
-            elsewhere.mkdir()
-            page["check_protected_view"](elsewhere)
+            reader = manager.create_api_key(OWNER, "docs", ["read:data"]).secret
+            keeper = manager.create_api_key(OWNER, "keeper", ["read:data", "keys:manage"]).secret
+            other = manager.create_api_key("user_9", "docs", ["read:data"]).secret
         finally:
-            APIKeys.current().close()
-    middleware = page["ReadOnlyAPIMiddleware"](lambda request: None)
-    assert middleware.required_scopes == ("read:data",)
-    assert middleware.exempt == ("/health",)
-    assert page["REST_FRAMEWORK"]["EXCEPTION_HANDLER"].startswith("apikeys.integrations.django")
+            manager.close()
+
+        class URLConf:
+            urlpatterns: ClassVar[list[Any]] = [
+                *page["urlpatterns"],
+                path("drf/data", page["DataView"].as_view()),
+                path("drf/reports", page["ReportView"].as_view()),
+            ]
+
+        auth = {"Authorization": f"Bearer {reader}"}
+        with override_settings(
+            APIKEYS=page["APIKEYS"], MIDDLEWARE=page["MIDDLEWARE"], ROOT_URLCONF=URLConf
+        ):
+            client = Client()
+            try:
+                assert client.get("/health").json() == {"status": "ok"}  # exempt
+                assert client.get("/protected").status_code == 401
+                body = client.get("/protected", headers=auth).json()
+                assert body["message"] == "API key authentication successful"
+                assert body["user"] == OWNER
+                assert client.get("/reports", headers=auth).json() == {"owner": OWNER}
+                keeper_auth = {"Authorization": f"Bearer {keeper}"}
+                assert client.get("/api-keys", headers=keeper_auth).json()["total"] == 2 * run
+                assert client.get("/api-keys", headers=auth).status_code == 403
+                assert client.get("/drf/data", headers={"X-API-Key": other}).json() == {
+                    "owner": "user_9"
+                }
+                refused = client.get("/drf/reports", headers=auth)
+                assert refused.status_code == 403
+                assert refused.json()["missingScopes"] == ["read:reports"]
+                elsewhere = tmp_path / f"elsewhere-{run}"
+                elsewhere.mkdir()
+                page["check_protected_view"](elsewhere)
+            finally:
+                APIKeys.current().close()
+        middleware = page["ReadOnlyAPIMiddleware"](lambda request: None)
+        assert middleware.required_scopes == ("read:data",)
+        assert middleware.exempt == ("/health",)
+        assert page["REST_FRAMEWORK"]["EXCEPTION_HANDLER"].startswith("apikeys.integrations.django")

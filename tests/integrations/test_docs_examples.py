@@ -46,48 +46,52 @@ def _issue_key(scopes: list[str]) -> str:
 
 @pytest.mark.fastapi
 def test_fastapi_page(in_tmp_dir: Path) -> None:
-    from starlette.testclient import TestClient
+    # The page's examples run twice in one folder, as a reader re-running them would.
+    for run in (1, 2):
+        from starlette.testclient import TestClient
 
-    snapshots = run_blocks("fastapi.md")
-    assert len(snapshots) == 3
-    # The page's first key: "--scope 'read:data keys:manage'".
-    secret = _issue_key(["read:data", "keys:manage"])
-    reader = {"Authorization": f"Bearer {_issue_key(['read:data'])}"}
-    auth = {"Authorization": f"Bearer {secret}"}
-    with TestClient(snapshots[0]["app"]) as client:
-        body = client.get("/protected", headers=auth).json()
-        assert body["message"] == "API key authentication successful"
-        assert body["user"] == OWNER
-        assert client.get("/docs").status_code == 200  # exempt, as the page says
-        assert client.get("/reports").status_code == 401
-        assert client.get("/api-keys", headers=auth).json()["total"] == 2
-        assert client.get("/api-keys", headers=reader).status_code == 403
-    starlette_app = snapshots[2]["app"]
-    with TestClient(starlette_app) as client:
-        assert client.get("/reports", headers=auth).json() == {"user": OWNER}
-        assert client.get("/api-keys", headers=auth).status_code == 200
-        assert client.get("/api-keys", headers=reader).status_code == 403
-        client.portal.call(snapshots[2]["manager"].close)
+        snapshots = run_blocks("fastapi.md")
+        assert len(snapshots) == 3
+        # The page's first key: "--scope 'read:data keys:manage'".
+        secret = _issue_key(["read:data", "keys:manage"])
+        reader = {"Authorization": f"Bearer {_issue_key(['read:data'])}"}
+        auth = {"Authorization": f"Bearer {secret}"}
+        with TestClient(snapshots[0]["app"]) as client:
+            body = client.get("/protected", headers=auth).json()
+            assert body["message"] == "API key authentication successful"
+            assert body["user"] == OWNER
+            assert client.get("/docs").status_code == 200  # exempt, as the page says
+            assert client.get("/reports").status_code == 401
+            assert client.get("/api-keys", headers=auth).json()["total"] == 2 * run
+            assert client.get("/api-keys", headers=reader).status_code == 403
+        starlette_app = snapshots[2]["app"]
+        with TestClient(starlette_app) as client:
+            assert client.get("/reports", headers=auth).json() == {"user": OWNER}
+            assert client.get("/api-keys", headers=auth).status_code == 200
+            assert client.get("/api-keys", headers=reader).status_code == 403
+            client.portal.call(snapshots[2]["manager"].close)
 
 
 @pytest.mark.flask
 def test_flask_page(in_tmp_dir: Path) -> None:
-    snapshots = run_blocks("flask.md")
-    assert len(snapshots) == 2
-    app = snapshots[-1]["app"]
-    secret = _issue_key(["read:data", "keys:manage"])
-    reader = _issue_key(["read:data"])
-    client = app.test_client()
-    try:
-        body = client.get("/protected", headers={"Authorization": f"Bearer {secret}"}).json
-        assert body["message"] == "API key authentication successful"
-        assert body["user"] == OWNER
-        assert client.get("/health").status_code == 404  # no such route, but not refused
-        assert client.get("/reports").status_code == 401
-        listed = client.get("/api-keys", headers={"X-API-Key": secret}).json
-        assert listed["total"] == 2
-        refused = client.get("/api-keys", headers={"X-API-Key": reader})
-        assert refused.status_code == 403
-        assert refused.json["missingScopes"] == ["keys:manage"]
-    finally:
-        app.extensions["apikeys"].manager.close()
+    # The page's examples run twice in one folder, as a reader re-running them would.
+    for run in (1, 2):
+        snapshots = run_blocks("flask.md")
+        assert len(snapshots) == 2
+        app = snapshots[-1]["app"]
+        secret = _issue_key(["read:data", "keys:manage"])
+        reader = _issue_key(["read:data"])
+        client = app.test_client()
+        try:
+            body = client.get("/protected", headers={"Authorization": f"Bearer {secret}"}).json
+            assert body["message"] == "API key authentication successful"
+            assert body["user"] == OWNER
+            assert client.get("/health").status_code == 404  # no such route, but not refused
+            assert client.get("/reports").status_code == 401
+            listed = client.get("/api-keys", headers={"X-API-Key": secret}).json
+            assert listed["total"] == 2 * run
+            refused = client.get("/api-keys", headers={"X-API-Key": reader})
+            assert refused.status_code == 403
+            assert refused.json["missingScopes"] == ["keys:manage"]
+        finally:
+            app.extensions["apikeys"].manager.close()
