@@ -48,6 +48,7 @@ from apikeys._errors import (
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, parse_expiration, utcnow
+from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._requests import (
     KEEP,
@@ -78,9 +79,9 @@ MAX_SECRET_LENGTH = 512
 
 # What Clerk secrets look like: ``ak_`` then base64-ish text. Anything else is
 # refused without a (billed) verification call.
-_SECRET_RE = re.compile(r"ak_[A-Za-z0-9+/=_\-]{16,509}")
+_SECRET_RE = CLERK_SECRET_RE
 # Ids of Clerk API keys, as the spec's path parameter allows them.
-_KEY_ID_RE = re.compile(r"(?:ak|api_key)_[0-9A-Fa-f]{32}")
+_KEY_ID_RE = CLERK_KEY_ID_RE
 # Owners Clerk accepts as ``subject``: users, organisations, machines, SCIM directories.
 _SUBJECT_RE = re.compile(r"(?:user|org|mch|scim)_[A-Za-z0-9_]{27}")
 _NAME_RE = re.compile(r"\S(?:.*\S)?", re.DOTALL)
