@@ -66,7 +66,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from apikeys import APIKeysError, VerifiedKey, generate_key, parse_key
+from apikeys import MANAGEMENT_SCOPE, APIKeysError, VerifiedKey, generate_key, parse_key
 from apikeys.backends.sqlalchemy import (
     AsyncSQLAlchemyKeyManager,
     SQLAlchemyKeyManager,
@@ -114,7 +114,12 @@ CASE_TITLES = {
     "delete_foreign": "(e) DELETE, another owner's id",
     "delete_unknown": "(f) DELETE, unknown id",
 }
-_CALLER = VerifiedKey(key_id="callerkey000", user_id="bench-timing-caller", name="caller")
+_CALLER = VerifiedKey(
+    key_id="callerkey000",
+    user_id="bench-timing-caller",
+    name="caller",
+    scopes=(MANAGEMENT_SCOPE,),  # /api-keys needs it
+)
 _NOT_FOUND = 404
 QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90, "p99": 0.99}
 COMPARED = ("p10", "p25", "p50", "p75", "p90", "mean")
