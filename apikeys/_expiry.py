@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from apikeys._errors import InvalidInputError
 
@@ -15,14 +15,14 @@ MAX_LIFETIME = timedelta(days=365 * 100)
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime) -> datetime:
     """Return ``value`` in UTC; a naive datetime is taken to be UTC already."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _parse_date(text: str) -> date | None:
@@ -77,7 +77,7 @@ def parse_expiration(
     elif isinstance(value, date):
         if value >= date.max:  # the following midnight is not representable
             raise InvalidInputError(f"{field} is more than 100 years away", field=field)
-        expires_at = datetime.combine(value + timedelta(days=1), time(), tzinfo=timezone.utc)
+        expires_at = datetime.combine(value + timedelta(days=1), time(), tzinfo=UTC)
     elif isinstance(value, timedelta):
         if value <= timedelta(0):
             raise InvalidInputError(f"{field} must be a positive duration", field=field)

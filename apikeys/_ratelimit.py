@@ -237,7 +237,8 @@ class _FairAsyncSlots:
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, timeout: float) -> bool:
+    # The twin of _FairSlots.acquire(timeout): a timeout is an answer (False), not an error.
+    async def acquire(self, timeout: float) -> bool:  # noqa: ASYNC109
         if self._free and not self._waiters:
             self._free -= 1
             return True
@@ -245,7 +246,7 @@ class _FairAsyncSlots:
         self._waiters.append(turn)
         try:
             await asyncio.wait_for(asyncio.shield(turn), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         except BaseException:  # cancelled: give back a slot handed over meanwhile
             self._leave(turn)

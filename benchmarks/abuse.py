@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -335,7 +335,7 @@ def run_abuse(
     record: dict[str, Any] = {
         "kind": "abuse",
         "schema": RECORD_SCHEMA,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "seconds": round(time.perf_counter() - started, 1),
         "profile": asdict(profile),
@@ -439,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(block)
     json_path, markdown_path = options.json, options.markdown
     if not options.quick:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"abuse-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
     if not options.no_write:

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ def open_subject(
     hash_seconds = time.perf_counter() - hash_started
     stored_ids = {lookup_id for lookup_id, _, _ in real_rows}
     metadata.create_all(manager.engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with manager.engine.begin() as connection:
         rows = [
             _row(lookup_id, secret_hash, hint, now) for lookup_id, secret_hash, hint in real_rows

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -601,7 +601,7 @@ def run_compare(
         if log:
             print(message, file=sys.stderr, flush=True)
 
-    started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
     directory = Path(tempfile.mkdtemp(prefix="apikeys-compare-"))
     notes: list[str] = []
@@ -721,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     json_path, markdown_path, plot_path = options.json, options.markdown, options.plot
     if not options.quick:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"compare-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
         plot_path = plot_path or PLOT

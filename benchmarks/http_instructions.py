@@ -73,7 +73,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the table, write the record; see ``--help``."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     options = _parser().parse_args(arguments)
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     started = time.perf_counter()
     results = measure_instructions(
         frameworks=tuple(options.framework or SERVERS),

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -168,7 +168,7 @@ def run_benchmarks(
         if log:
             print(message, file=sys.stderr, flush=True)
 
-    started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
     rng = random.Random(seed)
     own_workdir = workdir is None
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_console(record))
     json_path, markdown_path = options.json, options.markdown
     if not options.quick and not options.no_write:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
     if json_path is not None and not options.no_write:

@@ -60,7 +60,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -653,7 +653,7 @@ def run_timing(
 ) -> dict[str, Any]:
     """Measure every target and return the record (a JSON-ready dict)."""
     say = _progress if log else _quiet
-    started_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.perf_counter()
     rng = random.Random(seed)
     directory = Path(tempfile.mkdtemp(prefix="apikeys-timing-"))
@@ -952,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(block)
     json_path, markdown_path = options.json, options.markdown
     if not options.quick:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"timing-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
     if not options.no_write:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import Depends, FastAPI, Request
 
@@ -63,7 +63,7 @@ async def protected(key: apikeys.VerifiedKey = Depends(require_api_key())) -> di
     return {
         "message": "API key authentication successful",
         "user": key.user_id,
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
     }
 
 

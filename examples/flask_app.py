@@ -19,7 +19,7 @@ call there needs a key holding ``keys:manage``), then call the API::
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask, g
 
@@ -52,7 +52,7 @@ def protected() -> dict[str, str]:
     return {
         "message": "API key authentication successful",
         "user": g.api_key.user_id,
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
     }
 
 

@@ -17,7 +17,7 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def test_the_record_says_what_was_measured_with_what(
 
 
 def test_the_record_goes_where_asked_and_nowhere_with_no_write(tmp_path: Path) -> None:
-    started_at = datetime(2026, 11, 28, 5, 6, 7, tzinfo=timezone.utc)
+    started_at = datetime(2026, 11, 28, 5, 6, 7, tzinfo=UTC)
     asked = tmp_path / "asked.json"
     assert http_instructions.record_path(no_write=False, asked=asked, started_at=started_at) == (
         asked

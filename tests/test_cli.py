@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -141,7 +141,7 @@ def test_create_prints_a_working_secret_exactly_once(cli: CLI, url: str) -> None
 
 
 def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     created = create(
         cli, "--scope", "read:data data:*", "--expires", "30d", "--metadata", '{"team": "infra"}'
     )
@@ -154,15 +154,15 @@ def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
     assert re.fullmatch(apikeys.KEY_PATTERN, created["secret"])
     assert created["secret"].startswith(created["hint"].split("…")[0])
     expires = datetime.fromisoformat(created["expiresAt"].replace("Z", "+00:00"))
-    assert before + timedelta(days=30) <= expires <= datetime.now(timezone.utc) + timedelta(days=30)
+    assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
 
 
 @pytest.mark.parametrize(
     ("expires", "expected"),
     [
-        ("2099-12-31", datetime(2100, 1, 1, tzinfo=timezone.utc)),
-        ("2099-06-01T12:00:00Z", datetime(2099, 6, 1, 12, tzinfo=timezone.utc)),
-        ("2099-06-01T14:00:00+02:00", datetime(2099, 6, 1, 12, tzinfo=timezone.utc)),
+        ("2099-12-31", datetime(2100, 1, 1, tzinfo=UTC)),
+        ("2099-06-01T12:00:00Z", datetime(2099, 6, 1, 12, tzinfo=UTC)),
+        ("2099-06-01T14:00:00+02:00", datetime(2099, 6, 1, 12, tzinfo=UTC)),
     ],
 )
 def test_create_accepts_dates_and_datetimes(cli: CLI, expires: str, expected: datetime) -> None:
@@ -450,7 +450,7 @@ def test_rotate_without_grace_retires_the_old_key_now(cli: CLI) -> None:
 
 def test_rotate_with_grace_keeps_the_old_key_for_a_while(cli: CLI) -> None:
     old = create(cli)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     rotated = cli("rotate", old["id"], "--grace", "1h", "--expires", "90d", "--json").json()
 

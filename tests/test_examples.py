@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import tomllib
 
 from tests.postgres_server import free_port
 

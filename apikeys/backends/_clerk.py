@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,7 +214,7 @@ def from_milliseconds(value: float) -> datetime:
     """Convert a Clerk timestamp (Unix milliseconds) to an aware UTC datetime."""
     if not 0 <= value <= _MAX_TIMESTAMP_MS:
         raise ValueError("timestamp out of range")
-    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
 def expiry_from_milliseconds(value: float | None) -> datetime | None:
@@ -312,7 +312,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = (when - (now or utcnow())).total_seconds()
     if math.isnan(seconds):
         return None

@@ -20,7 +20,7 @@ from apikeys._models import APIKey, APIKeyPage, NewAPIKey
 from apikeys._requests import KEEP, Keep
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 _Flow = Generator[Any, Any, Any]
 

@@ -46,7 +46,7 @@ from apikeys.backends._keyflows import cached_verification, required_scopes_of  
 from apikeys.backends._shells import AsyncShell, SyncShell  # noqa: E402
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
 

@@ -91,7 +91,7 @@ from apikeys.backends._keyflows import cached_verification, required_scopes_of  
 from apikeys.backends._shells import AsyncShell, FlowBackend, SyncShell  # noqa: E402
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 logger = logging.getLogger("apikeys.sqlalchemy")
 

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ def open_subject(alias: str, size: int, *, real_keys: int, rng: random.Random) -
         f"INSERT INTO {table} (id, prefix, hashed_key, created, name, revoked, expiry_date)"
         " VALUES (%s, %s, %s, %s, %s, %s, NULL)"
     )
-    created = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+    created = connection.ops.adapt_datetimefield_value(datetime.now(UTC))
     prefixes: set[str] = set()
     presented: list[tuple[str, str]] = []
     rows: list[tuple[Any, ...]] = []

@@ -31,7 +31,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ def open_subject(path: Path, size: int, *, real_keys: int, rng: random.Random) -
     seeding_engine = sa.create_engine(f"sqlite:///{path}")
     Base.metadata.create_all(seeding_engine)
     table = ApiKeyModel.__table__
-    now = datetime.now(timezone.utc).replace(tzinfo=None)  # SQLite stores it naive
+    now = datetime.now(UTC).replace(tzinfo=None)  # SQLite stores it naive
     stored_ids = set(real_hashes)
 
     # Values as SQLAlchemy's SQLite types store them, inserted with the driver's

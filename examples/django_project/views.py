@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import cast
 
 from django.http import HttpRequest, JsonResponse
@@ -26,7 +26,7 @@ def protected(request: HttpRequest) -> JsonResponse:
         {
             "message": "API key authentication successful",
             "user": request.api_key.user_id,  # type: ignore[attr-defined]
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
         }
     )
 

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -338,7 +338,7 @@ def test_memory_database_is_shared_by_threads() -> None:
 @pytest.mark.postgres
 def test_threads_on_postgres(postgres_url: str) -> None:
     manager = SQLAlchemyKeyManager(postgres_url, cache_ttl=0)
-    owner = f"pg_threads_{datetime.now(timezone.utc).timestamp()}"
+    owner = f"pg_threads_{datetime.now(UTC).timestamp()}"
     errors: list[BaseException] = []
     created: list[str] = []
     lock = threading.Lock()
@@ -374,7 +374,7 @@ def test_threads_on_postgres(postgres_url: str) -> None:
 @pytest.mark.postgres
 async def test_tasks_on_postgres(postgres_url: str) -> None:
     manager = AsyncSQLAlchemyKeyManager(postgres_url, cache_ttl=0)
-    owner = f"pg_tasks_{datetime.now(timezone.utc).timestamp()}"
+    owner = f"pg_tasks_{datetime.now(UTC).timestamp()}"
 
     async def worker(n: int) -> list[str]:
         ids = []
@@ -423,7 +423,7 @@ def test_hash_runs_off_the_event_loop(db_path: Path) -> None:
 def test_expiry_is_stored_in_utc(manager: SQLAlchemyKeyManager) -> None:
     local = datetime(2099, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=5)))
     new = manager.create_api_key("u1", "k", expiration=local)
-    assert manager.get_api_key(new.id).expires_at == datetime(2099, 1, 1, 7, 0, tzinfo=timezone.utc)
+    assert manager.get_api_key(new.id).expires_at == datetime(2099, 1, 1, 7, 0, tzinfo=UTC)
 
 
 def test_a_scope_refusal_is_not_a_use(db_path: Path) -> None:

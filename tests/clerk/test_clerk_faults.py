@@ -10,7 +10,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -128,7 +128,7 @@ def test_429_with_an_http_date(
     twin: Twin, fake: FakeClerk, secret: str, sleeps: list[float]
 ) -> None:
     fake.rate_limit(
-        retry_after=format_datetime(datetime.now(timezone.utc) + timedelta(seconds=3), usegmt=True)
+        retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
     )
     assert twin.validate_api_key(secret)
     assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 3.0

@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -176,7 +176,7 @@ def test_every_request_carries_auth_version_and_timeout(fake: FakeClerk, user_id
 
 
 def test_create_sends_exactly_the_mapped_fields(twin: Twin, fake: FakeClerk, user_id: str) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     new = twin.create_api_key(
         user_id, "mapped", "read:data write:data", timedelta(hours=2), metadata={"plan": "pro"}
     )
@@ -187,7 +187,7 @@ def test_create_sends_exactly_the_mapped_fields(twin: Twin, fake: FakeClerk, use
     assert 7195 < body["seconds_until_expiration"] <= 7200
     stored = fake.key(new.id)
     assert stored is not None
-    assert new.created_at == datetime.fromtimestamp(stored["created_at"] / 1000, timezone.utc)
+    assert new.created_at == datetime.fromtimestamp(stored["created_at"] / 1000, UTC)
     assert new.created_at >= before.replace(microsecond=before.microsecond // 1000 * 1000)
     assert new.hint == "ak_…" + new.secret[-4:]
     assert new.secret.startswith("ak_")
@@ -208,7 +208,7 @@ def test_revocation_maps_updated_at_and_reason(twin: Twin, fake: FakeClerk, user
     revoked = twin.revoke_api_key(new.id, reason="leaked")
     stored = fake.key(new.id)
     assert stored is not None
-    assert revoked.revoked_at == datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc)
+    assert revoked.revoked_at == datetime.fromtimestamp(stored["updated_at"] / 1000, UTC)
     assert revoked.revoked_at is not None
     assert revoked.revoked_at - new.created_at >= timedelta(seconds=5)
     assert revoked.revocation_reason == "leaked"
@@ -405,7 +405,7 @@ def test_rotate_refuses_an_expired_key_unless_given_an_expiration(
     new = twin.rotate_api_key(old.id, expiration="2099-12-31")
     # Clerk counts a lifetime from its own clock, which here runs 61 s ahead of ours.
     assert new.expires_at is not None
-    skew = new.expires_at - datetime(2100, 1, 1, tzinfo=timezone.utc)
+    skew = new.expires_at - datetime(2100, 1, 1, tzinfo=UTC)
     assert timedelta(seconds=60) <= skew <= timedelta(seconds=62)
 
 

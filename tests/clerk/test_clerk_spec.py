@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -343,7 +343,7 @@ def test_every_example_answer_parses(clerk_spec: dict[str, Any]) -> None:
             )
             assert mapped.scopes == ("read", "write") and mapped.metadata == {"foo": "bar"}
             # The spec's example times are 1716883200 "milliseconds": 1970-01-20.
-            assert mapped.created_at == datetime(1970, 1, 20, 20, 54, 43, 200000, timezone.utc)
+            assert mapped.created_at == datetime(1970, 1, 20, 20, 54, 43, 200000, UTC)
             assert to_verified(key).key_id == mapped.id
         checked += 1
     assert checked >= 15

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -55,7 +55,7 @@ def test_create_returns_the_key_and_its_secret_once(manager: SyncFacade, user_id
     assert new.scopes == ("read:data",)
     assert new.metadata == {"team": "ops"}
     assert new.expires_at is None and new.revoked_at is None
-    assert abs((datetime.now(timezone.utc) - new.created_at).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - new.created_at).total_seconds()) < 60
     assert new.secret
     for shown in (repr(new), str(new), new.model_dump_json(), repr(new.model_dump())):
         assert new.secret not in shown
@@ -74,13 +74,13 @@ def test_each_key_is_unique(manager: SyncFacade, user_id: str) -> None:
 @pytest.mark.parametrize(
     ("expiration", "expected"),
     [
-        ("2099-12-31", datetime(2100, 1, 1, tzinfo=timezone.utc)),
-        (date(2099, 12, 31), datetime(2100, 1, 1, tzinfo=timezone.utc)),
+        ("2099-12-31", datetime(2100, 1, 1, tzinfo=UTC)),
+        (date(2099, 12, 31), datetime(2100, 1, 1, tzinfo=UTC)),
         (
-            datetime(2099, 6, 1, 12, 30, tzinfo=timezone.utc),
-            datetime(2099, 6, 1, 12, 30, tzinfo=timezone.utc),
+            datetime(2099, 6, 1, 12, 30, tzinfo=UTC),
+            datetime(2099, 6, 1, 12, 30, tzinfo=UTC),
         ),
-        ("2099-06-01T12:30:00Z", datetime(2099, 6, 1, 12, 30, tzinfo=timezone.utc)),
+        ("2099-06-01T12:30:00Z", datetime(2099, 6, 1, 12, 30, tzinfo=UTC)),
     ],
 )
 def test_expiration_forms(
@@ -93,11 +93,11 @@ def test_expiration_forms(
 
 
 def test_expiration_as_timedelta(manager: SyncFacade, user_id: str) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     new = manager.create_api_key(user_id, "a day", expiration=timedelta(days=1))
     assert new.expires_at is not None
     assert before + timedelta(days=1) - timedelta(seconds=5) <= new.expires_at
-    assert new.expires_at <= datetime.now(timezone.utc) + timedelta(days=1, seconds=5)
+    assert new.expires_at <= datetime.now(UTC) + timedelta(days=1, seconds=5)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +342,7 @@ def test_rotate_with_grace_keeps_the_old_key_briefly(manager: SyncFacade, user_i
     assert manager.validate_api_key(new.secret).key_id == new.id
     old_now = manager.get_api_key(old.id)
     assert old_now.expires_at is not None
-    assert old_now.expires_at <= datetime.now(timezone.utc) + timedelta(hours=1, seconds=5)
+    assert old_now.expires_at <= datetime.now(UTC) + timedelta(hours=1, seconds=5)
 
 
 @pytest.mark.capability("rotation_grace")
@@ -357,7 +357,7 @@ def test_grace_never_extends_the_old_keys_life(manager: SyncFacade, user_id: str
 def test_rotate_with_a_new_expiration(manager: SyncFacade, user_id: str) -> None:
     old = manager.create_api_key(user_id, "renew", expiration="2099-01-01")
     new = manager.rotate_api_key(old.id, expiration="2099-12-31")
-    assert new.expires_at == datetime(2100, 1, 1, tzinfo=timezone.utc)
+    assert new.expires_at == datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def test_rotate_refuses_revoked_keys(manager: SyncFacade, user_id: str) -> None:
@@ -389,7 +389,7 @@ def test_last_used_at_is_recorded_on_success_only(
     manager.validate_api_key(new.secret)
     used = manager.get_api_key(new.id).last_used_at
     assert used is not None
-    assert abs((datetime.now(timezone.utc) - used).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - used).total_seconds()) < 60
 
 
 @pytest.mark.capability("shared_store")

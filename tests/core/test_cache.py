@@ -8,7 +8,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -201,7 +201,7 @@ def wall_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def test_a_hit_past_the_keys_expiry_is_dropped(clock: FakeClock, wall_clock: FakeClock) -> None:
     cache = VerificationCache(ttl=3600, clock=clock)
-    expires_at = datetime.fromtimestamp(wall_clock.now + 5, tz=timezone.utc)
+    expires_at = datetime.fromtimestamp(wall_clock.now + 5, tz=UTC)
     digest = cache.digest("key")
     cache.put(digest, verified(expires_at=expires_at))
     wall_clock.advance(4.5)
@@ -214,7 +214,7 @@ def test_a_hit_past_the_keys_expiry_is_dropped(clock: FakeClock, wall_clock: Fak
 def test_an_expired_key_is_never_served(clock: FakeClock) -> None:
     cache = VerificationCache(ttl=3600, clock=clock)
     digest = cache.digest("key")
-    cache.put(digest, verified(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    cache.put(digest, verified(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     assert cache.get(digest) is None
 
 
@@ -240,7 +240,7 @@ def west_of_utc() -> Iterator[None]:
 def test_a_naive_expiry_is_read_as_utc(clock: FakeClock) -> None:
     cache = VerificationCache(ttl=3600, clock=clock)
     digest = cache.digest("key")
-    an_hour_ago_naive = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    an_hour_ago_naive = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
     cache.put(digest, verified(expires_at=an_hour_ago_naive))
     assert cache.get(digest) is None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -22,7 +22,7 @@ def pickled_copy(value: T) -> T:
     return copy
 
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def api_key_fields(**overrides: Any) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def test_api_key_has_no_secret_field() -> None:
 
 def test_defaults_and_coercion() -> None:
     key = APIKey(id="k", user_id="u", name="n", created_at="2030-01-01T00:00:00Z", scopes=["a"])  # type: ignore[arg-type]
-    assert key.created_at == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert key.created_at == datetime(2030, 1, 1, tzinfo=UTC)
     assert key.scopes == ("a",)
     assert (key.expires_at, key.last_used_at, key.revoked_at, key.revocation_reason) == (None,) * 4
     assert key.metadata == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -33,7 +33,7 @@ from apikeys._requests import (
 )
 from tests.core.outcomes import outcome
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def refused(field: str, check: Any, *args: object) -> InvalidInputError:
@@ -338,9 +338,9 @@ def test_build_create_request() -> None:
 
 
 def test_build_create_request_defaults_now_to_the_current_time() -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     request = build_create_request("u", "n", None, None, None)
-    assert before <= request.now <= datetime.now(timezone.utc)
+    assert before <= request.now <= datetime.now(UTC)
     assert request.expires_at is None
     assert request.scopes == ()
     assert request.metadata == {}

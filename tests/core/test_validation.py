@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from apikeys import ExpiredKeyError, InsufficientScopeError, RevokedKeyError, VerifiedKey
 from apikeys._validation import check_key_state, check_scopes
 
-NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def test_a_live_key_passes() -> None:

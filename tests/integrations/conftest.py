@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,7 @@ def seed(url: str) -> Seeded:
             connection.execute(
                 api_keys_table.update()
                 .where(api_keys_table.c.id == expired.id)
-                .values(expires_at=datetime.now(timezone.utc) - timedelta(days=1))
+                .values(expires_at=datetime.now(UTC) - timedelta(days=1))
             )
     finally:
         engine.dispose()

@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import pytest
@@ -143,14 +143,14 @@ class IntegrationContract:
     def test_valid_key_answers_the_product_docs_example(
         self, client: Client, seeded: Seeded, path: str
     ) -> None:
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         reply = client.request("GET", path, headers=bearer(seeded.admin.secret))
         assert reply.status == 200
         body = reply.json
         assert body["message"] == "API key authentication successful"
         assert body["user"] == OWNER
         stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-        assert before - timedelta(seconds=1) <= stamp <= datetime.now(timezone.utc)
+        assert before - timedelta(seconds=1) <= stamp <= datetime.now(UTC)
         assert set(body) == {"message", "user", "timestamp"}
 
     @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -527,7 +527,7 @@ def test_example_project_over_real_http(
         assert missing.json() == {"code": "missing_api_key", "message": "An API key is required"}
 
         auth = {"Authorization": f"Bearer {seeded.admin.secret}"}
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         protected = http.get("/protected", headers=auth)
         assert protected.status_code == 200
         body = protected.json()
@@ -535,7 +535,7 @@ def test_example_project_over_real_http(
         assert body["message"] == "API key authentication successful"
         assert body["user"] == OWNER
         stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-        assert before - timedelta(seconds=5) <= stamp <= datetime.now(timezone.utc)
+        assert before - timedelta(seconds=5) <= stamp <= datetime.now(UTC)
 
         whoami = http.get("/whoami", headers={"X-API-Key": seeded.reader.secret})
         assert whoami.json()["user"] == OWNER

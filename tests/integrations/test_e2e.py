@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -38,14 +38,14 @@ def test_example_app_over_real_http(
         assert missing.json()["code"] == "missing_api_key"
 
         auth = {"Authorization": f"Bearer {seeded.admin.secret}"}
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         protected = http.get("/protected", headers=auth)
         assert protected.status_code == 200
         body = protected.json()
         assert body["message"] == "API key authentication successful"
         assert body["user"] == OWNER
         stamp = datetime.fromisoformat(body["timestamp"])
-        assert before - timedelta(seconds=5) <= stamp <= datetime.now(timezone.utc)
+        assert before - timedelta(seconds=5) <= stamp <= datetime.now(UTC)
 
         assert (
             http.get("/whoami", headers={"X-API-Key": seeded.reader.secret}).json()["user"] == OWNER

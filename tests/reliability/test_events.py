@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -241,7 +241,7 @@ def _retired_and_guessed(manager: SQLAlchemyKeyManager) -> tuple[str, str, str]:
     expired = manager.create_api_key("u1", "expired", expiration=timedelta(seconds=30))
     guessed = manager.create_api_key("u1", "guessed")
     manager.revoke_api_key(revoked.id)
-    later = datetime.now(timezone.utc) + timedelta(minutes=1)
+    later = datetime.now(UTC) + timedelta(minutes=1)
     with patch("apikeys._expiry.utcnow", return_value=later):
         for _ in range(5):
             with pytest.raises(ExpiredKeyError):
@@ -283,7 +283,7 @@ def test_async_manager_reports_retired_keys_apart_from_guesses(
             )
             guessed = await manager.create_api_key("u1", "guessed")
             await manager.revoke_api_key(revoked.id)
-            later = datetime.now(timezone.utc) + timedelta(minutes=1)
+            later = datetime.now(UTC) + timedelta(minutes=1)
             with patch("apikeys._expiry.utcnow", return_value=later):
                 for _ in range(5):
                     with pytest.raises(ExpiredKeyError):

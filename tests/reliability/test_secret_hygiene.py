@@ -17,7 +17,7 @@ import functools
 import logging
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def expire_now(manager: Any, key_id: str) -> None:
         connection.execute(
             sa.update(api_keys_table)
             .where(api_keys_table.c.id == key_id)
-            .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     plain.dispose()
 
