@@ -1,6 +1,6 @@
 # Two entry points, each setting up what it needs in .venv first:
 #   make demo   the embedded SQLite demo
-#   make test   lint, type check, the docs site and the whole test suite
+#   make test   lint, type check (mypy, pyright), the docs site and the whole test suite
 #   make docs   build the docs site into site/ (strict: a warning fails)
 #   make package  build the wheel and sdist, install the wheel in a fresh venv and smoke-test it
 PYTHON ?= python3
@@ -31,6 +31,7 @@ lint: setup-test
 
 typecheck: setup-test
 	$(BIN)/mypy
+	$(BIN)/pyright --pythonpath $(BIN)/python
 
 # The docs site (MkDocs, Material theme, API reference from the docstrings); open site/index.html.
 docs: setup-test

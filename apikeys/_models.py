@@ -68,9 +68,10 @@ def _freeze(value: Any) -> Any:
                 pending.extend((frozen, index) for index in range(len(frozen)))
             frozen_copies[id(item)] = frozen
         # The read-only types refuse __setitem__; fill them through their base class.
-        (dict.__setitem__ if isinstance(container, dict) else list.__setitem__)(
-            container, key, frozen
-        )
+        if isinstance(container, dict):
+            dict.__setitem__(container, key, frozen)
+        else:
+            list.__setitem__(container, key, frozen)
     return holder[0]
 
 

@@ -36,6 +36,7 @@ require("argon2", "sqlalchemy")
 import sqlalchemy as sa  # noqa: E402
 from argon2 import PasswordHasher, Type  # noqa: E402
 from argon2.exceptions import InvalidHashError, VerificationError  # noqa: E402
+from sqlalchemy import exc as sa_exc  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 from sqlalchemy.pool import StaticPool  # noqa: E402
@@ -273,13 +274,13 @@ class _Conflict(Exception):
     """A write hit a unique constraint or a row that changed underneath it."""
 
 
-def _database_error(exc: sa.exc.SQLAlchemyError, url: sa.URL) -> BackendUnavailableError:
+def _database_error(exc: sa_exc.SQLAlchemyError, url: sa.URL) -> BackendUnavailableError:
     """The error a failed database call raises: 503, and, where the cause is a set-up
     mistake an operator can fix, what it is and the fix (it reaches the logs)."""
     # The engine hides bound parameters, and the message names no value either.
     message = f"database unavailable ({type(exc).__name__})"
     cause = str(getattr(exc, "orig", None) or "").lower()
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.ProgrammingError):
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.ProgrammingError):
         if "no such table" in cause or ("relation" in cause and "does not exist" in cause):
             message += (
                 f": the table {api_keys_table.name!r} does not exist; run your migrations, or"
@@ -501,7 +502,7 @@ def _make_engine(url: str | sa.URL, *, asynchronous: bool, timeout: float) -> An
         return create(normalized, **_engine_options(normalized, timeout))
     except ModuleNotFoundError as exc:
         raise ConfigurationError(_missing_driver_message(exc.name, url)) from None
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ValueError) as exc:
         # The URL may hold a password, and so may the driver's message: name neither.
         raise ConfigurationError(f"invalid database URL ({type(exc).__name__})") from None
 
@@ -514,7 +515,7 @@ def _missing_driver_message(module: str | None, url: str | sa.URL) -> str:
     """Name the missing driver and, for the databases apikeys tests, the extra that has it."""
     try:
         backend = sa.engine.make_url(url).get_backend_name()
-    except sa.exc.ArgumentError:
+    except sa_exc.ArgumentError:
         backend = "the database"
     extra = _DRIVER_EXTRAS.get(backend)
     if extra is not None:
@@ -1098,9 +1099,9 @@ class SQLAlchemyKeyManager(SyncShell, _SQLAlchemyBase):
                         connection.rollback()
                         raise _Conflict
                     return counts
-        except sa.exc.IntegrityError as exc:
+        except sa_exc.IntegrityError as exc:
             raise _Conflict from exc
-        except sa.exc.SQLAlchemyError as exc:
+        except sa_exc.SQLAlchemyError as exc:
             raise _database_error(exc, self.engine.url) from exc
 
     def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
@@ -1166,9 +1167,9 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, _SQLAlchemyBase):
                 return await self._execute(request)
             async with self._io_lock:
                 return await self._execute(request)
-        except sa.exc.IntegrityError as exc:
+        except sa_exc.IntegrityError as exc:
             raise _Conflict from exc
-        except sa.exc.SQLAlchemyError as exc:
+        except sa_exc.SQLAlchemyError as exc:
             raise _database_error(exc, self.engine.url) from exc
         except OSError as exc:  # drivers may surface socket errors unwrapped
             raise BackendUnavailableError(

@@ -40,7 +40,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -403,13 +403,13 @@ def _pairs(
     source: Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]],
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(name, value)`` text pairs from a mapping or a list of pairs."""
-    items = source.items() if isinstance(source, Mapping) else source
+    items: Iterable[tuple[str | bytes, Any]] = (
+        cast("Mapping[str, Any]", source).items() if isinstance(source, Mapping) else source
+    )
     for name, value in items:
-        if isinstance(value, list | tuple):
-            for item in value:
-                yield _text(name), _text(item)
-        else:
-            yield _text(name), _text(value)
+        values: Iterable[Any] = value if isinstance(value, list | tuple) else (value,)
+        for item in values:
+            yield _text(name), _text(item)
 
 
 HeaderSource = Mapping[str, Any] | Iterable[tuple[str | bytes, str | bytes]]
