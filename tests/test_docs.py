@@ -30,6 +30,7 @@ RUNNABLE_PAGES = [
     "backends/sqlalchemy.md",
     "deploying.md",
     "moving-backends.md",
+    "first-key.md",
 ]
 OWN_PAGES = [*RUNNABLE_PAGES, "cli.md"]
 
@@ -74,7 +75,7 @@ def test_python_examples_run(page: str, sandbox: Path) -> None:
     blocks = code_blocks(path, "python")
     assert blocks, f"{page} has no python examples"
     for _run in range(2):
-        namespace: dict[str, object] = {"__name__": f"docs.{page}"}
+        namespace: dict[str, object] = {"__name__": "__main__"}  # as `python page.py` runs it
         for first_line, code in blocks:
             # Padding with newlines makes traceback line numbers those of the .md file.
             source = "\n" * (first_line - 1) + code
