@@ -53,7 +53,7 @@ def written_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
 
 
 @needs_valgrind
-def test_protection_costs_instructions_on_top_of_the_open_route(
+def test_a_small_run_counts_instructions_for_both_routes(
     written_run: tuple[dict[str, Any], str],
 ) -> None:
     (result,) = written_run[0]["results"]
