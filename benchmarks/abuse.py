@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import random
 import shlex
@@ -51,7 +50,7 @@ from typing import Any
 from apikeys import APIKeysError, generate_key, parse_key
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
 from benchmarks.apikeys_sqlite import garbage_keys
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, publish, replace_between_markers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -396,12 +395,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 def update_markdown(path: Path, block: str) -> None:
     """Replace what lies between the abuse markers of ``path`` with ``block``."""
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{path} lacks the abuse markers; add them where the results go")
-    head = text[: begin + len(BEGIN_MARKER)]
-    path.write_text(f"{head}\n{block}\n{text[end:]}", encoding="utf-8")
+    replace_between_markers(path, block, BEGIN_MARKER, END_MARKER, "abuse")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -435,24 +429,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["notes"].extend(options.note)
     if options.quick:
         record["notes"].append("Quick mode: a smoke run; the figures mean nothing.")
-    block = render_markdown(record)
-    print(block)
     json_path, markdown_path = options.json, options.markdown
     if not options.quick:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"abuse-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
-    if not options.no_write:
-        if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-            print(f"wrote {json_path}")
-        if markdown_path is not None:
-            update_markdown(markdown_path, block)
-            print(f"wrote {markdown_path}")
-    for problem in record["problems"]:
-        print(f"unexpected outcome: {problem}", file=sys.stderr)
-    return 1 if record["problems"] else 0
+    return publish(
+        record,
+        render_markdown(record),
+        write=not options.no_write,
+        json_path=json_path,
+        markdown_path=markdown_path,
+        update_page=update_markdown,
+    )
 
 
 if __name__ == "__main__":

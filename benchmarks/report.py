@@ -12,6 +12,8 @@ import os
 import platform
 import sqlite3
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -292,14 +294,53 @@ def render_console(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def replace_between_markers(path: Path, block: str, begin: str, end: str, what: str) -> None:
+    """Put ``block`` between the ``begin`` and ``end`` markers of ``path``, which must hold them."""
+    text = path.read_text(encoding="utf-8")
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path} lacks the {what} markers; add them where the results go")
+    head, tail = text[: start + len(begin)], text[stop:]
+    path.write_text(f"{head}\n{block.rstrip(chr(10))}\n{tail}", encoding="utf-8")
+
+
+def publish(
+    record: dict[str, Any],
+    block: str,
+    *,
+    write: bool,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    update_page: Callable[[Path, str], None],
+) -> int:
+    """Print ``block``, write the JSON record and the page where asked; report problems.
+
+    Returns the exit status: 1 when the record lists unexpected outcomes.
+    """
+    print(block)
+    if write:
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            print(f"wrote {json_path}")
+        if markdown_path is not None:
+            update_page(markdown_path, block)
+            print(f"wrote {markdown_path}")
+    for problem in record["problems"]:
+        print(f"unexpected outcome: {problem}", file=sys.stderr)
+    return 1 if record["problems"] else 0
+
+
 __all__ = [
     "BEGIN_MARKER",
     "END_MARKER",
     "RECORD_SCHEMA",
     "RunRecord",
     "machine_info",
+    "publish",
     "render_console",
     "render_markdown_block",
+    "replace_between_markers",
     "results_rows",
     "target_rows",
     "update_markdown",

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import random
 import shlex
@@ -80,7 +79,7 @@ from apikeys.integrations._management import (
 )
 from benchmarks.apikeys_sqlite import garbage_keys, open_subject
 from benchmarks.harness import percentile, timer_overhead_ns
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, publish, replace_between_markers
 from benchmarks.workloads import KeySets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -877,12 +876,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 def update_markdown(path: Path, block: str) -> None:
     """Put ``block`` between the timing markers of ``path``, which must already hold them."""
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{path} lacks the timing markers; add them where the results go")
-    head, tail = text[: begin + len(BEGIN_MARKER)], text[end:]
-    path.write_text(f"{head}\n{block}{tail}", encoding="utf-8")
+    replace_between_markers(path, block, BEGIN_MARKER, END_MARKER, "timing")
 
 
 # --- command line ---------------------------------------------------------------------
@@ -948,24 +942,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         record["notes"].append(f"PostgreSQL not measured (set {POSTGRES_ENV} to include it).")
-    block = render_markdown(record)
-    print(block)
     json_path, markdown_path = options.json, options.markdown
     if not options.quick:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         json_path = json_path or RESULTS_DIR / f"timing-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
-    if not options.no_write:
-        if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-            print(f"wrote {json_path}")
-        if markdown_path is not None:
-            update_markdown(markdown_path, block)
-            print(f"wrote {markdown_path}")
-    for problem in record["problems"]:
-        print(f"unexpected outcome: {problem}", file=sys.stderr)
-    return 1 if record["problems"] else 0
+    return publish(
+        record,
+        render_markdown(record),
+        write=not options.no_write,
+        json_path=json_path,
+        markdown_path=markdown_path,
+        update_page=update_markdown,
+    )
 
 
 if __name__ == "__main__":
