@@ -495,17 +495,26 @@ HTTP_APPS = [
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("command_for", "app", "route"), HTTP_APPS)
+@pytest.mark.parametrize(
+    "cache_ttl",
+    [
+        pytest.param("0", id="cache-off"),
+        # Cache on, with entries that expire between the holder's requests: each of them is
+        # verified afresh in the middle of the flood, as once a real entry expires.
+        pytest.param("0.005", id="cache-on-expiring"),
+    ],
+)
 def test_a_flood_of_forged_keys_over_http_refuses_none_of_the_holders_requests(
     url: str,
     command_for: Callable[[str, int], list[str]],
     app: str,
     route: str,
+    cache_ttl: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with SQLAlchemyKeyManager(url) as seeder:
         victim = seeder.create_api_key("u1", "victim")
-    # No cache: every request of the holder is verified afresh, as once its entry expired.
-    monkeypatch.setenv("APIKEYS_CACHE_TTL", "0")
+    monkeypatch.setenv("APIKEYS_CACHE_TTL", cache_ttl)
     flood = Flood(victim.secret)
 
     def forger(base_url: str) -> None:
