@@ -654,15 +654,20 @@ class ClerkBase(FlowBackend):
         if request.metadata:
             body["claims"] = request.metadata
         creator = request.created_by
+        expires_at = request.expires_at
         if creator is not None:
-            yield from self._check_creator(creator, request.user_id)
+            # A key never outlives its creator, as Clerk holds it now (a cached
+            # verification may remember a longer life than a rotation left it).
+            ends = yield from self._check_creator(creator, request.user_id)
+            if ends is not None and (expires_at is None or expires_at > ends):
+                expires_at = ends
             body["description"] = creator_description(creator)
         if self.max_active_keys_per_owner:
             active = yield from self._count_active(request.user_id)
             if active >= self.max_active_keys_per_owner:
                 raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)
-        if request.expires_at is not None:
-            body["seconds_until_expiration"] = lifetime_seconds(request.expires_at, utcnow())
+        if expires_at is not None:
+            body["seconds_until_expiration"] = lifetime_seconds(expires_at, utcnow())
         new = yield from self._issue(body)
         if creator is not None:
             # A revocation of the creator may have listed its keys before this one
@@ -675,7 +680,8 @@ class ClerkBase(FlowBackend):
         self.events.report("created", new.id, user_id=new.user_id)
         return new
 
-    def _check_creator(self, creator: str, user_id: str) -> Generator[_Op, Any, None]:
+    def _check_creator(self, creator: str, user_id: str) -> Generator[_Op, Any, datetime | None]:
+        """Refuse a creator that is not an active key of ``user_id``; return its expiry."""
         refusal = InvalidInputError(
             "created_by must be an active key of the same owner: the creating key is"
             " unknown, another owner's, revoked or expired",
@@ -688,6 +694,7 @@ class ClerkBase(FlowBackend):
             raise refusal from None
         if key.subject != user_id or key.revoked or key.expired or check_expired(key):
             raise refusal
+        return expiry_from_milliseconds(key.expiration)
 
     def _end_orphan(self, key_id: str, creator: str) -> Generator[_Op, Any, None]:
         send = _Send(
@@ -1009,6 +1016,15 @@ class ClerkBase(FlowBackend):
                 )
         else:
             expires_at = parse_expiration(expiration, now=now)
+        creator = creator_of(old)
+        if creator is not None:  # the replacement never outlives the old key's creator
+            ends = yield from self._check_creator(creator, old.subject)
+            if ends is not None and (expires_at is None or expires_at > ends):
+                expires_at = ends
+        if grace and self.max_active_keys_per_owner:  # both keys active for a while
+            active = yield from self._count_active(old.subject)
+            if active >= self.max_active_keys_per_owner:
+                raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)
         body: dict[str, Any] = {"name": old.name, "subject": old.subject, "scopes": old.scopes}
         if old.description is not None:
             body["description"] = old.description

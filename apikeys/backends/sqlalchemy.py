@@ -421,55 +421,94 @@ def _delete_in(key_id: str, owner: str | None, now: datetime) -> Callable[[sa.Co
     return body
 
 
+def _check_room(connection: sa.Connection, user_id: str, now: datetime, max_active: int) -> None:
+    """Refuse one more active key for ``user_id`` past ``max_active`` (``0``: no limit)."""
+    if not max_active:
+        return
+    table = api_keys_table
+    active = connection.execute(
+        sa.select(sa.func.count())
+        .select_from(table)
+        .where(table.c.user_id == user_id, _active(now))
+    ).scalar_one()
+    if active >= max_active:
+        raise KeyLimitReachedError(limit=max_active)
+
+
+def _creator_expiry(
+    connection: sa.Connection, created_by: str, user_id: str, now: datetime
+) -> datetime | None:
+    """The creator's expiry as stored now; it must be an active key of the same owner."""
+    table = api_keys_table
+    creator = connection.execute(
+        sa.select(table.c.expires_at).where(
+            table.c.id == created_by, table.c.user_id == user_id, _active(now)
+        )
+    ).first()
+    if creator is None:
+        raise InvalidInputError(
+            "created_by must be an active key of the same owner: the creating key"
+            " is unknown, another owner's, revoked or expired",
+            field="created_by",
+            key_id=created_by,
+        )
+    ends: datetime | None = creator.expires_at
+    return ends
+
+
 def _insert_in(
     values: Mapping[str, Any], created_by: str | None, max_active: int
-) -> Callable[[sa.Connection], None]:
-    """Insert a new key once its creator is checked active and the owner's count allows it."""
+) -> Callable[[sa.Connection], datetime | None]:
+    """Insert a new key once its creator is checked active and the owner's count allows it.
 
-    def body(connection: sa.Connection) -> None:
+    A key never outlives its creator: its expiry is capped at the creator's as stored
+    now, not as a cached verification remembered it (a rotation with a grace period
+    may have shortened it since). Returns the expiry stored.
+    """
+
+    def body(connection: sa.Connection) -> datetime | None:
         table = api_keys_table
         user_id, now = values["user_id"], values["created_at"]
+        expires_at: datetime | None = values["expires_at"]
         _lock_owner(connection, user_id)
         if created_by is not None:
-            creator = connection.execute(
-                sa.select(table.c.id).where(
-                    table.c.id == created_by, table.c.user_id == user_id, _active(now)
-                )
-            ).first()
-            if creator is None:
-                raise InvalidInputError(
-                    "created_by must be an active key of the same owner: the creating key"
-                    " is unknown, another owner's, revoked or expired",
-                    field="created_by",
-                    key_id=created_by,
-                )
-        if max_active:
-            active = connection.execute(
-                sa.select(sa.func.count())
-                .select_from(table)
-                .where(table.c.user_id == user_id, _active(now))
-            ).scalar_one()
-            if active >= max_active:
-                raise KeyLimitReachedError(limit=max_active)
-        connection.execute(sa.insert(table).values(**values))
+            ends = _creator_expiry(connection, created_by, user_id, now)
+            if ends is not None and (expires_at is None or expires_at > ends):
+                expires_at = ends
+        _check_room(connection, user_id, now, max_active)
+        connection.execute(sa.insert(table).values(**{**values, "expires_at": expires_at}))
+        return expires_at
 
     return body
 
 
 def _rotate_in(
-    old_id: str, retire: sa.Executable, values: Mapping[str, Any]
-) -> Callable[[sa.Connection], None]:
-    """Retire the old key, store its replacement and hand its children over to it."""
+    old_id: str, retire: sa.Executable, values: Mapping[str, Any], max_active: int
+) -> Callable[[sa.Connection], datetime | None]:
+    """Retire the old key, store its replacement and hand its children over to it.
 
-    def body(connection: sa.Connection) -> None:
+    ``max_active`` is the owner's limit when both keys stay active for a grace period
+    (``0`` otherwise): the replacement then counts like any new key. A replacement
+    never outlives the key that created the old one. Returns the expiry stored.
+    """
+
+    def body(connection: sa.Connection) -> datetime | None:
         table = api_keys_table
-        _lock_owner(connection, values["user_id"])
+        user_id, now = values["user_id"], values["created_at"]
+        expires_at: datetime | None = values["expires_at"]
+        _lock_owner(connection, user_id)
+        _check_room(connection, user_id, now, max_active)
+        if values["created_by"] is not None:
+            ends = _creator_expiry(connection, values["created_by"], user_id, now)
+            if ends is not None and (expires_at is None or expires_at > ends):
+                expires_at = ends
         if connection.execute(retire).rowcount == 0:
             raise _Conflict
-        connection.execute(sa.insert(table).values(**values))
+        connection.execute(sa.insert(table).values(**{**values, "expires_at": expires_at}))
         connection.execute(
             sa.update(table).where(table.c.created_by == old_id).values(created_by=values["id"])
         )
+        return expires_at
 
     return body
 
@@ -777,7 +816,7 @@ class _SQLAlchemyBase(FlowBackend):
             }
             secret_hash = yield _Hash(new_key.key)
             try:
-                yield _Transaction(
+                values["expires_at"] = yield _Transaction(
                     _insert_in(
                         {**values, "secret_hash": secret_hash},
                         request.created_by,
@@ -960,7 +999,14 @@ class _SQLAlchemyBase(FlowBackend):
         else:
             retire = retire.values(revoked_at=now, revocation_reason=ROTATED_REASON)
         try:
-            yield _Transaction(_rotate_in(key_id, retire, {**values, "secret_hash": secret_hash}))
+            values["expires_at"] = yield _Transaction(
+                _rotate_in(
+                    key_id,
+                    retire,
+                    {**values, "secret_hash": secret_hash},
+                    self.max_active_keys_per_owner if grace else 0,
+                )
+            )
         except _Conflict:
             raise InvalidInputError(
                 "the key was revoked or rotated meanwhile", field="key_id", key_id=key_id

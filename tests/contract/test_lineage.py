@@ -4,6 +4,7 @@ reasons: behaviour every backend shows, sync and async alike (see conftest.py)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -95,6 +96,65 @@ def test_a_rotated_child_keeps_its_creator(manager: SyncFacade, user_id: str) ->
     with pytest.raises(InvalidKeyError):
         manager.validate_api_key(replacement.secret)
     assert manager.get_api_key(replacement.id).revoked
+
+
+def _ends_with(key_expiry: datetime | None, creator_expiry: datetime | None) -> bool:
+    """The key ends when its creator does (Clerk keeps expiries to the second)."""
+    assert key_expiry is not None and creator_expiry is not None
+    return abs(key_expiry - creator_expiry) <= timedelta(seconds=1)
+
+
+def test_a_key_never_outlives_its_creator(manager: SyncFacade, user_id: str) -> None:
+    parent = manager.create_api_key(user_id, "parent", expiration=timedelta(days=1))
+    forever = manager.create_api_key(user_id, "no expiry asked", created_by=parent.id)
+    longer = manager.create_api_key(
+        user_id, "longer asked", expiration=timedelta(days=30), created_by=parent.id
+    )
+    shorter = manager.create_api_key(
+        user_id, "shorter asked", expiration=timedelta(hours=1), created_by=parent.id
+    )
+    for capped in (forever, longer):
+        assert _ends_with(capped.expires_at, parent.expires_at)
+        assert _ends_with(manager.get_api_key(capped.id).expires_at, parent.expires_at)
+    assert shorter.expires_at is not None and parent.expires_at is not None
+    assert shorter.expires_at < parent.expires_at - timedelta(hours=12)
+
+
+def test_a_key_rotated_with_grace_mints_only_keys_that_end_with_it(
+    manager: SyncFacade, user_id: str
+) -> None:
+    leaked = manager.create_api_key(user_id, "leaked")  # no expiry of its own
+    manager.validate_api_key(leaked.secret)  # a verification remembers "never expires"
+    manager.rotate_api_key(leaked.id, grace=timedelta(hours=1))
+    cut_off = manager.get_api_key(leaked.id).expires_at
+    minted = manager.create_api_key(user_id, "minted in the grace period", created_by=leaked.id)
+    assert _ends_with(minted.expires_at, cut_off)
+    assert _ends_with(manager.get_api_key(minted.id).expires_at, cut_off)
+
+
+def test_a_rotated_child_never_outlives_its_creator(manager: SyncFacade, user_id: str) -> None:
+    parent = manager.create_api_key(user_id, "parent", expiration=timedelta(days=1))
+    child = manager.create_api_key(user_id, "child", created_by=parent.id)
+    replacement = manager.rotate_api_key(child.id, expiration=timedelta(days=365))
+    assert _ends_with(replacement.expires_at, parent.expires_at)
+    assert _ends_with(manager.get_api_key(replacement.id).expires_at, parent.expires_at)
+
+
+def test_a_rotation_with_grace_counts_against_the_limit(
+    make_manager: Callable[..., SyncFacade], user_id: str
+) -> None:
+    manager = make_manager(max_active_keys_per_owner=2)
+    first = manager.create_api_key(user_id, "first")
+    second = manager.create_api_key(user_id, "second")
+    with pytest.raises(KeyLimitReachedError):
+        manager.rotate_api_key(first.id, grace=timedelta(hours=1))  # both would stay active
+    assert manager.list_api_keys(user_id).total == 2
+    manager.validate_api_key(first.secret)  # the refused rotation changed nothing
+    replacement = manager.rotate_api_key(first.id)  # no grace: one key for one
+    assert manager.list_api_keys(user_id).total == 2
+    manager.revoke_api_key(second.id)
+    manager.rotate_api_key(replacement.id, grace=timedelta(hours=1))
+    assert manager.list_api_keys(user_id).total == 2
 
 
 @pytest.mark.parametrize("creator", ["revoked", "another owner's", "unknown"])

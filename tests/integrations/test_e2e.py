@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+import apikeys
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.servers import running_server, uvicorn_command, waitress_command
 
@@ -106,3 +107,36 @@ def test_example_app_over_real_http(
         assert revoke.status_code == 200
         # The server's verification cache is dropped by its own revoke: refused at once.
         assert http.get("/data", headers=new_auth).status_code == 403
+
+
+@pytest.mark.parametrize(("command_for", "app"), SERVERS)
+def test_a_key_rotated_with_grace_elsewhere_mints_only_keys_that_end_with_it(
+    command_for: Callable[[str, int], list[str]], app: str, seeded: Seeded
+) -> None:
+    """The server remembers the leaked key as never expiring (its cache); the rotation,
+    done in another process, cut its life to an hour: what it mints ends with it."""
+    with (
+        running_server(command_for, app, seeded.url) as base_url,
+        httpx.Client(base_url=base_url, timeout=10) as http,
+    ):
+        admin = {"Authorization": f"Bearer {seeded.admin.secret}"}
+        leaked = http.post(
+            "/api-keys", headers=admin, json={"name": "leaked", "scopes": ["keys:*"]}
+        )
+        assert leaked.status_code == 201 and leaked.json()["expiresAt"] is None
+        auth = {"Authorization": f"Bearer {leaked.json()['secret']}"}
+        assert http.get("/api-keys", headers=auth).status_code == 200  # now in its cache
+
+        manager = apikeys.create_key_manager(seeded.url)  # the operator's CLI: rotate --grace 1h
+        try:
+            manager.rotate_api_key(leaked.json()["id"], grace=3600)
+            cut_off = manager.get_api_key(leaked.json()["id"]).expires_at
+        finally:
+            manager.close()
+        assert cut_off is not None
+
+        minted = http.post("/api-keys", headers=auth, json={"name": "minted in the grace period"})
+        assert minted.status_code == 201, minted.text
+        expires = minted.json()["expiresAt"]
+        assert expires is not None, "a key minted by a key with an hour left never expires"
+        assert datetime.fromisoformat(expires.replace("Z", "+00:00")) <= cut_off
