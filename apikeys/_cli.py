@@ -10,7 +10,7 @@ Exit codes:
 ====  ==========================================================================
 0     success
 1     ``verify``: the key was refused (invalid, expired, revoked, missing a scope)
-2     usage error or bad input; nothing was written
+2     usage error, bad input or the active-key limit reached; nothing was written
 3     no key with that id
 4     the backend is unavailable, or apikeys is misconfigured
 130   interrupted (Ctrl-C)
@@ -54,6 +54,7 @@ from apikeys._errors import (
     ExpiredKeyError,
     InvalidInputError,
     InvalidKeyError,
+    KeyLimitReachedError,
     KeyNotFoundError,
     RevokedKeyError,
 )
@@ -100,7 +101,7 @@ _EPILOG = """\
 exit codes:
   0    success
   1    verify: the key was refused (invalid, expired, revoked, missing a scope)
-  2    usage error or bad input; nothing was written
+  2    usage error, bad input or the active-key limit reached; nothing was written
   3    no key with that id
   4    the backend is unavailable, or apikeys is misconfigured
   130  interrupted
@@ -114,7 +115,7 @@ def exit_code_for(error: APIKeysError) -> int:
     """Return the documented exit code for an error (see the module docstring)."""
     if isinstance(error, AuthenticationError):
         return EXIT_REFUSED
-    if isinstance(error, InvalidInputError):
+    if isinstance(error, InvalidInputError | KeyLimitReachedError):
         return EXIT_USAGE
     if isinstance(error, KeyNotFoundError):
         return EXIT_NOT_FOUND

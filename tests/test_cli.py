@@ -1788,3 +1788,16 @@ def test_the_json_of_a_key_is_the_same_shape_as_over_http(cli: CLI, url: str) ->
     }
     assert shown["userId"] == "user_1"
     assert shown["status"] == "active"
+
+
+def test_create_past_the_active_key_limit_is_refused_and_writes_nothing(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch, database: Path
+) -> None:
+    monkeypatch.setenv("APIKEYS_MAX_ACTIVE_KEYS_PER_OWNER", "1")
+    create(cli)
+    run = cli("create", "user_1", "one too many")
+
+    assert run.code == EXIT_USAGE
+    assert "max_active_keys_per_owner" in run.err
+    assert run.out == ""
+    assert row_count(database) == 1

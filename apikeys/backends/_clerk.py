@@ -1021,7 +1021,10 @@ class ClerkBase(FlowBackend):
             ends = yield from self._check_creator(creator, old.subject)
             if ends is not None and (expires_at is None or expires_at > ends):
                 expires_at = ends
-        if grace and self.max_active_keys_per_owner:  # both keys active for a while
+        old_active = not (old.expired or (old_expiry is not None and old_expiry <= now))
+        if self.max_active_keys_per_owner and (grace or not old_active):
+            # The replacement takes no active key's place at once: both stay active
+            # for the grace period, or the old key had expired. It counts as a new key.
             active = yield from self._count_active(old.subject)
             if active >= self.max_active_keys_per_owner:
                 raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)

@@ -483,13 +483,14 @@ def _insert_in(
 
 
 def _rotate_in(
-    old_id: str, retire: sa.Executable, values: Mapping[str, Any], max_active: int
+    old_id: str, retire: sa.Executable, values: Mapping[str, Any], max_active: int, grace: bool
 ) -> Callable[[sa.Connection], datetime | None]:
     """Retire the old key, store its replacement and hand its children over to it.
 
-    ``max_active`` is the owner's limit when both keys stay active for a grace period
-    (``0`` otherwise): the replacement then counts like any new key. A replacement
-    never outlives the key that created the old one. Returns the expiry stored.
+    The replacement counts against the owner's limit (``max_active``) like any new
+    key unless it takes the place of an active key at once: with a grace period both
+    stay active for a while, and an expired key frees no place. A replacement never
+    outlives the key that created the old one. Returns the expiry stored.
     """
 
     def body(connection: sa.Connection) -> datetime | None:
@@ -497,7 +498,11 @@ def _rotate_in(
         user_id, now = values["user_id"], values["created_at"]
         expires_at: datetime | None = values["expires_at"]
         _lock_owner(connection, user_id)
-        _check_room(connection, user_id, now, max_active)
+        old_active = connection.execute(
+            sa.select(table.c.id).where(table.c.id == old_id, _active(now))
+        ).first()
+        if grace or old_active is None:
+            _check_room(connection, user_id, now, max_active)
         if values["created_by"] is not None:
             ends = _creator_expiry(connection, values["created_by"], user_id, now)
             if ends is not None and (expires_at is None or expires_at > ends):
@@ -1004,7 +1009,8 @@ class _SQLAlchemyBase(FlowBackend):
                     key_id,
                     retire,
                     {**values, "secret_hash": secret_hash},
-                    self.max_active_keys_per_owner if grace else 0,
+                    self.max_active_keys_per_owner,
+                    bool(grace),
                 )
             )
         except _Conflict:

@@ -3,16 +3,24 @@ databases, one transaction per cascade, and creations racing revocations."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from apikeys import BackendUnavailableError, InvalidInputError, RevokedKeyError
+from apikeys import (
+    BackendUnavailableError,
+    InvalidInputError,
+    KeyLimitReachedError,
+    RevokedKeyError,
+)
 from apikeys.backends.sqlalchemy import (
     SCHEMA_VERSION,
+    AsyncSQLAlchemyKeyManager,
     SQLAlchemyKeyManager,
     api_keys_table,
     schema_version_table,
@@ -126,3 +134,37 @@ def test_a_child_created_while_its_creator_is_revoked_never_survives(
 ) -> None:
     outcomes = _race(database_url, 40, lambda: SQLAlchemyKeyManager(database_url))
     assert not any(active for _, active in outcomes)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_rotating_an_expired_key_counts_against_the_limit(database_url: str, flavour: str) -> None:
+    """An expired key frees its place; its replacement takes a new one, like a new key."""
+    with SQLAlchemyKeyManager(database_url, max_active_keys_per_owner=2) as manager:
+        expiring = manager.create_api_key("u1", "expiring", expiration=timedelta(days=1))
+        manager.create_api_key("u1", "kept")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:  # a day has passed: it expired
+        connection.execute(
+            sa.update(api_keys_table)
+            .where(api_keys_table.c.id == expiring.id)
+            .values(expires_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+    engine.dispose()
+    if flavour == "sync":
+        with SQLAlchemyKeyManager(database_url, max_active_keys_per_owner=2) as manager:
+            manager.create_api_key("u1", "in its place")  # two active again
+            with pytest.raises(KeyLimitReachedError):
+                manager.rotate_api_key(expiring.id, expiration=timedelta(days=365))
+            assert manager.list_api_keys("u1").total == 2
+    else:
+
+        async def rotate() -> None:
+            async with AsyncSQLAlchemyKeyManager(
+                database_url, max_active_keys_per_owner=2
+            ) as manager:
+                await manager.create_api_key("u1", "in its place")
+                with pytest.raises(KeyLimitReachedError):
+                    await manager.rotate_api_key(expiring.id, expiration=timedelta(days=365))
+                assert (await manager.list_api_keys("u1")).total == 2
+
+        asyncio.run(rotate())

@@ -4,10 +4,12 @@ silent partial success, and a retry finishes it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import pytest
 
-from apikeys import RevocationIncompleteError
+from apikeys import KeyLimitReachedError, RevocationIncompleteError
 from apikeys.backends.clerk import ClerkKeyManager
 from apikeys.testing import FakeClerk
 from tests.clerk.conftest import Twin
@@ -92,3 +94,20 @@ def test_a_child_created_while_its_creator_is_revoked_is_ended(
     ]
     assert orphan.revoked
     assert orphan.revocation_reason == f"creator {parent.id} revoked"
+
+
+def test_rotating_an_expired_key_counts_against_the_limit() -> None:
+    """An expired key frees its place; its replacement takes a new one, like a new key."""
+    fake = FakeClerk()
+    owner = fake.new_user_id()
+    with fake.key_manager(max_active_keys_per_owner=2) as manager:
+        expiring = manager.create_api_key(owner, "expiring", expiration=timedelta(days=1))
+        manager.create_api_key(owner, "kept")
+        fake.advance(2 * 86400)  # Clerk's clock: it has expired
+        manager.create_api_key(owner, "in its place")
+        with pytest.raises(KeyLimitReachedError):
+            manager.rotate_api_key(expiring.id, expiration=timedelta(days=365))
+        assert {key.name for key in manager.list_api_keys(owner).items} == {
+            "kept",
+            "in its place",
+        }
