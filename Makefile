@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup-demo setup-test lint typecheck docs package pytest bench clean
+.PHONY: demo test setup-demo setup-test lint typecheck docs package pytest bench bench-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,7 +63,11 @@ test: lint typecheck docs package pytest
 # compared with are benchmark-only dependencies, never the project's. wrk loads
 # the HTTP servers (installed with apt when missing; without it the HTTP part is skipped);
 # valgrind's callgrind counts the servers' instructions per request (installed the same way).
-bench:
+# The harnesses' own tests: run before the benchmarks, not in every `make test`.
+bench-test: setup-test
+	$(BIN)/pytest benchmarks/tests
+
+bench: bench-test
 	test -x benchmarks/.venv/bin/python || $(PYTHON) -m venv benchmarks/.venv
 	benchmarks/.venv/bin/python -m pip install --quiet -r benchmarks/requirements-bench.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true

@@ -29,7 +29,7 @@ from benchmarks.workloads import NO_IO_WORKLOADS, wrong_secret
 
 pytestmark = pytest.mark.sqlalchemy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROSE_BEFORE = "# Benchmarks\n\nHand-written introduction.\n\n"
 PROSE_AFTER = "\n\nHand-written method notes.\n"
 

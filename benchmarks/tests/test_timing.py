@@ -26,7 +26,7 @@ from benchmarks import timing
 
 pytestmark = pytest.mark.sqlalchemy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROSE_BEFORE = "# Security\n\nHand-written threat model.\n\n"
 PROSE_AFTER = "\n\n## Keys and hashing\n\nMore prose.\n"
 

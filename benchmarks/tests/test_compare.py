@@ -39,7 +39,7 @@ from benchmarks.http_load import (
 
 pytestmark = pytest.mark.sqlalchemy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCH_PYTHON = ROOT / "benchmarks" / ".venv" / "bin" / "python"
 PROSE = "# Benchmarks\n\nHand-written text.\n"
 
