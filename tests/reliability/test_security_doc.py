@@ -56,7 +56,9 @@ def test_the_page_links_to_pages_that_exist() -> None:
         assert (PAGE.parent / target).exists(), target
 
 
-_TEST_REFERENCE_RE = re.compile(r"`(?P<file>(?:benchmarks/)?tests/[\w/]+\.py)?(?P<names>(?:::\w+)+)`")
+_TEST_REFERENCE_RE = re.compile(
+    r"`(?P<file>(?:benchmarks/)?tests/[\w/]+\.py)?(?P<names>(?:::\w+)+)`"
+)
 
 
 def _cited_tests() -> list[tuple[str, str]]:
