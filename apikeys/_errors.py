@@ -10,10 +10,14 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     │   ├── InvalidKeyError (403)            malformed, unknown or wrong key
     │   │   ├── ExpiredKeyError (403)        right secret, past its expiry
     │   │   └── RevokedKeyError (403)        right secret, revoked
-    │   └── InsufficientScopeError (403)     valid key lacking a required scope
+    │   ├── InsufficientScopeError (403)     valid key lacking a required scope
+    │   ├── InsecureTransportError (403)     a key sent over plain HTTP with require_https on
+    │   ├── ForeignUserError (403)           a management call named another user
+    │   └── LifetimeEscalationError (403)    a new key would outlive the key creating it
     ├── KeyNotFoundError (404)               no key with that id
     ├── KeyLimitReachedError (409)           the owner holds the most active keys allowed
     ├── InvalidInputError (422)              bad arguments; nothing was written
+    │   └── InvalidRequestError (422)        a management request, with every field error
     ├── RateLimitedError (429)               too many attempts; see retry_after
     ├── ConfigurationError (500)             the library is set up wrongly
     │   └── MissingDependencyError (500)     an optional extra is not installed
@@ -24,6 +28,7 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class APIKeysError(Exception):
@@ -262,3 +267,46 @@ class RevocationIncompleteError(BackendUnavailableError):
                 " retry the revocation"
             )
         super().__init__(message, key_id=key_id, retry_after=retry_after)
+
+
+class InsecureTransportError(AuthenticationError):
+    """A key was sent over plain HTTP while ``require_https`` is on (403).
+
+    The key is refused without being validated; its holder should treat it
+    as exposed and rotate it.
+    """
+
+    status_code = 403
+    code = "https_required"
+    default_message = "API keys must be sent over HTTPS"
+
+
+class ForeignUserError(AuthenticationError):
+    """A management call named a ``userId`` other than the caller's own (403)."""
+
+    code = "forbidden_user"
+    default_message = "An API key can only manage its own user's keys"
+
+
+class LifetimeEscalationError(AuthenticationError):
+    """A new key would expire after the calling key (403)."""
+
+    code = "expiration_beyond_caller"
+    default_message = "A new key cannot expire after the API key that creates it"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One rejected field of a request, as JSON names it."""
+
+    field: str
+    message: str
+
+
+class InvalidRequestError(InvalidInputError):
+    """A management request was rejected; carries every field error at once (422)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        message = "; ".join(f"{error.field}: {error.message}" for error in self.errors)
+        super().__init__(message or None, field=self.errors[0].field if self.errors else None)

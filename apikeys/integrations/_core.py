@@ -52,12 +52,14 @@ from apikeys._creationlimit import (
 )
 from apikeys._errors import (
     APIKeysError,
-    AuthenticationError,
     BackendUnavailableError,
     ConfigurationError,
+    FieldError,
+    InsecureTransportError,
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    InvalidRequestError,
     MissingKeyError,
     RateLimitedError,
     RevocationIncompleteError,
@@ -660,18 +662,6 @@ def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 
 
-class InsecureTransportError(AuthenticationError):
-    """A key was sent over plain HTTP while ``require_https`` is on (403).
-
-    The key is refused without being validated; its holder should treat it
-    as exposed and rotate it.
-    """
-
-    status_code = 403
-    code = "https_required"
-    default_message = "API keys must be sent over HTTPS"
-
-
 @dataclass(frozen=True, slots=True)
 class Peer:
     """The other end of a request, as the server saw it (or a trusted proxy reported it).
@@ -1147,23 +1137,6 @@ async def authenticate_async(
 
 
 # ----------------------------------------------------------------------------- responses
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One rejected field of a request, as JSON names it."""
-
-    field: str
-    message: str
-
-
-class InvalidRequestError(InvalidInputError):
-    """A management request was rejected; carries every field error at once (422)."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors = tuple(errors)
-        message = "; ".join(f"{error.field}: {error.message}" for error in self.errors)
-        super().__init__(message or None, field=self.errors[0].field if self.errors else None)
 
 
 @dataclass(frozen=True, slots=True)

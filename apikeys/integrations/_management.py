@@ -38,9 +38,12 @@ from typing import Any, Final, TypeVar
 
 from apikeys._errors import (
     APIKeysError,
-    AuthenticationError,
+    FieldError,
+    ForeignUserError,
     InsufficientScopeError,
     InvalidInputError,
+    InvalidRequestError,
+    LifetimeEscalationError,
 )
 from apikeys._expiry import parse_expiration
 from apikeys._flow import Flow
@@ -58,10 +61,8 @@ from apikeys._scopes import missing_scopes, normalize_scopes
 from apikeys._validation import check_scopes
 from apikeys.integrations._core import (
     CoreResponse,
-    FieldError,
     HeaderSource,
     IntegrationSettings,
-    InvalidRequestError,
     ManagerCall,
     _pairs,
     error_response,
@@ -85,20 +86,6 @@ _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 _CREATE_FIELDS = frozenset({"name", "scopes", "expiration", "userId", "metadata"})
 _DELETE_FIELDS = frozenset({"id", "reason"})
-
-
-class ForeignUserError(AuthenticationError):
-    """A management call named a ``userId`` other than the caller's own (403)."""
-
-    code = "forbidden_user"
-    default_message = "An API key can only manage its own user's keys"
-
-
-class LifetimeEscalationError(AuthenticationError):
-    """A new key would expire after the calling key (403)."""
-
-    code = "expiration_beyond_caller"
-    default_message = "A new key cannot expire after the API key that creates it"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,15 @@ from apikeys import (
     BackendUnavailableError,
     ConfigurationError,
     ExpiredKeyError,
+    ForeignUserError,
+    InsecureTransportError,
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    InvalidRequestError,
     KeyLimitReachedError,
     KeyNotFoundError,
+    LifetimeEscalationError,
     MissingDependencyError,
     MissingKeyError,
     RateLimitedError,
@@ -48,16 +52,21 @@ TREE: list[tuple[type[APIKeysError], int, str, type[BaseException]]] = [
     (ExpiredKeyError, 403, "expired_api_key", InvalidKeyError),
     (RevokedKeyError, 403, "revoked_api_key", InvalidKeyError),
     (InsufficientScopeError, 403, "insufficient_scope", AuthenticationError),
+    (InsecureTransportError, 403, "https_required", AuthenticationError),
+    (ForeignUserError, 403, "forbidden_user", AuthenticationError),
+    (LifetimeEscalationError, 403, "expiration_beyond_caller", AuthenticationError),
     (KeyNotFoundError, 404, "api_key_not_found", APIKeysError),
     (KeyLimitReachedError, 409, "key_limit_reached", APIKeysError),
     (InvalidInputError, 422, "invalid_input", APIKeysError),
+    # Answers as its parent does, with every field error listed.
+    (InvalidRequestError, 422, "invalid_input", InvalidInputError),
     (RateLimitedError, 429, "rate_limited", APIKeysError),
     (ConfigurationError, 500, "configuration_error", APIKeysError),
     (MissingDependencyError, 500, "missing_dependency", ConfigurationError),
     (BackendUnavailableError, 503, "backend_unavailable", APIKeysError),
     (RevocationIncompleteError, 503, "revocation_incomplete", BackendUnavailableError),
 ]
-SIMPLE = [cls for cls, *_ in TREE if cls is not MissingDependencyError]
+SIMPLE = [cls for cls, *_ in TREE if cls not in (MissingDependencyError, InvalidRequestError)]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +91,7 @@ def test_the_tree_is_every_public_error() -> None:
 
 
 def test_codes_are_unique() -> None:
-    codes = [code for _, _, code, _ in TREE]
+    codes = [code for _, _, code, parent in TREE if code != getattr(parent, "code", None)]
     assert len(set(codes)) == len(codes)
 
 
