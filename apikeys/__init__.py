@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from apikeys._arguments import KEEP
 from apikeys._cache import VerificationCache
 from apikeys._config import Settings
 from apikeys._default import (
@@ -48,7 +49,6 @@ from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keyformat import KEY_PATTERN, generate_key, key_pattern, parse_key
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys._requests import KEEP
 from apikeys._scopes import MANAGEMENT_SCOPE, missing_scopes, normalize_scopes, scope_covers
 
 __version__ = "0.1.0"

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from apikeys._arguments import KEEP, Keep, check_metadata
 from apikeys._config import load_settings
 from apikeys._errors import (
     APIKeysError,
@@ -78,7 +79,6 @@ from apikeys._keyformat import (
 )
 from apikeys._models import APIKey, APIKeyPage
 from apikeys._protocols import KeyManager
-from apikeys._requests import KEEP, Keep, check_metadata
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 
 EXIT_OK = 0

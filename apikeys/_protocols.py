@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from apikeys._arguments import KEEP, Keep
 from apikeys._expiry import Expiration
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
-from apikeys._requests import KEEP, Keep
 
 
 @runtime_checkable

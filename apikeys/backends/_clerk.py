@@ -27,6 +27,17 @@ import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from apikeys import __version__
+from apikeys._arguments import (
+    KEEP,
+    Keep,
+    build_create_request,
+    check_grace,
+    check_key_id,
+    check_owner,
+    check_page,
+    check_reason,
+    check_user_id,
+)
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache
 from apikeys._config import (
     DEFAULT_CLERK_API_URL,
@@ -49,19 +60,8 @@ from apikeys._errors import (
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, parse_expiration, utcnow
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
+from apikeys._keystate import check_key_state, check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
-from apikeys._requests import (
-    KEEP,
-    Keep,
-    build_create_request,
-    check_grace,
-    check_key_id,
-    check_owner,
-    check_page,
-    check_reason,
-    check_user_id,
-)
-from apikeys._validation import check_key_state, check_scopes
 from apikeys.backends._shells import FlowBackend
 
 logger = logging.getLogger("apikeys.clerk")

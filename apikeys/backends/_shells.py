@@ -14,10 +14,10 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from apikeys._arguments import KEEP, Keep
 from apikeys._expiry import Expiration
 from apikeys._flow import run_async, run_sync
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey
-from apikeys._requests import KEEP, Keep
 
 if TYPE_CHECKING:
     from typing import Self

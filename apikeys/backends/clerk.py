@@ -42,8 +42,8 @@ from apikeys.backends._clerk import (  # noqa: E402
     _Sleep,
     is_clerk_secret,
 )
-from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
 from apikeys.backends._shells import AsyncShell, SyncShell  # noqa: E402
+from apikeys.backends._verification import cached_verification, required_scopes_of  # noqa: E402
 
 if TYPE_CHECKING:
     from typing import Self

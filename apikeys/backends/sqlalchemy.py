@@ -41,6 +41,17 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 from sqlalchemy.pool import StaticPool  # noqa: E402
 
+from apikeys._arguments import (  # noqa: E402
+    KEEP,
+    Keep,
+    build_create_request,
+    check_grace,
+    check_key_id,
+    check_owner,
+    check_page,
+    check_reason,
+    check_user_id,
+)
 from apikeys._cache import DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, VerificationCache  # noqa: E402
 from apikeys._config import (  # noqa: E402
     DEFAULT_ARGON2_MEMORY_COST,
@@ -74,22 +85,11 @@ from apikeys._keyformat import (  # noqa: E402
     try_parse_key,
     validate_prefix,
 )
+from apikeys._keystate import check_key_state, check_scopes  # noqa: E402
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey  # noqa: E402
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap  # noqa: E402
-from apikeys._requests import (  # noqa: E402
-    KEEP,
-    Keep,
-    build_create_request,
-    check_grace,
-    check_key_id,
-    check_owner,
-    check_page,
-    check_reason,
-    check_user_id,
-)
-from apikeys._validation import check_key_state, check_scopes  # noqa: E402
-from apikeys.backends._keyflows import cached_verification, required_scopes_of  # noqa: E402
 from apikeys.backends._shells import AsyncShell, FlowBackend, SyncShell  # noqa: E402
+from apikeys.backends._verification import cached_verification, required_scopes_of  # noqa: E402
 
 if TYPE_CHECKING:
     from typing import Self

@@ -45,6 +45,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from apikeys._arguments import check_required_scopes
 from apikeys._creationlimit import (
     DEFAULT_KEY_CREATION_WINDOW,
     DEFAULT_MAX_KEY_CREATIONS,
@@ -66,12 +67,11 @@ from apikeys._errors import (
 )
 from apikeys._events import EventReporter
 from apikeys._flow import Flow, run_async, run_sync
+from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureLimiter
-from apikeys._requests import check_required_scopes
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
-from apikeys._validation import check_scopes
 
 T = TypeVar("T")
 

@@ -36,6 +36,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from apikeys._arguments import (
+    MAX_PAGE_SIZE,
+    check_key_id,
+    check_metadata,
+    check_name,
+    check_reason,
+)
 from apikeys._errors import (
     APIKeysError,
     FieldError,
@@ -48,17 +55,10 @@ from apikeys._errors import (
 from apikeys._expiry import parse_expiration
 from apikeys._flow import Flow
 from apikeys._json import key_to_json, new_key_to_json, page_to_json
+from apikeys._keystate import check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys._requests import (
-    MAX_PAGE_SIZE,
-    check_key_id,
-    check_metadata,
-    check_name,
-    check_reason,
-)
 from apikeys._scopes import missing_scopes, normalize_scopes
-from apikeys._validation import check_scopes
 from apikeys.integrations._core import (
     CoreResponse,
     HeaderSource,

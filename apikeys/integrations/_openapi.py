@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from apikeys._requests import MAX_NAME_LENGTH, MAX_PAGE_SIZE, MAX_REASON_LENGTH
+from apikeys._arguments import MAX_NAME_LENGTH, MAX_PAGE_SIZE, MAX_REASON_LENGTH
 from apikeys._scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from apikeys.integrations._management import MANAGEMENT_PATH, MAX_OFFSET
 

@@ -37,9 +37,9 @@ from flask.globals import app_ctx  # noqa: E402
 from apikeys._default import get_key_manager  # noqa: E402
 from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
 from apikeys._factory import create_key_manager  # noqa: E402
+from apikeys._keystate import check_scopes  # noqa: E402
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys._protocols import KeyManager  # noqa: E402
-from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
     CoreResponse,

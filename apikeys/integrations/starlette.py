@@ -32,9 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
 from apikeys._default import get_async_key_manager  # noqa: E402
 from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
+from apikeys._keystate import check_scopes  # noqa: E402
 from apikeys._models import VerifiedKey  # noqa: E402
 from apikeys._protocols import AsyncKeyManager  # noqa: E402
-from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.integrations._core import (  # noqa: E402
     API_KEY_ATTRIBUTE,
     ASGICredentials,

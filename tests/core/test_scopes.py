@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from apikeys import InvalidInputError, missing_scopes, normalize_scopes, scope_covers
-from apikeys._requests import check_required_scopes
+from apikeys._arguments import check_required_scopes
 from apikeys._scopes import MAX_SCOPE_LENGTH, MAX_SCOPES, is_wildcard
 
 SEGMENT = r"[A-Za-z0-9_.\-]+"

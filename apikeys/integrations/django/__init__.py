@@ -29,7 +29,7 @@ require("django", "django")
 
 from apikeys.integrations._core import IntegrationSettings  # noqa: E402
 from apikeys.integrations.django._decorators import require_api_key  # noqa: E402
-from apikeys.integrations.django._keys import APIKeys, to_response  # noqa: E402
+from apikeys.integrations.django._extension import APIKeys, to_response  # noqa: E402
 from apikeys.integrations.django._middleware import APIKeyMiddleware  # noqa: E402
 from apikeys.integrations.django.urls import (  # noqa: E402
     async_management_router,

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from apikeys._errors import APIKeysError
 from apikeys.integrations._core import required_scopes
-from apikeys.integrations.django._keys import APIKeys
+from apikeys.integrations.django._extension import APIKeys
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from apikeys._errors import APIKeysError
 from apikeys.integrations._core import check_exempt_paths, is_exempt, required_scopes
-from apikeys.integrations.django._keys import APIKeys
+from apikeys.integrations.django._extension import APIKeys
 
 _GetResponse = Callable[[HttpRequest], "HttpResponseBase | Awaitable[HttpResponseBase]"]
 

@@ -13,7 +13,7 @@ from django.apps import AppConfig
 from django.core import checks
 
 from apikeys._errors import ConfigurationError
-from apikeys.integrations.django._keys import APIKeys
+from apikeys.integrations.django._extension import APIKeys
 
 
 def check_settings(

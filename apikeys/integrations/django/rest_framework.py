@@ -35,13 +35,13 @@ from rest_framework.permissions import BasePermission  # noqa: E402
 from rest_framework.request import Request  # noqa: E402
 
 from apikeys._errors import APIKeysError, MissingKeyError  # noqa: E402
+from apikeys._keystate import check_scopes  # noqa: E402
 from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys._validation import check_scopes  # noqa: E402
 from apikeys.integrations._core import (  # noqa: E402
     error_response,
     required_scopes,
 )
-from apikeys.integrations.django._keys import (  # noqa: E402
+from apikeys.integrations.django._extension import (  # noqa: E402
     APIKeys,
     log_server_error,
 )

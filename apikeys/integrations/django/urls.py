@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from apikeys.integrations._management import MANAGEMENT_PATH
-from apikeys.integrations.django._keys import APIKeys
+from apikeys.integrations.django._extension import APIKeys
 
 _ROUTE = MANAGEMENT_PATH.lstrip("/")
 

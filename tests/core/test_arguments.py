@@ -1,4 +1,4 @@
-"""Argument checks shared by every backend (apikeys._requests)."""
+"""Argument checks shared by every backend (apikeys._arguments)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apikeys import KEEP, InvalidInputError
-from apikeys._expiry import MAX_LIFETIME
-from apikeys._requests import (
+from apikeys._arguments import (
     MAX_METADATA_BYTES,
     MAX_OFFSET,
     MAX_PAGE_SIZE,
@@ -31,6 +30,7 @@ from apikeys._requests import (
     check_required_scopes,
     check_user_id,
 )
+from apikeys._expiry import MAX_LIFETIME
 from tests.core.outcomes import outcome
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

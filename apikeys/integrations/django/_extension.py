@@ -20,9 +20,9 @@ from apikeys._config import load_settings
 from apikeys._default import get_async_key_manager, get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError
 from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys._validation import check_scopes
 from apikeys.integrations._core import (
     API_KEY_ATTRIBUTE,
     CoreResponse,

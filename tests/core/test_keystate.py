@@ -1,4 +1,4 @@
-"""Checks that run only after a secret was verified (apikeys._validation)."""
+"""Checks that run only after a secret was verified (apikeys._keystate)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from apikeys import ExpiredKeyError, InsufficientScopeError, RevokedKeyError, VerifiedKey
-from apikeys._validation import check_key_state, check_scopes
+from apikeys._keystate import check_key_state, check_scopes
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

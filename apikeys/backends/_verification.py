@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
+from apikeys._arguments import check_required_scopes
 from apikeys._cache import VerificationCache
 from apikeys._errors import InvalidKeyError
 from apikeys._keyformat import MAX_KEY_LENGTH
+from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
-from apikeys._requests import check_required_scopes
-from apikeys._validation import check_scopes
 
 
 @lru_cache(maxsize=1024)
@@ -29,7 +29,7 @@ def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
     """Validate ``required_scopes``, memoised: routes pass the same few sets again and again.
 
     Only an empty sequence requires no scope; ``None`` and blank strings are
-    refused (see :func:`~apikeys._requests.check_required_scopes`).
+    refused (see :func:`~apikeys._arguments.check_required_scopes`).
     """
     if required_scopes == ():  # the usual case, answered first
         return ()
