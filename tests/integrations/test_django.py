@@ -249,14 +249,17 @@ def test_backend_failures_are_logged_without_secrets(
     unavailable_url: str, seeded: Seeded, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
-        caplog.at_level(logging.WARNING, logger="apikeys.integrations.django"),
+        caplog.at_level(logging.WARNING, logger="apikeys"),
         django_client(unavailable_url, AppOptions(), asynchronous=False) as client,
     ):
         reply = client.request("GET", "/protected-sync", headers=bearer(seeded.admin.secret))
     assert reply.status == 503
-    logged = [r for r in caplog.records if r.name == "apikeys.integrations.django"]
-    assert logged
-    assert "BackendUnavailableError" in logged[0].getMessage()
+    logged = [
+        r
+        for r in caplog.records
+        if r.name.startswith("apikeys") and "BackendUnavailableError" in r.getMessage()
+    ]
+    assert len(logged) == 1  # one failure, one record
     assert seeded.admin.secret not in caplog.text
 
 

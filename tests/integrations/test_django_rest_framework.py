@@ -4,6 +4,7 @@ plain Django decorator (same statuses, bodies and headers)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -268,10 +269,17 @@ def test_is_authenticated_alone_still_answers_401_with_the_challenge(
     assert refused.json["code"] == "revoked_api_key"
 
 
-def test_backend_unavailable_is_503_with_retry_after(seeded: Seeded, unavailable_url: str) -> None:
-    with drf_client(unavailable_url, AppOptions()) as get:
+def test_backend_unavailable_is_503_with_retry_after(
+    seeded: Seeded, unavailable_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="apikeys"),
+        drf_client(unavailable_url, AppOptions()) as get,
+    ):
         reply = get("/drf/key", **bearer(seeded.admin.secret))
     assert reply.status == 503
+    logged = [r for r in caplog.records if "BackendUnavailableError" in r.getMessage()]
+    assert len(logged) == 1  # one failure, one record
     assert reply.json["code"] == "backend_unavailable"
     assert reply.json["message"] == "API key backend is unavailable"
     assert isinstance(reply.json["retryAfter"], int)

@@ -67,15 +67,6 @@ def query_pairs(request: HttpRequest) -> list[tuple[str, str]]:
     return [(name, value) for name, values in request.GET.lists() for value in values]
 
 
-def log_server_error(exc: APIKeysError) -> None:
-    """Log a 5xx refusal: its body says only the generic message, the log says why.
-
-    Messages of apikeys errors never hold a secret.
-    """
-    if exc.status_code >= 500:
-        logger.warning("API key check failed: %s: %s", type(exc).__name__, exc.message)
-
-
 def _share_cache(built: object, other: object | None) -> None:
     """Make a manager just built use the other manager's verification cache.
 
@@ -270,7 +261,6 @@ class APIKeys:
 
     def response_for(self, exc: APIKeysError) -> HttpResponse:
         """The JSON answer to an error, with its status and headers."""
-        log_server_error(exc)
         return to_response(error_response(exc, self.settings))
 
     def _management_request(
@@ -385,4 +375,4 @@ def _reset_current(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_reset_current, dispatch_uid="apikeys.integrations.django")
 
 
-__all__ = ["SETTING_NAME", "APIKeys", "log_server_error", "query_pairs", "to_response"]
+__all__ = ["SETTING_NAME", "APIKeys", "query_pairs", "to_response"]

@@ -43,7 +43,6 @@ from apikeys.integrations._core import (  # noqa: E402
 )
 from apikeys.integrations.django._extension import (  # noqa: E402
     APIKeys,
-    log_server_error,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +68,6 @@ class APIKeyException(APIException):
         self.auth_header = headers.get("WWW-Authenticate")
         retry_after = headers.get("Retry-After")
         self.wait = int(retry_after) if retry_after else None
-        log_server_error(error)
 
 
 class APIKeyUser:
