@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from apikeys._imports import require
 
-require("starlette", "fastapi")
+require("starlette", "starlette")
 
 import functools  # noqa: E402
 import inspect  # noqa: E402

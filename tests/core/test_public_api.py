@@ -197,3 +197,21 @@ def test_core_docstring_examples_run(module_name: str, monkeypatch: pytest.Monke
     finally:
         apikeys.configure()  # _default's example configures the default managers
     assert results.failed == 0
+
+
+def test_every_import_guard_names_an_extra_that_exists() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(apikeys.__file__).resolve().parent
+    extras = tomllib.loads((root.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    named = {
+        (path.relative_to(root).as_posix(), extra)
+        for path in root.rglob("*.py")
+        for extra in re.findall(r'require\("[\w.]+", "(\w+)"\)', path.read_text(encoding="utf-8"))
+    }
+    assert {"starlette", "fastapi", "flask", "django", "drf"} <= {extra for _, extra in named}
+    assert {(module, extra) for module, extra in named if extra not in extras} == set()

@@ -432,13 +432,13 @@ def test_public_surface() -> None:
 
 
 @pytest.mark.parametrize(
-    ("missing", "module"),
+    ("missing", "module", "extra"),
     [
-        ("django", "apikeys.integrations.django"),
-        ("rest_framework", "apikeys.integrations.django.rest_framework"),
+        ("django", "apikeys.integrations.django", "django"),
+        ("rest_framework", "apikeys.integrations.django.rest_framework", "drf"),
     ],
 )
-def test_import_guard_names_the_extra(missing: str, module: str) -> None:
+def test_import_guard_names_the_extra(missing: str, module: str, extra: str) -> None:
     # A fresh interpreter where the framework cannot be imported.
     code = (
         f"import sys; sys.modules[{missing!r}] = None\n"
@@ -451,8 +451,8 @@ def test_import_guard_names_the_extra(missing: str, module: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.split(" ", 2)[:2] == [missing, "django"]
-    assert "pip install 'apikeys[django]'" in result.stdout
+    assert result.stdout.split(" ", 2)[:2] == [missing, extra]
+    assert f"pip install 'apikeys[{extra}]'" in result.stdout
 
 
 # --- untrusted input --------------------------------------------------------------------- ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from apikeys._imports import require
 
-require("rest_framework", "django")
+require("rest_framework", "drf")
 
 from collections.abc import Iterable  # noqa: E402
 from typing import TYPE_CHECKING, Any, ClassVar  # noqa: E402
