@@ -475,13 +475,16 @@ def test_middleware_passes_lifespan_through(seeded: Seeded) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["apikeys.integrations.fastapi", "apikeys.integrations.starlette"]
+    ("module", "extra"),
+    [("apikeys.integrations.fastapi", "fastapi"), ("apikeys.integrations.starlette", "starlette")],
 )
-def test_import_guard_names_the_extra(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+def test_import_guard_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, extra: str
+) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     monkeypatch.setitem(sys.modules, "starlette", None)
     monkeypatch.delitem(sys.modules, module, raising=False)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'apikeys\[fastapi\]'"):
+    with pytest.raises(MissingDependencyError, match=rf"pip install 'apikeys\[{extra}\]'"):
         importlib.import_module(module)
 
 
