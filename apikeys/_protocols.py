@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from apikeys._arguments import KEEP, Keep
 from apikeys._expiry import Expiration
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 
 
-@runtime_checkable
 class KeyManager(Protocol):
     """A synchronous API-key store. Every backend's sync manager satisfies it."""
 
@@ -82,7 +81,6 @@ class KeyManager(Protocol):
         ...
 
 
-@runtime_checkable
 class AsyncKeyManager(Protocol):
     """The async twin of :class:`KeyManager`: same names, awaitable."""
 
