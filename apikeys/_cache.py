@@ -6,7 +6,9 @@ attacker could test guesses against offline. A hit still enforces the key's
 expiry; revoke, delete and rotate drop the key's entries at once from every
 cache of the process -- every manager's, sync and async alike, whichever one
 revoked. Another process learns of a revocation when its entries age out,
-after at most ``ttl`` seconds.
+after at most ``ttl`` seconds, or at once through a revocation channel
+(:mod:`apikeys._revocations`); while such a channel is down the cache is
+suspended: it serves and stores nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class VerificationCache:
         "_entries",
         "_generation",
         "_lock",
+        "_suspended",
         "max_entries",
         "ttl",
     )
@@ -73,6 +76,7 @@ class VerificationCache:
         self._by_key_id: dict[str, set[bytes]] = {}
         # Counts invalidations, so a put() racing with one can be refused.
         self._generation = 0
+        self._suspended = False
         self._lock = threading.Lock()
         with _every_cache_lock:
             _every_cache.add(self)
@@ -138,7 +142,7 @@ class VerificationCache:
         # as_utc: a naive expiry means UTC; .timestamp() would read it as local time.
         expires_ts = as_utc(verified.expires_at).timestamp() if verified.expires_at else None
         with self._lock:
-            if generation is not None and generation != self._generation:
+            if self._suspended or (generation is not None and generation != self._generation):
                 return
             # Re-putting a digest moves it to the end, so eviction takes the oldest.
             self._discard_locked(digest, verified.key_id)
@@ -155,12 +159,9 @@ class VerificationCache:
         manager of the process serves the key from memory afterwards, and none
         caches a lookup of it that started before (each cache's generation moves).
         """
-        with _every_cache_lock:
-            caches = list(_every_cache)
-        for cache in caches:
-            cache._invalidate_here(key_id)
+        invalidate_everywhere(key_id)
 
-    def _invalidate_here(self, key_id: str) -> None:
+    def invalidate_here(self, key_id: str) -> None:
         with self._lock:
             self._generation += 1
             for digest in self._by_key_id.pop(key_id, ()):
@@ -172,6 +173,29 @@ class VerificationCache:
             self._generation += 1
             self._entries.clear()
             self._by_key_id.clear()
+
+    def suspend(self) -> None:
+        """Forget everything and store nothing until :meth:`resume`.
+
+        For when the channel that announces other processes' revocations is
+        lost: what this cache holds, or would store, may have been revoked unheard.
+        """
+        with self._lock:
+            self._suspended = True
+            self._generation += 1
+            self._entries.clear()
+            self._by_key_id.clear()
+
+    def resume(self) -> None:
+        """Store entries again; lookups that started while suspended still store nothing."""
+        with self._lock:
+            self._suspended = False
+            self._generation += 1
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the cache is suspended (see :meth:`suspend`)."""
+        return self._suspended
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -189,4 +213,17 @@ class VerificationCache:
                 del self._by_key_id[key_id]
 
 
-__all__ = ["DEFAULT_CACHE_MAX_ENTRIES", "DEFAULT_CACHE_TTL", "VerificationCache"]
+def invalidate_everywhere(key_id: str) -> None:
+    """Forget every entry of ``key_id`` in every cache of the process (see :meth:`VerificationCache.invalidate`)."""
+    with _every_cache_lock:
+        caches = list(_every_cache)
+    for cache in caches:
+        cache.invalidate_here(key_id)
+
+
+__all__ = [
+    "DEFAULT_CACHE_MAX_ENTRIES",
+    "DEFAULT_CACHE_TTL",
+    "VerificationCache",
+    "invalidate_everywhere",
+]

@@ -1,0 +1,158 @@
+"""Revocations that reach every process sharing a store, within milliseconds.
+
+Each process caches verified keys (:mod:`apikeys._cache`). When any process
+revokes, deletes, rotates out or cascades a key, it announces the key's id on a
+channel every process listens to (PostgreSQL ``LISTEN/NOTIFY``, or Redis
+pub/sub); a :class:`RevocationListener` drops the announced keys from every
+cache of its process.
+
+A lost announcement would let a revoked key be served from a cache until the
+entry ages out, so the listener distrusts the cache whenever it cannot hear:
+the cache stays suspended (it serves and stores nothing, every validation asks
+the store) from the moment the listener starts until its subscription is
+confirmed, and again from the moment the connection is found lost until it is
+back. Nothing cached before a loss is served after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from apikeys._cache import VerificationCache, invalidate_everywhere
+
+logger = logging.getLogger("apikeys")
+
+REVOCATION_CHANNEL = "apikeys_revocations"
+"""The channel name, on PostgreSQL and on Redis."""
+
+
+class Subscription(Protocol):
+    """A confirmed subscription to the revocation channel (its IO side)."""
+
+    def receive(self, timeout: float) -> Iterable[str]:
+        """Key ids announced since the last call, waiting up to ``timeout`` seconds for one.
+
+        Raises:
+            Exception: The connection is lost (any exception counts).
+        """
+        ...
+
+    def close(self) -> None:
+        """Drop the connection."""
+        ...
+
+
+class RevocationListener:
+    """Hear revocations announced by other processes, in a daemon thread per process.
+
+    Args:
+        subscribe: Connects and subscribes, returning once the subscription is
+            confirmed (raising if it cannot be).
+        caches: The caches to suspend while the channel is down; announced keys
+            are dropped from every cache of the process.
+        name: What the channel is, for log lines (``"PostgreSQL LISTEN"``).
+        poll: Seconds one :meth:`Subscription.receive` may wait; also how often
+            a silent connection is checked.
+        retry: Seconds between two attempts to reconnect.
+    """
+
+    def __init__(
+        self,
+        subscribe: Callable[[], Subscription],
+        caches: Iterable[VerificationCache],
+        *,
+        name: str,
+        poll: float = 1.0,
+        retry: float = 1.0,
+    ) -> None:
+        self.caches = tuple(caches)
+        self.name = name
+        self.poll = poll
+        self.retry = retry
+        self._subscribe = subscribe
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self.connected = threading.Event()
+        self._suspend()
+
+    def start(self) -> None:
+        """Make sure this process's listening thread runs (cheap when it does)."""
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid != os.getpid():
+                # A forked child: the parent's thread and connection stayed in the parent.
+                self._pid = os.getpid()
+                self._thread = None
+                self.connected = threading.Event()
+                self._suspend()
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="apikeys-revocation-listener", daemon=True
+                )
+                self._thread.start()
+
+    def _suspend(self) -> None:
+        for cache in self.caches:
+            cache.suspend()
+
+    def _run(self) -> None:
+        lost_logged = False
+        while not self._stop.is_set():
+            try:
+                subscription = self._subscribe()
+            except Exception as exc:
+                if not lost_logged:
+                    logger.warning(
+                        "apikeys cannot listen for revocations on %s (%s): "
+                        "the key cache is off until it can",
+                        self.name,
+                        type(exc).__name__,
+                    )
+                    lost_logged = True
+                self._stop.wait(self.retry)
+                continue
+            # Subscribed: every revocation from now on is heard, so the cache may be trusted again.
+            for cache in self.caches:
+                cache.resume()
+            self.connected.set()
+            if lost_logged:
+                logger.warning("apikeys listens for revocations on %s again", self.name)
+                lost_logged = False
+            try:
+                self._listen(subscription)
+            except Exception as exc:
+                self.connected.clear()
+                self._suspend()
+                logger.warning(
+                    "apikeys lost the revocation channel on %s (%s): "
+                    "the key cache is off until it is back",
+                    self.name,
+                    type(exc).__name__,
+                )
+                lost_logged = True
+            finally:
+                subscription.close()
+
+    def _listen(self, subscription: Subscription) -> None:
+        while not self._stop.is_set():
+            for key_id in subscription.receive(self.poll):
+                invalidate_everywhere(key_id)
+
+    def close(self) -> None:
+        """Stop listening (the cache stays suspended: nothing announces revocations any more)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and self._pid == os.getpid():
+            thread.join()
+        self.connected.clear()
+        self._suspend()
+
+
+__all__ = ["REVOCATION_CHANNEL", "RevocationListener", "Subscription"]
