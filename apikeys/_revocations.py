@@ -17,12 +17,12 @@ back. Nothing cached before a loss is served after it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from apikeys._cache import VerificationCache, invalidate_everywhere
+from apikeys._threads import ProcessThread
 
 logger = logging.getLogger("apikeys")
 
@@ -74,37 +74,28 @@ class RevocationListener:
         self.poll = poll
         self.retry = retry
         self._subscribe = subscribe
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._start_lock = threading.Lock()
         self.connected = threading.Event()
+        self._thread = ProcessThread(
+            "apikeys-revocation-listener", self._run, on_fork=self._forget_parent
+        )
         self._suspend()
 
     def start(self) -> None:
         """Make sure this process's listening thread runs (cheap when it does)."""
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's thread and connection stayed in the parent.
-                self._pid = os.getpid()
-                self._thread = None
-                self.connected = threading.Event()
-                self._suspend()
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="apikeys-revocation-listener", daemon=True
-                )
-                self._thread.start()
+        self._thread.start()
+
+    def _forget_parent(self) -> None:
+        # The parent's connection stayed in the parent; this child has heard nothing yet.
+        self.connected = threading.Event()
+        self._suspend()
 
     def _suspend(self) -> None:
         for cache in self.caches:
             cache.suspend()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         lost_logged = False
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 subscription = self._subscribe()
             except Exception as exc:
@@ -116,7 +107,7 @@ class RevocationListener:
                         type(exc).__name__,
                     )
                     lost_logged = True
-                self._stop.wait(self.retry)
+                stop.wait(self.retry)
                 continue
             # Subscribed: every revocation from now on is heard, so the cache may be trusted again.
             for cache in self.caches:
@@ -126,7 +117,7 @@ class RevocationListener:
                 logger.warning("apikeys listens for revocations on %s again", self.name)
                 lost_logged = False
             try:
-                self._listen(subscription)
+                self._listen(subscription, stop)
             except Exception as exc:
                 self.connected.clear()
                 self._suspend()
@@ -140,17 +131,14 @@ class RevocationListener:
             finally:
                 subscription.close()
 
-    def _listen(self, subscription: Subscription) -> None:
-        while not self._stop.is_set():
+    def _listen(self, subscription: Subscription, stop: threading.Event) -> None:
+        while not stop.is_set():
             for key_id in subscription.receive(self.poll):
                 invalidate_everywhere(key_id)
 
     def close(self) -> None:
         """Stop listening (the cache stays suspended: nothing announces revocations any more)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
-            thread.join()
+        self._thread.stop()
         self.connected.clear()
         self._suspend()
 

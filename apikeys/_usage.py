@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+
+from apikeys._threads import ProcessThread
 
 logger = logging.getLogger("apikeys")
 
@@ -91,29 +92,15 @@ class UsageFlusher:
         self.log = log
         self.interval = interval
         self._write = write
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._start_lock = threading.Lock()
+        # A forked child drops its parent's notes: the parent writes them.
+        self._thread = ProcessThread("apikeys-usage-flusher", self._run, on_fork=log.forget)
 
     def start(self) -> None:
         """Make sure this process's flushing thread runs (cheap when it does)."""
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._pid != os.getpid():
-                # A forked child: the parent's thread and its notes stayed in the parent.
-                self._pid = os.getpid()
-                self.log.forget()
-                self._thread = None
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="apikeys-usage-flusher", daemon=True
-                )
-                self._thread.start()
+        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             self.flush()
 
     def flush(self) -> None:
@@ -129,10 +116,7 @@ class UsageFlusher:
 
     def close(self) -> None:
         """Stop the thread and write what is left."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
-            thread.join()
+        self._thread.stop()
         self.flush()
 
 
