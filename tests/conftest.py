@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import postgres_server
+from tests import postgres_server, redis_server
 
 
 def _postgres_unavailable(reason: str) -> None:
@@ -44,3 +44,25 @@ def postgres_url() -> Iterator[str]:
     finally:
         postgres_server.stop(data_dir)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _redis_unavailable(reason: str) -> None:
+    if os.environ.get("APIKEYS_REQUIRE_REDIS") == "1":
+        pytest.fail(f"Redis is required (APIKEYS_REQUIRE_REDIS=1) but {reason}")
+    pytest.skip(f"Redis tests skipped: {reason}; install redis-server")
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
+    """A real Redis server on 127.0.0.1 for one test, which the test may kill and restart."""
+    if redis_server.find_binary() is None:
+        _redis_unavailable("redis-server was not found")
+    server = redis_server.RedisServer(tmp_path / "redis")
+    try:
+        server.start()
+    except Exception as exc:  # surfaced as the skip/fail reason
+        _redis_unavailable(f"the server did not start ({exc})")
+    try:
+        yield server
+    finally:
+        server.kill()

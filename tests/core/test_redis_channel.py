@@ -1,0 +1,77 @@
+"""The Redis revocation channel against a real server: heard at once, and a loss suspends the cache."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from apikeys._cache import VerificationCache
+from apikeys._models import VerifiedKey
+from apikeys._revocations import RevocationListener
+from tests.redis_server import RedisServer
+
+pytest.importorskip("redis")
+
+from apikeys._redis import RedisRevocationChannel
+
+WAIT = 10.0
+
+
+def verified(key_id: str) -> VerifiedKey:
+    return VerifiedKey(key_id=key_id, user_id="user_1", name="k")
+
+
+def until(condition: threading.Event) -> None:
+    assert condition.wait(WAIT)
+
+
+def test_a_revocation_announced_by_one_process_reaches_the_listener(redis: RedisServer) -> None:
+    cache = VerificationCache(ttl=60)
+    channel = RedisRevocationChannel(redis.url)
+    listener = RevocationListener(channel.subscribe, [cache], name=channel.name, poll=0.05)
+    try:
+        listener.start()
+        until(listener.connected)
+        cache.put(cache.digest("secret-a"), verified("a"))
+        cache.put(cache.digest("secret-b"), verified("b"))
+        generation = cache.generation
+        channel.announce(["a"])
+        heard = threading.Event()
+        while not heard.is_set():  # the listener's thread moves the generation when it drops "a"
+            if cache.generation != generation:
+                heard.set()
+            else:
+                listener.connected.wait(0.001)
+        assert cache.lookup("secret-a") is None
+        assert cache.lookup("secret-b") == verified("b")
+    finally:
+        listener.close()
+        channel.close()
+
+
+def test_redis_killed_mid_run_suspends_the_cache_until_it_is_back(redis: RedisServer) -> None:
+    cache = VerificationCache(ttl=60)
+    channel = RedisRevocationChannel(redis.url)
+    listener = RevocationListener(
+        channel.subscribe, [cache], name=channel.name, poll=0.05, retry=0.05
+    )
+    try:
+        listener.start()
+        until(listener.connected)
+        cache.put(cache.digest("secret-a"), verified("a"))
+        redis.kill()
+        while listener.connected.is_set():
+            cache.lookup("secret-a")  # requests go on while the listener notices
+            listener.connected.wait(0.001)
+        assert cache.lookup("secret-a") is None
+        cache.put(cache.digest("secret-a"), verified("a"))
+        assert cache.lookup("secret-a") is None  # nothing stored while no one can hear
+        channel.announce(["a"])  # a revoke while Redis is down: logged, not raised
+        redis.start()
+        until(listener.connected)
+        cache.put(cache.digest("secret-a"), verified("a"), generation=cache.generation)
+        assert cache.lookup("secret-a") == verified("a")
+    finally:
+        listener.close()
+        channel.close()
