@@ -1,0 +1,86 @@
+"""PostgreSQL's own revocation channel: ``NOTIFY`` in the revoking transaction, ``LISTEN`` per process.
+
+The SQLAlchemy backend on PostgreSQL sends ``pg_notify('apikeys_revocations',
+<key id>)`` inside the transaction that revokes, deletes, rotates out or
+cascades a key, so the announcement leaves exactly when the change commits
+(and never if it rolls back). Each process listens on a connection of its own
+(psycopg, outside the pool), in the thread of a
+:class:`~apikeys._revocations.RevocationListener`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from apikeys._revocations import REVOCATION_CHANNEL
+
+CHECK_EVERY = 5.0
+"""Seconds of silence after which the listening connection is checked with a query."""
+
+
+def notify(key_id: str) -> sa.Select[Any]:
+    """The statement announcing ``key_id``'s revocation, run in the revoking transaction."""
+    return sa.select(sa.func.pg_notify(REVOCATION_CHANNEL, key_id))
+
+
+class PostgresSubscription:
+    """A connection that has run ``LISTEN apikeys_revocations``."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._raw = engine.raw_connection()
+        try:
+            connection = self._raw.driver_connection
+            connection.autocommit = True  # type: ignore[union-attr]
+            connection.execute(f"LISTEN {REVOCATION_CHANNEL}")  # type: ignore[union-attr]
+        except BaseException:
+            self._raw.close()
+            raise
+        self._connection: Any = connection
+        self._silent_for = 0.0
+
+    def receive(self, timeout: float) -> list[str]:
+        """Key ids announced, waiting up to ``timeout`` seconds for the first."""
+        key_ids = [notice.payload for notice in self._connection.notifies(timeout=timeout, stop_after=1)]
+        if key_ids:
+            key_ids += [notice.payload for notice in self._connection.notifies(timeout=0)]
+            self._silent_for = 0.0
+            return key_ids
+        self._silent_for += timeout
+        if self._silent_for >= CHECK_EVERY:
+            # A connection dropped without a word (a proxy, a firewall) only shows when used.
+            self._connection.execute("SELECT 1")
+            self._silent_for = 0.0
+        return key_ids
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self._raw.close()
+
+
+class PostgresRevocationChannel:
+    """Listen for revocations on the PostgreSQL database that stores the keys.
+
+    Args:
+        url: The backend's SQLAlchemy URL (``postgresql+psycopg://…``; the
+            listening connection always uses psycopg).
+    """
+
+    name = "PostgreSQL LISTEN/NOTIFY"
+
+    def __init__(self, url: str | sa.URL) -> None:
+        sync_url = sa.make_url(url).set(drivername="postgresql+psycopg")
+        self._engine = sa.create_engine(sync_url, poolclass=NullPool)
+
+    def subscribe(self) -> PostgresSubscription:
+        """A new connection, listening (see :class:`PostgresSubscription`)."""
+        return PostgresSubscription(self._engine)
+
+    def close(self) -> None:
+        """Release the engine."""
+        self._engine.dispose()
+
+
+__all__ = ["PostgresRevocationChannel", "PostgresSubscription", "notify"]
