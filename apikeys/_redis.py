@@ -1,27 +1,48 @@
-"""Redis shared by every process of a deployment: the revocation channel.
+"""Redis shared by every process of a deployment: the revocation channel and shared limits.
 
-With ``redis_url`` set, a manager announces every key it revokes, deletes,
-rotates out or cascades on the ``apikeys_revocations`` pub/sub channel, and
-listens there for the others' (:class:`~apikeys._revocations.RevocationListener`).
-Connections never retry silently: a reconnection could miss a message, so
-every lost connection surfaces, and the listener suspends the cache until its
-new subscription is confirmed.
+With ``redis_url`` set:
+
+- a manager announces every key it revokes, deletes, rotates out or cascades
+  on the ``apikeys_revocations`` pub/sub channel, and listens there for the
+  others' (:class:`~apikeys._revocations.RevocationListener`). The listening
+  connection never retries silently: a reconnection could miss a message, so
+  every lost connection surfaces, and the listener suspends the cache until
+  its new subscription is confirmed;
+- failure limits count in Redis (:class:`RedisFailureLimiter`, a moving
+  window of the ``limits`` library, atomic in Redis), so a flood spread over
+  every worker meets one limit. While Redis cannot be reached, each process
+  counts on its own, as it would without Redis: a limit is never lifted, and
+  never turned into refusals of everyone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from apikeys._errors import MissingDependencyError
+from apikeys._errors import MissingDependencyError, RateLimitedError
+from apikeys._ratelimit import FailureLimiter
 from apikeys._revocations import REVOCATION_CHANNEL
 
 try:
+    import limits
+    import limits.aio.storage
+    import limits.errors
+    import limits.aio.strategies
+    import limits.storage
+    import limits.strategies
     import redis
+    import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as exc:
-    raise MissingDependencyError("redis", "redis") from exc
+    raise MissingDependencyError(exc.name or "redis", "redis") from exc
 
 logger = logging.getLogger("apikeys")
 
@@ -111,4 +132,176 @@ class RedisRevocationChannel:
         self._client.close()
 
 
-__all__ = ["RedisRevocationChannel", "RedisSubscription", "connect"]
+RETRY_REDIS_AFTER = 1.0
+"""Seconds a limiter counts in its process alone after Redis failed, before trying Redis again."""
+
+
+class RedisFailureLimiter:
+    """A :class:`~apikeys._ratelimit.FailureLimiter` counted in Redis, for every process at once.
+
+    At most ``max_failures`` failures per key in any ``window`` seconds (a
+    moving window). Sync callers use :meth:`check` and :meth:`record_failure`;
+    async callers their ``_async`` twins, which never block the event loop.
+    When Redis fails, the process's own limiter (``local``) counts instead for
+    :data:`RETRY_REDIS_AFTER` seconds at a time, and a warning says so once.
+
+    Args:
+        url: The Redis server.
+        namespace: What is counted (``"client-failures"``): keys of one
+            namespace are counted together by every process.
+        local: The in-process limiter used while Redis is down; its
+            ``max_failures`` and ``window`` are the shared limit's too.
+        clock: A monotonic clock for the time Redis is left alone, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        local: FailureLimiter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local = local
+        self._clock = clock
+        self.max_failures = local.max_failures
+        self.window = local.window
+        self._item = limits.RateLimitItemPerSecond(
+            max(local.max_failures, 1), math.ceil(local.window), namespace=namespace
+        )
+        options: dict[str, float | str | bool] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": CONNECT_TIMEOUT,
+        }
+        self._limiter = limits.strategies.MovingWindowRateLimiter(
+            limits.storage.RedisStorage(
+                url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
+            )
+        )
+        self._async_url = "async+" + url
+        self._async_options = options
+        # redis.asyncio connections belong to one event loop: a limiter per loop.
+        self._async_limiters: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[limits.aio.strategies.MovingWindowRateLimiter, redis.asyncio.ConnectionPool],
+        ] = weakref.WeakKeyDictionary()
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key can be refused at all."""
+        return self.local.enabled
+
+    def _redis_up(self) -> bool:
+        return self._clock() >= self._down_until
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        with self._lock:
+            was_up = self._redis_up()
+            self._down_until = self._clock() + RETRY_REDIS_AFTER
+        if was_up:
+            logger.warning(
+                "apikeys cannot reach Redis for %s (%s): counting in this process until it is back",
+                self._item.namespace,
+                type(exc).__name__,
+            )
+
+    def _refuse(self, reset_time: float) -> RateLimitedError:
+        wait = max(reset_time - time.time(), 0.001)
+        return RateLimitedError(retry_after=math.ceil(wait * 1000) / 1000)
+
+    def check(self, key: str) -> None:
+        """Refuse ``key`` if it failed ``max_failures`` times in the last ``window`` seconds.
+
+        Raises:
+            RateLimitedError: With ``retry_after``: when the oldest counted failure ages out.
+        """
+        if not self.enabled:
+            return
+        if self._redis_up():
+            try:
+                if self._limiter.test(self._item, key):
+                    return
+                stats = self._limiter.get_window_stats(self._item, key)
+            except limits.errors.StorageError as exc:
+                self._redis_failed(exc)
+            else:
+                raise self._refuse(stats.reset_time)
+        self.local.check(key)
+
+    def record_failure(self, key: str) -> None:
+        """Count one failure against ``key``, in every process."""
+        if not self.enabled:
+            return
+        if self._redis_up():
+            try:
+                self._limiter.hit(self._item, key)
+                return
+            except limits.errors.StorageError as exc:
+                self._redis_failed(exc)
+        self.local.record_failure(key)
+
+    def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
+        loop = asyncio.get_running_loop()
+        entry = self._async_limiters.get(loop)
+        if entry is None:
+            pool = redis.asyncio.ConnectionPool.from_url(
+                self._async_url.removeprefix("async+"), **self._async_options
+            )
+            options: dict[str, Any] = {"connection_pool": pool}
+            storage = limits.aio.storage.RedisStorage(
+                self._async_url,
+                implementation="redispy",
+                key_prefix="apikeys",
+                wrap_exceptions=True,
+                **options,
+            )
+            entry = self._async_limiters[loop] = (
+                limits.aio.strategies.MovingWindowRateLimiter(storage),
+                pool,
+            )
+        return entry[0]
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop (at application shutdown)."""
+        entry = self._async_limiters.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+    async def check_async(self, key: str) -> None:
+        """The async twin of :meth:`check`."""
+        if not self.enabled:
+            return
+        if self._redis_up():
+            limiter = self._async_limiter()
+            try:
+                if await limiter.test(self._item, key):
+                    return
+                stats = await limiter.get_window_stats(self._item, key)
+            except limits.errors.StorageError as exc:
+                self._redis_failed(exc)
+            else:
+                raise self._refuse(stats.reset_time)
+        self.local.check(key)
+
+    async def record_failure_async(self, key: str) -> None:
+        """The async twin of :meth:`record_failure`."""
+        if not self.enabled:
+            return
+        if self._redis_up():
+            try:
+                await self._async_limiter().hit(self._item, key)
+                return
+            except limits.errors.StorageError as exc:
+                self._redis_failed(exc)
+        self.local.record_failure(key)
+
+
+__all__ = [
+    "RETRY_REDIS_AFTER",
+    "RedisFailureLimiter",
+    "RedisRevocationChannel",
+    "RedisSubscription",
+    "connect",
+]

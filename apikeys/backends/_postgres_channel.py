@@ -43,7 +43,9 @@ class PostgresSubscription:
 
     def receive(self, timeout: float) -> list[str]:
         """Key ids announced, waiting up to ``timeout`` seconds for the first."""
-        key_ids = [notice.payload for notice in self._connection.notifies(timeout=timeout, stop_after=1)]
+        key_ids = [
+            notice.payload for notice in self._connection.notifies(timeout=timeout, stop_after=1)
+        ]
         if key_ids:
             key_ids += [notice.payload for notice in self._connection.notifies(timeout=0)]
             self._silent_for = 0.0

@@ -1,0 +1,106 @@
+"""Failure limits counted in a real Redis: one limit for every process, and per process while it is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from apikeys._errors import RateLimitedError
+from apikeys._ratelimit import FailureLimiter
+from tests.redis_server import RedisServer
+
+pytest.importorskip("redis")
+pytest.importorskip("limits")
+
+from apikeys._redis import RETRY_REDIS_AFTER, RedisFailureLimiter
+
+
+def shared(redis: RedisServer, max_failures: int = 5, **options: object) -> RedisFailureLimiter:
+    # Each instance stands for one worker process: its own connections and its own local limiter.
+    return RedisFailureLimiter(
+        redis.url,
+        "client-failures",
+        FailureLimiter(max_failures, 60.0),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_failures_in_several_workers_meet_one_limit(redis: RedisServer) -> None:
+    workers = [shared(redis) for _ in range(3)]
+    for failure in range(5):
+        worker = workers[failure % 3]
+        worker.check("203.0.113.7")
+        worker.record_failure("203.0.113.7")
+    for worker in workers:
+        with pytest.raises(RateLimitedError) as refused:
+            worker.check("203.0.113.7")
+        assert 0 < (refused.value.retry_after or 0) <= 60
+        worker.check("198.51.100.1")  # another client is not held back
+
+
+def test_the_async_twin_counts_with_the_sync_one(redis: RedisServer) -> None:
+    sync_worker, async_worker = shared(redis, 4), shared(redis, 4)
+
+    async def fail_twice() -> None:
+        for _ in range(2):
+            await async_worker.check_async("c")
+            await async_worker.record_failure_async("c")
+        await async_worker.aclose()
+
+    async def fail_once_more() -> None:
+        await async_worker.record_failure_async("c")  # a new loop: a connection of its own
+        await async_worker.aclose()
+
+    async def refused() -> None:
+        try:
+            with pytest.raises(RateLimitedError):
+                await async_worker.check_async("c")
+        finally:
+            await async_worker.aclose()
+
+    asyncio.run(fail_twice())
+    sync_worker.record_failure("c")
+    sync_worker.check("c")  # three of four
+    asyncio.run(fail_once_more())
+    with pytest.raises(RateLimitedError):
+        sync_worker.check("c")
+    asyncio.run(refused())
+
+
+def test_redis_down_counts_in_the_process_and_says_so_once(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    worker = shared(redis, 3, clock=lambda: now[0])
+    worker.record_failure("c")
+    redis.kill()
+    with caplog.at_level(logging.WARNING, logger="apikeys"):
+        worker.check("c")  # no error reaches the caller: the local count is empty, so it passes
+        for _ in range(3):
+            worker.record_failure("c")
+        with pytest.raises(RateLimitedError):
+            worker.check("c")  # the limit holds in the process
+    assert caplog.text.count("cannot reach Redis") == 1
+    redis.start()  # an empty Redis: nothing was persisted
+    with pytest.raises(RateLimitedError):
+        worker.check("c")  # Redis is left alone for a while: still the local count
+    now[0] += RETRY_REDIS_AFTER
+    worker.check("c")  # back on the shared count, which Redis lost with its restart
+    worker.record_failure("c")
+
+
+def test_redis_down_in_async_code_counts_in_the_process(redis: RedisServer) -> None:
+    worker = shared(redis, 2)
+    redis.kill()
+
+    async def flood() -> None:
+        for _ in range(2):
+            await worker.check_async("c")
+            await worker.record_failure_async("c")
+        with pytest.raises(RateLimitedError):
+            await worker.check_async("c")
+        await worker.aclose()
+
+    asyncio.run(flood())
