@@ -142,6 +142,15 @@ def write_json(record: RunRecord, path: Path) -> None:
     path.write_text(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
+def format_figure(value: float) -> str:
+    """A figure to about three significant digits: ``1.23``, ``45.6``, ``1,234``."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
 def _us(value: float) -> str:
     if value < 10:
         return f"{value:.2f}"
@@ -336,6 +345,7 @@ __all__ = [
     "END_MARKER",
     "RECORD_SCHEMA",
     "RunRecord",
+    "format_figure",
     "machine_info",
     "publish",
     "render_console",

@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, markdown_path = options.json, options.markdown
     if not options.quick and not options.no_write:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        json_path = json_path or RESULTS_DIR / f"{stamp}.json"
+        json_path = json_path or RESULTS_DIR / f"core-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
     if json_path is not None and not options.no_write:
         write_json(record, json_path)
