@@ -699,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(arguments)
     profile = QUICK if options.quick else FULL
     if options.sizes:
-        from benchmarks.run import _sizes
+        from benchmarks.run import parse_sizes
 
-        profile = dataclasses.replace(profile, sizes=_sizes(options.sizes))
+        profile = dataclasses.replace(profile, sizes=parse_sizes(options.sizes))
     if options.repeats:
         profile = dataclasses.replace(profile, repeats=options.repeats)
     record = run_compare(

@@ -79,11 +79,11 @@ from benchmarks.http_load import (
     ROOT,
     ROUTES,
     SERVERS,
-    _issue_key,
+    issue_key,
     request_ok,
     serving,
 )
-from benchmarks.report import _git_commit
+from benchmarks.report import git_commit_of
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RECORD_SCHEMA = 1
@@ -353,7 +353,7 @@ def measure_instructions(
     directory = Path(tempfile.mkdtemp(prefix="apikeys-instructions-"))
     try:
         database = directory / "keys.sqlite3"
-        key = _issue_key(database)  # natively: argon2 under valgrind would take long
+        key = issue_key(database)  # natively: argon2 under valgrind would take long
         environment = {
             **os.environ,
             **SERVER_ENVIRONMENT,
@@ -414,7 +414,7 @@ def build_record(
         "started_at": started_at,
         "duration_s": duration_s,
         "command": command,
-        "git_commit": _git_commit(ROOT),
+        "git_commit": git_commit_of(ROOT),
         "config": {
             "requests": results[0].requests if results else None,
             "rounds": results[0].rounds if results else None,

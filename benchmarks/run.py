@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part.replace("_", "")) for part in text.split(","))
     except ValueError:
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(arguments)
     base = QUICK if options.quick else FULL
     profile = Profile(
-        sizes=_sizes(options.sizes) if options.sizes else base.sizes,
+        sizes=parse_sizes(options.sizes) if options.sizes else base.sizes,
         repeats=options.repeats or base.repeats,
         ops=base.ops,
         real_keys=base.real_keys,
@@ -315,4 +315,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ALL_WORKLOADS", "FULL", "QUICK", "Profile", "main", "run_benchmarks"]
+__all__ = ["ALL_WORKLOADS", "FULL", "QUICK", "Profile", "main", "parse_sizes", "run_benchmarks"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare import APIKEYS, DRF, KEYSHIELD, KEYSHIELD_CACHED
 from benchmarks.report import format_figure, replace_between_markers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +50,6 @@ HARNESS_TITLES = {
     "instructions": "`python -m benchmarks.http_instructions`",
 }
 
-APIKEYS = "apikeys-sqlalchemy"
-DRF = "drf-api-key"
-KEYSHIELD = "keyshield"
-KEYSHIELD_CACHED = "keyshield-cached"
 PEER_NAMES = {
     DRF: "djangorestframework-api-key",
     KEYSHIELD: "keyshield",
