@@ -2,7 +2,7 @@
 
 A full run seeds one SQLite file per size (1,000 and 100,000 keys), measures
 every workload on each, interleaved, checks the targets, prints a summary and
-writes ``benchmarks/results/<UTC time>.json`` and the generated block of
+writes ``benchmarks/results/core-<UTC time>.json`` (git-ignored) and the generated block of
 ``docs/benchmarks.md``. ``--quick`` runs tiny sizes in a second or two and
 writes nothing unless asked: a smoke test, its figures mean nothing.
 """
