@@ -64,19 +64,23 @@ test: lint typecheck docs package pytest
 # the HTTP servers (installed with apt when missing; without it the HTTP part is skipped);
 # valgrind's callgrind counts the servers' instructions per request (installed the same way).
 # The harnesses' own tests: run before the benchmarks, not in every `make test`.
+# Every harness of one run writes its raw record into one folder, benchmarks/results/<UTC time>/
+# (git-ignored); the summary table of docs/benchmarks.md is generated from that folder alone.
 bench-test: setup-test
 	$(BIN)/pytest benchmarks/tests
 
+bench: BENCH_RUN := benchmarks/results/$(shell date -u +%Y%m%dT%H%M%SZ)
 bench: bench-test
 	test -x benchmarks/.venv/bin/python || $(PYTHON) -m venv benchmarks/.venv
 	benchmarks/.venv/bin/python -m pip install --quiet -r benchmarks/requirements-bench.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || true
-	benchmarks/.venv/bin/python -m benchmarks
-	benchmarks/.venv/bin/python -m benchmarks.compare
-	benchmarks/.venv/bin/python -m benchmarks.timing
-	benchmarks/.venv/bin/python -m benchmarks.abuse
-	benchmarks/.venv/bin/python -m benchmarks.http_instructions
+	benchmarks/.venv/bin/python -m benchmarks --json $(BENCH_RUN)/core.json
+	benchmarks/.venv/bin/python -m benchmarks.compare --json $(BENCH_RUN)/compare.json
+	benchmarks/.venv/bin/python -m benchmarks.timing --json $(BENCH_RUN)/timing.json
+	benchmarks/.venv/bin/python -m benchmarks.abuse --json $(BENCH_RUN)/abuse.json
+	benchmarks/.venv/bin/python -m benchmarks.http_instructions --json $(BENCH_RUN)/instructions.json
+	benchmarks/.venv/bin/python -m benchmarks.summary $(BENCH_RUN)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site dist build

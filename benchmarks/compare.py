@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks import apikeys_sqlite
 from benchmarks.harness import Case, CaseResult, run_interleaved, timer_overhead_ns
-from benchmarks.report import machine_info
+from benchmarks.report import format_figure, machine_info
 from benchmarks.workloads import WORKLOADS, Subject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,8 @@ FULL = CompareProfile(
             "garbage": 500,
             "create": 100,
         },
-        # About 0.6 s per argon2 call at keyshield's default parameters on 2 cores.
+        # keyshield's argon2 parameters make each verification slow: few operations
+        # keep its batches near a second.
         KEYSHIELD: {
             "cache_hit": 50,
             "cache_miss": 4,
@@ -104,8 +105,8 @@ FULL = CompareProfile(
     real_keys={APIKEYS: 256, DRF: 500, KEYSHIELD: 4},
     clerk={"latency": 0.05, "hot_keys": 100, "validations": 10_000, "concurrency": 100},
     memory={"cache": 1_000_000, "manager": 12_000},
-    # 21 rounds: an A/A run (the same route twice) put single 2 s rounds 13 % either side
-    # of each other; the median of 21 paired ratios is settled to a few percent.
+    # 21 rounds: single rounds are noisy (an A/A run in docs/benchmarks.md shows how
+    # much); the median of 21 paired ratios settles where one round cannot.
     http={"duration": 2, "rounds": 21, "connections": 16},
 )
 QUICK = CompareProfile(
@@ -396,14 +397,6 @@ def ratio_checks(
     return checks
 
 
-def _format(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
 _TITLES = {
     "cache_hit": "Cache hit",
     "cache_miss": "Cache miss (distinct keys)",
@@ -453,8 +446,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         io = result["io_calls_per_op"]
         lines.append(
             f"| {_TITLES[result['workload']]} | {result['size']:,} | {result['subject']} |"
-            f" {_format(result['p50_us'])} | {_format(result['p99_us'])} |"
-            f" {result['ops_per_s']:,.0f} | {'' if io is None else _format(io)} |"
+            f" {format_figure(result['p50_us'])} | {format_figure(result['p99_us'])} |"
+            f" {result['ops_per_s']:,.0f} | {'' if io is None else format_figure(io)} |"
         )
     clerk = record.get("clerk")
     if clerk:
@@ -465,7 +458,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             "",
             f"- {clerk['validations']:,} validations over {clerk['hot_keys']} hot keys in"
             f" {clerk['hot_duration_s']:.1f} s: {clerk['hot_calls']} upstream calls,"
-            f" p50 {_format(clerk['hot_p50_us'])} µs, p99 {_format(clerk['hot_p99_us'])} µs",
+            f" p50 {format_figure(clerk['hot_p50_us'])} µs, p99 {format_figure(clerk['hot_p99_us'])} µs",
             f"- {clerk['concurrency']} concurrent async validations of one cold key:"
             f" {clerk['cold_calls']} upstream call(s), all answered in"
             f" {clerk['cold_duration_s'] * 1000:.0f} ms",
@@ -493,7 +486,7 @@ def render_markdown(record: dict[str, Any]) -> str:
         ]
         for served in http:
             cpu = " / ".join(
-                _format(served.get(f"{route}_cpu_us"))
+                format_figure(served.get(f"{route}_cpu_us"))
                 for route in ("open", "noop", "protected")
                 if served.get(f"{route}_cpu_us") is not None
             )
@@ -501,8 +494,8 @@ def render_markdown(record: dict[str, Any]) -> str:
                 f"| {served['framework']} | {served['open_rps']:,.0f} |"
                 f" {'' if served['noop_rps'] is None else format(served['noop_rps'], ',.0f')} |"
                 f" {served['protected_rps']:,.0f} |"
-                f" {_kept(served)} | {_format(served['open_p50_us'])} / {_format(served['open_p99_us'])} |"
-                f" {_format(served['protected_p50_us'])} / {_format(served['protected_p99_us'])} |"
+                f" {_kept(served)} | {format_figure(served['open_p50_us'])} / {format_figure(served['open_p99_us'])} |"
+                f" {format_figure(served['protected_p50_us'])} / {format_figure(served['protected_p99_us'])} |"
                 f" {cpu} |"
             )
     memory = record.get("memory")
@@ -528,8 +521,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         unit = check["unit"]
         verdict = "pass" if check["passed"] else "**miss**"
         lines.append(
-            f"| {check['target']} | {size} | {_format(check['measured'])}{unit} |"
-            f" {sign} {_format(check['limit'])}{unit} | {verdict} |"
+            f"| {check['target']} | {size} | {format_figure(check['measured'])}{unit} |"
+            f" {sign} {format_figure(check['limit'])}{unit} | {verdict} |"
         )
     if record.get("plot"):
         lines += ["", f"![apikeys and its peers, throughput by workload]({record['plot']})"]
@@ -706,9 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(arguments)
     profile = QUICK if options.quick else FULL
     if options.sizes:
-        from benchmarks.run import _sizes
+        from benchmarks.run import parse_sizes
 
-        profile = dataclasses.replace(profile, sizes=_sizes(options.sizes))
+        profile = dataclasses.replace(profile, sizes=parse_sizes(options.sizes))
     if options.repeats:
         profile = dataclasses.replace(profile, repeats=options.repeats)
     record = run_compare(

@@ -13,8 +13,9 @@ counters (``callgrind_control -d``) and divide the dump's total by
 the rounds. Every answer must be a 200: a fast 401 would look like a cheap
 protected endpoint.
 
-Why next to ``wrk``: on a shared machine, loopback throughput moves by 10-20 %
-between runs of the same route, too much to settle a 90 % line. An instruction
+Why next to ``wrk``: on a shared machine, loopback throughput moves between
+runs of the same route by more than a 90 % line can settle (the figures are in
+``docs/benchmarks.md``). An instruction
 count does not depend on what else the machine does; it says how much work
 protection adds, without the noise. It is not time: cache misses, branch
 mispredictions, waiting on a socket and switching threads cost time and no
@@ -28,26 +29,22 @@ waitress parses and sends in its main thread and runs the app in worker
 threads; the main thread's count is not repeatable under valgrind: while a
 worker holds a response's output buffer, the main loop finds the connection
 writable, cannot take the buffer's lock and goes round again, and under
-valgrind a request lasts some 50 times longer than natively, so these idle
-turns come 6 to 17 per request, as many as the threads' interleaving allows.
-Measured on Django, 500 requests to ``/open`` per round: the worker threads'
-sum was 297.6-298.0 million instructions in three rounds (0.1 % apart), the
-main thread's 130-258 million (2,800-8,300 ``select`` calls). So for
-waitress ``instructions`` are the worker threads' and ``total_instructions``
-the whole process's. The work left out is the same for both routes (parse a
+valgrind a request lasts far longer than natively, so these idle turns come
+several times per request, as many as the threads' interleaving allows: from
+round to round the worker threads' sum repeats closely and the main thread's
+does not (``docs/benchmarks.md`` gives both). So for waitress ``instructions``
+are the worker threads' and ``total_instructions`` the whole process's. The work left out is the same for both routes (parse a
 request, send a response), so ``kept`` on the workers alone is lower than on
 the whole process: it errs on the side of protection looking dearer.
 
 Why medians: Python's cyclic garbage collector runs after a number of
 allocations, and a full collection (every generation) costs tens of millions
-of instructions at once. It lands in whichever round reaches its threshold:
-in two Flask runs of 1,000 requests per round, the third ``/protected`` round
-held one (29.2 million instructions in one worker thread, 5 % of the round)
-and the other rounds none. With three rounds or more, the median leaves such a
-round out; ``spread`` shows it.
+of instructions at once. It lands in whichever round reaches its threshold
+and in no other. With three rounds or more, the median leaves such a round
+out; ``spread`` shows it.
 
-Under valgrind, wall-clock intervals inside the server also come some 50 times
-more often per request: the verification cache's lifetime (10 s) would expire
+Under valgrind, wall-clock intervals inside the server also come far more
+often per request: the verification cache's lifetime (10 s) would expire
 once per round (a read and an argon2 verification, which natively come once
 per tens of thousands of requests), and a ``last_used_at`` write once per 60 s.
 The servers' environment (:data:`SERVER_ENVIRONMENT`) makes both an hour, so
@@ -82,11 +79,11 @@ from benchmarks.http_load import (
     ROOT,
     ROUTES,
     SERVERS,
-    _issue_key,
+    issue_key,
     request_ok,
     serving,
 )
-from benchmarks.report import _git_commit
+from benchmarks.report import git_commit_of
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RECORD_SCHEMA = 1
@@ -97,7 +94,7 @@ SERVER_ENVIRONMENT: Mapping[str, str] = {
 }
 """Set in every measured server's environment (the module docstring says why)."""
 STARTUP_TIMEOUT_S = 300.0
-"""How long a server may take to answer under valgrind (10-20 s is usual here)."""
+"""How long a server may take to answer under valgrind, which starts it slowly."""
 REQUEST_TIMEOUT_S = 120.0
 VERSIONED = ("fastapi", "starlette", "uvicorn", "flask", "werkzeug", "django", "waitress")
 """Distributions whose versions go in the record, as the servers' interpreter sees them."""
@@ -356,7 +353,7 @@ def measure_instructions(
     directory = Path(tempfile.mkdtemp(prefix="apikeys-instructions-"))
     try:
         database = directory / "keys.sqlite3"
-        key = _issue_key(database)  # natively: argon2 under valgrind would take long
+        key = issue_key(database)  # natively: argon2 under valgrind would take long
         environment = {
             **os.environ,
             **SERVER_ENVIRONMENT,
@@ -417,7 +414,7 @@ def build_record(
         "started_at": started_at,
         "duration_s": duration_s,
         "command": command,
-        "git_commit": _git_commit(ROOT),
+        "git_commit": git_commit_of(ROOT),
         "config": {
             "requests": results[0].requests if results else None,
             "rounds": results[0].rounds if results else None,

@@ -296,7 +296,7 @@ def _ratios(
     return tuple(a[0] / b[0] for a, b in zip(figures[top], figures[bottom], strict=True))
 
 
-def _issue_key(path: Path) -> str:
+def issue_key(path: Path) -> str:
     manager = SQLAlchemyKeyManager(f"sqlite:///{path}")
     try:
         metadata.create_all(manager.engine)
@@ -362,7 +362,7 @@ def measure_http(
     results = []
     try:
         database = directory / "keys.sqlite3"
-        key = _issue_key(database)
+        key = issue_key(database)
         environment = {**os.environ, "APIKEYS_BENCH_BACKEND": f"sqlite:///{database}"}
         for framework in frameworks:
             with serving(framework, environment, python=python, prefix=server_prefix) as (
@@ -423,6 +423,7 @@ __all__ = [
     "SERVERS",
     "HttpResult",
     "check_answers",
+    "issue_key",
     "measure_http",
     "median_interval",
     "parse_wrk",
@@ -515,7 +516,7 @@ def measure_in_process(
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, directory, ignore_errors=True)
         database = directory / "keys.sqlite3"
-        key = _issue_key(database)
+        key = issue_key(database)
         os.environ["APIKEYS_BENCH_BACKEND"] = f"sqlite:///{database}"
         from benchmarks import http_apps
 

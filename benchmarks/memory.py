@@ -11,8 +11,9 @@ its own. Two modes:
 - ``manager``: whole validations through the Clerk backend with its default
   cache, over an upstream stub that accepts every well-shaped secret and
   answers with a key object derived from it (the stub keeps no state, so what
-  grows is the manager's). About 0.75 ms a validation here (an ``httpx``
-  request and response each), so it runs for a count a little past the bound,
+  grows is the manager's). Each validation is an ``httpx`` request and
+  response, far slower than the cache's path, so it runs for a count a little
+  past the bound,
   to show the manager holds nothing more per key than its cache does.
 
 A cache that did not evict would grow with the count in both.

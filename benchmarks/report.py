@@ -98,7 +98,7 @@ def _git(root: Path, *arguments: str) -> str | None:
     return completed.stdout.strip()
 
 
-def _git_commit(root: Path) -> str | None:
+def git_commit_of(root: Path) -> str | None:
     """The checked-out commit, marked ``+dirty`` when the measured code differs from it.
 
     Only ``apikeys/`` and ``benchmarks/`` count: changes elsewhere in a shared
@@ -127,7 +127,7 @@ def machine_info(root: Path, *, argon2_parameters: dict[str, int]) -> dict[str, 
         "argon2-cffi-bindings": _version("argon2-cffi-bindings"),
         "sqlite": sqlite3.sqlite_version,
         "apikeys": _version("apikeys"),
-        "git_commit": _git_commit(root),
+        "git_commit": git_commit_of(root),
         "argon2_parameters": argon2_parameters,
         "load_average_at_start": [round(value, 2) for value in load] if load else None,
         "cpu_affinity": sorted(os.sched_getaffinity(0))
@@ -140,6 +140,15 @@ def write_json(record: RunRecord, path: Path) -> None:
     """Write ``record`` as indented JSON, creating parent directories."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def format_figure(value: float) -> str:
+    """A figure to about three significant digits: ``1.23``, ``45.6``, ``1,234``."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
 
 
 def _us(value: float) -> str:
@@ -336,6 +345,8 @@ __all__ = [
     "END_MARKER",
     "RECORD_SCHEMA",
     "RunRecord",
+    "format_figure",
+    "git_commit_of",
     "machine_info",
     "publish",
     "render_console",

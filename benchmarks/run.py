@@ -2,7 +2,7 @@
 
 A full run seeds one SQLite file per size (1,000 and 100,000 keys), measures
 every workload on each, interleaved, checks the targets, prints a summary and
-writes ``benchmarks/results/<UTC time>.json`` and the generated block of
+writes ``benchmarks/results/core-<UTC time>.json`` (git-ignored) and the generated block of
 ``docs/benchmarks.md``. ``--quick`` runs tiny sizes in a second or two and
 writes nothing unless asked: a smoke test, its figures mean nothing.
 """
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part.replace("_", "")) for part in text.split(","))
     except ValueError:
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(arguments)
     base = QUICK if options.quick else FULL
     profile = Profile(
-        sizes=_sizes(options.sizes) if options.sizes else base.sizes,
+        sizes=parse_sizes(options.sizes) if options.sizes else base.sizes,
         repeats=options.repeats or base.repeats,
         ops=base.ops,
         real_keys=base.real_keys,
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, markdown_path = options.json, options.markdown
     if not options.quick and not options.no_write:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        json_path = json_path or RESULTS_DIR / f"{stamp}.json"
+        json_path = json_path or RESULTS_DIR / f"core-{stamp}.json"
         markdown_path = markdown_path or DOCS_PAGE
     if json_path is not None and not options.no_write:
         write_json(record, json_path)
@@ -315,4 +315,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ALL_WORKLOADS", "FULL", "QUICK", "Profile", "main", "run_benchmarks"]
+__all__ = ["ALL_WORKLOADS", "FULL", "QUICK", "Profile", "main", "parse_sizes", "run_benchmarks"]

@@ -28,9 +28,9 @@ from benchmarks.http_load import (
     ROUTES,
     SERVERS,
     HttpResult,
-    _issue_key,
     _ratios,
     check_answers,
+    issue_key,
     measure_in_process,
     median_interval,
     parse_wrk,
@@ -221,7 +221,7 @@ def test_every_server_answers_each_route_and_keeps_its_connection(
     # with a key, over one kept-alive connection (a server that closes it would
     # have the benchmark measure new connections instead of the routes).
     database = tmp_path / "keys.sqlite3"
-    key = _issue_key(database)
+    key = issue_key(database)
     environment = {**os.environ, "APIKEYS_BENCH_BACKEND": f"sqlite:///{database}"}
     with serving(framework, environment) as (server, port):
         check_answers(port, ROUTES[framework], key)
