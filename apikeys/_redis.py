@@ -33,8 +33,8 @@ from apikeys._revocations import REVOCATION_CHANNEL
 try:
     import limits
     import limits.aio.storage
-    import limits.errors
     import limits.aio.strategies
+    import limits.errors
     import limits.storage
     import limits.strategies
     import redis
