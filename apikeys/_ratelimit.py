@@ -36,6 +36,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Protocol
 
 from apikeys._errors import (
     BackendUnavailableError,
@@ -111,10 +112,13 @@ class FailureLimiter:
         if not self.enabled:
             return None
         with self._lock:
-            tat = self._tat.get(key)
-            if tat is None:
-                return None
-            wait = tat - self._clock() - (self.window - self._interval)
+            return self._retry_after(key)
+
+    def _retry_after(self, key: str) -> float | None:
+        tat = self._tat.get(key)
+        if tat is None:
+            return None
+        wait = tat - self._clock() - (self.window - self._interval)
         # A millionth of an interval of slack: ``tat`` is a sum of ``interval``s,
         # and float rounding must not cost a fresh key the last token of its burst.
         return wait if wait > self._interval * 1e-6 else None
@@ -126,26 +130,51 @@ class FailureLimiter:
             RateLimitedError: With ``retry_after`` in seconds. It carries no key
                 id: the caller sent the key and learns nothing new from it.
         """
-        wait = self.retry_after(key)
-        if wait is not None:
-            # Rounded up to the millisecond, so a retry at retry_after succeeds.
-            raise RateLimitedError(retry_after=math.ceil(wait * 1000) / 1000)
+        _refuse_if_waiting(self.retry_after(key))
 
     def record_failure(self, key: str) -> int:
         """Take a token from ``key``; return how many failures its bucket now holds."""
         if not self.enabled:
             return 0
         with self._lock:
-            now = self._clock()
-            tat = self._tat.pop(key, None)  # re-inserted below: most recent last
-            if tat is None:
-                self._make_room(now)
-                tat = now
-            # Capped at a full window: a key is never locked out for longer than
-            # ``window``, however many attempts raced past the check.
-            tat = min(max(tat, now) + self._interval, now + self.window)
-            self._tat[key] = tat
+            return self._record(key)
+
+    def _record(self, key: str) -> int:
+        now = self._clock()
+        tat = self._tat.pop(key, None)  # re-inserted below: most recent last
+        if tat is None:
+            self._make_room(now)
+            tat = now
+        # Capped at a full window: a key is never locked out for longer than
+        # ``window``, however many attempts raced past the check.
+        tat = min(max(tat, now) + self._interval, now + self.window)
+        self._tat[key] = tat
         return math.ceil((tat - now) / self._interval - 1e-9)
+
+    def take(self, key: str) -> None:
+        """Take a token from ``key`` if it has one left, at once (check and count in one step).
+
+        Raises:
+            RateLimitedError: ``key`` has no token left; nothing is counted.
+        """
+        if not self.enabled:
+            return
+        with self._lock:
+            _refuse_if_waiting(self._retry_after(key))
+            self._record(key)
+
+    # Async twins, so that callers treat this limiter and a shared one alike: nothing here waits.
+    async def check_async(self, key: str) -> None:
+        """:meth:`check`, for async callers."""
+        self.check(key)
+
+    async def record_failure_async(self, key: str) -> None:
+        """:meth:`record_failure`, for async callers."""
+        self.record_failure(key)
+
+    async def take_async(self, key: str) -> None:
+        """:meth:`take`, for async callers."""
+        self.take(key)
 
     @contextmanager
     def attempt(self, key: str) -> Iterator[None]:
@@ -187,6 +216,45 @@ class FailureLimiter:
             if tat > now and len(self._tat) < self.max_tracked:
                 return
             del self._tat[oldest]
+
+
+def _refuse_if_waiting(wait: float | None) -> None:
+    if wait is not None:
+        # Rounded up to the millisecond, so a retry at retry_after succeeds.
+        raise RateLimitedError(retry_after=math.ceil(wait * 1000) / 1000)
+
+
+class FailureCounter(Protocol):
+    """What counts failures: a :class:`FailureLimiter` in the process, or one shared by many."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key can be refused at all."""
+        ...
+
+    def check(self, key: str) -> None:
+        """Refuse ``key`` (:class:`~apikeys.RateLimitedError`) if it is over its limit."""
+        ...
+
+    def record_failure(self, key: str) -> object:
+        """Count one failure against ``key``."""
+        ...
+
+    def take(self, key: str) -> None:
+        """Check and count one in a single step; refused attempts count nothing."""
+        ...
+
+    async def check_async(self, key: str) -> None:
+        """:meth:`check`, for async callers."""
+        ...
+
+    async def record_failure_async(self, key: str) -> None:
+        """:meth:`record_failure`, for async callers."""
+        ...
+
+    async def take_async(self, key: str) -> None:
+        """:meth:`take`, for async callers."""
+        ...
 
 
 class _FairSlots:
@@ -338,6 +406,7 @@ __all__ = [
     "DEFAULT_MAX_FAILURES",
     "DEFAULT_MAX_TRACKED_KEYS",
     "ConcurrencyCap",
+    "FailureCounter",
     "FailureLimiter",
     "default_hash_concurrency",
 ]

@@ -211,24 +211,36 @@ class RedisFailureLimiter:
         wait = max(reset_time - time.time(), 0.001)
         return RateLimitedError(retry_after=math.ceil(wait * 1000) / 1000)
 
-    def check(self, key: str) -> None:
-        """Refuse ``key`` if it failed ``max_failures`` times in the last ``window`` seconds.
-
-        Raises:
-            RateLimitedError: With ``retry_after``: when the oldest counted failure ages out.
-        """
+    def _ask(self, key: str, *, count: bool) -> None:
+        # Both steps in one: Redis's hit() refuses without counting when the key is at its limit.
         if not self.enabled:
             return
         if self._redis_up():
             try:
-                if self._limiter.test(self._item, key):
+                if (self._limiter.hit if count else self._limiter.test)(self._item, key):
                     return
                 stats = self._limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
                 self._redis_failed(exc)
             else:
                 raise self._refuse(stats.reset_time)
-        self.local.check(key)
+        (self.local.take if count else self.local.check)(key)
+
+    def check(self, key: str) -> None:
+        """Refuse ``key`` if it failed ``max_failures`` times in the last ``window`` seconds.
+
+        Raises:
+            RateLimitedError: With ``retry_after``: when the oldest counted failure ages out.
+        """
+        self._ask(key, count=False)
+
+    def take(self, key: str) -> None:
+        """Check and count one failure in a single step, atomic in Redis.
+
+        Raises:
+            RateLimitedError: ``key`` is at its limit; nothing is counted.
+        """
+        self._ask(key, count=True)
 
     def record_failure(self, key: str) -> None:
         """Count one failure against ``key``, in every process."""
@@ -269,21 +281,28 @@ class RedisFailureLimiter:
         if entry is not None:
             await entry[1].aclose()
 
-    async def check_async(self, key: str) -> None:
-        """The async twin of :meth:`check`."""
+    async def _ask_async(self, key: str, *, count: bool) -> None:
         if not self.enabled:
             return
         if self._redis_up():
             limiter = self._async_limiter()
             try:
-                if await limiter.test(self._item, key):
+                if await (limiter.hit if count else limiter.test)(self._item, key):
                     return
                 stats = await limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
                 self._redis_failed(exc)
             else:
                 raise self._refuse(stats.reset_time)
-        self.local.check(key)
+        (self.local.take if count else self.local.check)(key)
+
+    async def check_async(self, key: str) -> None:
+        """The async twin of :meth:`check`."""
+        await self._ask_async(key, count=False)
+
+    async def take_async(self, key: str) -> None:
+        """The async twin of :meth:`take`."""
+        await self._ask_async(key, count=True)
 
     async def record_failure_async(self, key: str) -> None:
         """The async twin of :meth:`record_failure`."""

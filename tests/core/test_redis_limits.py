@@ -104,3 +104,20 @@ def test_redis_down_in_async_code_counts_in_the_process(redis: RedisServer) -> N
         await worker.aclose()
 
     asyncio.run(flood())
+
+
+def test_take_counts_and_refuses_in_one_step_across_workers(redis: RedisServer) -> None:
+    workers = [shared(redis, 3) for _ in range(2)]
+    workers[0].take("owner")
+    workers[1].take("owner")
+
+    async def third() -> None:
+        await workers[1].take_async("owner")
+        with pytest.raises(RateLimitedError):
+            await workers[0].take_async("owner")
+        await workers[0].aclose()
+        await workers[1].aclose()
+
+    asyncio.run(third())
+    with pytest.raises(RateLimitedError):
+        workers[0].take("owner")  # refused takes counted nothing: still exactly at the limit
