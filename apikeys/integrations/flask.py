@@ -21,47 +21,48 @@ The verified key is ``flask.g.api_key``. Flask managers are synchronous;
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from apikeys._default import get_key_manager
+from apikeys._errors import APIKeysError, ConfigurationError
+from apikeys._factory import create_key_manager
 from apikeys._imports import require
-
-require("flask", "flask")
-
-import functools  # noqa: E402
-import inspect  # noqa: E402
-from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, TypeVar, overload  # noqa: E402
-
-from flask import Blueprint, Flask, Response, request  # noqa: E402
-from flask.globals import app_ctx  # noqa: E402
-
-from apikeys._default import get_key_manager  # noqa: E402
-from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
-from apikeys._factory import create_key_manager  # noqa: E402
-from apikeys._keystate import check_scopes  # noqa: E402
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys._protocols import KeyManager  # noqa: E402
-from apikeys.integrations._core import (  # noqa: E402
+from apikeys._keystate import check_scopes
+from apikeys._models import VerifiedKey
+from apikeys._protocols import KeyManager
+from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    CoreResponse,
-    IntegrationSettings,
-    WSGICredentials,
     authenticate_sync,
-    check_exempt_paths,
-    error_response,
     is_async_manager,
-    is_exempt,
     required_scopes,
-    split_config,
 )
-from apikeys.integrations._management import (  # noqa: E402
+from apikeys.integrations._credentials import WSGICredentials
+from apikeys.integrations._management import (
     MANAGEMENT_PATH,
     ROUTED_METHODS,
     ManagementRequest,
     handle_management_sync,
 )
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import (
+    IntegrationSettings,
+    Limiters,
+    check_exempt_paths,
+    is_exempt,
+    split_config,
+)
+
+try:
+    from flask import Blueprint, Flask, Response, current_app, g, request
+except ImportError:
+    require("flask", "flask")  # raises the error naming the extra
+    raise
 
 _View = TypeVar("_View", bound=Callable[..., Any])
-_Proxied = TypeVar("_Proxied")
 _EXTENSION = "apikeys"
 # Where the key verified for a request is kept: its own WSGI environ, never g.
 _VERIFIED_ENVIRON_KEY = "apikeys.verified_key"
@@ -79,8 +80,11 @@ def to_response(core: CoreResponse) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class _AppState:
+    """What :meth:`APIKeys.init_app` binds to one app: its settings, manager and limiters."""
+
     settings: IntegrationSettings
     manager: KeyManager | None
+    limiters: Limiters
 
     def get_manager(self) -> KeyManager:
         return self.manager if self.manager is not None else get_key_manager()
@@ -119,23 +123,12 @@ class APIKeys:
         manager = self._manager
         if manager is None and (backend is not None or options):
             manager = create_key_manager(backend, **options)
-        app.extensions[_EXTENSION] = _AppState(self._settings or settings, manager)
+        settings = self._settings or settings
+        app.extensions[_EXTENSION] = _AppState(settings, manager, Limiters.of(settings))
         app.register_error_handler(APIKeysError, _handle_error)
         # g may outlive the request (see _authenticate): g.api_key must not
         # carry one request's key into the next.
         app.teardown_request(_forget_published_key)
-
-
-def _current(proxy: _Proxied) -> _Proxied:
-    """The object behind a Flask context proxy (``app_ctx``, ``request``).
-
-    Every attribute read through a proxy resolves the context again (reading
-    ``request.environ`` through the proxy costs four times reading it here);
-    resolving it once and reading plain attributes costs a fraction on each request.
-    """
-    # getattr: the proxies are declared as the objects they stand for.
-    resolved: _Proxied = getattr(proxy, "_get_current_object")()  # noqa: B009
-    return resolved
 
 
 def _state_of(app: Flask) -> _AppState:
@@ -146,7 +139,7 @@ def _state_of(app: Flask) -> _AppState:
 
 
 def _state() -> _AppState:
-    return _state_of(_current(app_ctx).app)
+    return _state_of(current_app)
 
 
 def _handle_error(exc: APIKeysError) -> Response:
@@ -167,20 +160,19 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
         APIKeysError: The key is missing or refused; the extension's error
             handler turns it into the JSON answer.
     """
-    environ = _current(request).environ
-    context = _current(app_ctx)
+    environ = request.environ
     published = environ.get(_VERIFIED_ENVIRON_KEY)
     if isinstance(published, VerifiedKey):
         verified = check_scopes(published, scopes)
     else:
-        state = _state_of(context.app)
+        state = _state()
+        credentials = WSGICredentials(environ)
         verified = authenticate_sync(
-            state.get_manager(), WSGICredentials(environ), state.settings, scopes, source="flask"
-        )
+            state.get_manager(), credentials, state.settings, scopes,
+            limiters=state.limiters, source="flask",
+        )  # fmt: skip
         environ[_VERIFIED_ENVIRON_KEY] = verified
-    # g keeps its attributes in its __dict__: writing that directly skips g's
-    # Python-level __setattr__.
-    context.g.__dict__[API_KEY_ATTRIBUTE] = verified
+    setattr(g, API_KEY_ATTRIBUTE, verified)
     return verified
 
 
@@ -190,7 +182,7 @@ def _forget_published_key(_exc: BaseException | None) -> None:
     A later request whose route requires no key must not see this request's
     key on a ``g`` that outlived it.
     """
-    _current(app_ctx).g.__dict__.pop(API_KEY_ATTRIBUTE, None)
+    g.pop(API_KEY_ATTRIBUTE, None)
 
 
 @overload
@@ -276,7 +268,10 @@ def _management_view(key_id: str | None = None) -> Response:
         # At most one byte past the cap: enough for the core to refuse it.
         body=request.stream.read(state.settings.max_body_bytes + 1),
     )
-    return to_response(handle_management_sync(state.get_manager(), management, state.settings))
+    core = handle_management_sync(
+        state.get_manager(), management, state.settings, limiters=state.limiters
+    )
+    return to_response(core)
 
 
 __all__ = [

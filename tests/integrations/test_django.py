@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import apikeys
 from apikeys import ConfigurationError
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import (
     AppOptions,

@@ -23,22 +23,20 @@ from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys.integrations._core import (
+from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    CoreResponse,
-    IntegrationSettings,
-    WSGICredentials,
     authenticate_async,
     authenticate_sync,
-    error_response,
     is_async_manager,
-    split_config,
 )
+from apikeys.integrations._credentials import WSGICredentials
 from apikeys.integrations._management import (
     ManagementRequest,
     handle_management_async,
     handle_management_sync,
 )
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import IntegrationSettings, Limiters, split_config
 
 logger = logging.getLogger("apikeys.integrations.django")
 
@@ -129,6 +127,7 @@ class APIKeys:
             # What the factory will read (the environment too), checked now, not mid-request.
             load_settings(**manager_options)
         self.settings = settings or IntegrationSettings()
+        self.limiters = Limiters.of(self.settings)
         self._backend = backend
         self._options = manager_options
         self._manager = manager
@@ -227,7 +226,7 @@ class APIKeys:
 
         A key already verified for this very request (by the middleware, then a
         decorated view or DRF) is reused, checked for ``scopes`` (which must come
-        from :func:`~apikeys.integrations._core.required_scopes`). It is read back
+        from :func:`~apikeys.integrations._authentication.required_scopes`). It is read back
         only from a private attribute of the request object, which no other
         request shares; ``request.api_key`` is only written.
 
@@ -238,8 +237,9 @@ class APIKeys:
         if isinstance(published, VerifiedKey):
             return _publish(request, check_scopes(published, scopes))
         verified = authenticate_sync(
-            self.manager, self.credentials(request), self.settings, scopes, source="django"
-        )
+            self.manager, self.credentials(request), self.settings, scopes,
+            limiters=self.limiters, source="django",
+        )  # fmt: skip
         request.__dict__[_VERIFIED_ATTRIBUTE] = verified
         return _publish(request, verified)
 
@@ -254,8 +254,9 @@ class APIKeys:
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
         verified = await authenticate_async(
-            manager, self.credentials(request), self.settings, scopes, source="django"
-        )
+            manager, self.credentials(request), self.settings, scopes,
+            limiters=self.limiters, source="django",
+        )  # fmt: skip
         request.__dict__[_VERIFIED_ATTRIBUTE] = verified
         return _publish(request, verified)
 
@@ -281,7 +282,9 @@ class APIKeys:
         try:
             caller = self.authenticate(request, self.management_scopes)
             management = self._management_request(request, caller, key_id)
-            core = handle_management_sync(self.manager, management, self.settings)
+            core = handle_management_sync(
+                self.manager, management, self.settings, limiters=self.limiters
+            )
         except APIKeysError as exc:
             return self.response_for(exc)
         return to_response(core)
@@ -297,7 +300,9 @@ class APIKeys:
                 return await serve(request, key_id)
             caller = await self.aauthenticate(request, self.management_scopes)
             management = self._management_request(request, caller, key_id)
-            core = await handle_management_async(manager, management, self.settings)
+            core = await handle_management_async(
+                manager, management, self.settings, limiters=self.limiters
+            )
         except APIKeysError as exc:
             return self.response_for(exc)
         return to_response(core)
