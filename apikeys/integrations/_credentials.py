@@ -28,9 +28,6 @@ MAX_HEADER_VALUE_LENGTH = 8192
 
 _REPEATED_MESSAGE = "An API key header was sent more than once, or holds a list; send one key"
 
-# How nearly every client spells the scheme; other spellings take the general path.
-_BEARER_PREFIXES = frozenset({"Bearer ", "bearer ", "BEARER "})
-
 
 def _credential_from(value: str, bearer: bool) -> str | None:
     """Return the key inside one header or query value, or ``None`` if there is none.
@@ -38,18 +35,6 @@ def _credential_from(value: str, bearer: bool) -> str | None:
     Raises:
         InvalidKeyError: The value holds something that cannot be a key.
     """
-    # The shape nearly every request sends, "Bearer <visible ASCII>" or the bare
-    # key, settled with a few string methods; anything else takes the general
-    # path below, which gives the same answer for these values.
-    plain = (value[7:] if value[:7] in _BEARER_PREFIXES else "") if bearer else value
-    if (
-        0 < len(plain) <= MAX_CREDENTIAL_LENGTH
-        and plain.isascii()
-        and plain.isprintable()
-        and " " not in plain
-        and "," not in plain
-    ):
-        return plain
     if len(value) > MAX_HEADER_VALUE_LENGTH:
         raise InvalidKeyError()
     value = value.strip(" \t\r\n")
@@ -152,12 +137,6 @@ def _settle_values(
     settings: IntegrationSettings,
 ) -> str:
     """:func:`_settle` the keys inside header values (see :func:`_credentials_in`)."""
-    if len(values) == 1 and not settings.allow_query_param:
-        # The usual request: one key header, the query string not consulted.
-        value, bearer = values[0]
-        credential = _credential_from(text(value), bearer)
-        if credential is not None:
-            return credential
     return _settle(_credentials_in(values), query, settings)
 
 

@@ -57,12 +57,14 @@ from apikeys.integrations._settings import (
 )
 
 try:
-    from flask import Blueprint, Flask, Response, current_app, g, request
+    from flask import Blueprint, Flask, Response, request
+    from flask.globals import app_ctx
 except ImportError:
     require("flask", "flask")  # raises the error naming the extra
     raise
 
 _View = TypeVar("_View", bound=Callable[..., Any])
+_Proxied = TypeVar("_Proxied")
 _EXTENSION = "apikeys"
 # Where the key verified for a request is kept: its own WSGI environ, never g.
 _VERIFIED_ENVIRON_KEY = "apikeys.verified_key"
@@ -131,6 +133,18 @@ class APIKeys:
         app.teardown_request(_forget_published_key)
 
 
+def _current(proxy: _Proxied) -> _Proxied:
+    """The object behind a Flask context proxy (``app_ctx``, ``request``).
+
+    Every attribute read through a proxy looks the context up again; this
+    runs on every request, so the context is looked up once and its objects
+    read directly (measured with ``python -m benchmarks.http_instructions``).
+    """
+    # getattr: the proxies are declared as the objects they stand for.
+    resolved: _Proxied = getattr(proxy, "_get_current_object")()  # noqa: B009
+    return resolved
+
+
 def _state_of(app: Flask) -> _AppState:
     state = app.extensions.get(_EXTENSION)
     if not isinstance(state, _AppState):
@@ -139,7 +153,7 @@ def _state_of(app: Flask) -> _AppState:
 
 
 def _state() -> _AppState:
-    return _state_of(current_app)
+    return _state_of(_current(app_ctx).app)
 
 
 def _handle_error(exc: APIKeysError) -> Response:
@@ -160,19 +174,21 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
         APIKeysError: The key is missing or refused; the extension's error
             handler turns it into the JSON answer.
     """
-    environ = request.environ
+    environ = _current(request).environ
+    context = _current(app_ctx)
     published = environ.get(_VERIFIED_ENVIRON_KEY)
     if isinstance(published, VerifiedKey):
         verified = check_scopes(published, scopes)
     else:
-        state = _state()
+        state = _state_of(context.app)
         credentials = WSGICredentials(environ)
         verified = authenticate_sync(
             state.get_manager(), credentials, state.settings, scopes,
             limiters=state.limiters, source="flask",
         )  # fmt: skip
         environ[_VERIFIED_ENVIRON_KEY] = verified
-    setattr(g, API_KEY_ATTRIBUTE, verified)
+    # g keeps its attributes in its __dict__: written there, past g's own __setattr__.
+    context.g.__dict__[API_KEY_ATTRIBUTE] = verified
     return verified
 
 
@@ -182,7 +198,7 @@ def _forget_published_key(_exc: BaseException | None) -> None:
     A later request whose route requires no key must not see this request's
     key on a ``g`` that outlived it.
     """
-    g.pop(API_KEY_ATTRIBUTE, None)
+    _current(app_ctx).g.__dict__.pop(API_KEY_ATTRIBUTE, None)
 
 
 @overload

@@ -233,21 +233,21 @@ class APIKeys:
         Raises:
             APIKeysError: The key is missing or refused, or the backend failed.
         """
-        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
+        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return _publish(request, check_scopes(published, scopes))
         verified = authenticate_sync(
             self.manager, self.credentials(request), self.settings, scopes,
             limiters=self.limiters, source="django",
         )  # fmt: skip
-        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
     async def aauthenticate(
         self, request: HttpRequest, scopes: tuple[str, ...] = ()
     ) -> VerifiedKey:
         """Async twin of :meth:`authenticate`, with the async manager."""
-        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
+        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return _publish(request, check_scopes(published, scopes))
         manager = self._async_manager_for(request)
@@ -257,7 +257,7 @@ class APIKeys:
             manager, self.credentials(request), self.settings, scopes,
             limiters=self.limiters, source="django",
         )  # fmt: skip
-        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
     def response_for(self, exc: APIKeysError) -> HttpResponse:
