@@ -131,15 +131,6 @@ def _credentials_in(values: Iterable[tuple[str | bytes, bool]]) -> list[str]:
     return found
 
 
-def _settle_values(
-    values: list[tuple[str | bytes, bool]],
-    query: Callable[[], Iterable[tuple[str, str]]],
-    settings: IntegrationSettings,
-) -> str:
-    """:func:`_settle` the keys inside header values (see :func:`_credentials_in`)."""
-    return _settle(_credentials_in(values), query, settings)
-
-
 def _query_pairs(query_string: str) -> Iterator[tuple[str, str]]:
     """``(name, value)`` pairs of a raw query string, decoded as ``parse_qsl`` does."""
     if not query_string:
@@ -208,7 +199,7 @@ class WSGICredentials(RequestCredentials):
             for key, bearer in settings.header_plan.environ_keys
             if key in environ
         ]
-        return _settle_values(values, self._query, settings)
+        return _settle(_credentials_in(values), self._query, settings)
 
     def _query(self) -> Iterator[tuple[str, str]]:
         return _query_pairs(text(self.environ.get("QUERY_STRING") or ""))
@@ -234,7 +225,7 @@ class ASGICredentials(RequestCredentials):
     def credential(self, settings: IntegrationSettings) -> str:
         wanted = settings.header_plan.asgi_names
         fields = [(name, value) for name, value in self.scope["headers"] if name in wanted]
-        return _settle_values(_combined(fields), self._query, settings)
+        return _settle(_credentials_in(_combined(fields)), self._query, settings)
 
     def _query(self) -> Iterator[tuple[str, str]]:
         return _query_pairs(text(self.scope.get("query_string") or b""))
