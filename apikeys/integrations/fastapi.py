@@ -19,24 +19,28 @@ accepted: nothing here blocks the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
 from apikeys._imports import require
+from apikeys._models import VerifiedKey
+from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._management import MANAGEMENT_PATH, ROUTED_METHODS
+from apikeys.integrations._openapi import MANAGEMENT_OPERATIONS
+from apikeys.integrations._settings import IntegrationSettings
 
-require("fastapi", "fastapi")
+try:
+    from fastapi import APIRouter, Depends, FastAPI, Request, Response
+    from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+    from fastapi.security.base import SecurityBase
+    from starlette.requests import HTTPConnection
+except ImportError:
+    require("fastapi", "fastapi")  # raises the error naming the extra
+    raise
 
-from collections.abc import Awaitable, Callable, Iterable  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
-
-from fastapi import APIRouter, Depends, FastAPI, Request, Response  # noqa: E402
-from fastapi.openapi.models import HTTPBearer as HTTPBearerModel  # noqa: E402
-from fastapi.security.base import SecurityBase  # noqa: E402
-from starlette.requests import HTTPConnection  # noqa: E402
-
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys.integrations._core import IntegrationSettings, required_scopes  # noqa: E402
-from apikeys.integrations._management import MANAGEMENT_PATH, ROUTED_METHODS  # noqa: E402
-from apikeys.integrations._openapi import MANAGEMENT_OPERATIONS  # noqa: E402
-from apikeys.integrations.starlette import APIKeyMiddleware, to_response  # noqa: E402
-from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys  # noqa: E402
+# The Starlette adapter, which this one extends: imported once FastAPI is known to be there.
+from apikeys.integrations.starlette import APIKeyMiddleware, to_response
+from apikeys.integrations.starlette import APIKeys as StarletteAPIKeys
 
 _BEARER_SCHEME = "APIKeyBearer"
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])

@@ -21,44 +21,47 @@ The verified key is ``flask.g.api_key``. Flask managers are synchronous;
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from apikeys._default import get_key_manager
+from apikeys._errors import APIKeysError, ConfigurationError
+from apikeys._factory import create_key_manager
 from apikeys._imports import require
-
-require("flask", "flask")
-
-import functools  # noqa: E402
-import inspect  # noqa: E402
-from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, TypeVar, overload  # noqa: E402
-
-from flask import Blueprint, Flask, Response, request  # noqa: E402
-from flask.globals import app_ctx  # noqa: E402
-
-from apikeys._default import get_key_manager  # noqa: E402
-from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
-from apikeys._factory import create_key_manager  # noqa: E402
-from apikeys._keystate import check_scopes  # noqa: E402
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys._protocols import KeyManager  # noqa: E402
-from apikeys.integrations._core import (  # noqa: E402
+from apikeys._keystate import check_scopes
+from apikeys._models import VerifiedKey
+from apikeys._protocols import KeyManager
+from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    CoreResponse,
-    IntegrationSettings,
-    WSGICredentials,
     authenticate_sync,
-    check_exempt_paths,
-    error_response,
     is_async_manager,
-    is_exempt,
     required_scopes,
-    split_config,
 )
-from apikeys.integrations._management import (  # noqa: E402
+from apikeys.integrations._credentials import WSGICredentials
+from apikeys.integrations._management import (
     MANAGEMENT_PATH,
     ROUTED_METHODS,
     ManagementRequest,
     handle_management_sync,
 )
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import (
+    IntegrationSettings,
+    Limiters,
+    check_exempt_paths,
+    is_exempt,
+    split_config,
+)
+
+try:
+    from flask import Blueprint, Flask, Response, request
+    from flask.globals import app_ctx
+except ImportError:
+    require("flask", "flask")  # raises the error naming the extra
+    raise
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 _Proxied = TypeVar("_Proxied")
@@ -79,8 +82,11 @@ def to_response(core: CoreResponse) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class _AppState:
+    """What :meth:`APIKeys.init_app` binds to one app: its settings, manager and limiters."""
+
     settings: IntegrationSettings
     manager: KeyManager | None
+    limiters: Limiters
 
     def get_manager(self) -> KeyManager:
         return self.manager if self.manager is not None else get_key_manager()
@@ -119,7 +125,8 @@ class APIKeys:
         manager = self._manager
         if manager is None and (backend is not None or options):
             manager = create_key_manager(backend, **options)
-        app.extensions[_EXTENSION] = _AppState(self._settings or settings, manager)
+        settings = self._settings or settings
+        app.extensions[_EXTENSION] = _AppState(settings, manager, Limiters.of(settings))
         app.register_error_handler(APIKeysError, _handle_error)
         # g may outlive the request (see _authenticate): g.api_key must not
         # carry one request's key into the next.
@@ -129,9 +136,9 @@ class APIKeys:
 def _current(proxy: _Proxied) -> _Proxied:
     """The object behind a Flask context proxy (``app_ctx``, ``request``).
 
-    Every attribute read through a proxy resolves the context again (reading
-    ``request.environ`` through the proxy costs four times reading it here);
-    resolving it once and reading plain attributes costs a fraction on each request.
+    Every attribute read through a proxy looks the context up again; this
+    runs on every request, so the context is looked up once and its objects
+    read directly (measured with ``python -m benchmarks.http_instructions``).
     """
     # getattr: the proxies are declared as the objects they stand for.
     resolved: _Proxied = getattr(proxy, "_get_current_object")()  # noqa: B009
@@ -174,12 +181,13 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
         verified = check_scopes(published, scopes)
     else:
         state = _state_of(context.app)
+        credentials = WSGICredentials(environ)
         verified = authenticate_sync(
-            state.get_manager(), WSGICredentials(environ), state.settings, scopes, source="flask"
-        )
+            state.get_manager(), credentials, state.settings, scopes,
+            limiters=state.limiters, source="flask",
+        )  # fmt: skip
         environ[_VERIFIED_ENVIRON_KEY] = verified
-    # g keeps its attributes in its __dict__: writing that directly skips g's
-    # Python-level __setattr__.
+    # g keeps its attributes in its __dict__: written there, past g's own __setattr__.
     context.g.__dict__[API_KEY_ATTRIBUTE] = verified
     return verified
 
@@ -276,7 +284,10 @@ def _management_view(key_id: str | None = None) -> Response:
         # At most one byte past the cap: enough for the core to refuse it.
         body=request.stream.read(state.settings.max_body_bytes + 1),
     )
-    return to_response(handle_management_sync(state.get_manager(), management, state.settings))
+    core = handle_management_sync(
+        state.get_manager(), management, state.settings, limiters=state.limiters
+    )
+    return to_response(core)
 
 
 __all__ = [

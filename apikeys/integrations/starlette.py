@@ -15,44 +15,47 @@ accepted: nothing here blocks the event loop.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from apikeys._default import get_async_key_manager
+from apikeys._errors import APIKeysError, ConfigurationError
 from apikeys._imports import require
-
-require("starlette", "starlette")
-
-import functools  # noqa: E402
-import inspect  # noqa: E402
-from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
-
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-from starlette.routing import Route, Router  # noqa: E402
-from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
-
-from apikeys._default import get_async_key_manager  # noqa: E402
-from apikeys._errors import APIKeysError, ConfigurationError  # noqa: E402
-from apikeys._keystate import check_scopes  # noqa: E402
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys._protocols import AsyncKeyManager  # noqa: E402
-from apikeys.integrations._core import (  # noqa: E402
+from apikeys._keystate import check_scopes
+from apikeys._models import VerifiedKey
+from apikeys._protocols import AsyncKeyManager
+from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    ASGICredentials,
-    CoreResponse,
-    IntegrationSettings,
     authenticate_async,
-    check_exempt_paths,
-    error_response,
     is_async_manager,
-    is_exempt,
     required_scopes,
 )
-from apikeys.integrations._management import (  # noqa: E402
+from apikeys.integrations._credentials import ASGICredentials
+from apikeys.integrations._management import (
     MANAGEMENT_PATH,
     ROUTED_METHODS,
     ManagementRequest,
     handle_management_async,
 )
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import (
+    IntegrationSettings,
+    Limiters,
+    check_exempt_paths,
+    is_exempt,
+)
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route, Router
+    from starlette.types import ASGIApp, Receive, Scope, Send
+except ImportError:
+    require("starlette", "starlette")  # raises the error naming the extra
+    raise
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 # The ASGI extension that lets a refused WebSocket handshake get a real HTTP answer.
@@ -83,6 +86,10 @@ class APIKeys:
         app: A Starlette or FastAPI app; or call :meth:`init_app` later.
         manager: An async manager (``apikeys.create_async_key_manager(url)``).
         settings: Integration settings; or give their fields as keywords.
+
+    Attributes:
+        settings: The :class:`IntegrationSettings` in use.
+        limiters: The app's per-client and per-owner counters, built from them.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class APIKeys:
                 "FastAPI and Starlette need an async manager: apikeys.create_async_key_manager(...)"
             )
         self.settings = settings or IntegrationSettings.from_mapping(options)
+        self.limiters = Limiters.of(self.settings)
         self._manager = manager
         if app is not None:
             self.init_app(app)
@@ -145,8 +153,9 @@ class APIKeys:
             verified = check_scopes(published, scopes)
         else:
             verified = await authenticate_async(
-                self.manager, ASGICredentials(scope), self.settings, scopes, source="starlette"
-            )
+                self.manager, ASGICredentials(scope), self.settings, scopes,
+                limiters=self.limiters, source="starlette",
+            )  # fmt: skip
             scope[_VERIFIED_SCOPE_KEY] = verified
         state: dict[str, Any] = scope.setdefault("state", {})
         state[API_KEY_ATTRIBUTE] = verified
@@ -181,7 +190,10 @@ class APIKeys:
             query=request.query_params.multi_items(),
             body=await self.read_body(request),
         )
-        return to_response(await handle_management_async(self.manager, management, self.settings))
+        core = await handle_management_async(
+            self.manager, management, self.settings, limiters=self.limiters
+        )
+        return to_response(core)
 
 
 class APIKeyMiddleware:

@@ -77,7 +77,7 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
         await manager.close()
 
     app = FastAPI(lifespan=lifespan)
-    apply_clock(APIKeys(app, manager=manager, settings=options.settings).settings, options)
+    apply_clock(APIKeys(app, manager=manager, settings=options.settings).limiters, options)
     app.include_router(management_router)
     if options.middleware:
         app.add_middleware(
@@ -190,7 +190,7 @@ def starlette_app(url: str, options: AppOptions) -> Any:
         ],
         lifespan=lifespan,
     )
-    apply_clock(APIKeys(app, manager=manager, settings=options.settings).settings, options)
+    apply_clock(APIKeys(app, manager=manager, settings=options.settings).limiters, options)
     if options.middleware:
         app.add_middleware(
             APIKeyMiddleware, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS
@@ -239,7 +239,7 @@ def flask_app(url: str, options: AppOptions) -> Any:
     for name, value in options.settings.model_dump(exclude_defaults=True).items():
         app.config[f"APIKEYS_{name.upper()}"] = value
     APIKeys(app)
-    apply_clock(app.extensions["apikeys"].settings, options)
+    apply_clock(app.extensions["apikeys"].limiters, options)
     app.register_blueprint(management_router)
     if options.middleware:
         APIKeyMiddleware(app, scopes=options.middleware_scopes, exempt_paths=EXEMPT_PATHS)

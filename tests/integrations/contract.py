@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 import pytest
 
 import apikeys
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings, Limiters
 from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
 
 
@@ -72,11 +72,11 @@ class AppOptions:
     """The clock of the app's ``POST /api-keys`` creation limit (see :func:`apply_clock`)."""
 
 
-def apply_clock(settings: IntegrationSettings, options: AppOptions) -> None:
-    """Give the creation limiter of the settings an app built ``options.clock``."""
+def apply_clock(limiters: Limiters, options: AppOptions) -> None:
+    """Give the creation limiter of an app's ``APIKeys`` ``options.clock``."""
     if options.clock is None:
         return
-    limiter = settings.creation_limiter
+    limiter = limiters.creation
     if limiter is not None:
         limiter.clock = options.clock
 

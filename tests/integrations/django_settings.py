@@ -276,7 +276,7 @@ def django_client(
         **overrides,
     }
     with override_settings(**changes):
-        apply_clock(APIKeys.current().settings, options)
+        apply_clock(APIKeys.current().limiters, options)
         if not asynchronous:
             try:
                 yield DjangoClient(SyncClient().generic)

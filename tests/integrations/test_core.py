@@ -6,7 +6,7 @@ import json
 import logging
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import pytest
@@ -32,34 +32,36 @@ from apikeys import (
     RevokedKeyError,
     VerifiedKey,
 )
-from apikeys.integrations._core import (
+from apikeys._protocols import KeyManager
+from apikeys.integrations._authentication import (
+    authenticate_async,
+    authenticate_sync,
+    required_scopes,
+)
+from apikeys.integrations._clients import HeaderSource, Peer, text_pairs
+from apikeys.integrations._credentials import (
     MAX_CREDENTIAL_LENGTH,
     ASGICredentials,
-    CoreResponse,
-    HeaderSource,
-    IntegrationSettings,
-    ManagerCall,
-    PairCredentials,
-    Peer,
     RequestCredentials,
     WSGICredentials,
-    authentication_flow,
-    check_exempt_paths,
-    error_response,
-    extract_credential,
-    is_exempt,
-    required_scopes,
-    run_with_async_manager,
-    run_with_sync_manager,
-    split_config,
 )
 from apikeys.integrations._management import (
+    CreateKey,
     ForeignUserError,
     LifetimeEscalationError,
     ManagementRequest,
+    RevokeKey,
     handle_management_async,
     handle_management_sync,
     parse_json_body,
+)
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import (
+    IntegrationSettings,
+    Limiters,
+    check_exempt_paths,
+    is_exempt,
+    split_config,
 )
 from tests.integrations.conftest import OTHER_OWNER, OWNER, Seeded
 
@@ -70,6 +72,32 @@ VISIBLE_ASCII = st.text(
 TOKENS = VISIBLE_ASCII.filter(lambda t: 0 < len(t) <= MAX_CREDENTIAL_LENGTH)
 SPACE = st.text(alphabet=" \t", max_size=3)
 DEFAULTS = IntegrationSettings()
+NO_LIMITS = Limiters()
+
+
+def _asgi_scope(headers: HeaderSource, query: HeaderSource = ()) -> dict[str, Any]:
+    """An ASGI scope sending ``headers`` (repeats and list values as separate fields)."""
+
+    def raw(text: str) -> bytes:
+        # ASGI carries bytes; text beyond latin-1 arrives as its UTF-8 bytes.
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError:
+            return text.encode()
+
+    return {
+        "type": "http",
+        "headers": [(raw(name.lower()), raw(value)) for name, value in text_pairs(headers)],
+        "query_string": urlencode(list(text_pairs(query))).encode(),
+    }
+
+
+def extract_credential(
+    headers: HeaderSource, query: HeaderSource = (), settings: IntegrationSettings = DEFAULTS
+) -> str:
+    """The key a request with these headers and query presents, read as every ASGI adapter does."""
+    return ASGICredentials(_asgi_scope(headers, query)).credential(settings)
+
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -352,7 +380,7 @@ def test_wsgi_and_asgi_requests_present_what_their_headers_say(
     allow_query: bool,
     query_param: str,
 ) -> None:
-    """The adapters' readers (environ, ASGI scope) agree with the reference on pairs."""
+    """The adapters' two readers (WSGI environ, ASGI scope) give the same answer."""
     settings = IntegrationSettings(
         header_names=header_names, allow_query_param=allow_query, query_param=query_param
     )
@@ -366,9 +394,9 @@ def test_wsgi_and_asgi_requests_present_what_their_headers_say(
         "headers": [(n.lower().encode(), v.encode("latin-1")) for n, v in headers.items()],
         "query_string": query_string.encode(),
     }
-    expected = _outcome(PairCredentials(headers, query), settings)
-    assert _outcome(WSGICredentials(environ), settings) == expected
-    assert _outcome(ASGICredentials(scope), settings) == expected
+    assert _outcome(WSGICredentials(environ), settings) == _outcome(
+        ASGICredentials(scope), settings
+    )
 
 
 @given(
@@ -396,9 +424,8 @@ def test_repeated_key_headers_get_one_answer_over_wsgi_and_asgi(
         "headers": [(n.lower().encode(), v.encode("latin-1")) for n, v in fields],
         "query_string": b"",
     }
-    expected = _outcome(PairCredentials(fields), DEFAULTS)
+    expected = _outcome(ASGICredentials(scope), DEFAULTS)
     assert _outcome(WSGICredentials(environ), DEFAULTS) == expected
-    assert _outcome(ASGICredentials(scope), DEFAULTS) == expected
     if isinstance(expected, str):
         # A repeated header never gives the key: at most it holds none (an
         # Authorization list of another scheme), and another header gave it.
@@ -407,7 +434,8 @@ def test_repeated_key_headers_get_one_answer_over_wsgi_and_asgi(
             values.setdefault(name.lower(), []).append(value)
         for name, repeated in values.items():
             if len(repeated) > 1:
-                alone = _outcome(PairCredentials({name: ", ".join(repeated)}), DEFAULTS)
+                joined = _asgi_scope({name: ", ".join(repeated)})
+                alone = _outcome(ASGICredentials(joined), DEFAULTS)
                 assert isinstance(alone, tuple) and alone[0] is MissingKeyError, (name, repeated)
 
 
@@ -423,7 +451,6 @@ def test_wsgi_and_asgi_clients_come_from_the_connection_or_trusted_proxies() -> 
     scope = {"client": ("10.1.2.3", 1234), "scheme": "http", "headers": headers}
     assert ASGICredentials(scope).client(settings) == Peer("198.51.100.7", "https")
     assert ASGICredentials({**scope, "client": None}).client(settings) == Peer(None, "http")
-    assert PairCredentials({}).client(settings) is None
 
 
 # --- exempt paths ----------------------------------------------------------------------------
@@ -587,50 +614,67 @@ def test_body_less_response_has_no_content() -> None:
     assert CoreResponse(204).content() == b""
 
 
-# --- the authentication flow -----------------------------------------------------------------
+# --- authentication ------------------------------------------------------------------------
 
 
-def test_manager_call_repr_hides_arguments() -> None:
+def test_manager_calls_show_no_argument() -> None:
     secret = apikeys.generate_key().key
-    call = ManagerCall("validate_api_key", (secret,), {"required_scopes": ()})
-    for shown in (repr(call), str(call), f"{call}", repr([call])):
-        assert secret not in shown
-        assert "validate_api_key" in shown
+    calls = (
+        CreateKey("u", secret, ("read:data",), None, {"note": secret}, "k"),
+        RevokeKey("k", secret, "u"),
+    )
+    for call in calls:
+        for shown in (repr(call), str(call), f"{call}", repr([call])):
+            assert secret not in shown
+            assert type(call).__name__ in shown
 
 
-def _flow_answered_with(result: object, scopes: tuple[str, ...] = ()) -> VerifiedKey:
-    flow = authentication_flow({"X-API-Key": "apk_1x"}, (), DEFAULTS, scopes)
-    call = next(flow)
-    assert call.method == "validate_api_key"
-    assert call.args == ("apk_1x",)
-    assert call.kwargs == {"required_scopes": scopes}
+class _AnsweringManager:
+    """A sync manager whose ``validate_api_key`` records its call and gives ``answer``."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def validate_api_key(self, secret: str, *, required_scopes: tuple[str, ...]) -> object:
+        self.calls.append((secret, required_scopes))
+        return self.answer
+
+
+def _answered_with(
+    result: object, scopes: tuple[str, ...] = (), headers: HeaderSource = (("X-API-Key", "apk_1x"),)
+) -> VerifiedKey:
+    manager = _AnsweringManager(result)
+    credentials = ASGICredentials(_asgi_scope(headers))
     try:
-        flow.send(result)
-    except StopIteration as stop:
-        verified: VerifiedKey = stop.value
-        return verified
-    raise AssertionError("the flow asked for a second call")
+        return authenticate_sync(
+            cast(KeyManager, manager), credentials, DEFAULTS, scopes, limiters=NO_LIMITS
+        )
+    finally:
+        assert manager.calls in ([], [("apk_1x", scopes)])
 
 
-def test_flow_fails_closed_on_a_backend_answer_that_is_no_verified_key() -> None:
+def test_authentication_fails_closed_on_a_backend_answer_that_is_no_verified_key() -> None:
     with pytest.raises(BackendUnavailableError):
-        _flow_answered_with(None)
+        _answered_with(None)
     with pytest.raises(BackendUnavailableError):
-        _flow_answered_with({"user_id": "u"})
+        _answered_with({"user_id": "u"})
 
 
-def test_flow_checks_scopes_again_whatever_the_backend_says() -> None:
+def test_authentication_checks_scopes_again_whatever_the_backend_says() -> None:
     verified = VerifiedKey(key_id="k", user_id="u", name="n", scopes=("read:data",))
-    assert _flow_answered_with(verified, ("read:data",)) is verified
+    assert _answered_with(verified, ("read:data",)) is verified
     with pytest.raises(InsufficientScopeError) as caught:
-        _flow_answered_with(verified, ("write:data",))
+        _answered_with(verified, ("write:data",))
     assert caught.value.missing_scopes == ("write:data",)
 
 
-def test_flow_refuses_before_any_call_when_no_key_is_sent() -> None:
-    flow = authentication_flow({}, (), DEFAULTS)
+def test_authentication_refuses_before_any_call_when_no_key_is_sent() -> None:
+    manager = _AnsweringManager(None)
+    credentials = ASGICredentials(_asgi_scope({}))
     with pytest.raises(MissingKeyError):
-        next(flow)
+        authenticate_sync(cast(KeyManager, manager), credentials, DEFAULTS, limiters=NO_LIMITS)
+    assert manager.calls == []
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -667,7 +711,8 @@ def test_deeply_nested_body_is_an_input_error() -> None:
 
 # --- management flows, with sync and async managers ------------------------------------------
 
-Serve = Callable[[ManagementRequest, IntegrationSettings], Awaitable[CoreResponse]]
+Serve = Callable[..., Awaitable[CoreResponse]]
+"""``await serve(request, settings, limiters=None)``: limiters default to fresh ones."""
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -677,9 +722,10 @@ async def serve(request: pytest.FixtureRequest, seeded: Seeded) -> AsyncIterator
         manager = apikeys.create_key_manager(seeded.url)
 
         async def serve_sync(
-            call: ManagementRequest, settings: IntegrationSettings
+            call: ManagementRequest, settings: IntegrationSettings, limiters: Limiters | None = None
         ) -> CoreResponse:
-            return handle_management_sync(manager, call, settings)
+            limiters = limiters or Limiters.of(settings)
+            return handle_management_sync(manager, call, settings, limiters=limiters)
 
         yield serve_sync
         manager.close()
@@ -687,9 +733,10 @@ async def serve(request: pytest.FixtureRequest, seeded: Seeded) -> AsyncIterator
         async_manager = apikeys.create_async_key_manager(seeded.url)
 
         async def serve_async(
-            call: ManagementRequest, settings: IntegrationSettings
+            call: ManagementRequest, settings: IntegrationSettings, limiters: Limiters | None = None
         ) -> CoreResponse:
-            return await handle_management_async(async_manager, call, settings)
+            limiters = limiters or Limiters.of(settings)
+            return await handle_management_async(async_manager, call, settings, limiters=limiters)
 
         yield serve_async
         await async_manager.close()
@@ -817,16 +864,16 @@ async def test_backend_down_is_503(unavailable_url: str, seeded: Seeded) -> None
     manager = apikeys.create_async_key_manager(unavailable_url)
     try:
         response = await handle_management_async(
-            manager, ManagementRequest("GET", caller), DEFAULTS
+            manager, ManagementRequest("GET", caller), DEFAULTS, limiters=NO_LIMITS
         )
     finally:
         await manager.close()
     assert response.status == 503
     sync_manager = apikeys.create_key_manager(unavailable_url)
     try:
-        flow = authentication_flow({"X-API-Key": seeded.admin.secret}, (), DEFAULTS)
+        credentials = ASGICredentials(_asgi_scope({"X-API-Key": seeded.admin.secret}))
         with pytest.raises(BackendUnavailableError):
-            run_with_sync_manager(flow, sync_manager)
+            authenticate_sync(sync_manager, credentials, DEFAULTS, limiters=NO_LIMITS)
     finally:
         sync_manager.close()
 
@@ -836,11 +883,11 @@ async def test_authentication_with_both_drivers(seeded: Seeded) -> None:
     sync_manager = apikeys.create_key_manager(seeded.url)
     async_manager = apikeys.create_async_key_manager(seeded.url)
     try:
-        by_sync = run_with_sync_manager(
-            authentication_flow(headers, (), DEFAULTS, ("read:data",)), sync_manager
-        )
-        by_async = await run_with_async_manager(
-            authentication_flow(headers, (), DEFAULTS, ("read:data",)), async_manager
+        credentials = ASGICredentials(_asgi_scope(headers))
+        scopes = ("read:data",)
+        by_sync = authenticate_sync(sync_manager, credentials, DEFAULTS, scopes, limiters=NO_LIMITS)
+        by_async = await authenticate_async(
+            async_manager, credentials, DEFAULTS, scopes, limiters=NO_LIMITS
         )
     finally:
         sync_manager.close()
@@ -854,7 +901,7 @@ async def test_creation_limit_zero_is_off_and_counts_only_creations(
 ) -> None:
     caller = _caller(seeded)
     unlimited = IntegrationSettings(max_key_creations=0)
-    assert unlimited.creation_limiter is None
+    assert Limiters.of(unlimited).creation is None
     body = json.dumps({"name": "x"}).encode()
     statuses = [
         (await serve(ManagementRequest("POST", caller, body=body), unlimited)).status
@@ -862,9 +909,11 @@ async def test_creation_limit_zero_is_off_and_counts_only_creations(
     ]
     assert statuses == [201] * 25
     limited = IntegrationSettings(max_key_creations=1)
+    limiters = Limiters.of(limited)  # one app's
     for method in ("GET", "DELETE"):  # listing and revoking count nothing
         key_id = seeded.reader.id if method == "DELETE" else None
         request = ManagementRequest(method, caller, key_id=key_id)
-        assert (await serve(request, limited)).status == 200
-    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 201
-    assert (await serve(ManagementRequest("POST", caller, body=body), limited)).status == 429
+        assert (await serve(request, limited, limiters)).status == 200
+    create = ManagementRequest("POST", caller, body=body)
+    assert (await serve(create, limited, limiters)).status == 201
+    assert (await serve(create, limited, limiters)).status == 429

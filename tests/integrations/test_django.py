@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import apikeys
 from apikeys import ConfigurationError
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import (
     AppOptions,
@@ -67,29 +68,53 @@ class TestDjangoAsyncContract(IntegrationContract):
 # --- which manager serves which view -------------------------------------------------------
 
 
-def test_async_views_use_the_async_manager_and_sync_views_the_sync_one(seeded: Seeded) -> None:
-    from apikeys.integrations.django import APIKeys
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
+    """The managers the Django integration builds from here on, sync and async."""
+    from apikeys.integrations.django import _managers
 
+    managers: dict[str, list[object]] = {"sync": [], "async": []}
+
+    def recording(kind: str, factory: Callable[..., Any]) -> Callable[..., Any]:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            managers[kind].append(manager := factory(*args, **kwargs))
+            return manager
+
+        return build
+
+    monkeypatch.setattr(
+        _managers, "create_key_manager", recording("sync", _managers.create_key_manager)
+    )
+    monkeypatch.setattr(
+        _managers,
+        "create_async_key_manager",
+        recording("async", _managers.create_async_key_manager),
+    )
+    return managers
+
+
+def test_async_views_use_the_async_manager_and_sync_views_the_sync_one(
+    seeded: Seeded, built: dict[str, list[object]]
+) -> None:
     with django_client(seeded.url, AppOptions(), asynchronous=True) as client:
-        keys = APIKeys.current()
         assert (
             client.request("GET", "/protected", headers=bearer(seeded.admin.secret)).status == 200
         )
-        assert keys._async_manager is not None
-        assert keys._manager is None  # the async view never touched the sync manager
+        assert len(built["async"]) == 1
+        assert built["sync"] == []  # the async view never touched the sync manager
         listing = client.request("GET", "/api-keys", headers=bearer(seeded.admin.secret))
         assert listing.status == 200
-        assert keys._manager is None  # nor did the async /api-keys views
+        assert built["sync"] == []  # nor did the async /api-keys views
         synced = client.request("GET", "/protected-sync", headers=bearer(seeded.reader.secret))
         assert synced.status == 200
-        assert keys._manager is not None  # a sync view, run in a worker thread
+        assert len(built["sync"]) == 1  # a sync view, run in a worker thread
 
 
-def test_async_views_under_wsgi_use_the_sync_manager(seeded: Seeded) -> None:
+def test_async_views_under_wsgi_use_the_sync_manager(
+    seeded: Seeded, built: dict[str, list[object]]
+) -> None:
     # Under WSGI Django runs each async view in a throwaway event loop: pooling
     # connections there would leave them dead, so the sync manager serves them.
-    from apikeys.integrations.django import APIKeys
-
     with django_client(seeded.url, AppOptions(), asynchronous=False) as client:
         for _ in range(3):
             good = client.request("GET", "/protected", headers=bearer(seeded.admin.secret))
@@ -98,12 +123,13 @@ def test_async_views_under_wsgi_use_the_sync_manager(seeded: Seeded) -> None:
             refused = client.request("GET", "/admin", headers=bearer(seeded.revoked.secret))
             assert refused.status == 403
             assert refused.json["code"] == "revoked_api_key"
-        keys = APIKeys.current()
-        assert keys._manager is not None
-        assert keys._async_manager is None
+        assert len(built["sync"]) == 1
+        assert built["async"] == []
 
 
-def test_an_async_manager_serves_only_its_own_event_loop(seeded: Seeded) -> None:
+def test_an_async_manager_serves_only_its_own_event_loop(
+    seeded: Seeded, built: dict[str, list[object]]
+) -> None:
     import asyncio
 
     from django.test import AsyncRequestFactory
@@ -118,16 +144,20 @@ def test_an_async_manager_serves_only_its_own_event_loop(seeded: Seeded) -> None
 
     try:
         assert asyncio.run(verify()) == OWNER
-        first_loop_manager = keys._async_manager
-        assert first_loop_manager is not None
-        assert keys._manager is None
+        assert len(built["async"]) == 1
+        assert built["sync"] == []
         assert asyncio.run(verify()) == OWNER  # another loop: the sync manager, in a thread
-        assert keys._async_manager is first_loop_manager
-        assert keys._manager is not None
+        assert len(built["async"]) == 1  # the first loop's manager was not replaced
+        assert len(built["sync"]) == 1
     finally:
         keys.close()  # the first loop is gone: closes the async manager in a fresh one
-    assert keys._async_manager is None
-    assert keys._manager is None
+    # Both were let go: used again, each is built anew.
+    try:
+        assert keys.manager is not built["sync"][0]
+        assert asyncio.run(verify()) == OWNER
+        assert len(built["async"]) == 2
+    finally:
+        keys.close()
 
 
 def test_sync_and_async_managers_share_one_verification_cache(seeded: Seeded) -> None:
@@ -271,12 +301,15 @@ def test_changing_the_setting_rebuilds_and_closes_the_old_managers(seeded: Seede
     with override_settings(APIKEYS={"BACKEND": seeded.url}):
         first = APIKeys.current()
         assert APIKeys.current() is first
-        assert first.manager.validate_api_key(seeded.admin.secret).user_id == OWNER
+        manager = first.manager
+        assert manager.validate_api_key(seeded.admin.secret).user_id == OWNER
         with override_settings(APIKEYS={"BACKEND": seeded.url, "REALM": "other"}):
             second = APIKeys.current()
             assert second is not first
             assert second.settings.realm == "other"
-        assert first._manager is None  # closed when the setting changed
+        # Closed when the setting changed: used again, a new manager is built.
+        assert first.manager is not manager
+        first.close()
         third = APIKeys.current()
         assert third is not second
         third.close()

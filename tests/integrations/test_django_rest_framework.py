@@ -15,7 +15,7 @@ from django.urls import path
 
 import apikeys
 from apikeys import ConfigurationError, KeyManager, KeyNotFoundError, VerifiedKey
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import AppOptions, Reply, bearer
 from tests.integrations.django_settings import (

@@ -195,3 +195,36 @@ def test_middleware_takes_exempt_paths_from_app_config(seeded: Seeded) -> None:
     with flask_client(_protected_app(app)) as client:
         assert client.request("GET", "/health").status == 200
         assert client.request("GET", "/protected").status == 401
+
+
+def test_one_extension_serves_each_app_with_its_own_state(seeded: Seeded) -> None:
+    """The context is resolved once per request: each request still reads its own app's
+    settings and limiters, and publishes on its own ``g``, whichever app answered before."""
+    keys = APIKeys()
+    apps = []
+    for realm, limit in (("first", 1), ("second", 3)):
+        app = Flask(realm)
+        app.config.update(
+            APIKEYS_BACKEND=seeded.url, APIKEYS_REALM=realm, APIKEYS_CLIENT_MAX_FAILURES=limit
+        )
+        keys.init_app(app)
+        apps.append(_protected_app(app))
+    with flask_client(apps[0]) as first, flask_client(apps[1]) as second:
+        challenges = [
+            client.request("GET", "/protected").headers["www-authenticate"]
+            for client in (first, second, first)
+        ]
+        wrong = {"X-API-Key": "apk_1wrong"}
+        first_statuses = [
+            first.request("GET", "/protected", headers=wrong).status for _ in range(2)
+        ]
+        second_statuses = [
+            second.request("GET", "/protected", headers=wrong).status for _ in range(2)
+        ]
+        users = [
+            client.request("GET", "/protected", headers={"X-API-Key": secret}).json
+            for client, secret in ((second, seeded.admin.secret), (first, seeded.other.secret))
+        ]
+    assert challenges == ['Bearer realm="first"', 'Bearer realm="second"', 'Bearer realm="first"']
+    assert first_statuses == [403, 429] and second_statuses == [403, 403]
+    assert users[0] == {"user": OWNER} and users[1] != users[0]

@@ -30,7 +30,7 @@ def test_module_exports_the_shared_names(module_name: str) -> None:
     for name in exported:
         assert hasattr(module, name), name
     # One settings class for all: configuration carries over between frameworks.
-    from apikeys.integrations._core import IntegrationSettings
+    from apikeys.integrations._settings import IntegrationSettings
 
     assert module.IntegrationSettings is IntegrationSettings
 

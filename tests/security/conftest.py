@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys.backends.sqlalchemy import api_keys_table
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.apps import (
     asgi_client,
     fastapi_app,

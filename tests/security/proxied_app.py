@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.apps import flask_app
 from tests.integrations.contract import AppOptions
 

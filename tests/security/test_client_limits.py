@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import pickle
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -17,13 +18,12 @@ from hypothesis import strategies as st
 import apikeys
 from apikeys import KeyEvent
 from apikeys._errors import ConfigurationError, RateLimitedError
-from apikeys.integrations import _core
-from apikeys.integrations._core import (
-    IntegrationSettings,
-    Peer,
-    authentication_flow,
-    resolve_client,
-)
+from apikeys._protocols import KeyManager
+from apikeys.integrations import _clients
+from apikeys.integrations._authentication import authenticate_sync
+from apikeys.integrations._clients import Peer, resolve_client
+from apikeys.integrations._credentials import ASGICredentials
+from apikeys.integrations._settings import IntegrationSettings, Limiters
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import bearer
 from tests.security.conftest import PEER, OpenClient
@@ -261,23 +261,43 @@ def test_trusted_proxies_must_be_addresses_or_networks(proxies: tuple[str, ...])
         IntegrationSettings.from_mapping({"trusted_proxies": proxies})
 
 
+class _UnreachedManager:
+    """A manager the refusals under test come before: asking it fails the test."""
+
+    def validate_api_key(self, secret: str, **options: object) -> apikeys.VerifiedKey:
+        raise AssertionError("the manager was asked")
+
+
+def _authenticate(
+    key: str, settings: IntegrationSettings, limiters: Limiters, peer: str | None = None
+) -> apikeys.VerifiedKey:
+    """Authenticate an ASGI request sending ``key`` in ``X-API-Key``, from ``peer`` if known."""
+    scope = {
+        "type": "http",
+        "scheme": "http",
+        "headers": [(b"x-api-key", key.encode())],
+        "query_string": b"",
+        "client": (peer, 5000) if peer is not None else None,
+    }
+    manager = cast(KeyManager, _UnreachedManager())
+    return authenticate_sync(manager, ASGICredentials(scope), settings, limiters=limiters)
+
+
 def test_without_a_peer_https_is_refused_and_no_client_is_limited() -> None:
     strict = IntegrationSettings(require_https=True)
-    flow = authentication_flow([("X-API-Key", "apk_1abc")], (), strict)
     with pytest.raises(apikeys.AuthenticationError) as caught:
-        next(flow)
+        _authenticate("apk_1abc", strict, Limiters.of(strict))
     assert caught.value.code == "https_required"
     limited = IntegrationSettings(client_max_failures=1)
+    limiters = Limiters.of(limited)
     for _ in range(3):
-        flow = authentication_flow([("X-API-Key", "é")], (), limited)
         with pytest.raises(apikeys.InvalidKeyError):
-            next(flow)
-    assert limited.client_limiter is not None and len(limited.client_limiter) == 0
-    peer = Peer("192.0.2.1")
+            _authenticate("é", limited, limiters)
+    assert limiters.client is not None and len(limiters.client) == 0
     with pytest.raises(apikeys.InvalidKeyError):
-        next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
+        _authenticate("é", limited, limiters, peer="192.0.2.1")
     with pytest.raises(RateLimitedError):
-        next(authentication_flow([("X-API-Key", "é")], (), limited, peer=peer))
+        _authenticate("é", limited, limiters, peer="192.0.2.1")
 
 
 ADDRESSES = st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str)
@@ -325,18 +345,21 @@ def test_the_peer_of_an_asgi_scope(scope: dict[str, object], expected: Peer) -> 
     assert expected.secure is (expected.scheme in ("https", "wss"))
 
 
-def test_settings_stay_values_though_they_carry_a_limiter() -> None:
+def test_settings_are_values_and_each_app_counts_with_its_own_limiters() -> None:
     built = IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.0/8")
     again = IntegrationSettings.from_mapping(
         {"CLIENT_MAX_FAILURES": 3, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
     )
+    assert built.trusted_networks == (ipaddress.ip_network("10.0.0.0/8"),)  # derived, kept
     assert built == again and hash(built) == hash(again)
     assert built != IntegrationSettings(client_max_failures=4, trusted_proxies="10.0.0.0/8")
-    assert built.client_limiter is not again.client_limiter  # one limiter per app
-    assert copy.deepcopy(built).client_limiter is built.client_limiter
+    assert copy.deepcopy(built) == built
     restored = pickle.loads(pickle.dumps(built))  # noqa: S301 (our own bytes)
-    assert restored == built and restored.client_limiter is not None
-    assert IntegrationSettings().client_limiter is None  # off by default
+    assert restored == built and restored.trusted_networks == built.trusted_networks
+    one_app, another_app = Limiters.of(built), Limiters.of(again)
+    assert one_app.client is not None and another_app.client is not None
+    assert one_app.client is not another_app.client  # one limiter per app
+    assert Limiters.of(IntegrationSettings()).client is None  # off by default
 
 
 # --- IPv6 grouping and IPv4-mapped addresses ------------------------------------------------
@@ -371,10 +394,11 @@ def test_an_ipv4_mapped_address_is_read_as_ipv4(
 
 def test_an_ipv6_client_rotating_inside_its_64_is_limited() -> None:
     limited = IntegrationSettings(client_max_failures=2)
+    limiters = Limiters.of(limited)
     statuses = []
     for peer in ("2001:db8::1", "2001:db8::2:3", "2001:db8::ffff:1", "::ffff:192.0.2.1"):
         try:
-            next(authentication_flow([("X-API-Key", "é")], (), limited, peer=Peer(peer)))
+            _authenticate("é", limited, limiters, peer=peer)
         except apikeys.APIKeysError as exc:
             statuses.append(exc.status_code)
     assert statuses == [403, 403, 429, 403]
@@ -403,7 +427,7 @@ def test_the_limiter_key_of_a_peer(address: str | None, key: str | None) -> None
 def proxy_warnings(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.LogCaptureFixture:
-    monkeypatch.setattr(_core, "_proxy_warnings_given", set())
+    monkeypatch.setattr(_clients, "proxy_warnings_given", set())
     caplog.set_level(logging.WARNING, logger="apikeys.integrations")
     return caplog
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import apikeys
-from apikeys.integrations._core import IntegrationSettings
+from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.conftest import Seeded
 from tests.integrations.contract import Reply, as_json, bearer
 from tests.reliability.helpers import wrong_secret_for

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from apikeys.integrations import _core
+from apikeys.integrations import _clients
 from tests.integrations.apps import fastapi_app, flask_app
 from tests.integrations.conftest import Seeded, seed
 from tests.integrations.contract import AppOptions, bearer
@@ -68,7 +68,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 @pytest.fixture
 def warnings_seen(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The apikeys warnings logged from here on, with the once-per-process memory reset."""
-    monkeypatch.setattr(_core, "_proxy_warnings_given", set())
+    monkeypatch.setattr(_clients, "proxy_warnings_given", set())
     caplog.set_level(logging.WARNING, logger="apikeys.integrations")
 
     def seen() -> list[str]:

@@ -24,17 +24,19 @@ The verified key is ``request.api_key``. Sync views use the sync manager,
 from __future__ import annotations
 
 from apikeys._imports import require
+from apikeys.integrations._settings import IntegrationSettings
 
-require("django", "django")
+try:
+    import django  # noqa: F401 (the import guard)
+except ImportError:
+    require("django", "django")  # raises the error naming the extra
+    raise
 
-from apikeys.integrations._core import IntegrationSettings  # noqa: E402
-from apikeys.integrations.django._decorators import require_api_key  # noqa: E402
-from apikeys.integrations.django._extension import APIKeys, to_response  # noqa: E402
-from apikeys.integrations.django._middleware import APIKeyMiddleware  # noqa: E402
-from apikeys.integrations.django.urls import (  # noqa: E402
-    async_management_router,
-    management_router,
-)
+# The adapter's modules, which import Django: imported once Django is known to be there.
+from apikeys.integrations.django._decorators import require_api_key
+from apikeys.integrations.django._extension import APIKeys, to_response
+from apikeys.integrations.django._middleware import APIKeyMiddleware
+from apikeys.integrations.django.urls import async_management_router, management_router
 
 __all__ = [
     "APIKeyMiddleware",

@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._core import required_scopes
+from apikeys.integrations._authentication import required_scopes
 from apikeys.integrations.django._extension import APIKeys
 
 _View = TypeVar("_View", bound=Callable[..., Any])

@@ -2,43 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from apikeys._cache import VerificationCache
-from apikeys._config import load_settings
-from apikeys._default import get_async_key_manager, get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError
-from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys.integrations._core import (
+from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    CoreResponse,
-    IntegrationSettings,
-    WSGICredentials,
     authenticate_async,
     authenticate_sync,
-    error_response,
-    is_async_manager,
-    split_config,
 )
+from apikeys.integrations._credentials import WSGICredentials
 from apikeys.integrations._management import (
     ManagementRequest,
     handle_management_async,
     handle_management_sync,
 )
+from apikeys.integrations._responses import CoreResponse, error_response
+from apikeys.integrations._settings import IntegrationSettings, Limiters, split_config
+from apikeys.integrations.django._managers import ProjectManagers
 
 logger = logging.getLogger("apikeys.integrations.django")
 
@@ -65,21 +56,6 @@ def to_response(core: CoreResponse) -> HttpResponse:
 def query_pairs(request: HttpRequest) -> list[tuple[str, str]]:
     """The query string as ``(name, value)`` pairs, repeated names kept."""
     return [(name, value) for name, values in request.GET.lists() for value in values]
-
-
-def _share_cache(built: object, other: object | None) -> None:
-    """Make a manager just built use the other manager's verification cache.
-
-    One process, one cache: a key revoked through the sync manager (a sync
-    ``/api-keys`` view) must not stay verified in the async manager's cache
-    (the async middleware) for up to ``CACHE_TTL``, nor the other way round.
-    Backends without a :class:`~apikeys.VerificationCache` keep their own.
-    """
-    shared = getattr(other, "cache", None)
-    if isinstance(shared, VerificationCache) and isinstance(
-        getattr(built, "cache", None), VerificationCache
-    ):
-        built.cache = shared  # type: ignore[attr-defined]
 
 
 class APIKeys:
@@ -115,29 +91,9 @@ class APIKeys:
         backend: str | None = None,
         **manager_options: Any,
     ) -> None:
-        if manager is not None and is_async_manager(manager):
-            raise ConfigurationError("manager must be sync: apikeys.create_key_manager(...)")
-        if async_manager is not None and not is_async_manager(async_manager):
-            raise ConfigurationError(
-                "async_manager must be async: apikeys.create_async_key_manager(...)"
-            )
-        if backend is not None and not isinstance(backend, str):
-            raise ConfigurationError("BACKEND must be a backend URL string")
-        # Build (and own) managers only when configuration names a backend.
-        self._builds = backend is not None or bool(manager_options)
-        if self._builds:
-            # What the factory will read (the environment too), checked now, not mid-request.
-            load_settings(**manager_options)
         self.settings = settings or IntegrationSettings()
-        self._backend = backend
-        self._options = manager_options
-        self._manager = manager
-        self._async_manager = async_manager
-        self._owns_sync = False
-        self._owns_async = False
-        # The event loop the async manager serves; see _async_manager_for.
-        self._async_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._lock = threading.Lock()
+        self.limiters = Limiters.of(self.settings)
+        self.managers = ProjectManagers(manager, async_manager, backend, manager_options)
 
     @classmethod
     def from_settings(cls, config: Mapping[str, Any] | None = None) -> APIKeys:
@@ -177,42 +133,7 @@ class APIKeys:
     @property
     def manager(self) -> KeyManager:
         """The sync manager, built on first use."""
-        built = self._manager
-        if built is not None:  # every request asks: no lock once it exists
-            return built
-        with self._lock:
-            if self._manager is None:
-                if not self._builds:
-                    return get_key_manager()
-                self._manager = create_key_manager(self._backend, **self._options)
-                self._owns_sync = True
-                _share_cache(self._manager, self._async_manager if self._owns_async else None)
-            return self._manager
-
-    def _async_manager_for(self, request: HttpRequest) -> AsyncKeyManager | None:
-        """The async manager to serve ``request`` in this event loop, or ``None``
-        when the sync manager must serve it (in a worker thread) instead.
-
-        Under WSGI, Django runs each ``async def`` view in an event loop of its
-        own, thrown away after the request: connections pooled there would die
-        with it. So WSGI requests, and any loop other than the first one that
-        used the async manager, are served by the sync manager.
-        """
-        if isinstance(request, WSGIRequest):
-            return None
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._async_loop is None:
-                self._async_loop = weakref.ref(loop)
-            elif self._async_loop() is not loop:
-                return None
-            if self._async_manager is None:
-                if not self._builds:
-                    return get_async_key_manager()
-                self._async_manager = create_async_key_manager(self._backend, **self._options)
-                self._owns_async = True
-                _share_cache(self._async_manager, self._manager if self._owns_sync else None)
-            return self._async_manager
+        return self.managers.sync()
 
     @staticmethod
     def credentials(request: HttpRequest) -> WSGICredentials:
@@ -227,36 +148,38 @@ class APIKeys:
 
         A key already verified for this very request (by the middleware, then a
         decorated view or DRF) is reused, checked for ``scopes`` (which must come
-        from :func:`~apikeys.integrations._core.required_scopes`). It is read back
+        from :func:`~apikeys.integrations._authentication.required_scopes`). It is read back
         only from a private attribute of the request object, which no other
         request shares; ``request.api_key`` is only written.
 
         Raises:
             APIKeysError: The key is missing or refused, or the backend failed.
         """
-        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
+        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return _publish(request, check_scopes(published, scopes))
         verified = authenticate_sync(
-            self.manager, self.credentials(request), self.settings, scopes, source="django"
-        )
-        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+            self.manager, self.credentials(request), self.settings, scopes,
+            limiters=self.limiters, source="django",
+        )  # fmt: skip
+        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
     async def aauthenticate(
         self, request: HttpRequest, scopes: tuple[str, ...] = ()
     ) -> VerifiedKey:
         """Async twin of :meth:`authenticate`, with the async manager."""
-        published = request.__dict__.get(_VERIFIED_ATTRIBUTE)
+        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
         if isinstance(published, VerifiedKey):
             return _publish(request, check_scopes(published, scopes))
-        manager = self._async_manager_for(request)
+        manager = self.managers.async_for(request)
         if manager is None:
             return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
         verified = await authenticate_async(
-            manager, self.credentials(request), self.settings, scopes, source="django"
-        )
-        request.__dict__[_VERIFIED_ATTRIBUTE] = verified
+            manager, self.credentials(request), self.settings, scopes,
+            limiters=self.limiters, source="django",
+        )  # fmt: skip
+        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
     def response_for(self, exc: APIKeysError) -> HttpResponse:
@@ -281,7 +204,9 @@ class APIKeys:
         try:
             caller = self.authenticate(request, self.management_scopes)
             management = self._management_request(request, caller, key_id)
-            core = handle_management_sync(self.manager, management, self.settings)
+            core = handle_management_sync(
+                self.manager, management, self.settings, limiters=self.limiters
+            )
         except APIKeysError as exc:
             return self.response_for(exc)
         return to_response(core)
@@ -291,74 +216,33 @@ class APIKeys:
     ) -> HttpResponse:
         """Answer one ``/api-keys`` call with the async manager."""
         try:
-            manager = self._async_manager_for(request)
+            manager = self.managers.async_for(request)
             if manager is None:
                 serve = sync_to_async(self.serve_management, thread_sensitive=False)
                 return await serve(request, key_id)
             caller = await self.aauthenticate(request, self.management_scopes)
             management = self._management_request(request, caller, key_id)
-            core = await handle_management_async(manager, management, self.settings)
+            core = await handle_management_async(
+                manager, management, self.settings, limiters=self.limiters
+            )
         except APIKeysError as exc:
             return self.response_for(exc)
         return to_response(core)
-
-    def _take_managers(
-        self,
-    ) -> tuple[KeyManager | None, AsyncKeyManager | None, asyncio.AbstractEventLoop | None]:
-        """Detach the managers this instance built, with the async one's event loop."""
-        with self._lock:
-            sync_manager = self._manager if self._owns_sync else None
-            async_manager = self._async_manager if self._owns_async else None
-            loop = self._async_loop() if self._async_loop is not None else None
-            if sync_manager is not None:
-                self._manager, self._owns_sync = None, False
-            if async_manager is not None:
-                self._async_manager, self._owns_async = None, False
-            self._async_loop = None
-        return sync_manager, async_manager, loop
 
     def close(self) -> None:
         """Close the managers this instance built; they are rebuilt if used again.
 
         Managers passed in stay open. From async code, prefer :meth:`aclose`.
         """
-        sync_manager, async_manager, loop = self._take_managers()
-        if sync_manager is not None:
-            sync_manager.close()
-        if async_manager is None:
-            return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None:
-            # Called from async code (a settings change in an async test): no blocking here.
-            task = running.create_task(async_manager.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
-        elif loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(async_manager.close(), loop).result(timeout=30)
-        else:
-            # Its loop is gone (under WSGI each async view has a loop of its own).
-            asyncio.run(async_manager.close())
+        self.managers.close()
 
     async def aclose(self) -> None:
         """Close the managers this instance built, without blocking the event loop."""
-        sync_manager, async_manager, loop = self._take_managers()
-        if async_manager is not None:
-            running = asyncio.get_running_loop()
-            if loop is not None and loop is not running and loop.is_running():
-                closing = asyncio.run_coroutine_threadsafe(async_manager.close(), loop)
-                await asyncio.wrap_future(closing)
-            else:
-                await async_manager.close()
-        if sync_manager is not None:
-            await sync_to_async(sync_manager.close, thread_sensitive=False)()
+        await self.managers.aclose()
 
 
 _current: APIKeys | None = None
 _current_lock = threading.Lock()
-_closing: set[asyncio.Task[None]] = set()
 
 
 def _reset_current(*, setting: str, **kwargs: Any) -> None:

@@ -9,7 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._core import check_exempt_paths, is_exempt, required_scopes
+from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._settings import check_exempt_paths, is_exempt
 from apikeys.integrations.django._extension import APIKeys
 
 _GetResponse = Callable[[HttpRequest], "HttpResponseBase | Awaitable[HttpResponseBase]"]

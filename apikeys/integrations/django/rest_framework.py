@@ -22,28 +22,27 @@ synchronous, so the sync manager is used.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from apikeys._errors import APIKeysError, MissingKeyError
 from apikeys._imports import require
+from apikeys._keystate import check_scopes
+from apikeys._models import VerifiedKey
+from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._responses import error_response
 
-require("rest_framework", "drf")
+try:
+    from rest_framework.authentication import BaseAuthentication
+    from rest_framework.exceptions import APIException
+    from rest_framework.permissions import BasePermission
+    from rest_framework.request import Request
+except ImportError:
+    require("rest_framework", "drf")  # raises the error naming the extra
+    raise
 
-from collections.abc import Iterable  # noqa: E402
-from typing import TYPE_CHECKING, Any, ClassVar  # noqa: E402
-
-from rest_framework.authentication import BaseAuthentication  # noqa: E402
-from rest_framework.exceptions import APIException  # noqa: E402
-from rest_framework.permissions import BasePermission  # noqa: E402
-from rest_framework.request import Request  # noqa: E402
-
-from apikeys._errors import APIKeysError, MissingKeyError  # noqa: E402
-from apikeys._keystate import check_scopes  # noqa: E402
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys.integrations._core import (  # noqa: E402
-    error_response,
-    required_scopes,
-)
-from apikeys.integrations.django._extension import (  # noqa: E402
-    APIKeys,
-)
+# The Django adapter: imported once Django REST framework (and so Django) is known to be there.
+from apikeys.integrations.django._extension import APIKeys
 
 if TYPE_CHECKING:
     # rest_framework.views reads settings.REST_FRAMEWORK when imported: not at import time here.
