@@ -71,12 +71,13 @@ from apikeys.backends.sqlalchemy import (
     SQLAlchemyKeyManager,
     api_keys_table,
 )
-from apikeys.integrations._core import CoreResponse, IntegrationSettings
 from apikeys.integrations._management import (
     ManagementRequest,
     handle_management_async,
     handle_management_sync,
 )
+from apikeys.integrations._responses import CoreResponse
+from apikeys.integrations._settings import IntegrationSettings, Limiters
 from benchmarks.apikeys_sqlite import garbage_keys, open_subject
 from benchmarks.harness import percentile, timer_overhead_ns
 from benchmarks.report import machine_info, publish, replace_between_markers
@@ -527,10 +528,11 @@ def _delete_inputs(keys: KeySets) -> tuple[list[str], list[str]]:
 
 def _delete_sync(manager: SQLAlchemyKeyManager) -> Callable[[str], CoreResponse]:
     settings = IntegrationSettings()
+    limiters = Limiters.of(settings)
 
     def delete(key_id: str) -> CoreResponse:
         request = ManagementRequest("DELETE", _CALLER, key_id=key_id)
-        return handle_management_sync(manager, request, settings)
+        return handle_management_sync(manager, request, settings, limiters=limiters)
 
     return delete
 
@@ -539,10 +541,11 @@ def _delete_async(
     manager: AsyncSQLAlchemyKeyManager,
 ) -> Callable[[str], Awaitable[CoreResponse]]:
     settings = IntegrationSettings()
+    limiters = Limiters.of(settings)
 
     async def delete(key_id: str) -> CoreResponse:
         request = ManagementRequest("DELETE", _CALLER, key_id=key_id)
-        return await handle_management_async(manager, request, settings)
+        return await handle_management_async(manager, request, settings, limiters=limiters)
 
     return delete
 
