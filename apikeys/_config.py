@@ -69,6 +69,15 @@ def reject_removed_settings(options: Mapping[str, object], where: str = "apikeys
         raise TypeError(f"{where} got unexpected options: {', '.join(sorted(options))}")
 
 
+def check_redis_url(value: SecretStr | None) -> SecretStr | None:
+    """Refuse anything but a Redis URL, without quoting it (it may hold a password)."""
+    if value is not None and not value.get_secret_value().startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
 class Settings(BaseSettings):
     """Every setting apikeys reads. Environment variables are ``APIKEYS_<NAME>``
     unless noted; keyword arguments to the factories win over the environment.
@@ -182,4 +191,4 @@ def load_settings(**options: Any) -> Settings:
         raise ConfigurationError(f"invalid apikeys settings: {exc.message}") from None
 
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "check_redis_url", "load_settings"]

@@ -6,8 +6,8 @@ second: each one a row, an argon2 hash, and a credential to track down.
 burst, then one more every ``window / max_creations`` seconds; past that,
 :class:`~apikeys.RateLimitedError` (429 with ``Retry-After``). It is the
 token bucket of :class:`~apikeys._ratelimit.FailureLimiter`, with the check
-and the take made one step, so concurrent requests cannot all slip past the
-check before any of them counts.
+and the take made one step (:meth:`~apikeys._ratelimit.FailureLimiter.take`),
+so concurrent requests cannot all slip past the check before any of them counts.
 
 Example:
     >>> now = [0.0]
@@ -23,12 +23,11 @@ Example:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 from apikeys._errors import RateLimitedError
-from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, FailureLimiter
+from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, FailureCounter, FailureLimiter
 
 DEFAULT_MAX_KEY_CREATIONS = 20
 DEFAULT_KEY_CREATION_WINDOW = 600.0
@@ -39,8 +38,9 @@ _MESSAGE = "Too many API keys created for this user; retry later"
 class CreationLimiter:
     """Allow ``max_creations`` key creations per owner in a burst, then as many per ``window``.
 
-    Counted in this process: with several worker processes, each allows as
-    many. ``0`` disables the limit.
+    Counted in this process, or, with ``redis_url``, in Redis for every
+    process at once (see :class:`apikeys._redis.RedisFailureLimiter`: while
+    Redis is down, each process counts alone). ``0`` disables the limit.
 
     Args:
         max_creations: Creations per owner in a burst; ``0`` disables the limiter.
@@ -49,6 +49,7 @@ class CreationLimiter:
             least recently is forgotten (the limit gets more lenient, never
             stricter, and memory stays bounded).
         clock: A monotonic clock. Tests may replace :attr:`clock` later.
+        redis_url: Count in this Redis, shared by every process.
     """
 
     def __init__(
@@ -58,13 +59,18 @@ class CreationLimiter:
         *,
         max_tracked: int = DEFAULT_MAX_TRACKED_KEYS,
         clock: Callable[[], float] = time.monotonic,
+        redis_url: str | None = None,
     ) -> None:
         self.clock = clock
         # The bucket reads the clock through this object, so replacing it takes effect.
         self._bucket = FailureLimiter(
             max_creations, window, max_tracked=max_tracked, clock=lambda: self.clock()
         )
-        self._lock = threading.Lock()
+        self._counter: FailureCounter = self._bucket
+        if redis_url is not None:
+            from apikeys._redis import RedisFailureLimiter
+
+            self._counter = RedisFailureLimiter(redis_url, "key-creations", self._bucket)
 
     @property
     def max_creations(self) -> int:
@@ -83,14 +89,17 @@ class CreationLimiter:
             RateLimitedError: ``owner`` has no creation left; ``retry_after``
                 says when one grows back. Nothing is counted.
         """
-        if not self._bucket.enabled:
-            return
-        with self._lock:
-            try:
-                self._bucket.check(owner)
-            except RateLimitedError as exc:
-                raise RateLimitedError(_MESSAGE, retry_after=exc.retry_after) from None
-            self._bucket.record_failure(owner)
+        try:
+            self._counter.take(owner)
+        except RateLimitedError as exc:
+            raise RateLimitedError(_MESSAGE, retry_after=exc.retry_after) from None
+
+    async def take_async(self, owner: str) -> None:
+        """The async twin of :meth:`take`."""
+        try:
+            await self._counter.take_async(owner)
+        except RateLimitedError as exc:
+            raise RateLimitedError(_MESSAGE, retry_after=exc.retry_after) from None
 
 
 __all__ = ["DEFAULT_KEY_CREATION_WINDOW", "DEFAULT_MAX_KEY_CREATIONS", "CreationLimiter"]

@@ -196,7 +196,7 @@ class FailureLimiter:
         try:
             yield
         except InvalidKeyError as exc:
-            if not isinstance(exc, ExpiredKeyError | RevokedKeyError):
+            if counts_as_failure(exc):
                 self.record_failure(key)
             raise
 
@@ -216,6 +216,16 @@ class FailureLimiter:
             if tat > now and len(self._tat) < self.max_tracked:
                 return
             del self._tat[oldest]
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a failed attempt: a malformed, unknown or wrong key.
+
+    An expired or revoked key is not: its holder had the right secret.
+    """
+    return isinstance(error, InvalidKeyError) and not isinstance(
+        error, ExpiredKeyError | RevokedKeyError
+    )
 
 
 def _refuse_if_waiting(wait: float | None) -> None:
@@ -408,5 +418,6 @@ __all__ = [
     "ConcurrencyCap",
     "FailureCounter",
     "FailureLimiter",
+    "counts_as_failure",
     "default_hash_concurrency",
 ]

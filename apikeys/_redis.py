@@ -23,7 +23,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 from apikeys._errors import MissingDependencyError, RateLimitedError
@@ -132,6 +132,16 @@ class RedisRevocationChannel:
         self._client.close()
 
 
+async def _closed_with_the_loop(pool: redis.asyncio.ConnectionPool) -> AsyncGenerator[None, None]:
+    # An event loop closes the async generators it started before it closes itself
+    # (asyncio.run, uvicorn and anyio all do): the one place a library can close
+    # its connections on a loop whose lifespan it does not own.
+    try:
+        yield
+    finally:
+        await pool.aclose()
+
+
 RETRY_REDIS_AFTER = 1.0
 """Seconds a limiter counts in its process alone after Redis failed, before trying Redis again."""
 
@@ -183,7 +193,7 @@ class RedisFailureLimiter:
         # redis.asyncio connections belong to one event loop: a limiter per loop.
         self._async_limiters: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop,
-            tuple[limits.aio.strategies.MovingWindowRateLimiter, redis.asyncio.ConnectionPool],
+            tuple[limits.aio.strategies.MovingWindowRateLimiter, AsyncGenerator[None, None]],
         ] = weakref.WeakKeyDictionary()
         self._down_until = 0.0
         self._lock = threading.Lock()
@@ -254,7 +264,7 @@ class RedisFailureLimiter:
                 self._redis_failed(exc)
         self.local.record_failure(key)
 
-    def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
+    async def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
         loop = asyncio.get_running_loop()
         entry = self._async_limiters.get(loop)
         if entry is None:
@@ -269,14 +279,16 @@ class RedisFailureLimiter:
                 wrap_exceptions=True,
                 **options,
             )
+            keeper = _closed_with_the_loop(pool)
+            await keeper.__anext__()
             entry = self._async_limiters[loop] = (
                 limits.aio.strategies.MovingWindowRateLimiter(storage),
-                pool,
+                keeper,
             )
         return entry[0]
 
     async def aclose(self) -> None:
-        """Close the connections of the running event loop (at application shutdown)."""
+        """Close the connections of the running event loop now, not at its shutdown."""
         entry = self._async_limiters.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry[1].aclose()
@@ -285,7 +297,7 @@ class RedisFailureLimiter:
         if not self.enabled:
             return
         if self._redis_up():
-            limiter = self._async_limiter()
+            limiter = await self._async_limiter()
             try:
                 if await (limiter.hit if count else limiter.test)(self._item, key):
                     return
@@ -310,7 +322,7 @@ class RedisFailureLimiter:
             return
         if self._redis_up():
             try:
-                await self._async_limiter().hit(self._item, key)
+                await (await self._async_limiter()).hit(self._item, key)
                 return
             except limits.errors.StorageError as exc:
                 self._redis_failed(exc)

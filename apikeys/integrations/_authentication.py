@@ -12,7 +12,6 @@ when the connection comes from a ``trusted_proxies`` address.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Iterable
@@ -31,16 +30,13 @@ from apikeys._events import EventReporter
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
-from apikeys._ratelimit import FailureLimiter
+from apikeys._ratelimit import FailureCounter, counts_as_failure
 from apikeys.integrations._credentials import RequestCredentials
 from apikeys.integrations._settings import IntegrationSettings, Limiters
 
 API_KEY_ATTRIBUTE = "api_key"
 """Where every adapter publishes the verified key: ``request.state.api_key``
 (Starlette), ``flask.g.api_key``, ``request.api_key`` (Django)."""
-
-# A request without a per-client limit; nullcontext is reusable and reentrant.
-_UNGUARDED: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
 
 def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
@@ -87,26 +83,28 @@ def _refuse_plain_http(credentials: RequestCredentials, settings: IntegrationSet
 
 
 def client_guard(
-    credentials: RequestCredentials, settings: IntegrationSettings, limiter: FailureLimiter | None
-) -> contextlib.AbstractContextManager[None]:
-    """Refuse plain HTTP when HTTPS is required; return the guard to validate within.
+    credentials: RequestCredentials, settings: IntegrationSettings, limiter: FailureCounter | None
+) -> tuple[FailureCounter, str] | None:
+    """Refuse plain HTTP when HTTPS is required; return whom this request's failures count against.
 
     ``require_https`` and ``client_max_failures`` need the client's address and
     scheme; a request whose client is unknown counts as plain HTTP from an
-    unknown address (refused when HTTPS is required, never limited). The
-    guard (see :meth:`FailureLimiter.attempt`) refuses a client over its limit
-    when entered and counts the failures raised inside it.
+    unknown address (refused when HTTPS is required, never limited).
+
+    Returns:
+        The limiter and the client's key in it, or ``None`` when the request
+        is not limited.
 
     Raises:
         InsecureTransportError: ``require_https`` is on and the key came over HTTP.
     """
     if not (settings.require_https or settings.client_max_failures):
-        return _UNGUARDED
+        return None
     client = credentials.client(settings)
     if settings.require_https and (client is None or not client.secure):
         _refuse_plain_http(credentials, settings)
     key = client.limiter_key if limiter is not None and client is not None else None
-    return limiter.attempt(key) if limiter is not None and key is not None else _UNGUARDED
+    return (limiter, key) if limiter is not None and key is not None else None
 
 
 def accepted(verified: object, scopes: tuple[str, ...]) -> VerifiedKey:
@@ -147,10 +145,13 @@ def authenticate_sync(
     guard = client_guard(credentials, settings, limiters.client)
     secret = None
     try:
-        with guard:
-            secret = credentials.credential(settings)
-            verified = manager.validate_api_key(secret, required_scopes=scopes)
+        if guard is not None:
+            guard[0].check(guard[1])
+        secret = credentials.credential(settings)
+        verified = manager.validate_api_key(secret, required_scopes=scopes)
     except (MissingKeyError, InvalidKeyError, RateLimitedError) as exc:
+        if guard is not None and counts_as_failure(exc):
+            guard[0].record_failure(guard[1])
         if secret is None:
             reporter(source).rejected(exc)
         raise
@@ -170,10 +171,13 @@ async def authenticate_async(
     guard = client_guard(credentials, settings, limiters.client)
     secret = None
     try:
-        with guard:
-            secret = credentials.credential(settings)
-            verified = await manager.validate_api_key(secret, required_scopes=scopes)
+        if guard is not None:
+            await guard[0].check_async(guard[1])
+        secret = credentials.credential(settings)
+        verified = await manager.validate_api_key(secret, required_scopes=scopes)
     except (MissingKeyError, InvalidKeyError, RateLimitedError) as exc:
+        if guard is not None and counts_as_failure(exc):
+            await guard[0].record_failure_async(guard[1])
         if secret is None:
             reporter(source).rejected(exc)
         raise

@@ -156,8 +156,22 @@ class DeleteKey:
         await manager.delete_api_key(self.key_id, user_id=self.user_id)
 
 
-ManagerCall = ListKeys | CreateKey | RevokeKey | DeleteKey
-"""A manager call :func:`management_flow` asks its driver to perform."""
+@dataclass(frozen=True, slots=True, repr=False)
+class TakeCreation:
+    """Count one creation for the owner, or refuse it (the counter may be in Redis)."""
+
+    limiter: CreationLimiter
+    user_id: str
+
+    def call_sync(self, manager: KeyManager) -> None:
+        self.limiter.take(self.user_id)
+
+    async def call_async(self, manager: AsyncKeyManager) -> None:
+        await self.limiter.take_async(self.user_id)
+
+
+ManagerCall = ListKeys | CreateKey | RevokeKey | DeleteKey | TakeCreation
+"""A call :func:`management_flow` asks its driver to perform: the manager's, or a counter's."""
 
 
 def management_flow(
@@ -182,7 +196,7 @@ def management_flow(
     if method == "POST" and request.key_id is None:
         arguments = create_arguments(parse_json_body(request.body, settings), caller)
         if creation is not None:
-            creation.take(caller.user_id)
+            yield TakeCreation(creation, caller.user_id)
         new_key: NewAPIKey = yield CreateKey(
             caller.user_id, arguments.name, arguments.scopes, arguments.expiration,
             arguments.metadata, caller.key_id,

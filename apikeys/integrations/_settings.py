@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from apikeys._config import check_redis_url
 from apikeys._creationlimit import (
     DEFAULT_KEY_CREATION_WINDOW,
     DEFAULT_MAX_KEY_CREATIONS,
     CreationLimiter,
 )
 from apikeys._errors import ConfigurationError
-from apikeys._ratelimit import FailureLimiter
+from apikeys._ratelimit import FailureCounter, FailureLimiter
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 from apikeys.integrations._clients import Network, ip_network
 
@@ -99,6 +101,10 @@ class IntegrationSettings(BaseModel):
             believed. From any other peer those headers are ignored.
         require_https: Refuse keys that reached the app over plain HTTP with
             403 ``https_required`` (the key is never validated). Off by default.
+        redis_url: Count ``client_max_failures`` and ``max_key_creations`` in
+            this Redis, for every worker process at once. By default the
+            ``APIKEYS_REDIS_URL`` environment variable; unset, each process
+            counts alone.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -119,6 +125,7 @@ class IntegrationSettings(BaseModel):
     client_failure_window: float = Field(default=60.0, gt=0, le=86400)
     trusted_proxies: tuple[str, ...] = ()
     require_https: bool = False
+    redis_url: SecretStr | None = None
 
     @property
     def management_scopes(self) -> tuple[str, ...]:
@@ -135,6 +142,8 @@ class IntegrationSettings(BaseModel):
     def header_plan(self) -> HeaderPlan:
         """Where ``header_names`` are found in a WSGI environ and in ASGI headers."""
         return HeaderPlan.of(self.header_names)
+
+    _check_redis_url = field_validator("redis_url")(check_redis_url)
 
     @field_validator("header_names", "exempt_paths", "trusted_proxies", mode="before")
     @classmethod
@@ -225,20 +234,36 @@ class Limiters:
             or ``None`` when that limit is off.
     """
 
-    client: FailureLimiter | None = None
+    client: FailureCounter | None = None
     creation: CreationLimiter | None = None
 
     @classmethod
     def of(cls, settings: IntegrationSettings) -> Limiters:
-        """Fresh limiters for ``settings``: each app counts its own requests."""
-        return cls(
-            FailureLimiter(settings.client_max_failures, settings.client_failure_window)
-            if settings.client_max_failures
-            else None,
-            CreationLimiter(settings.max_key_creations, settings.key_creation_window)
-            if settings.max_key_creations
-            else None,
+        """Fresh limiters for ``settings``: each app counts its own requests.
+
+        With a Redis URL (``settings.redis_url``, else ``APIKEYS_REDIS_URL``)
+        they count in Redis, for every process of the deployment at once.
+        """
+        redis_url = (
+            settings.redis_url.get_secret_value()
+            if settings.redis_url is not None
+            else os.environ.get("APIKEYS_REDIS_URL") or None
         )
+        client: FailureCounter | None = None
+        if settings.client_max_failures:
+            client = FailureLimiter(settings.client_max_failures, settings.client_failure_window)
+            if redis_url is not None:
+                from apikeys._redis import RedisFailureLimiter
+
+                client = RedisFailureLimiter(redis_url, "client-failures", client)
+        creation = (
+            CreationLimiter(
+                settings.max_key_creations, settings.key_creation_window, redis_url=redis_url
+            )
+            if settings.max_key_creations
+            else None
+        )
+        return cls(client, creation)
 
 
 def split_config(

@@ -47,18 +47,13 @@ def test_the_async_twin_counts_with_the_sync_one(redis: RedisServer) -> None:
         for _ in range(2):
             await async_worker.check_async("c")
             await async_worker.record_failure_async("c")
-        await async_worker.aclose()
 
     async def fail_once_more() -> None:
         await async_worker.record_failure_async("c")  # a new loop: a connection of its own
-        await async_worker.aclose()
 
     async def refused() -> None:
-        try:
-            with pytest.raises(RateLimitedError):
-                await async_worker.check_async("c")
-        finally:
-            await async_worker.aclose()
+        with pytest.raises(RateLimitedError):
+            await async_worker.check_async("c")
 
     asyncio.run(fail_twice())
     sync_worker.record_failure("c")
@@ -101,7 +96,6 @@ def test_redis_down_in_async_code_counts_in_the_process(redis: RedisServer) -> N
             await worker.record_failure_async("c")
         with pytest.raises(RateLimitedError):
             await worker.check_async("c")
-        await worker.aclose()
 
     asyncio.run(flood())
 
@@ -115,8 +109,6 @@ def test_take_counts_and_refuses_in_one_step_across_workers(redis: RedisServer) 
         await workers[1].take_async("owner")
         with pytest.raises(RateLimitedError):
             await workers[0].take_async("owner")
-        await workers[0].aclose()
-        await workers[1].aclose()
 
     asyncio.run(third())
     with pytest.raises(RateLimitedError):
