@@ -16,11 +16,11 @@ from argon2 import PasswordHasher, Type
 import apikeys
 from apikeys import BackendUnavailableError, ConfigurationError, InvalidKeyError
 from apikeys._keyformat import generate_key, parse_key
+from apikeys.backends._sqlalchemy import normalize_url
 from apikeys.backends.sqlalchemy import (
     SCHEMA_VERSION,
     AsyncSQLAlchemyKeyManager,
     SQLAlchemyKeyManager,
-    _normalize_url,
     api_keys_table,
     metadata,
     schema_version_table,
@@ -312,8 +312,8 @@ def test_secrets_never_reach_sql_error_messages(manager: SQLAlchemyKeyManager) -
     ],
 )
 def test_driver_choice(url: str, sync: str, asynchronous: str) -> None:
-    assert _normalize_url(url, asynchronous=False).drivername == sync
-    assert _normalize_url(url, asynchronous=True).drivername == asynchronous
+    assert normalize_url(url, asynchronous=False).drivername == sync
+    assert normalize_url(url, asynchronous=True).drivername == asynchronous
 
 
 def test_engine_hides_parameters(manager: SQLAlchemyKeyManager) -> None:
