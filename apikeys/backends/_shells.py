@@ -13,10 +13,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from apikeys._arguments import KEEP, Keep
+from apikeys._arguments import KEEP, Keep, check_required_scopes
 from apikeys._cache import VerificationCache
 from apikeys._errors import InsufficientScopeError, InvalidKeyError
 from apikeys._events import EventReporter
@@ -25,10 +26,42 @@ from apikeys._flow import run_async, run_sync
 from apikeys._keyformat import MAX_KEY_LENGTH
 from apikeys._keystate import check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
-from apikeys.backends._verification import required_scopes_of
 
 if TYPE_CHECKING:
     from typing import Self
+
+
+@lru_cache(maxsize=1024)
+def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
+
+
+@lru_cache(maxsize=1024)
+def _required_from_text(scopes: str) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
+
+
+def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
+    """Validate ``required_scopes``, memoised: routes pass the same few sets again and again.
+
+    Only an empty sequence requires no scope; ``None`` and blank strings are
+    refused (see :func:`~apikeys._arguments.check_required_scopes`).
+    """
+    if required_scopes == ():  # the usual case, answered first
+        return ()
+    if isinstance(required_scopes, str):
+        return _required_from_text(required_scopes)
+    if not isinstance(required_scopes, tuple | list | set | frozenset):
+        # Anything else (a generator, a wrong type) goes to the validator, which
+        # bounds what it reads and names the problem.
+        return check_required_scopes(required_scopes)
+    if not required_scopes:
+        return ()
+    scopes = tuple(required_scopes)
+    try:
+        return _required_from_tuple(scopes)
+    except TypeError:  # unhashable items: let the validator name the problem
+        return check_required_scopes(scopes)
 
 
 class FlowBackend(ABC):
