@@ -95,6 +95,8 @@ class ClerkKeyManager(SyncShell, ClerkBase):
         secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
         http_client: An ``httpx.Client`` to send through (yours to close); by
             default one with connection pooling is made and closed by :meth:`close`.
+
+    Keyword Args:
         api_url: Clerk's Backend API, ``https://api.clerk.com/v1`` by default; plain
             ``http`` is accepted only for loopback addresses (tests, local mocks).
         api_version: Sent as ``Clerk-API-Version`` when given.

@@ -146,6 +146,8 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
     Args:
         url: A SQLAlchemy URL (``sqlite:///apikeys.db``, ``postgresql+psycopg://…``)
             or an :class:`sqlalchemy.Engine` you own.
+
+    Keyword Args:
         key_prefix: Prefix of issued keys (``apk``).
         cache_ttl: Seconds a successful validation is served from memory; ``0``
             disables the cache. It bounds how long another process may still
