@@ -803,12 +803,15 @@ class ClerkBase(FlowBackend):
         api_key = to_api_key(key, hint=secret_hint(secret))
         return NewAPIKey(secret=secret, **api_key.model_dump())
 
+    def _read_presented(self, secret: str) -> str:
+        if not is_clerk_secret(secret):
+            raise self._refusal()  # no Clerk key looks like this: no (billed) call
+        return secret
+
     def _validate_flow(
         self, secret: str, required: tuple[str, ...]
     ) -> Generator[ClerkOp, Any, VerifiedKey]:
         try:
-            if not is_clerk_secret(secret):
-                raise InvalidKeyError()  # no Clerk key looks like this: no (billed) call
             verified = yield SharedVerify(secret, self.cache.digest(secret))
         except APIKeysError as exc:
             self.events.rejected(exc)

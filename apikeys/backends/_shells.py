@@ -5,7 +5,8 @@ flow that yields IO requests. Its sync manager mixes in :class:`SyncShell`
 and its async manager :class:`AsyncShell`: these drive the flows with the
 manager's ``_perform``, so a backend's twins only add ``_perform`` and
 ``close``. Validation is written here once too: a cache hit is answered
-without a flow, a miss runs the backend's ``_validate_flow``.
+without a flow; on a miss the backend reads the presented string without IO
+(``_read_presented``), then its ``_validate_flow`` runs.
 """
 
 from __future__ import annotations
@@ -85,11 +86,15 @@ class FlowBackend(ABC):
             InsufficientScopeError: A hit lacks a required scope.
         """
         if not isinstance(secret, str) or len(secret) > self.max_secret_length:
-            refusal = InvalidKeyError()
-            self.events.rejected(refusal)
-            raise refusal
+            raise self._refusal()
         verified = self.cache.lookup(secret)
         return None if verified is None else self._accepted(verified, required)
+
+    def _refusal(self) -> InvalidKeyError:
+        """A refusal of a presented string that names no key, reported."""
+        refusal = InvalidKeyError()
+        self.events.rejected(refusal)
+        return refusal
 
     def _accepted(self, verified: VerifiedKey, required: tuple[str, ...]) -> VerifiedKey:
         """Check the scopes one caller needs, and report the outcome."""
@@ -102,11 +107,17 @@ class FlowBackend(ABC):
         return verified
 
     @abstractmethod
+    def _read_presented(self, secret: str) -> Any:
+        """Read what validation needs from a presented string, without IO, or
+        raise :meth:`_refusal` when it cannot be a key of this backend."""
+
+    @abstractmethod
     def _validate_flow(
-        self, secret: str, required: tuple[str, ...]
+        self, presented: Any, required: tuple[str, ...], /
     ) -> Generator[Any, Any, VerifiedKey]:
-        """Validate a secret the cache does not hold: verify it, check its state and
-        ``required`` scopes, cache it, and report the outcome."""
+        """Validate what :meth:`_read_presented` read from a secret the cache does
+        not hold: verify it, check its state and ``required`` scopes, cache it,
+        and report the outcome."""
 
     @abstractmethod
     def _create_flow(
@@ -164,7 +175,9 @@ class SyncShell(FlowBackend):
         verified = self._cached_validation(secret, required)
         if verified is not None:
             return verified
-        return run_sync(self._validate_flow(secret, required), self._perform)
+        # Garbage, the commonest hostile input, is refused before a flow is built.
+        presented = self._read_presented(secret)
+        return run_sync(self._validate_flow(presented, required), self._perform)
 
     def create_api_key(
         self,
@@ -237,7 +250,9 @@ class AsyncShell(FlowBackend):
         verified = self._cached_validation(secret, required)
         if verified is not None:
             return verified
-        return await run_async(self._validate_flow(secret, required), self._perform)
+        # Garbage, the commonest hostile input, is refused before a flow is built.
+        presented = self._read_presented(secret)
+        return await run_async(self._validate_flow(presented, required), self._perform)
 
     async def create_api_key(
         self,

@@ -51,7 +51,13 @@ from apikeys._errors import (
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow
-from apikeys._keyformat import DEFAULT_PREFIX, generate_key, try_parse_key, validate_prefix
+from apikeys._keyformat import (
+    DEFAULT_PREFIX,
+    ParsedKey,
+    generate_key,
+    try_parse_key,
+    validate_prefix,
+)
 from apikeys._keystate import check_key_state, check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap
@@ -758,15 +764,15 @@ class SQLAlchemyBase(FlowBackend):
             )
         raise BackendUnavailableError("could not store a new key (repeated id conflicts)")
 
-    def _validate_flow(
-        self, secret: str, required: tuple[str, ...]
-    ) -> Generator[SQLRequest, Any, VerifiedKey]:
-        # Garbage, the commonest hostile input, is refused before any IO.
+    def _read_presented(self, secret: str) -> ParsedKey:
         parsed = try_parse_key(secret, self.key_prefix)
         if parsed is None:
-            refusal = InvalidKeyError()
-            self.events.rejected(refusal)
-            raise refusal
+            raise self._refusal()
+        return parsed
+
+    def _validate_flow(
+        self, parsed: ParsedKey, required: tuple[str, ...]
+    ) -> Generator[SQLRequest, Any, VerifiedKey]:
         secret = parsed.key
         key_id = parsed.lookup_id  # the id the key claims (it may not exist)
         user_id: str | None = None
