@@ -22,7 +22,7 @@ demo: setup-demo
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
 	@# Prism (from npm) serves Clerk's OpenAPI spec for the Clerk conformance tests.
-	@if command -v npm >/dev/null 2>&1; then sh tests/clerk/prism.sh >/dev/null; \
+	@if command -v npm >/dev/null 2>&1; then sh tests/backends/clerk/prism.sh >/dev/null; \
 	else echo "npm not found: the Clerk mock-server (Prism) tests will be skipped"; fi
 
 lint: setup-test

@@ -40,11 +40,11 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from apikeys._arguments import KEEP, Keep, check_metadata
 from apikeys._config import load_settings
@@ -395,48 +395,20 @@ def open_manager(url: str | None) -> KeyManager:
         raise ConfigurationError(f"cannot open the backend ({detail})") from exc
 
 
-# What SQLAlchemy's SQLite dialect reads as a true ``uri`` query value.
-_TRUE_WORDS = frozenset({"true", "yes", "on", "y", "t", "1"})
-
-
-def _query_value(query: Mapping[str, str | tuple[str, ...]], name: str) -> str:
-    value = query.get(name, "")
-    # A repeated parameter arrives as a tuple; the driver takes the last one.
-    return (value if isinstance(value, str) else value[-1] if value else "").strip().lower()
-
-
 def sqlite_file_of(url: str) -> str | None:
     """Return the file a ``sqlite:`` URL opens, or ``None`` when it opens no file.
 
-    ``None`` for other URLs, for in-memory and temporary databases (``sqlite://``,
-    ``sqlite:///:memory:``, ``file::memory:`` and ``mode=memory`` URIs), for URLs
-    SQLAlchemy cannot parse, and when SQLAlchemy is not installed. A SQLite URI
-    (``sqlite:///file:keys.db?mode=ro&uri=true``) gives its path, unescaped as
-    SQLite does; a relative path is relative to the working directory, as for SQLite.
+    The SQLAlchemy backend reads the URL (see
+    :func:`apikeys.backends._sqlalchemy.sqlite_file_of`); ``None`` as well for
+    URLs of other backends and when SQLAlchemy is not installed.
     """
     if backend_scheme(url) != "sqlalchemy":
         return None  # clerk:// and the rest must not need SQLAlchemy
     try:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        from apikeys.backends._sqlalchemy import sqlite_file_of as file_of
     except ImportError:
         return None
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # the factory reports a malformed URL
-        return None
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    path = parsed.database or ""
-    query = parsed.query
-    if _query_value(query, "uri") in _TRUE_WORDS and path.startswith("file:"):
-        if _query_value(query, "mode") == "memory" or _query_value(query, "vfs") == "memdb":
-            return None
-        path = path.removeprefix("file:")
-        if path.startswith("//"):  # file://localhost/abs or file:///abs: drop the authority
-            path = "/" + path[2:].partition("/")[2]
-        path = unquote(path)
-    return None if path in ("", ":memory:") else path
+    return file_of(url)
 
 
 def refuse_missing_sqlite_file(url: str) -> None:
@@ -736,7 +708,9 @@ class _Demo:
             )
 
     def run(self) -> None:
-        url = f"sqlite:///{self.database}"
+        from apikeys.backends._sqlalchemy import sqlite_url
+
+        url = sqlite_url(self.database)
         self.out.write(f"apikeys demo on a fresh SQLite database: {self.database}\n")
         manager = create_key_manager(url)
         try:
@@ -797,7 +771,9 @@ class _Demo:
 
     def _fail_closed(self) -> None:
         self.heading("Fail closed: the same check against a database that cannot be reached")
-        unreachable = create_key_manager(f"sqlite:///{self.directory / 'missing' / 'keys.db'}")
+        from apikeys.backends._sqlalchemy import sqlite_url
+
+        unreachable = create_key_manager(sqlite_url(self.directory / "missing" / "keys.db"))
         try:
             self.attempt(unreachable, "a well-formed key", generate_key().key)
         finally:
@@ -830,9 +806,11 @@ def _cmd_demo(args: argparse.Namespace, out: Writer) -> int:
         raise InvalidInputError(f"directory {database.parent} does not exist", field="database")
     with tempfile.TemporaryDirectory(prefix="apikeys-demo-") as directory:
         _Demo(out, database, Path(directory)).run()
+    from apikeys.backends._sqlalchemy import sqlite_url
+
     out.write(
         f"\nDone. The database is kept; try:\n"
-        f"  apikeys --backend sqlite:///{database} list {_Demo.user_id} --all\n"
+        f"  apikeys --backend {sqlite_url(database)} list {_Demo.user_id} --all\n"
     )
     return EXIT_OK
 

@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from apikeys._imports import require
+from apikeys._errors import MissingDependencyError
 
-require("httpx", "clerk")
-
-import httpx  # noqa: E402
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingDependencyError("httpx", "clerk") from exc
 
 if TYPE_CHECKING:
     from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager

@@ -1061,6 +1061,9 @@ def test_sqlite_file_of_without_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> N
     # None in sys.modules makes an import fail, as it would without the extra.
     for name in [name for name in sys.modules if name.partition(".")[0] == "sqlalchemy"]:
         monkeypatch.setitem(sys.modules, name, None)
+    # Nor could the backend have been imported.
+    for name in ("apikeys.backends._sqlalchemy", "apikeys.backends.sqlalchemy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     with pytest.raises(ImportError):
         from sqlalchemy.engine import make_url  # noqa: F401
 

@@ -1,10 +1,12 @@
 """The IO-free half of the Clerk backend: requests, retries, answer parsing, flows.
 
 Every operation is a generator (see :mod:`apikeys._flow`) that yields
-:class:`_Send` (one HTTP exchange with Clerk's Backend API) and
-:class:`_Sleep` (a backoff pause) and receives an :class:`httpx.Response`
-or ``None``; transport failures are thrown back into it. The sync and async
-managers in :mod:`apikeys.backends.clerk` only perform those two requests.
+:class:`Send` (one HTTP exchange with Clerk's Backend API) and
+:class:`Sleep` (a backoff pause) and receives an :class:`httpx.Response`
+or ``None``; transport failures are thrown back into it. Validation yields
+:class:`SharedVerify` as well: one verification with Clerk that concurrent
+callers of the same secret share. The sync and async managers in
+:mod:`apikeys.backends.clerk` only perform those three requests.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from apikeys import __version__
@@ -49,20 +50,25 @@ from apikeys._errors import (
     BackendUnavailableError,
     ConfigurationError,
     ExpiredKeyError,
-    InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
     KeyLimitReachedError,
     KeyNotFoundError,
+    MissingDependencyError,
     RevocationIncompleteError,
     RevokedKeyError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, parse_expiration, utcnow
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
-from apikeys._keystate import check_key_state, check_scopes
+from apikeys._keystate import check_key_state
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys.backends._shells import FlowBackend
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingDependencyError("httpx", "clerk") from exc
 
 logger = logging.getLogger("apikeys.clerk")
 
@@ -111,7 +117,7 @@ _jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
 
 @dataclass(frozen=True, slots=True)
-class _Send:
+class Send:
     """One HTTP exchange with Clerk; the result is the :class:`httpx.Response`.
 
     ``replayable`` is False for requests that must not be sent twice once
@@ -132,13 +138,23 @@ class _Send:
 
 
 @dataclass(frozen=True, slots=True)
-class _Sleep:
+class Sleep:
     """Wait before the next attempt; the result is ``None``."""
 
     seconds: float
 
 
-_Op = _Send | _Sleep
+@dataclass(frozen=True, slots=True)
+class SharedVerify:
+    """Run :meth:`ClerkBase._verify_flow` for ``secret``, sharing one run among the
+    callers that present the same secret at once; the result is the :class:`VerifiedKey`.
+    """
+
+    secret: str = field(repr=False)
+    digest: bytes = field(repr=False)
+
+
+ClerkOp = Send | Sleep | SharedVerify
 
 
 # --- Clerk's key object --------------------------------------------------------------
@@ -414,29 +430,11 @@ class _DigestMemory:
 class ClerkBase(FlowBackend):
     """Everything but the IO: configuration, requests, retries, parsing and the flows.
 
-    Args:
-        secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
-        api_url: Clerk's Backend API, ``https://api.clerk.com/v1`` by default; plain
-            ``http`` is accepted only for loopback addresses (tests, local mocks).
-        api_version: Sent as ``Clerk-API-Version`` when given.
-        timeout: Seconds for each phase (connect, write, read, pool) of one call.
-        cache_ttl: Seconds a successful verification is served from memory;
-            ``0`` disables the cache. It bounds how long this process may still
-            accept a key revoked elsewhere.
-        cache_max_entries: Bound on cached verifications.
-        max_retries: Further attempts after a connection error, 5xx or 429.
-        retry_backoff: Base of the exponential backoff, in seconds (with jitter).
-        max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
-            ends the attempts at once (the error carries it as ``retry_after``).
-        suspicious_failures: Failures against one key id that make a ``suspicious``
-            event (see :mod:`apikeys._events`); ``0``: never. Clerk names no key
-            for a wrong or unknown secret, so there is rarely an id to count.
-        suspicious_window: Seconds over which they count, and the least time
-            between two ``retired_key_used`` events (a revoked or expired key
-            presented with its right secret) of one key.
-        max_active_keys_per_owner: Active keys one owner may hold, counted from
-            Clerk's list before each create; ``0`` disables the limit.
+    Its arguments are those of :class:`apikeys.backends.clerk.ClerkKeyManager`,
+    documented there.
     """
+
+    max_secret_length = MAX_SECRET_LENGTH
 
     def __init__(
         self,
@@ -525,7 +523,7 @@ class ClerkBase(FlowBackend):
         ceiling: float = min(self.retry_backoff * 2.0**attempt, self.max_retry_wait)
         return ceiling * _jitter.uniform(0.5, 1.0)
 
-    def _exchange(self, send: _Send) -> Generator[_Op, Any, httpx.Response]:
+    def _exchange(self, send: Send) -> Generator[ClerkOp, Any, httpx.Response]:
         """Send with bounded retries; return the final answer, whatever its status.
 
         Retried: connection failures, timeouts, 5xx and 429 (after ``Retry-After``
@@ -582,17 +580,17 @@ class ClerkBase(FlowBackend):
                     delay,
                 )
             attempt += 1
-            yield _Sleep(delay)
+            yield Sleep(delay)
 
     @staticmethod
-    def _maybe_done(send: _Send, failure: str) -> BackendUnavailableError:
+    def _maybe_done(send: Send, failure: str) -> BackendUnavailableError:
         return BackendUnavailableError(
             f"Clerk did not confirm {send.operation} ({failure}): it may or may not have"
             " happened, so it was not retried; list the user's keys before trying again",
             retry_after=1,
         )
 
-    def _call(self, send: _Send, *, key_id: str | None = None) -> Generator[_Op, Any, Any]:
+    def _call(self, send: Send, *, key_id: str | None = None) -> Generator[ClerkOp, Any, Any]:
         """Send, then return the decoded 2xx JSON or raise the matching core error."""
         response = yield from self._exchange(send)
         if response.is_success:
@@ -622,16 +620,6 @@ class ClerkBase(FlowBackend):
     def _forget(self, key_id: str) -> None:
         self.cache.invalidate(key_id)
 
-    def _accepted(self, verified: VerifiedKey, required: tuple[str, ...]) -> VerifiedKey:
-        """Check the scopes one caller needs, and report the outcome."""
-        try:
-            check_scopes(verified, required)
-        except InsufficientScopeError as exc:
-            self.events.rejected(exc, user_id=verified.user_id)
-            raise
-        self.events.report("validated", verified.key_id, user_id=verified.user_id)
-        return verified
-
     # --- flows -----------------------------------------------------------------------
 
     def _create_flow(
@@ -642,7 +630,7 @@ class ClerkBase(FlowBackend):
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
         created_by: str | None,
-    ) -> Generator[_Op, Any, NewAPIKey]:
+    ) -> Generator[ClerkOp, Any, NewAPIKey]:
         request = build_create_request(
             user_id, name, scopes, expiration, metadata, created_by=created_by
         )
@@ -680,7 +668,9 @@ class ClerkBase(FlowBackend):
         self.events.report("created", new.id, user_id=new.user_id)
         return new
 
-    def _check_creator(self, creator: str, user_id: str) -> Generator[_Op, Any, datetime | None]:
+    def _check_creator(
+        self, creator: str, user_id: str
+    ) -> Generator[ClerkOp, Any, datetime | None]:
         """Refuse a creator that is not an active key of ``user_id``; return its expiry."""
         refusal = InvalidInputError(
             "created_by must be an active key of the same owner: the creating key is"
@@ -696,8 +686,8 @@ class ClerkBase(FlowBackend):
             raise refusal
         return expiry_from_milliseconds(key.expiration)
 
-    def _end_orphan(self, key_id: str, creator: str) -> Generator[_Op, Any, None]:
-        send = _Send(
+    def _end_orphan(self, key_id: str, creator: str) -> Generator[ClerkOp, Any, None]:
+        send = Send(
             "POST",
             f"/api_keys/{key_id}/revoke",
             "revoke",
@@ -713,15 +703,15 @@ class ClerkBase(FlowBackend):
                 still_active=(key_id,),
             ) from None
 
-    def _count_active(self, user_id: str) -> Generator[_Op, Any, int]:
+    def _count_active(self, user_id: str) -> Generator[ClerkOp, Any, int]:
         params = {"subject": user_id, "include_invalid": "false", "limit": "1", "offset": "0"}
         try:
-            payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+            payload = yield from self._call(Send("GET", "/api_keys", "list", params=params))
         except KeyNotFoundError:
             return 0
         return _total_of(payload)
 
-    def _owner_keys(self, user_id: str) -> Generator[_Op, Any, list[ClerkKeyObject]]:
+    def _owner_keys(self, user_id: str) -> Generator[ClerkOp, Any, list[ClerkKeyObject]]:
         """Every key of ``user_id``, revoked and expired ones included."""
         keys: list[ClerkKeyObject] = []
         while True:
@@ -732,7 +722,7 @@ class ClerkBase(FlowBackend):
                 "offset": str(len(keys)),
             }
             try:
-                payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+                payload = yield from self._call(Send("GET", "/api_keys", "list", params=params))
             except KeyNotFoundError:
                 return keys
             total = _total_of(payload)
@@ -743,7 +733,7 @@ class ClerkBase(FlowBackend):
 
     def _revoke_descendants(
         self, key_id: str, user_id: str, verb: str
-    ) -> Generator[_Op, Any, list[str]]:
+    ) -> Generator[ClerkOp, Any, list[str]]:
         """Revoke every live key ``key_id`` created, and theirs in turn; return their ids.
 
         Raises:
@@ -772,7 +762,7 @@ class ClerkBase(FlowBackend):
                 if child.revoked:
                     continue
                 reason = f"creator {parent} {verb if parent == key_id else 'revoked'}"
-                send = _Send(
+                send = Send(
                     "POST",
                     f"/api_keys/{child.id}/revoke",
                     "revoke",
@@ -791,9 +781,9 @@ class ClerkBase(FlowBackend):
             raise RevocationIncompleteError(key_id=key_id, still_active=failed)
         return revoked
 
-    def _issue(self, body: dict[str, Any]) -> Generator[_Op, Any, NewAPIKey]:
+    def _issue(self, body: dict[str, Any]) -> Generator[ClerkOp, Any, NewAPIKey]:
         response = yield from self._exchange(
-            _Send("POST", "/api_keys", "create", body=body, replayable=False)
+            Send("POST", "/api_keys", "create", body=body, replayable=False)
         )
         if not response.is_success:
             raise self._error_for(response, "create")
@@ -813,15 +803,34 @@ class ClerkBase(FlowBackend):
         api_key = to_api_key(key, hint=secret_hint(secret))
         return NewAPIKey(secret=secret, **api_key.model_dump())
 
-    def _verify_flow(self, secret: str, digest: bytes) -> Generator[_Op, Any, VerifiedKey]:
-        """Verify with Clerk (no scope check); successful answers are cached."""
+    def _read_presented(self, secret: str) -> str:
+        if not is_clerk_secret(secret):
+            raise self._refusal()  # no Clerk key looks like this: no (billed) call
+        return secret
+
+    def _validate_flow(
+        self, secret: str, required: tuple[str, ...]
+    ) -> Generator[ClerkOp, Any, VerifiedKey]:
+        try:
+            verified = yield SharedVerify(secret, self.cache.digest(secret))
+        except APIKeysError as exc:
+            self.events.rejected(exc)
+            raise
+        return self._accepted(verified, required)
+
+    def _verify_flow(self, secret: str, digest: bytes) -> Generator[ClerkOp, Any, VerifiedKey]:
+        """Verify with Clerk (no scope check); successful answers are cached.
+
+        The twins run it for :class:`SharedVerify`, once for all the callers
+        presenting ``secret`` at the same time.
+        """
         known = self._verified_ids.lookup(digest)
         if known is not None and known[1]:
             raise RevokedKeyError(key_id=known[0])  # final in Clerk: no need to ask again
         # Read before asking: a revocation here meanwhile keeps this answer out of the cache.
         generation = self.cache.generation
         response = yield from self._exchange(
-            _Send("POST", "/api_keys/verify", "verify", body={"secret": secret})
+            Send("POST", "/api_keys/verify", "verify", body={"secret": secret})
         )
         status = response.status_code
         if status in (400, 404, 422):
@@ -845,7 +854,7 @@ class ClerkBase(FlowBackend):
         self.cache.put(digest, verified, generation=generation)
         return verified
 
-    def _explain_refusal(self, digest: bytes) -> Generator[_Op, Any, None]:
+    def _explain_refusal(self, digest: bytes) -> Generator[ClerkOp, Any, None]:
         """After a refusal, tell the holder of a once-valid secret why, if we can.
 
         Only a secret that verified in this process before is looked up: its
@@ -857,7 +866,7 @@ class ClerkBase(FlowBackend):
             return
         key_id = known[0]
         try:
-            payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"))
+            payload = yield from self._call(Send("GET", f"/api_keys/{key_id}", "get"))
             key = parse_key_object(payload, "get")
         except APIKeysError:
             return  # the refusal stands; the reason is a courtesy
@@ -869,7 +878,7 @@ class ClerkBase(FlowBackend):
 
     def _list_flow(
         self, user_id: str, include_invalid: bool, limit: int, offset: int
-    ) -> Generator[_Op, Any, APIKeyPage]:
+    ) -> Generator[ClerkOp, Any, APIKeyPage]:
         subject = check_subject(user_id)
         limit, offset = check_page(limit, offset)
         params = {
@@ -879,7 +888,7 @@ class ClerkBase(FlowBackend):
             "offset": str(offset),
         }
         try:
-            payload = yield from self._call(_Send("GET", "/api_keys", "list", params=params))
+            payload = yield from self._call(Send("GET", "/api_keys", "list", params=params))
         except KeyNotFoundError:
             # Clerk answers 404 for an owner it does not know: one without keys.
             return APIKeyPage(items=(), total=0, limit=limit, offset=offset)
@@ -887,14 +896,16 @@ class ClerkBase(FlowBackend):
         items = tuple(to_api_key(parse_key_object(item, "list")) for item in payload["data"])
         return APIKeyPage(items=items, total=total, limit=limit, offset=offset)
 
-    def _fetch(self, key_id: str) -> Generator[_Op, Any, ClerkKeyObject]:
+    def _fetch(self, key_id: str) -> Generator[ClerkOp, Any, ClerkKeyObject]:
         key_id = check_key_id(key_id)
         if not is_clerk_key_id(key_id):
             raise KeyNotFoundError(key_id=key_id)  # no Clerk key has such an id: no call
-        payload = yield from self._call(_Send("GET", f"/api_keys/{key_id}", "get"), key_id=key_id)
+        payload = yield from self._call(Send("GET", f"/api_keys/{key_id}", "get"), key_id=key_id)
         return parse_key_object(payload, "get")
 
-    def _fetch_owned(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, ClerkKeyObject]:
+    def _fetch_owned(
+        self, key_id: str, user_id: str | None
+    ) -> Generator[ClerkOp, Any, ClerkKeyObject]:
         """Fetch a key; with ``user_id``, another owner's key is not found, as unknown."""
         owner = check_owner(user_id)
         key = yield from self._fetch(key_id)
@@ -902,18 +913,18 @@ class ClerkBase(FlowBackend):
             raise KeyNotFoundError(key_id=key_id)
         return key
 
-    def _get_flow(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, APIKey]:
+    def _get_flow(self, key_id: str, user_id: str | None) -> Generator[ClerkOp, Any, APIKey]:
         return to_api_key((yield from self._fetch_owned(key_id, user_id)))
 
     def _revoke_flow(
         self, key_id: str, reason: str | None, user_id: str | None
-    ) -> Generator[_Op, Any, APIKey]:
+    ) -> Generator[ClerkOp, Any, APIKey]:
         key_id, reason = check_key_id(key_id), check_reason(reason)
         if not is_clerk_key_id(key_id):
             raise KeyNotFoundError(key_id=key_id)
         if user_id is not None:
             yield from self._fetch_owned(key_id, user_id)
-        send = _Send(
+        send = Send(
             "POST", f"/api_keys/{key_id}/revoke", "revoke", body={"revocation_reason": reason}
         )
         changed = True
@@ -933,7 +944,7 @@ class ClerkBase(FlowBackend):
         yield from self._revoke_descendants(key_id, key.subject, "revoked")
         return to_api_key(key)
 
-    def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[_Op, Any, None]:
+    def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[ClerkOp, Any, None]:
         """Revoke the key and its descendants, then delete it.
 
         Revoked first, so the key stops working at once; a failed cascade leaves
@@ -945,7 +956,7 @@ class ClerkBase(FlowBackend):
         key = yield from self._fetch_owned(key_id, user_id)
         try:
             if not key.revoked:
-                send = _Send(
+                send = Send(
                     "POST",
                     f"/api_keys/{key_id}/revoke",
                     "revoke",
@@ -954,12 +965,14 @@ class ClerkBase(FlowBackend):
                 with contextlib.suppress(InvalidInputError):  # revoked meanwhile
                     yield from self._call(send, key_id=key_id)
             yield from self._revoke_descendants(key_id, key.subject, "deleted")
-            yield from self._call(_Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
+            yield from self._call(Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
         finally:
             self._forget(key_id)
         self.events.report("deleted", key_id)
 
-    def _hand_over(self, old_id: str, new_id: str, user_id: str) -> Generator[_Op, Any, list[str]]:
+    def _hand_over(
+        self, old_id: str, new_id: str, user_id: str
+    ) -> Generator[ClerkOp, Any, list[str]]:
         """Record ``new_id`` as the creator of every key ``old_id`` created."""
         moved: list[str] = []
         keys = yield from self._owner_keys(user_id)
@@ -968,17 +981,17 @@ class ClerkBase(FlowBackend):
                 continue
             body = {"description": creator_description(new_id)}
             yield from self._call(
-                _Send("PATCH", f"/api_keys/{key.id}", "update", body=body), key_id=key.id
+                Send("PATCH", f"/api_keys/{key.id}", "update", body=body), key_id=key.id
             )
             moved.append(key.id)
         return moved
 
-    def _hand_back(self, moved: list[str], old_id: str) -> Generator[_Op, Any, None]:
+    def _hand_back(self, moved: list[str], old_id: str) -> Generator[ClerkOp, Any, None]:
         for key_id in moved:
             body = {"description": creator_description(old_id)}
             try:
                 yield from self._call(
-                    _Send("PATCH", f"/api_keys/{key_id}", "update", body=body), key_id=key_id
+                    Send("PATCH", f"/api_keys/{key_id}", "update", body=body), key_id=key_id
                 )
             except APIKeysError:
                 logger.error(
@@ -991,7 +1004,7 @@ class ClerkBase(FlowBackend):
 
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
-    ) -> Generator[_Op, Any, NewAPIKey]:
+    ) -> Generator[ClerkOp, Any, NewAPIKey]:
         """Create the replacement, then end the old key (revoke, or shorten its life).
 
         Clerk has no rotation: this is create-then-retire. If retiring fails, the
@@ -1055,9 +1068,9 @@ class ClerkBase(FlowBackend):
 
     def _retire(
         self, old: ClerkKeyObject, grace: timedelta, old_expiry: datetime | None
-    ) -> Generator[_Op, Any, None]:
+    ) -> Generator[ClerkOp, Any, None]:
         if not grace:
-            send = _Send(
+            send = Send(
                 "POST",
                 f"/api_keys/{old.id}/revoke",
                 "revoke",
@@ -1070,12 +1083,12 @@ class ClerkBase(FlowBackend):
             return  # it ends before the grace period would: leave it be
         body = {"seconds_until_expiration": lifetime_seconds(cutoff, utcnow())}
         yield from self._call(
-            _Send("PATCH", f"/api_keys/{old.id}", "update", body=body), key_id=old.id
+            Send("PATCH", f"/api_keys/{old.id}", "update", body=body), key_id=old.id
         )
 
-    def _undo_create(self, new_id: str, old_id: str) -> Generator[_Op, Any, None]:
+    def _undo_create(self, new_id: str, old_id: str) -> Generator[ClerkOp, Any, None]:
         try:
-            yield from self._call(_Send("DELETE", f"/api_keys/{new_id}", "delete"), key_id=new_id)
+            yield from self._call(Send("DELETE", f"/api_keys/{new_id}", "delete"), key_id=new_id)
         except APIKeysError:
             logger.error(
                 "rotation of %s failed and its replacement %s could not be deleted: delete it",
@@ -1153,6 +1166,10 @@ __all__ = [
     "MAX_SECRET_LENGTH",
     "ClerkBase",
     "ClerkKeyObject",
+    "ClerkOp",
+    "Send",
+    "SharedVerify",
+    "Sleep",
     "check_clerk_name",
     "check_subject",
     "from_milliseconds",

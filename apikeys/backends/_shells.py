@@ -3,31 +3,123 @@
 A backend base (:class:`FlowBackend`) writes each operation as a generator
 flow that yields IO requests. Its sync manager mixes in :class:`SyncShell`
 and its async manager :class:`AsyncShell`: these drive the flows with the
-manager's ``_perform``, so a backend's twins only add ``_perform``,
-``validate_api_key`` (where caching and single flight differ) and ``close``.
+manager's ``_perform``, so a backend's twins only add ``_perform`` and
+``close``. Validation is written here once too: a cache hit is answered
+without a flow; on a miss the backend reads the presented string without IO
+(``_read_presented``), then its ``_validate_flow`` runs.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from apikeys._arguments import KEEP, Keep
+from apikeys._arguments import KEEP, Keep, check_required_scopes
+from apikeys._cache import VerificationCache
+from apikeys._errors import InsufficientScopeError, InvalidKeyError
+from apikeys._events import EventReporter
 from apikeys._expiry import Expiration
 from apikeys._flow import run_async, run_sync
-from apikeys._models import APIKey, APIKeyPage, NewAPIKey
+from apikeys._keyformat import MAX_KEY_LENGTH
+from apikeys._keystate import check_scopes
+from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 
 if TYPE_CHECKING:
     from typing import Self
 
-_Flow = Generator[Any, Any, Any]
+
+@lru_cache(maxsize=1024)
+def _required_from_tuple(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
 
 
-class FlowBackend:
-    """The operation flows a backend base provides (each yields its IO requests)."""
+@lru_cache(maxsize=1024)
+def _required_from_text(scopes: str) -> tuple[str, ...]:
+    return check_required_scopes(scopes)
 
+
+def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
+    """Validate ``required_scopes``, memoised: routes pass the same few sets again and again.
+
+    Only an empty sequence requires no scope; ``None`` and blank strings are
+    refused (see :func:`~apikeys._arguments.check_required_scopes`).
+    """
+    if required_scopes == ():  # the usual case, answered first
+        return ()
+    if isinstance(required_scopes, str):
+        return _required_from_text(required_scopes)
+    if not isinstance(required_scopes, tuple | list | set | frozenset):
+        # Anything else (a generator, a wrong type) goes to the validator, which
+        # bounds what it reads and names the problem.
+        return check_required_scopes(required_scopes)
+    if not required_scopes:
+        return ()
+    scopes = tuple(required_scopes)
+    try:
+        return _required_from_tuple(scopes)
+    except TypeError:  # unhashable items: let the validator name the problem
+        return check_required_scopes(scopes)
+
+
+class FlowBackend(ABC):
+    """The operation flows a backend base provides (each yields its IO requests),
+    and the IO-free ends of validation: the cache lookup and the verdict.
+    """
+
+    cache: VerificationCache
+    events: EventReporter
+    #: Longest presented secret looked at; longer ones are refused unread.
+    max_secret_length: int = MAX_KEY_LENGTH
+
+    def _cached_validation(self, secret: object, required: tuple[str, ...]) -> VerifiedKey | None:
+        """Answer a validation from the cache, or return ``None`` on a miss.
+
+        Only keys that passed full verification are ever cached, under a digest
+        of the exact presented string, so a hit needs no parsing and no IO.
+
+        Raises:
+            InvalidKeyError: ``secret`` is not a string or is too long.
+            InsufficientScopeError: A hit lacks a required scope.
+        """
+        if not isinstance(secret, str) or len(secret) > self.max_secret_length:
+            raise self._refusal()
+        verified = self.cache.lookup(secret)
+        return None if verified is None else self._accepted(verified, required)
+
+    def _refusal(self) -> InvalidKeyError:
+        """A refusal of a presented string that names no key, reported."""
+        refusal = InvalidKeyError()
+        self.events.rejected(refusal)
+        return refusal
+
+    def _accepted(self, verified: VerifiedKey, required: tuple[str, ...]) -> VerifiedKey:
+        """Check the scopes one caller needs, and report the outcome."""
+        try:
+            check_scopes(verified, required)
+        except InsufficientScopeError as exc:
+            self.events.rejected(exc, user_id=verified.user_id)
+            raise
+        self.events.report("validated", verified.key_id, user_id=verified.user_id)
+        return verified
+
+    @abstractmethod
+    def _read_presented(self, secret: str) -> Any:
+        """Read what validation needs from a presented string, without IO, or
+        raise :meth:`_refusal` when it cannot be a key of this backend."""
+
+    @abstractmethod
+    def _validate_flow(
+        self, presented: Any, required: tuple[str, ...], /
+    ) -> Generator[Any, Any, VerifiedKey]:
+        """Validate what :meth:`_read_presented` read from a secret the cache does
+        not hold: verify it, check its state and ``required`` scopes, cache it,
+        and report the outcome."""
+
+    @abstractmethod
     def _create_flow(
         self,
         user_id: str,
@@ -37,39 +129,55 @@ class FlowBackend:
         metadata: Mapping[str, Any] | None,
         created_by: str | None,
     ) -> Generator[Any, Any, NewAPIKey]:
-        raise NotImplementedError
+        """Issue a key."""
 
+    @abstractmethod
     def _list_flow(
         self, user_id: str, include_invalid: bool, limit: int, offset: int
     ) -> Generator[Any, Any, APIKeyPage]:
-        raise NotImplementedError
+        """List a user's keys."""
 
+    @abstractmethod
     def _get_flow(self, key_id: str, user_id: str | None) -> Generator[Any, Any, APIKey]:
-        raise NotImplementedError
+        """Fetch one key."""
 
+    @abstractmethod
     def _revoke_flow(
         self, key_id: str, reason: str | None, user_id: str | None
     ) -> Generator[Any, Any, APIKey]:
-        raise NotImplementedError
+        """Revoke a key and what it created."""
 
+    @abstractmethod
     def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[Any, Any, None]:
-        raise NotImplementedError
+        """Delete a key, revoking what it created."""
 
+    @abstractmethod
     def _rotate_flow(
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
     ) -> Generator[Any, Any, NewAPIKey]:
-        raise NotImplementedError
+        """Replace a key."""
 
 
 class SyncShell(FlowBackend):
     """Sync public methods: each runs its flow, performing IO with ``_perform``."""
 
+    @abstractmethod
     def _perform(self, request: Any) -> Any:
-        raise NotImplementedError
+        """Perform one IO request a flow yielded; return its result."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections and pools."""
-        raise NotImplementedError
+
+    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        verified = self._cached_validation(secret, required)
+        if verified is not None:
+            return verified
+        # Garbage, the commonest hostile input, is refused before a flow is built.
+        presented = self._read_presented(secret)
+        return run_sync(self._validate_flow(presented, required), self._perform)
 
     def create_api_key(
         self,
@@ -126,12 +234,25 @@ class SyncShell(FlowBackend):
 class AsyncShell(FlowBackend):
     """Async public methods: each awaits its flow, performing IO with ``_perform``."""
 
+    @abstractmethod
     async def _perform(self, request: Any) -> Any:
-        raise NotImplementedError
+        """Perform one IO request a flow yielded; return its result."""
 
+    @abstractmethod
     async def close(self) -> None:
         """Release connections and pools."""
-        raise NotImplementedError
+
+    async def validate_api_key(
+        self, secret: str, *, required_scopes: Iterable[str] = ()
+    ) -> VerifiedKey:
+        """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
+        required = required_scopes_of(required_scopes)
+        verified = self._cached_validation(secret, required)
+        if verified is not None:
+            return verified
+        # Garbage, the commonest hostile input, is refused before a flow is built.
+        presented = self._read_presented(secret)
+        return await run_async(self._validate_flow(presented, required), self._perform)
 
     async def create_api_key(
         self,

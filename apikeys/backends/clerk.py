@@ -8,7 +8,7 @@
     new = manager.create_api_key("user_2xhFjEI5X2qWRvtV13BzSj8H6Dk", "CI", ["read:data"])
     manager.validate_api_key(new.secret)
 
-The logic lives once, IO-free, in :class:`apikeys.backends._clerk.ClerkBase`;
+The logic lives once, IO-free, in a private base;
 :class:`ClerkKeyManager` (``httpx.Client``) and :class:`AsyncClerkKeyManager`
 (``httpx.AsyncClient``) only send its requests and sleep its backoffs.
 Concurrent validations of the same uncached key share one call to Clerk.
@@ -20,42 +20,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from apikeys._imports import require
+from pydantic import SecretStr
 
-require("httpx", "clerk")
+from apikeys._config import Settings
+from apikeys._errors import BackendUnavailableError, MissingDependencyError
+from apikeys._flow import run_async, run_sync
+from apikeys._models import VerifiedKey
+from apikeys.backends._clerk import ClerkBase, ClerkOp, SharedVerify, Sleep
+from apikeys.backends._shells import AsyncShell, SyncShell
 
-import httpx  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-
-from apikeys._config import Settings  # noqa: E402
-from apikeys._errors import APIKeysError, BackendUnavailableError, InvalidKeyError  # noqa: E402
-from apikeys._flow import run_async, run_sync  # noqa: E402
-from apikeys._models import VerifiedKey  # noqa: E402
-from apikeys.backends._clerk import (  # noqa: E402
-    MAX_SECRET_LENGTH,
-    ClerkBase,
-    _Op,
-    _Send,
-    _Sleep,
-    is_clerk_secret,
-)
-from apikeys.backends._shells import AsyncShell, SyncShell  # noqa: E402
-from apikeys.backends._verification import cached_verification, required_scopes_of  # noqa: E402
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingDependencyError("httpx", "clerk") from exc
 
 if TYPE_CHECKING:
     from typing import Self
 
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
-
-
-def _presented_digest(manager: ClerkBase, secret: str) -> bytes:
-    """Refuse secrets that cannot be Clerk keys (no call); return the cache digest."""
-    if not is_clerk_secret(secret):
-        raise InvalidKeyError()
-    return manager.cache.digest(secret)
 
 
 class _Pending:
@@ -104,13 +89,34 @@ class _ThreadSingleFlight:
 class ClerkKeyManager(SyncShell, ClerkBase):
     """Synchronous manager over Clerk's Backend API; safe to share between threads.
 
+    Concurrent validations of one uncached secret share one call to Clerk.
+
     Args:
         secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
         http_client: An ``httpx.Client`` to send through (yours to close); by
             default one with connection pooling is made and closed by :meth:`close`.
-        **options: See :class:`~apikeys.backends._clerk.ClerkBase` (``api_url``,
-            ``api_version``, ``timeout``, ``cache_ttl``, ``cache_max_entries``,
-            ``max_retries``, ``retry_backoff``, ``max_retry_wait``).
+
+    Keyword Args:
+        api_url: Clerk's Backend API, ``https://api.clerk.com/v1`` by default; plain
+            ``http`` is accepted only for loopback addresses (tests, local mocks).
+        api_version: Sent as ``Clerk-API-Version`` when given.
+        timeout: Seconds for each phase (connect, write, read, pool) of one call.
+        cache_ttl: Seconds a successful verification is served from memory;
+            ``0`` disables the cache. It bounds how long this process may still
+            accept a key revoked elsewhere.
+        cache_max_entries: Bound on cached verifications.
+        max_retries: Further attempts after a connection error, 5xx or 429.
+        retry_backoff: Base of the exponential backoff, in seconds (with jitter).
+        max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
+            ends the attempts at once (the error carries it as ``retry_after``).
+        suspicious_failures: Failures against one key id that make a ``suspicious``
+            event (see :mod:`apikeys._events`); ``0``: never. Clerk names no key
+            for a wrong or unknown secret, so there is rarely an id to count.
+        suspicious_window: Seconds over which they count, and the least time
+            between two ``retired_key_used`` events (a revoked or expired key
+            presented with its right secret) of one key.
+        max_active_keys_per_owner: Active keys one owner may hold, counted from
+            Clerk's list before each create; ``0`` disables the limit.
 
     Example:
         >>> from apikeys.testing import FakeClerk
@@ -139,36 +145,23 @@ class ClerkKeyManager(SyncShell, ClerkBase):
         """Build a manager from ``clerk://`` and :class:`~apikeys.Settings`."""
         return cls(**cls._options_from_settings(url, settings))
 
-    def _perform(self, request: _Op) -> Any:
-        if isinstance(request, _Sleep):
+    def _perform(self, request: ClerkOp) -> Any:
+        if isinstance(request, Sleep):
             self._sleep(request.seconds)
             return None
-        return self._send(request)
-
-    def _send(self, send: _Send) -> httpx.Response:
+        if isinstance(request, SharedVerify):
+            secret, digest = request.secret, request.digest
+            return self._flights.run(
+                digest, lambda: run_sync(self._verify_flow(secret, digest), self._perform)
+            )
         return self.http_client.request(
-            send.method,
-            self._url(send.path),
-            json=send.body,
-            params=send.params,
+            request.method,
+            self._url(request.path),
+            json=request.body,
+            params=request.params,
             headers=self._request_headers(),
             timeout=self.timeout,
         )
-
-    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
-        """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
-        required = required_scopes_of(required_scopes)
-        try:
-            verified = cached_verification(self.cache, secret, (), max_length=MAX_SECRET_LENGTH)
-            if verified is None:
-                digest = _presented_digest(self, secret)
-                verified = self._flights.run(
-                    digest, lambda: run_sync(self._verify_flow(secret, digest), self._perform)
-                )
-        except APIKeysError as exc:
-            self.events.rejected(exc)
-            raise
-        return self._accepted(verified, required)
 
     def close(self) -> None:
         """Close the HTTP client, if this manager made it."""
@@ -179,7 +172,17 @@ class ClerkKeyManager(SyncShell, ClerkBase):
 class AsyncClerkKeyManager(AsyncShell, ClerkBase):
     """Async manager over Clerk's Backend API: the twin of :class:`ClerkKeyManager`.
 
-    Takes the same arguments, with an ``httpx.AsyncClient`` as ``http_client``.
+    Concurrent validations of one uncached secret share one call to Clerk, and
+    one caller's cancellation never cancels the others'.
+
+    Args:
+        secret_key: The Clerk instance secret key (``sk_live_…``/``sk_test_…``).
+        http_client: An ``httpx.AsyncClient`` to send through (yours to close); by
+            default one with connection pooling is made and closed by :meth:`close`.
+        **options: Those of :class:`ClerkKeyManager`: ``api_url``, ``api_version``,
+            ``timeout``, ``cache_ttl``, ``cache_max_entries``, ``max_retries``,
+            ``retry_backoff``, ``max_retry_wait``, ``suspicious_failures``,
+            ``suspicious_window``, ``max_active_keys_per_owner``.
     """
 
     def __init__(
@@ -202,10 +205,12 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
         """Build a manager from ``clerk://`` and :class:`~apikeys.Settings`."""
         return cls(**cls._options_from_settings(url, settings))
 
-    async def _perform(self, request: _Op) -> Any:
-        if isinstance(request, _Sleep):
+    async def _perform(self, request: ClerkOp) -> Any:
+        if isinstance(request, Sleep):
             await self._sleep(request.seconds)
             return None
+        if isinstance(request, SharedVerify):
+            return await self._shared_verification(request)
         return await self.http_client.request(
             request.method,
             self._url(request.path),
@@ -215,28 +220,14 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
             timeout=self.timeout,
         )
 
-    async def validate_api_key(
-        self, secret: str, *, required_scopes: Iterable[str] = ()
-    ) -> VerifiedKey:
-        """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
-        required = required_scopes_of(required_scopes)
-        try:
-            verified = cached_verification(self.cache, secret, (), max_length=MAX_SECRET_LENGTH)
-            if verified is None:
-                verified = await self._shared_verification(secret)
-        except APIKeysError as exc:
-            self.events.rejected(exc)
-            raise
-        return self._accepted(verified, required)
-
-    async def _shared_verification(self, secret: str) -> VerifiedKey:
+    async def _shared_verification(self, request: SharedVerify) -> VerifiedKey:
         """Verify with Clerk, sharing one call among concurrent callers of one secret."""
-        digest = _presented_digest(self, secret)
+        digest = request.digest
         shared = self._inflight.get(digest)
         if shared is None or shared.get_loop() is not asyncio.get_running_loop():
             # A task of its own, so one caller's cancellation never cancels the others'.
             shared = asyncio.ensure_future(
-                run_async(self._verify_flow(secret, digest), self._perform)
+                run_async(self._verify_flow(request.secret, digest), self._perform)
             )
             self._inflight[digest] = shared
             shared.add_done_callback(lambda done: self._landed(digest, done))

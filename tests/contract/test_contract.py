@@ -24,7 +24,7 @@ from apikeys import (
     RevokedKeyError,
     VerifiedKey,
 )
-from tests.contract.conftest import BackendCase, SyncFacade
+from tests.contract.backends import BackendCase, SyncFacade
 
 GARBAGE = [
     "",

@@ -18,7 +18,7 @@ from apikeys import (
     NewAPIKey,
     RevokedKeyError,
 )
-from tests.contract.conftest import BackendCase, SyncFacade
+from tests.contract.backends import BackendCase, SyncFacade
 
 
 def _family(manager: SyncFacade, user_id: str) -> tuple[NewAPIKey, NewAPIKey, NewAPIKey]:

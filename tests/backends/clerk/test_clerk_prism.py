@@ -20,7 +20,7 @@ import pytest
 
 from apikeys import ExpiredKeyError, InvalidInputError, InvalidKeyError, KeyNotFoundError
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
-from tests.clerk.conftest import Twin
+from tests.backends.clerk.twins import Twin
 
 pytestmark = [pytest.mark.clerk, pytest.mark.e2e]
 

@@ -12,7 +12,7 @@ import pytest
 from apikeys import KeyLimitReachedError, RevocationIncompleteError
 from apikeys.backends.clerk import ClerkKeyManager
 from apikeys.testing import FakeClerk
-from tests.clerk.conftest import Twin
+from tests.backends.clerk.twins import Twin
 
 pytestmark = pytest.mark.clerk
 

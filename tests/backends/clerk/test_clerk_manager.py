@@ -27,7 +27,7 @@ from apikeys import (
 )
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
 from apikeys.testing import FAKE_SECRET_KEY, FakeClerk
-from tests.clerk.conftest import Twin
+from tests.backends.clerk.twins import Twin
 
 pytestmark = pytest.mark.clerk
 
@@ -468,7 +468,10 @@ async def test_concurrent_async_validations_share_one_call(fake: FakeClerk, user
     assert [r.key_id for r in results[25:50]] == [other.id] * 25  # type: ignore[union-attr]
     assert all(type(r) is InvalidKeyError for r in results[50:])
     assert fake.count(*VERIFY) == 3
-    assert manager._inflight == {}
+    # Nothing is left in flight: the next validation of an uncached secret asks Clerk again.
+    with pytest.raises(InvalidKeyError):
+        await manager.validate_api_key(unknown)
+    assert fake.count(*VERIFY) == 4
     await manager.close()
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("alembic")
 
 pytestmark = pytest.mark.sqlalchemy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PAGE = REPO / "docs" / "backends" / "sqlalchemy.md"
 
 

@@ -16,11 +16,11 @@ from argon2 import PasswordHasher, Type
 import apikeys
 from apikeys import BackendUnavailableError, ConfigurationError, InvalidKeyError
 from apikeys._keyformat import generate_key, parse_key
+from apikeys.backends._sqlalchemy import normalize_url, sqlite_file_of, sqlite_url
 from apikeys.backends.sqlalchemy import (
     SCHEMA_VERSION,
     AsyncSQLAlchemyKeyManager,
     SQLAlchemyKeyManager,
-    _normalize_url,
     api_keys_table,
     metadata,
     schema_version_table,
@@ -312,8 +312,15 @@ def test_secrets_never_reach_sql_error_messages(manager: SQLAlchemyKeyManager) -
     ],
 )
 def test_driver_choice(url: str, sync: str, asynchronous: str) -> None:
-    assert _normalize_url(url, asynchronous=False).drivername == sync
-    assert _normalize_url(url, asynchronous=True).drivername == asynchronous
+    assert normalize_url(url, asynchronous=False).drivername == sync
+    assert normalize_url(url, asynchronous=True).drivername == asynchronous
+
+
+@pytest.mark.parametrize("path", ["keys.db", "/srv/keys.db", "/srv/my keys.db", "data/keys.db"])
+def test_sqlite_url_names_the_file_it_was_made_for(path: str) -> None:
+    url = sqlite_url(Path(path))
+    assert url == f"sqlite:///{path}"
+    assert sqlite_file_of(url) == path
 
 
 def test_engine_hides_parameters(manager: SQLAlchemyKeyManager) -> None:

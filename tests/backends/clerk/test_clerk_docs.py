@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 
-from apikeys.backends._clerk import ClerkBase
+from apikeys.backends.clerk import ClerkKeyManager
 from tests.test_docs import DOCS, code_blocks
 
 pytestmark = pytest.mark.clerk
@@ -29,11 +28,15 @@ def test_python_examples_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_documented_defaults_are_the_real_ones() -> None:
     text = PAGE.read_text(encoding="utf-8")
+    manager = ClerkKeyManager("sk_test_defaults")
     defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(ClerkBase.__init__).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
+        "timeout": manager.timeout.read,
+        "max_retries": manager.max_retries,
+        "retry_backoff": manager.retry_backoff,
+        "max_retry_wait": manager.max_retry_wait,
+        "cache_ttl": manager.cache.ttl,
     }
+    manager.close()
     for name in ("timeout", "max_retries", "retry_backoff", "max_retry_wait", "cache_ttl"):
         # The constructor example on the page spells out every default.
         assert f"{name}={defaults[name]:g}" in text, name

@@ -1,4 +1,4 @@
-"""Conformance with Clerk's official OpenAPI spec (``tests/clerk/spec/2026-05-12.yml``).
+"""Conformance with Clerk's official OpenAPI spec (``tests/backends/clerk/spec/2026-05-12.yml``).
 
 Every request the managers send is checked against the spec's request body
 and parameter schemas; every example answer the spec gives (assembled from
@@ -27,7 +27,7 @@ from apikeys import ExpiredKeyError, InvalidInputError
 from apikeys.backends._clerk import error_details, parse_key_object, to_api_key, to_verified
 from apikeys.backends.clerk import ClerkKeyManager
 from apikeys.testing import FakeClerk
-from tests.clerk.conftest import REPO_ROOT, SPEC_PATH, SPEC_SHA256, load_spec
+from tests.backends.clerk.openapi import REPO_ROOT, SPEC_PATH, SPEC_SHA256, load_spec
 
 pytestmark = pytest.mark.clerk
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install Stoplight Prism (a mock server driven by an OpenAPI spec) into
-# tests/clerk/.prism unless it is there already, then print its executable's path.
+# tests/backends/clerk/.prism unless it is there already, then print its executable's path.
 # The Clerk tests start it on 127.0.0.1 against Clerk's spec; CI runs this first.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

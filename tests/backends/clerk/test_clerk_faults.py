@@ -27,7 +27,7 @@ from apikeys import (
 from apikeys.backends._clerk import parse_retry_after
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
 from apikeys.testing import FakeClerk, Fault
-from tests.clerk.conftest import Twin, record_sleeps
+from tests.backends.clerk.twins import Twin, record_sleeps
 
 pytestmark = pytest.mark.clerk
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import os
 import shutil
 import signal
@@ -17,34 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-import yaml
 
 from apikeys.testing import FakeClerk
-from tests.contract.conftest import SyncFacade
+from tests.backends.clerk.openapi import SPEC_PATH, load_spec
+from tests.backends.clerk.twins import Twin
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = Path(__file__).resolve().parent / "spec" / "2026-05-12.yml"
-SPEC_SHA256 = "75df3a43fcb2d9fc4467a23c717714f5228aa3267b0930ba34612728365fd8f2"
 PRISM_SCRIPT = Path(__file__).resolve().parent / "prism.sh"
 PRISM_START_SECONDS = 90
-
-
-Twin = SyncFacade
-"""A manager of either flavour behind one sync interface (the contract suite's facade)."""
-
-
-def record_sleeps(manager: Any) -> list[float]:
-    """Make a Clerk manager record its backoff pauses instead of sleeping them."""
-    recorded: list[float] = []
-    if inspect.iscoroutinefunction(manager.validate_api_key):
-
-        async def record(seconds: float) -> None:
-            recorded.append(seconds)
-
-        manager._sleep = record
-    else:
-        manager._sleep = recorded.append
-    return recorded
 
 
 @pytest.fixture
@@ -97,16 +74,6 @@ def twin(make_twin: Callable[..., Twin]) -> Twin:
     return make_twin()
 
 
-@functools.cache
-def load_spec() -> dict[str, Any]:
-    """Clerk's official OpenAPI spec, vendored in ``tests/clerk/spec/``."""
-    if not SPEC_PATH.is_file():
-        pytest.fail(f"Clerk's OpenAPI spec is missing: expected it at {SPEC_PATH}")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 20x faster on 20k lines
-    spec: dict[str, Any] = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
-    return spec
-
-
 @pytest.fixture(scope="session")
 def clerk_spec() -> dict[str, Any]:
     """The spec (see :func:`load_spec`); hypothesis tests call ``load_spec()`` instead,
@@ -117,7 +84,9 @@ def clerk_spec() -> dict[str, Any]:
 def _prism_unavailable(reason: str) -> NoReturn:
     if os.environ.get("APIKEYS_REQUIRE_PRISM") == "1":
         pytest.fail(f"Prism is required (APIKEYS_REQUIRE_PRISM=1) but {reason}")
-    pytest.skip(f"Prism tests skipped: {reason}; run tests/clerk/prism.sh (needs node and npm)")
+    pytest.skip(
+        f"Prism tests skipped: {reason}; run tests/backends/clerk/prism.sh (needs node and npm)"
+    )
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator
 
 from apikeys.testing import FakeClerk, Fault
-from tests.clerk.conftest import load_spec
+from tests.backends.clerk.openapi import load_spec
 
 pytestmark = pytest.mark.clerk
 
