@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from apikeys._imports import require
+from apikeys._errors import MissingDependencyError
 from apikeys._models import VerifiedKey
 from apikeys.integrations._authentication import required_scopes
 from apikeys.integrations._management import MANAGEMENT_PATH, ROUTED_METHODS
@@ -34,9 +34,8 @@ try:
     from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
     from fastapi.security.base import SecurityBase
     from starlette.requests import HTTPConnection
-except ImportError:
-    require("fastapi", "fastapi")  # raises the error naming the extra
-    raise
+except ImportError as exc:
+    raise MissingDependencyError("fastapi", "fastapi") from exc
 
 # The Starlette adapter, which this one extends: imported once FastAPI is known to be there.
 from apikeys.integrations.starlette import APIKeyMiddleware, to_response

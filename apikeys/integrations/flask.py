@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from apikeys._default import get_key_manager
-from apikeys._errors import APIKeysError, ConfigurationError
+from apikeys._errors import APIKeysError, ConfigurationError, MissingDependencyError
 from apikeys._factory import create_key_manager
-from apikeys._imports import require
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import KeyManager
@@ -59,9 +58,8 @@ from apikeys.integrations._settings import (
 try:
     from flask import Blueprint, Flask, Response, request
     from flask.globals import app_ctx
-except ImportError:
-    require("flask", "flask")  # raises the error naming the extra
-    raise
+except ImportError as exc:
+    raise MissingDependencyError("flask", "flask") from exc
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 _Proxied = TypeVar("_Proxied")

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from apikeys._default import get_async_key_manager
-from apikeys._errors import APIKeysError, ConfigurationError
-from apikeys._imports import require
+from apikeys._errors import APIKeysError, ConfigurationError, MissingDependencyError
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager
@@ -53,9 +52,8 @@ try:
     from starlette.responses import Response
     from starlette.routing import Route, Router
     from starlette.types import ASGIApp, Receive, Scope, Send
-except ImportError:
-    require("starlette", "starlette")  # raises the error naming the extra
-    raise
+except ImportError as exc:
+    raise MissingDependencyError("starlette", "starlette") from exc
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 # The ASGI extension that lets a refused WebSocket handshake get a real HTTP answer.

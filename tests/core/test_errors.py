@@ -32,7 +32,6 @@ from apikeys import (
     generate_key,
     parse_key,
 )
-from apikeys._imports import require
 
 T = TypeVar("T")
 
@@ -192,15 +191,6 @@ def test_missing_dependency_error_names_the_extra_to_install() -> None:
         "clerk",
         str(error),
     )
-
-
-def test_require_imports_or_names_the_extra() -> None:
-    assert require("json", "never") is __import__("json")
-    with pytest.raises(MissingDependencyError) as caught:
-        require("apikeys_no_such_package.sub", "fastapi")
-    assert caught.value.package == "apikeys_no_such_package"
-    assert "pip install 'apikeys[fastapi]'" in str(caught.value)
-    assert isinstance(caught.value.__cause__, ImportError)
 
 
 # --- secrets never leak into errors -----------------------------------------------------------

@@ -157,7 +157,7 @@ def test_a_local_key_sent_to_a_clerk_backend_is_refused(
         assert accepted.json["user"] == user_id
         assert fake.count(VERIFY) == 1
         # A local ``apk_1…`` key never reaches Clerk: the Clerk manager refuses any secret
-        # without the ``ak_`` shape before calling (apikeys.backends.clerk._presented_digest).
+        # without the ``ak_`` shape before calling Clerk.
         for headers in (bearer(local_key.secret), {"X-API-Key": local_key.secret}):
             assert_refused(client.request("GET", route, headers=headers), local_key.secret)
         # The contrast: a Clerk-shaped key Clerk does not know is refused by Clerk (one

@@ -23,14 +23,13 @@ The verified key is ``request.api_key``. Sync views use the sync manager,
 
 from __future__ import annotations
 
-from apikeys._imports import require
+from apikeys._errors import MissingDependencyError
 from apikeys.integrations._settings import IntegrationSettings
 
 try:
     import django  # noqa: F401 (the import guard)
-except ImportError:
-    require("django", "django")  # raises the error naming the extra
-    raise
+except ImportError as exc:
+    raise MissingDependencyError("django", "django") from exc
 
 # The adapter's modules, which import Django: imported once Django is known to be there.
 from apikeys.integrations.django._decorators import require_api_key

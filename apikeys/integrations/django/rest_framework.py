@@ -25,8 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from apikeys._errors import APIKeysError, MissingKeyError
-from apikeys._imports import require
+from apikeys._errors import APIKeysError, MissingDependencyError, MissingKeyError
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys.integrations._authentication import required_scopes
@@ -37,9 +36,8 @@ try:
     from rest_framework.exceptions import APIException
     from rest_framework.permissions import BasePermission
     from rest_framework.request import Request
-except ImportError:
-    require("rest_framework", "drf")  # raises the error naming the extra
-    raise
+except ImportError as exc:
+    raise MissingDependencyError("rest_framework", "drf") from exc
 
 # The Django adapter: imported once Django REST framework (and so Django) is known to be there.
 from apikeys.integrations.django._extension import APIKeys
