@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="Least seconds between two last_used_at writes of a key",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis shared by every process (redis://host:6379/0): revocations reach"
+        " every process at once, and limits count across them; the URL may hold a password",
+    )
     create_schema: bool = Field(default=True, description="Create the table on first use")
     max_active_keys_per_owner: int = Field(
         default=DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
@@ -159,6 +164,8 @@ class Settings(BaseSettings):
         if isinstance(data, Mapping):
             reject_removed_settings({n: v for n, v in data.items() if n in REMOVED_SETTINGS})
         return data
+
+    _check_redis_url = field_validator("redis_url")(check_redis_url)
 
     @field_validator("key_prefix")
     @classmethod

@@ -65,6 +65,9 @@ class RedisSubscription:
     """A confirmed subscription to the revocation channel."""
 
     def __init__(self, client: redis.Redis) -> None:
+        # Held for as long as the subscription: a client that is garbage-collected
+        # closes its pool, and the subscription's connection with it.
+        self._client = client
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         try:
             self._pubsub.subscribe(REVOCATION_CHANNEL)
@@ -73,7 +76,7 @@ class RedisSubscription:
             if confirmation is None or confirmation["type"] != "subscribe":
                 raise TimeoutError("Redis did not confirm the subscription")
         except BaseException:
-            self._pubsub.close()
+            self.close()
             raise
 
     def receive(self, timeout: float) -> list[str]:
@@ -90,6 +93,7 @@ class RedisSubscription:
     def close(self) -> None:
         """Drop the connection."""
         self._pubsub.close()
+        self._client.close()
 
 
 class RedisRevocationChannel:

@@ -46,6 +46,24 @@ class Subscription(Protocol):
         ...
 
 
+class RevocationChannel(Protocol):
+    """Where a manager announces the keys it revokes, and hears everyone's."""
+
+    name: str
+
+    def subscribe(self) -> Subscription:
+        """Connect and subscribe; return once the subscription is confirmed."""
+        ...
+
+    def announce(self, key_ids: Iterable[str]) -> None:
+        """Tell every process ``key_ids`` were revoked (after the change committed)."""
+        ...
+
+    def close(self) -> None:
+        """Release the channel's connections."""
+        ...
+
+
 class RevocationListener:
     """Hear revocations announced by other processes, in a daemon thread per process.
 
@@ -121,6 +139,8 @@ class RevocationListener:
             except Exception as exc:
                 self.connected.clear()
                 self._suspend()
+                if stop.is_set():
+                    break  # closed under it: not a loss to report
                 logger.warning(
                     "apikeys lost the revocation channel on %s (%s): "
                     "the key cache is off until it is back",
@@ -137,10 +157,13 @@ class RevocationListener:
                 invalidate_everywhere(key_id)
 
     def close(self) -> None:
-        """Stop listening (the cache stays suspended: nothing announces revocations any more)."""
-        self._thread.stop()
+        """Stop listening (the cache stays suspended: nothing announces revocations any more).
+
+        Returns at once: the thread ends, and drops its connection, within ``poll`` seconds.
+        """
+        self._thread.stop(wait=False)
         self.connected.clear()
         self._suspend()
 
 
-__all__ = ["REVOCATION_CHANNEL", "RevocationListener", "Subscription"]
+__all__ = ["REVOCATION_CHANNEL", "RevocationChannel", "RevocationListener", "Subscription"]

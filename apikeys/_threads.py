@@ -51,11 +51,11 @@ class ProcessThread:
                 )
                 self._thread.start()
 
-    def stop(self) -> None:
-        """Signal the thread to stop and wait for it."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Signal the thread to stop; wait for it unless ``wait`` is false."""
         self.stop_event.set()
         thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
+        if wait and thread is not None and self._pid == os.getpid():
             thread.join()
 
 

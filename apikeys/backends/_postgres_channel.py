@@ -10,6 +10,7 @@ cascades a key, so the announcement leaves exactly when the change commits
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,6 +80,9 @@ class PostgresRevocationChannel:
     def subscribe(self) -> PostgresSubscription:
         """A new connection, listening (see :class:`PostgresSubscription`)."""
         return PostgresSubscription(self._engine)
+
+    def announce(self, key_ids: Iterable[str]) -> None:
+        """Nothing to do: the revoking transaction sent its ``NOTIFY`` as it committed."""
 
     def close(self) -> None:
         """Release the engine."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from types import TracebackType
@@ -27,6 +28,7 @@ from apikeys._flow import run_async, run_sync
 from apikeys._keyformat import MAX_KEY_LENGTH
 from apikeys._keystate import check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
+from apikeys._revocations import RevocationChannel, RevocationListener
 
 if TYPE_CHECKING:
     from typing import Self
@@ -65,6 +67,13 @@ def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
         return check_required_scopes(scopes)
 
 
+@dataclass(frozen=True)
+class Announce:
+    """IO request: tell every process sharing the store that ``key_ids`` were revoked."""
+
+    key_ids: tuple[str, ...]
+
+
 class FlowBackend(ABC):
     """The operation flows a backend base provides (each yields its IO requests),
     and the IO-free ends of validation: the cache lookup and the verdict.
@@ -72,6 +81,35 @@ class FlowBackend(ABC):
 
     cache: VerificationCache
     events: EventReporter
+    #: Where revocations are announced to, and heard from, the other processes.
+    revocations: RevocationChannel | None = None
+    _listener: RevocationListener | None = None
+
+    def _hear_revocations_on(self, channel: RevocationChannel | None) -> None:
+        """Announce revocations on ``channel``, and drop the keys others announce from the cache."""
+        self.revocations = channel
+        if channel is not None and self.cache.enabled:
+            self._listener = RevocationListener(channel.subscribe, [self.cache], name=channel.name)
+            self._listener.start()
+
+    def _listening(self) -> None:
+        # On each cache miss: restarts the listener in a forked worker (cheap otherwise).
+        # Until it has subscribed, the cache is suspended, so hits cannot skip this.
+        if self._listener is not None:
+            self._listener.start()
+
+    def _announced(self, key_ids: Iterable[str]) -> Generator[Any, Any, None]:
+        """Yield the announcement of ``key_ids``' revocation, when there is a channel."""
+        if self.revocations is not None:
+            yield Announce(tuple(key_ids))
+
+    def _stop_hearing(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self.revocations is not None:
+            self.revocations.close()
+
     #: Longest presented secret looked at; longer ones are refused unread.
     max_secret_length: int = MAX_KEY_LENGTH
 
@@ -177,6 +215,7 @@ class SyncShell(FlowBackend):
             return verified
         # Garbage, the commonest hostile input, is refused before a flow is built.
         presented = self._read_presented(secret)
+        self._listening()
         return run_sync(self._validate_flow(presented, required), self._perform)
 
     def create_api_key(
@@ -252,6 +291,7 @@ class AsyncShell(FlowBackend):
             return verified
         # Garbage, the commonest hostile input, is refused before a flow is built.
         presented = self._read_presented(secret)
+        self._listening()
         return await run_async(self._validate_flow(presented, required), self._perform)
 
     async def create_api_key(
@@ -307,4 +347,4 @@ class AsyncShell(FlowBackend):
         await self.close()
 
 
-__all__ = ["AsyncShell", "FlowBackend", "SyncShell"]
+__all__ = ["Announce", "AsyncShell", "FlowBackend", "SyncShell"]

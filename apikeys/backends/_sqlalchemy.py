@@ -61,6 +61,7 @@ from apikeys._keyformat import (
 from apikeys._keystate import check_key_state, check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap
+from apikeys._revocations import RevocationChannel
 from apikeys.backends._shells import FlowBackend
 
 try:
@@ -74,6 +75,9 @@ try:
     from argon2.exceptions import InvalidHashError, VerificationError
 except ImportError as exc:
     raise MissingDependencyError("argon2", "sqlalchemy") from exc
+
+# Needs SQLAlchemy: imported once the guards above have run.
+from apikeys.backends._postgres_channel import notify
 
 logger = logging.getLogger("apikeys.sqlalchemy")
 
@@ -337,6 +341,13 @@ def _owner_of(connection: sa.Connection, key_id: str, owner: str | None) -> str 
     return found
 
 
+def _notify_in(connection: sa.Connection, key_ids: Iterable[str]) -> None:
+    """On PostgreSQL, announce ``key_ids``' revocation as this transaction commits."""
+    if connection.dialect.name == "postgresql":
+        for key_id in key_ids:
+            connection.execute(notify(key_id))
+
+
 def _revoke_in(
     key_id: str, owner: str | None, reason: str | None, now: datetime
 ) -> Callable[[sa.Connection], _Ended]:
@@ -356,6 +367,7 @@ def _revoke_in(
         row = connection.execute(_SELECT_KEY, {"key_id": key_id}).mappings().one_or_none()
         if row is None:  # deleted meanwhile
             return _Ended(None)
+        _notify_in(connection, [key_id, *descendants])
         return _Ended(dict(row), bool(changed), tuple(descendants))
 
     return body
@@ -370,6 +382,7 @@ def _delete_in(key_id: str, owner: str | None, now: datetime) -> Callable[[sa.Co
         descendants = _revoke_descendants(connection, key_id, user_id, now, "deleted")
         table = api_keys_table
         deleted = connection.execute(sa.delete(table).where(table.c.id == key_id)).rowcount
+        _notify_in(connection, [key_id, *descendants])
         return _Ended({"user_id": user_id} if deleted else None, True, tuple(descendants))
 
     return body
@@ -467,6 +480,7 @@ def _rotate_in(
         connection.execute(
             sa.update(table).where(table.c.created_by == old_id).values(created_by=values["id"])
         )
+        _notify_in(connection, [old_id])
         return expires_at
 
     return body
@@ -567,9 +581,11 @@ class SQLAlchemyBase(FlowBackend):
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+        redis_url: str | None = None,
         **removed: object,
     ) -> None:
         reject_removed_settings(removed, type(self).__name__)
+        self.redis_url = redis_url
         self.key_prefix = validate_prefix(key_prefix)
         if max_active_keys_per_owner < 0:
             raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
@@ -637,6 +653,7 @@ class SQLAlchemyBase(FlowBackend):
             "suspicious_failures": settings.suspicious_failures,
             "suspicious_window": settings.suspicious_window,
             "max_active_keys_per_owner": settings.max_active_keys_per_owner,
+            "redis_url": settings.redis_url.get_secret_value() if settings.redis_url else None,
             "password_hasher": PasswordHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost=settings.argon2_memory_cost,
@@ -646,6 +663,18 @@ class SQLAlchemyBase(FlowBackend):
                 type=Type.ID,
             ),
         }
+
+    def _revocation_channel_for(self, url: sa.URL) -> RevocationChannel | None:
+        """PostgreSQL's own LISTEN/NOTIFY; otherwise Redis when ``redis_url`` is set."""
+        if url.get_backend_name() == "postgresql":
+            from apikeys.backends._postgres_channel import PostgresRevocationChannel
+
+            return PostgresRevocationChannel(url)
+        if self.redis_url is not None:
+            from apikeys._redis import RedisRevocationChannel
+
+            return RedisRevocationChannel(self.redis_url)
+        return None
 
     # --- CPU work, shared by both twins ------------------------------------------
 
@@ -872,6 +901,7 @@ class SQLAlchemyBase(FlowBackend):
             self.cache.invalidate(key_id)
         if ended.row is None:
             raise KeyNotFoundError(key_id=key_id)
+        yield from self._announced([key_id, *ended.descendants])
         owner = ended.row["user_id"]
         self._ended_descendants(ended, owner)
         if ended.changed:  # not when it was revoked already
@@ -886,6 +916,7 @@ class SQLAlchemyBase(FlowBackend):
             self.cache.invalidate(key_id)
         if ended.row is None:
             raise KeyNotFoundError(key_id=key_id)
+        yield from self._announced([key_id, *ended.descendants])
         self._ended_descendants(ended, ended.row["user_id"])
         self.events.report("deleted", key_id)
 
@@ -953,6 +984,7 @@ class SQLAlchemyBase(FlowBackend):
             ) from None
         finally:
             self.cache.invalidate(key_id)
+        yield from self._announced([key_id])
         self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.lookup_id)
         return NewAPIKey(
             secret=new_key.key, scopes=tuple(old["scopes"]), **_without(values, "scopes")

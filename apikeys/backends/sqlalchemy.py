@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from apikeys._config import Settings
 from apikeys._errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
-from apikeys.backends._shells import AsyncShell, SyncShell
+from apikeys.backends._shells import Announce, AsyncShell, SyncShell
 from apikeys.backends._sqlalchemy import (
     SCHEMA_VERSION,
     Conflict,
@@ -167,6 +167,10 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             time between two ``retired_key_used`` events of one key.
         max_active_keys_per_owner: Active keys one owner may hold; creating one more
             raises ``KeyLimitReachedError``. ``0`` disables the limit.
+        redis_url: Redis shared by every process. On SQLite, revocations are
+            announced there and every process drops the key from its cache at
+            once (PostgreSQL needs no Redis for that: the revoking transaction
+            sends a ``NOTIFY``). While the channel is down, the cache is off.
     """
 
     def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:
@@ -182,6 +186,7 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         self._io_lock: AbstractContextManager[Any] = (
             threading.Lock() if is_memory_sqlite(self.engine.url) else nullcontext()
         )
+        self._hear_revocations_on(self._revocation_channel_for(self.engine.url))
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
@@ -197,7 +202,11 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
                     self._schema_setup(connection)
                 self._schema_ready = True
 
-    def _perform(self, request: SQLRequest) -> Any:
+    def _perform(self, request: SQLRequest | Announce) -> Any:
+        if isinstance(request, Announce):
+            if self.revocations is not None:
+                self.revocations.announce(request.key_ids)
+            return None
         if isinstance(request, Hash):
             with self.hash_cap.hold():
                 return self._hash(request.key)
@@ -221,7 +230,8 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             raise _database_error(exc, self.engine.url) from exc
 
     def close(self) -> None:
-        """Dispose of the engine's connection pool."""
+        """Stop listening for revocations and dispose of the engine's connection pool."""
+        self._stop_hearing()
         self.engine.dispose()
 
 
@@ -244,6 +254,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         self._io_lock: asyncio.Lock | None = (
             asyncio.Lock() if is_memory_sqlite(self.engine.url) else None
         )
+        self._hear_revocations_on(self._revocation_channel_for(self.engine.url))
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
@@ -261,7 +272,11 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
                     await connection.run_sync(self._schema_setup)
                 self._schema_ready = True
 
-    async def _perform(self, request: SQLRequest) -> Any:
+    async def _perform(self, request: SQLRequest | Announce) -> Any:
+        if isinstance(request, Announce):
+            if self.revocations is not None:
+                await asyncio.to_thread(self.revocations.announce, request.key_ids)
+            return None
         if isinstance(request, Hash):
             async with self.hash_cap.hold_async():
                 return await asyncio.to_thread(self._hash, request.key)
@@ -294,7 +309,8 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
             return [(await connection.execute(s)).rowcount for s in request.statements]
 
     async def close(self) -> None:
-        """Dispose of the engine's connection pool."""
+        """Stop listening for revocations and dispose of the engine's connection pool."""
+        await asyncio.to_thread(self._stop_hearing)
         await self.engine.dispose()
 
 

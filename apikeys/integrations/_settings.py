@@ -104,7 +104,8 @@ class IntegrationSettings(BaseModel):
         redis_url: Count ``client_max_failures`` and ``max_key_creations`` in
             this Redis, for every worker process at once. By default the
             ``APIKEYS_REDIS_URL`` environment variable; unset, each process
-            counts alone.
+            counts alone. In Flask's and Django's configuration, ``REDIS_URL``
+            serves the manager too.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -290,6 +291,8 @@ def split_config(
         option = name[len(prefix) :].lower()
         if option == "backend":
             backend = value
+        elif option == "redis_url":  # shared by the manager and the app's limiters
+            integration[option] = manager_options[option] = value
         elif option in IntegrationSettings.model_fields:
             integration[option] = value
         elif option:
