@@ -29,6 +29,7 @@ lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy --strict over apikeys, tests and benchmarks (the files listed in [tool.mypy]).
 typecheck: setup-test
 	$(BIN)/mypy
 	$(BIN)/pyright --pythonpath $(BIN)/python

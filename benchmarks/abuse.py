@@ -126,7 +126,7 @@ def make_inputs(manager: SQLAlchemyKeyManager, profile: AbuseProfile, rng: rando
     victim_id = parse_key(victim).lookup_id
     count = max(profile.batch, 64)
     known = {parse_key(secret).lookup_id for secret in stored}
-    random_ids = []
+    random_ids: list[str] = []
     while len(random_ids) < count:
         forged = generate_key()
         if forged.lookup_id not in known:

@@ -1189,10 +1189,10 @@ class ReadBackFailsAfterRotation:
                 self.rotated = True
                 return new
 
-            def get_api_key(self, key_id: str) -> apikeys.APIKey:
+            def get_api_key(self, key_id: str, *, user_id: str | None = None) -> apikeys.APIKey:
                 if self.rotated:
                     raise apikeys.BackendUnavailableError()
-                return super().get_api_key(key_id)
+                return super().get_api_key(key_id, user_id=user_id)
 
         return Manager(cls.database_url)
 

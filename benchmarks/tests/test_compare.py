@@ -230,7 +230,7 @@ def test_every_server_answers_each_route_and_keeps_its_connection(
 
 
 def test_kept_is_the_median_of_the_rounds_own_ratios() -> None:
-    figures = {
+    figures: dict[str, list[tuple[float, ...]]] = {
         "open": [(1000.0, 1, 2, 3), (500.0, 1, 2, 3), (2000.0, 1, 2, 3)],
         "protected": [(900.0, 1, 2, 3), (450.0, 1, 2, 3), (1200.0, 1, 2, 3)],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -514,6 +514,7 @@ def test_blank_required_scopes_are_refused_not_read_as_none(
 def test_empty_sequences_and_scope_strings_as_required_scopes(
     manager: SyncFacade, reader_secret: str
 ) -> None:
+    none_required: Iterable[str]
     for none_required in ((), [], iter(())):
         assert manager.validate_api_key(reader_secret, required_scopes=none_required)
     # A string is split on whitespace, as scopes are everywhere in apikeys.

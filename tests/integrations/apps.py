@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Depends, FastAPI, Request
 
@@ -24,9 +24,11 @@ def product_docs_body(key: VerifiedKey) -> dict[str, str]:
     }
 
 
-def _latin1_headers(headers: Mapping[str, str] | None) -> dict[str, bytes]:
+def _latin1_headers(headers: Mapping[str, str] | None) -> dict[bytes, bytes]:
     # Sent as bytes so that a non-ASCII value reaches the app instead of failing in the client.
-    return {name: value.encode("latin-1") for name, value in (headers or {}).items()}
+    return {
+        name.encode("latin-1"): value.encode("latin-1") for name, value in (headers or {}).items()
+    }
 
 
 Send = Callable[[str, str, Mapping[str, str] | None, Mapping[str, str] | None, bytes | None], Reply]
@@ -266,7 +268,7 @@ def flask_app(url: str, options: AppOptions) -> Any:
 
     @app.get("/rate-limited")
     @require_api_key
-    def rate_limited() -> None:
+    def rate_limited() -> NoReturn:
         raise RateLimitedError("slow down", retry_after=7)
 
     @app.get("/health")

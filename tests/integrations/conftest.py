@@ -49,9 +49,9 @@ class Seeded:
         engine = sa.create_engine(self.url)
         try:
             with engine.connect() as connection:
-                return int(
-                    connection.scalar(sa.select(sa.func.count()).select_from(api_keys_table))
-                )
+                return connection.execute(
+                    sa.select(sa.func.count()).select_from(api_keys_table)
+                ).scalar_one()
         finally:
             engine.dispose()
 

@@ -83,12 +83,12 @@ def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
         return build
 
     monkeypatch.setattr(
-        _managers, "create_key_manager", recording("sync", _managers.create_key_manager)
+        _managers, "create_key_manager", recording("sync", apikeys.create_key_manager)
     )
     monkeypatch.setattr(
         _managers,
         "create_async_key_manager",
-        recording("async", _managers.create_async_key_manager),
+        recording("async", apikeys.create_async_key_manager),
     )
     return managers
 

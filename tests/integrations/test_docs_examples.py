@@ -69,6 +69,7 @@ def test_fastapi_page(in_tmp_dir: Path) -> None:
             assert client.get("/reports", headers=auth).json() == {"user": OWNER}
             assert client.get("/api-keys", headers=auth).status_code == 200
             assert client.get("/api-keys", headers=reader).status_code == 403
+            assert client.portal is not None  # set while the client is open
             client.portal.call(snapshots[2]["manager"].close)
 
 

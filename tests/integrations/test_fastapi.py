@@ -15,6 +15,7 @@ import schemathesis
 from fastapi import Depends, FastAPI
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
+from requests.structures import CaseInsensitiveDict
 from schemathesis import GenerationMode
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -76,14 +77,16 @@ def test_api_keys_schema_never_answers_500(
 
     @given(case=management.as_strategy(mode))
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    def no_server_error(case: schemathesis.Case) -> None:
+    def no_server_error(case: schemathesis.Case[Any]) -> None:
         # Drop the credentials schemathesis made up from the security schemes: a
         # second, different key would be refused before the handler ever ran.
-        case.headers = {
-            name: value
-            for name, value in (case.headers or {}).items()
-            if name.lower() not in ("authorization", "x-api-key")
-        }
+        case.headers = CaseInsensitiveDict(
+            {
+                name: value
+                for name, value in (case.headers or {}).items()
+                if name.lower() not in ("authorization", "x-api-key")
+            }
+        )
         response = case.call(headers=auth)
         assert response.status_code < 500, response.text
         assert keys.admin.secret not in response.text
@@ -118,7 +121,7 @@ def test_openapi_document_is_valid_and_shows_the_security_schemes(seeded: Seeded
             "description": "An API key in the `X-API-Key` header",
         },
     }
-    either = [{"APIKeyBearer": []}, {"APIKeyHeader": []}]
+    either: list[dict[str, list[str]]] = [{"APIKeyBearer": []}, {"APIKeyHeader": []}]
     assert document["paths"]["/protected"]["get"]["security"] == either
     assert document["paths"]["/scoped"]["get"]["security"] == either
     assert "security" not in document["paths"]["/health"]["get"]
@@ -178,7 +181,7 @@ def test_api_keys_refuses_a_sync_manager(seeded: Seeded) -> None:
     manager = apikeys.create_key_manager(seeded.url)
     try:
         with pytest.raises(ConfigurationError, match="async manager"):
-            APIKeys(FastAPI(), manager=manager)
+            APIKeys(FastAPI(), manager=manager)  # type: ignore[arg-type]  # the wrong kind on purpose
     finally:
         manager.close()
 
@@ -223,6 +226,7 @@ def test_default_manager_comes_from_configuration(seeded: Seeded) -> None:
             reply = client.get("/protected", headers={"X-API-Key": seeded.admin.secret})
             assert reply.json() == {"user": OWNER}
             # The default async manager is bound to this client's event loop: close it there.
+            assert client.portal is not None  # set while the client is open
             client.portal.call(apikeys.get_async_key_manager().close)
     finally:
         apikeys.configure()
@@ -374,7 +378,10 @@ async def websocket_exchange(
     Driven by hand rather than through the test client, whose handling of
     denial responses races with its own task cancellation.
     """
-    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
+    incoming: list[dict[str, Any]] = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

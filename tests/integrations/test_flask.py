@@ -104,7 +104,7 @@ def test_bad_config_fails_at_init(config: dict[str, object]) -> None:
 def test_async_manager_is_refused(seeded: Seeded) -> None:
     manager = apikeys.create_async_key_manager(seeded.url)
     with pytest.raises(ConfigurationError, match="sync manager"):
-        APIKeys(Flask(__name__), manager=manager)
+        APIKeys(Flask(__name__), manager=manager)  # type: ignore[arg-type]  # the wrong kind on purpose
 
 
 def test_without_the_extension_the_app_fails_closed() -> None:

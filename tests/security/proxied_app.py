@@ -18,12 +18,17 @@ MAX_FAILURES = 3
 
 
 def protected_settings(trusted_proxies: str | tuple[str, ...] = ()) -> IntegrationSettings:
-    """What every proxied server here protects its app with."""
-    return IntegrationSettings(
-        client_max_failures=MAX_FAILURES,
-        client_failure_window=60,
-        require_https=True,
-        trusted_proxies=trusted_proxies,
+    """What every proxied server here protects its app with.
+
+    ``trusted_proxies`` may be one comma-separated string, as the environment gives it.
+    """
+    return IntegrationSettings.model_validate(
+        {
+            "client_max_failures": MAX_FAILURES,
+            "client_failure_window": 60,
+            "require_https": True,
+            "trusted_proxies": trusted_proxies,
+        }
     )
 
 

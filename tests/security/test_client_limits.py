@@ -19,6 +19,7 @@ import apikeys
 from apikeys import KeyEvent
 from apikeys._errors import ConfigurationError, RateLimitedError
 from apikeys._protocols import KeyManager
+from apikeys._ratelimit import FailureLimiter
 from apikeys.integrations import _clients
 from apikeys.integrations._authentication import authenticate_sync
 from apikeys.integrations._clients import Peer, resolve_client
@@ -243,7 +244,7 @@ def test_web_layer_events_name_their_framework(
 def test_resolve_client_walks_forwarded_for_from_the_right(
     forwarded: list[str], expected: str
 ) -> None:
-    settings = IntegrationSettings(trusted_proxies="10.0.0.0/8")
+    settings = IntegrationSettings(trusted_proxies=("10.0.0.0/8",))
     headers = [("X-Forwarded-For", value) for value in forwarded]
     assert resolve_client(headers, Peer("10.0.0.1"), settings).address == expected
 
@@ -293,7 +294,7 @@ def test_without_a_peer_https_is_refused_and_no_client_is_limited() -> None:
     for _ in range(3):
         with pytest.raises(apikeys.InvalidKeyError):
             _authenticate("é", limited, limiters)
-    assert limiters.client is not None and len(limiters.client) == 0
+    assert isinstance(limiters.client, FailureLimiter) and len(limiters.client) == 0
     with pytest.raises(apikeys.InvalidKeyError):
         _authenticate("é", limited, limiters, peer="192.0.2.1")
     with pytest.raises(RateLimitedError):
@@ -346,13 +347,18 @@ def test_the_peer_of_an_asgi_scope(scope: dict[str, object], expected: Peer) -> 
 
 
 def test_settings_are_values_and_each_app_counts_with_its_own_limiters() -> None:
-    built = IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.0/8")
+    # trusted_proxies as one comma-separated string, as an environment variable gives it.
+    built = IntegrationSettings.model_validate(
+        {"client_max_failures": 3, "trusted_proxies": "10.0.0.0/8"}
+    )
     again = IntegrationSettings.from_mapping(
         {"CLIENT_MAX_FAILURES": 3, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
     )
     assert built.trusted_networks == (ipaddress.ip_network("10.0.0.0/8"),)  # derived, kept
     assert built == again and hash(built) == hash(again)
-    assert built != IntegrationSettings(client_max_failures=4, trusted_proxies="10.0.0.0/8")
+    assert built != IntegrationSettings.model_validate(
+        {"client_max_failures": 4, "trusted_proxies": "10.0.0.0/8"}
+    )
     assert copy.deepcopy(built) == built
     restored = pickle.loads(pickle.dumps(built))  # noqa: S301 (our own bytes)
     assert restored == built and restored.trusted_networks == built.trusted_networks
@@ -385,7 +391,7 @@ def test_an_ipv4_mapped_address_is_read_as_ipv4(
     assert Peer(mapped).limiter_key == Peer(str(client)).limiter_key == str(client)
     # The trust check, the forwarded hop and trusted_proxies written either way.
     for trusted in (str(proxy), f"::ffff:{proxy}"):
-        settings = IntegrationSettings(trusted_proxies=trusted)
+        settings = IntegrationSettings(trusted_proxies=(trusted,))
         for peer in (str(proxy), f"::ffff:{proxy}"):
             resolved = resolve_client([("X-Forwarded-For", mapped)], Peer(peer), settings)
             expected = str(proxy) if client == proxy else str(client)
@@ -436,13 +442,13 @@ def proxy_warnings(
     ("settings", "headers", "peer", "warning"),
     [
         (
-            IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.1"),
+            IntegrationSettings(client_max_failures=3, trusted_proxies=("10.0.0.1",)),
             [("X-Forwarded-Proto", "https")],
             "10.0.0.1",
             "a request from trusted proxy 10.0.0.1 carried no X-Forwarded-For",
         ),
         (
-            IntegrationSettings(require_https=True, trusted_proxies="10.0.0.1"),
+            IntegrationSettings(require_https=True, trusted_proxies=("10.0.0.1",)),
             [("X-Forwarded-For", "192.0.2.1")],
             "10.0.0.1",
             "a request from trusted proxy 10.0.0.1 carried no X-Forwarded-Proto",
@@ -454,7 +460,7 @@ def proxy_warnings(
             "the server already took the client address 192.0.2.1 from X-Forwarded-For",
         ),
         (
-            IntegrationSettings(client_max_failures=3, trusted_proxies="10.0.0.1"),
+            IntegrationSettings(client_max_failures=3, trusted_proxies=("10.0.0.1",)),
             [("X-Forwarded-For", "192.0.2.1")],
             "10.0.0.2",
             "X-Forwarded-For from 10.0.0.2 is ignored, as it is not in trusted_proxies",
@@ -479,7 +485,7 @@ def test_a_set_up_that_defeats_the_settings_is_logged_once(
 
 def test_a_set_up_that_works_logs_nothing(proxy_warnings: pytest.LogCaptureFixture) -> None:
     settings = IntegrationSettings(
-        client_max_failures=3, require_https=True, trusted_proxies="10.0.0.0/8"
+        client_max_failures=3, require_https=True, trusted_proxies=("10.0.0.0/8",)
     )
     forwarded = [("X-Forwarded-For", "192.0.2.1, 10.0.0.2"), ("X-Forwarded-Proto", "https")]
     assert resolve_client(forwarded, Peer("10.0.0.1"), settings) == Peer("192.0.2.1", "https")

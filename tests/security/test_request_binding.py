@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.test.utils import override_settings
@@ -184,8 +184,10 @@ def test_django_rest_framework(seeded: Seeded, middleware: bool) -> None:
                 params: Mapping[str, str] | None = None,
                 content: bytes | None = None,
             ) -> Reply:
+                # Bytes as Django's RequestFactory takes them; the DRF stubs say str only.
+                body = cast("str", content or b"")
                 response = drf.generic(
-                    method, path, content or b"", content_type="application/json", headers=headers
+                    method, path, body, content_type="application/json", headers=headers
                 )
                 return django_reply_of(response)
 

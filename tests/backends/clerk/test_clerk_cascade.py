@@ -5,6 +5,7 @@ silent partial success, and a retry finishes it."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -76,7 +77,7 @@ def test_a_child_created_while_its_creator_is_revoked_is_ended(
 
     original = fake._dispatch
 
-    def dispatch(request: httpx.Request, route: str) -> object:
+    def dispatch(request: httpx.Request, route: str) -> tuple[int, Any]:
         answer = original(request, route)
         revoke_parent_once(request)
         return answer
