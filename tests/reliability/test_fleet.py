@@ -160,7 +160,8 @@ def _revocation_reaches_every_worker(
 ) -> None:
     env = {**env, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
     options = {"redis_url": env["APIKEYS_REDIS_URL"]} if "APIKEYS_REDIS_URL" in env else {}
-    with apikeys.create_key_manager(env["APIKEYS_BACKEND"], **options) as admin:
+    admin = apikeys.create_key_manager(env["APIKEYS_BACKEND"], **options)
+    try:
         new = admin.create_api_key("user_fleet", "fleet", scopes=["keys:manage"])
         with serving(framework, env, tmp_path / "server.log") as port:
             warm_every_worker(port, new.secret)
@@ -176,6 +177,8 @@ def _revocation_reaches_every_worker(
                 assert connection.getresponse().status == 200  # revoked, and listed as such
                 connection.close()
             seen = watch_the_revocation(port, new.secret, time.monotonic())
+    finally:
+        admin.close()
     assert len(seen.refused) == WORKERS, seen
     assert seen.lag <= BOUND, seen
 
