@@ -89,8 +89,9 @@ class FlowBackend(ABC):
         """Announce revocations on ``channel``, and drop the keys others announce from the cache."""
         self.revocations = channel
         if channel is not None and self.cache.enabled:
+            # Started by the first cache miss, not here: a manager built before a server
+            # forks its workers must not fork a running thread (and the locks it holds).
             self._listener = RevocationListener(channel.subscribe, [self.cache], name=channel.name)
-            self._listener.start()
 
     def _listening(self) -> None:
         # On each cache miss: restarts the listener in a forked worker (cheap otherwise).

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ BOUND = 1.0
 CACHE_TTL = 60.0
 """Longer than the whole test: only the revocation channel can explain a prompt refusal."""
 STARTUP_SECONDS = 60.0
+CONCURRENCY = 8
 
 
 def server_command(framework: str, port: int) -> list[str]:
@@ -119,13 +121,20 @@ class Propagation:
         return max((at - self.revoked_at for at in self.accepted.values()), default=0.0)
 
 
+def batch(port: int, key: str) -> list[Answer]:
+    """Requests in parallel: with every worker busy, each one is handed some (a sync
+    worker that is idle first would otherwise take one sequential request after another)."""
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return list(pool.map(lambda _: get(port, "/whoami", key), range(CONCURRENCY * 2)))
+
+
 def warm_every_worker(port: int, key: str) -> set[int]:
     """Validate ``key`` until every worker has it in its cache."""
     workers: set[int] = set()
-    for _ in range(10_000):
-        answer = get(port, "/whoami", key)
-        assert answer.status == 200, answer
-        workers.add(answer.worker)
+    for _ in range(500):
+        for answer in batch(port, key):
+            assert answer.status == 200, answer
+            workers.add(answer.worker)
         if len(workers) == WORKERS:
             return workers
     raise AssertionError(f"only workers {workers} answered")
@@ -135,14 +144,14 @@ def watch_the_revocation(port: int, key: str, revoked_at: float) -> Propagation:
     """Ask until every worker has refused the key a few times, or the bound is well past."""
     seen = Propagation(revoked_at)
     while time.monotonic() - revoked_at < BOUND + 5:
-        answer = get(port, "/whoami", key)
-        if answer.status == 200:
-            seen.accepted[answer.worker] = answer.at
-        else:
-            assert answer.status == 403, answer  # refused as revoked: never a 500 or a 503
-            seen.refused[answer.worker] = seen.refused.get(answer.worker, 0) + 1
+        for answer in batch(port, key):
+            if answer.status == 200:
+                seen.accepted[answer.worker] = max(answer.at, seen.accepted.get(answer.worker, 0.0))
+            else:
+                assert answer.status == 403, answer  # refused as revoked: never a 500 or a 503
+                seen.refused[answer.worker] = seen.refused.get(answer.worker, 0) + 1
         done = len(seen.refused) == WORKERS and min(seen.refused.values()) >= 3
-        if done and answer.at - revoked_at > BOUND:
+        if done and time.monotonic() - revoked_at > BOUND:
             break
     return seen
 
