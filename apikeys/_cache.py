@@ -170,9 +170,13 @@ class VerificationCache:
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
-            self._generation += 1
-            self._entries.clear()
-            self._by_key_id.clear()
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        # The generation moves too: a lookup that began before must not store its answer.
+        self._generation += 1
+        self._entries.clear()
+        self._by_key_id.clear()
 
     def suspend(self) -> None:
         """Forget everything and store nothing until :meth:`resume`.
@@ -182,9 +186,7 @@ class VerificationCache:
         """
         with self._lock:
             self._suspended = True
-            self._generation += 1
-            self._entries.clear()
-            self._by_key_id.clear()
+            self._clear_locked()
 
     def resume(self) -> None:
         """Store entries again; lookups that started while suspended still store nothing."""
