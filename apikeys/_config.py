@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         ge=0,
         le=_MAX_INTERVAL_SECONDS,  # a timedelta of it must exist
         allow_inf_nan=False,
-        description="Least seconds between two last_used_at writes of a key",
+        description="Seconds between two background writes of last_used_at; 0 writes during validation",
     )
     redis_url: SecretStr | None = Field(
         default=None,

@@ -17,9 +17,12 @@ back), so processes sharing a store may flush in any order.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
@@ -46,6 +49,10 @@ class UsageLog:
             seen = self._pending.get(key_id)
             if seen is None or at > seen:
                 self._pending[key_id] = at
+
+    def latest(self, key_id: str) -> datetime | None:
+        """The latest use of ``key_id`` noted and not yet drained, if any."""
+        return self._pending.get(key_id)
 
     def drain(self) -> dict[str, datetime]:
         """Take everything noted so far, leaving the log empty."""
@@ -76,6 +83,28 @@ def _report_failure(batch: UsageBatch, exc: BaseException) -> None:
     )
 
 
+def _flush_if_alive(flush: weakref.WeakMethod[Callable[[], None]]) -> None:
+    method = flush()
+    if method is not None:
+        method()
+
+
+def _flush_every_interval(flusher_ref: weakref.ref[UsageFlusher], stop: threading.Event) -> None:
+    while True:
+        flusher = flusher_ref()
+        if flusher is None:
+            return
+        interval = flusher.interval
+        del flusher  # not held while waiting
+        if stop.wait(interval):
+            return
+        flusher = flusher_ref()
+        if flusher is None:
+            return
+        flusher.flush()
+        del flusher
+
+
 class UsageFlusher:
     """Write a :class:`UsageLog` from a daemon thread, every ``interval`` seconds and at close.
 
@@ -92,16 +121,22 @@ class UsageFlusher:
         self.log = log
         self.interval = interval
         self._write = write
-        # A forked child drops its parent's notes: the parent writes them.
-        self._thread = ProcessThread("apikeys-usage-flusher", self._run, on_fork=log.forget)
+        # The thread holds the flusher weakly: a manager dropped without close()
+        # is collected, and its thread ends with it. A forked child drops its
+        # parent's notes: the parent writes them.
+        self._thread = ProcessThread(
+            "apikeys-usage-flusher",
+            functools.partial(_flush_every_interval, weakref.ref(self)),
+            on_fork=log.forget,
+        )
+        weakref.finalize(self, self._thread.stop_event.set)
+        # A process that exits without close() (a worker told to stop) still writes
+        # what it noted; the weak reference leaves the flusher free to be collected.
+        atexit.register(_flush_if_alive, weakref.WeakMethod(self.flush))
 
     def start(self) -> None:
         """Make sure this process's flushing thread runs (cheap when it does)."""
         self._thread.start()
-
-    def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
-            self.flush()
 
     def flush(self) -> None:
         """Write what was noted since the last flush, now."""

@@ -50,7 +50,7 @@ from apikeys._errors import (
     MissingDependencyError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
-from apikeys._expiry import Expiration, as_utc, parse_expiration, utcnow
+from apikeys._expiry import MAX_LIFETIME, Expiration, as_utc, parse_expiration, utcnow
 from apikeys._keyformat import (
     DEFAULT_PREFIX,
     ParsedKey,
@@ -62,6 +62,7 @@ from apikeys._keystate import check_key_state, check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap
 from apikeys._revocations import RevocationChannel
+from apikeys._usage import UsageBatch, UsageLog
 from apikeys.backends._shells import FlowBackend
 
 try:
@@ -196,6 +197,19 @@ _SELECT_FOR_VALIDATION = _validation_statement(encoded_decoy=False)
 _SELECT_FOR_VALIDATION_ENCODED = _validation_statement(encoded_decoy=True)
 
 
+_RECORD_USES = (
+    sa.update(api_keys_table)
+    .where(
+        api_keys_table.c.id == sa.bindparam("used_id"),
+        sa.or_(
+            api_keys_table.c.last_used_at.is_(None),
+            api_keys_table.c.last_used_at < sa.bindparam("used_at", type_=UTCDateTime),
+        ),
+    )
+    .values(last_used_at=sa.bindparam("used_at", type_=UTCDateTime))
+)
+
+
 # IO requests yielded by the flows -------------------------------------------------
 
 
@@ -246,7 +260,23 @@ class Verify:
         return "Verify(<secret>)"
 
 
-SQLRequest = Query | Write | Transaction | Hash | Verify
+@dataclass(frozen=True, slots=True)
+class WriteMany:
+    """Run one statement once per parameter set, in one transaction (an executemany)."""
+
+    statement: sa.Executable
+    rows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUse:
+    """Note that a key was used at ``at``; its ``last_used_at`` is written by the next flush."""
+
+    key_id: str
+    at: datetime
+
+
+SQLRequest = Query | Write | WriteMany | Transaction | Hash | Verify | RecordUse
 
 
 class Conflict(Exception):
@@ -591,8 +621,8 @@ class SQLAlchemyBase(FlowBackend):
             raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
         self.max_active_keys_per_owner = max_active_keys_per_owner
         self.cache = VerificationCache(cache_ttl, cache_max_entries)
-        if last_used_interval < 0:
-            raise ConfigurationError("last_used_interval must be >= 0")
+        if not 0 <= last_used_interval <= MAX_LIFETIME.total_seconds():
+            raise ConfigurationError("last_used_interval must be >= 0 and at most 100 years")
         self.timeout = timeout
         try:
             self.hash_cap = ConcurrencyCap(max_concurrent_hashes, timeout=timeout)
@@ -604,7 +634,9 @@ class SQLAlchemyBase(FlowBackend):
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid abuse-control settings: {exc}") from None
-        self.last_used_interval = timedelta(seconds=last_used_interval)
+        # Seconds between two flushes of usage; 0: written during each validation.
+        self.last_used_interval = float(last_used_interval)
+        self.usage = UsageLog()
         self.create_schema = create_schema
         self.hasher = password_hasher or PasswordHasher(
             time_cost=DEFAULT_ARGON2_TIME_COST,
@@ -689,8 +721,12 @@ class SQLAlchemyBase(FlowBackend):
 
     # --- row mapping -------------------------------------------------------------
 
-    @staticmethod
-    def _to_api_key(row: Mapping[str, Any]) -> APIKey:
+    def _to_api_key(self, row: Mapping[str, Any]) -> APIKey:
+        # A use this process noted but has not flushed yet shows at once in its own reads.
+        last_used = row["last_used_at"]
+        noted = self.usage.latest(row["id"])
+        if noted is not None and (last_used is None or noted > last_used):
+            last_used = noted
         return APIKey(
             id=row["id"],
             user_id=row["user_id"],
@@ -698,7 +734,7 @@ class SQLAlchemyBase(FlowBackend):
             scopes=tuple(row["scopes"]),
             created_at=row["created_at"],
             expires_at=row["expires_at"],
-            last_used_at=row["last_used_at"],
+            last_used_at=last_used,
             revoked_at=row["revoked_at"],
             revocation_reason=row["revocation_reason"],
             metadata=row["metadata"],
@@ -842,13 +878,18 @@ class SQLAlchemyBase(FlowBackend):
         return verified
 
     def _record_use(self, row: Mapping[str, Any], secret: str) -> Generator[SQLRequest, Any, None]:
-        """Write ``last_used_at`` (at most once per interval) and upgrade an old hash."""
+        """Note the use for the next flush of ``last_used_at``, and upgrade an old hash.
+
+        With ``last_used_interval=0`` there is no flush: ``last_used_at`` is
+        written here, in the hash upgrade's write when there is one.
+        """
         now = utcnow()
         changes: dict[str, Any] = {}
         if self.hasher.check_needs_rehash(row["secret_hash"]):
             changes["secret_hash"] = yield Hash(secret)
-        last_used = row["last_used_at"]
-        if last_used is None or now - last_used >= self.last_used_interval:
+        if self.last_used_interval:
+            yield RecordUse(row["id"], now)
+        else:
             changes["last_used_at"] = now
         if not changes:
             return
@@ -859,6 +900,14 @@ class SQLAlchemyBase(FlowBackend):
             # Verified against the database just now; a failed bookkeeping write
             # (read-only replica, lock) must not turn a valid key away.
             logger.warning("could not record use of API key %s", row["id"])
+
+    @staticmethod
+    def usage_write(batch: UsageBatch) -> WriteMany:
+        """The one statement that writes a batch of uses: it never moves ``last_used_at`` back,
+        so processes sharing the store may flush in any order."""
+        return WriteMany(
+            _RECORD_USES, tuple({"used_id": key_id, "used_at": at} for key_id, at in batch.items())
+        )
 
     def _list_flow(
         self, user_id: str, include_invalid: bool, limit: int, offset: int

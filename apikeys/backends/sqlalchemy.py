@@ -24,18 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 from apikeys._config import Settings
 from apikeys._errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
+from apikeys._usage import AsyncUsageFlusher, UsageBatch, UsageFlusher
 from apikeys.backends._shells import Announce, AsyncShell, SyncShell
 from apikeys.backends._sqlalchemy import (
     SCHEMA_VERSION,
     Conflict,
     Hash,
     Query,
+    RecordUse,
     SQLAlchemyBase,
     SQLRequest,
     Transaction,
     UTCDateTime,
     Verify,
     Write,
+    WriteMany,
     alembic_render_item,
     api_keys_table,
     is_memory_sqlite,
@@ -153,7 +156,11 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             disables the cache. It bounds how long another process may still
             accept a key after it is revoked.
         cache_max_entries: Bound on cached validations.
-        last_used_interval: Least seconds between two ``last_used_at`` writes of a key.
+        last_used_interval: Seconds between two writes of ``last_used_at``. A
+            validation only notes the use in memory; a background thread (a task
+            for the async manager) writes the uses noted since its last run in one
+            statement, and once more at :meth:`close`. ``0`` writes it during
+            each validation that reaches the database instead.
         create_schema: Create the tables on first use (turn off when migrations own them).
         password_hasher: An ``argon2.PasswordHasher`` with your cost parameters.
         timeout: Longest wait, in seconds, for a database lock, a connection, or a
@@ -186,12 +193,16 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         self._io_lock: AbstractContextManager[Any] = (
             threading.Lock() if is_memory_sqlite(self.engine.url) else nullcontext()
         )
+        self._usage_flusher = UsageFlusher(self.usage, self._write_usage, self.last_used_interval)
         self._hear_revocations_on(self._revocation_channel_for(self.engine.url))
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
         """Build a manager from a backend URL and :class:`~apikeys.Settings`."""
         return cls(url, **cls._options_from_settings(settings))
+
+    def _write_usage(self, batch: UsageBatch) -> None:
+        self._perform(self.usage_write(batch))
 
     def _ensure_schema(self) -> None:
         if self._schema_ready or not self.create_schema:
@@ -206,6 +217,10 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         if isinstance(request, Announce):
             if self.revocations is not None:
                 self.revocations.announce(request.key_ids)
+            return None
+        if isinstance(request, RecordUse):
+            self.usage.record(request.key_id, request.at)
+            self._usage_flusher.start()
             return None
         if isinstance(request, Hash):
             with self.hash_cap.hold():
@@ -222,6 +237,10 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
                 if isinstance(request, Transaction):
                     with self.engine.begin() as connection:
                         return request.body(connection)
+                if isinstance(request, WriteMany):
+                    with self.engine.begin() as connection:
+                        connection.execute(request.statement, list(request.rows))
+                    return None
                 with self.engine.begin() as connection:
                     return [connection.execute(s).rowcount for s in request.statements]
         except sa_exc.IntegrityError as exc:
@@ -230,7 +249,9 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             raise _database_error(exc, self.engine.url) from exc
 
     def close(self) -> None:
-        """Stop listening for revocations and dispose of the engine's connection pool."""
+        """Write the uses not yet written, stop listening for revocations and dispose
+        of the engine's connection pool."""
+        self._usage_flusher.close()
         self._stop_hearing()
         self.engine.dispose()
 
@@ -254,12 +275,18 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         self._io_lock: asyncio.Lock | None = (
             asyncio.Lock() if is_memory_sqlite(self.engine.url) else None
         )
+        self._usage_flusher = AsyncUsageFlusher(
+            self.usage, self._write_usage, self.last_used_interval
+        )
         self._hear_revocations_on(self._revocation_channel_for(self.engine.url))
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Self:
         """Build a manager from a backend URL and :class:`~apikeys.Settings`."""
         return cls(url, **cls._options_from_settings(settings))
+
+    async def _write_usage(self, batch: UsageBatch) -> None:
+        await self._perform(self.usage_write(batch))
 
     async def _ensure_schema(self) -> None:
         if self._schema_ready or not self.create_schema:
@@ -276,6 +303,10 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         if isinstance(request, Announce):
             if self.revocations is not None:
                 await asyncio.to_thread(self.revocations.announce, request.key_ids)
+            return None
+        if isinstance(request, RecordUse):
+            self.usage.record(request.key_id, request.at)
+            self._usage_flusher.start()
             return None
         if isinstance(request, Hash):
             async with self.hash_cap.hold_async():
@@ -298,18 +329,24 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
                 "database unavailable (connection)", retry_after=1
             ) from exc
 
-    async def _execute(self, request: Query | Write | Transaction) -> Any:
+    async def _execute(self, request: Query | Write | WriteMany | Transaction) -> Any:
         if isinstance(request, Query):
             async with self.engine.connect() as connection:
                 return _rows_of(await connection.execute(request.statement, request.parameters))
         if isinstance(request, Transaction):
             async with self.engine.begin() as connection:
                 return await connection.run_sync(request.body)
+        if isinstance(request, WriteMany):
+            async with self.engine.begin() as connection:
+                await connection.execute(request.statement, list(request.rows))
+            return None
         async with self.engine.begin() as connection:
             return [(await connection.execute(s)).rowcount for s in request.statements]
 
     async def close(self) -> None:
-        """Stop listening for revocations and dispose of the engine's connection pool."""
+        """Write the uses not yet written, stop listening for revocations and dispose
+        of the engine's connection pool."""
+        await self._usage_flusher.close()
         await asyncio.to_thread(self._stop_hearing)
         await self.engine.dispose()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -61,9 +63,14 @@ def test_a_failed_write_loses_nothing_and_says_so_without_the_drivers_message(
     assert store.batches == [{"a": T0 + timedelta(seconds=1), "b": T0}]
 
 
+def flusher_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "apikeys-usage-flusher" and t.is_alive()}
+
+
 def test_the_thread_writes_on_its_interval_and_close_writes_the_rest() -> None:
     store = Store()
     flusher = UsageFlusher(UsageLog(), store.write, interval=0.01)
+    before = flusher_threads()
     flusher.start()
     flusher.log.record("a", T0)
     assert store.written.wait(10)
@@ -71,13 +78,24 @@ def test_the_thread_writes_on_its_interval_and_close_writes_the_rest() -> None:
     flusher.log.record("b", T0)
     flusher.close()
     assert store.rows == {"a": T0, "b": T0}
-    assert not any(
-        t.name == "apikeys-usage-flusher" and t.is_alive() for t in threading.enumerate()
-    )
+    assert flusher_threads() <= before
     flusher.start()  # closed: no new thread
-    assert not any(
-        t.name == "apikeys-usage-flusher" and t.is_alive() for t in threading.enumerate()
-    )
+    assert flusher_threads() <= before
+
+
+def test_a_flusher_dropped_without_close_ends_its_thread() -> None:
+    # Its write function may hold a whole manager: a running thread must not keep it alive.
+    store = Store()
+    flusher = UsageFlusher(UsageLog(), store.write, interval=3600)
+    before = flusher_threads()
+    flusher.start()
+    (started,) = flusher_threads() - before
+    collected = weakref.ref(flusher)
+    del flusher
+    gc.collect()
+    assert collected() is None
+    started.join(10)
+    assert not started.is_alive()
 
 
 def test_close_without_a_thread_still_writes() -> None:

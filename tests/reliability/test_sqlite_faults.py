@@ -108,7 +108,9 @@ def test_a_write_lock_makes_writes_wait_then_refuse(
 def test_under_a_write_lock_reads_still_validate(
     db_path: Path, existing: list[NewAPIKey], caplog: pytest.LogCaptureFixture
 ) -> None:
-    manager = SQLAlchemyKeyManager(f"sqlite:///{db_path}", timeout=TIMEOUT, cache_ttl=0)
+    manager = SQLAlchemyKeyManager(
+        f"sqlite:///{db_path}", timeout=TIMEOUT, cache_ttl=0, last_used_interval=0
+    )
     with locked(db_path, "IMMEDIATE"), caplog.at_level(logging.WARNING):
         # The key is verified; only the last_used_at bookkeeping cannot be written.
         assert manager.validate_api_key(existing[1].secret).key_id == existing[1].id
