@@ -20,7 +20,7 @@ import asyncio
 import math
 import threading
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from apikeys._config import Settings
 from apikeys._errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
@@ -57,6 +57,8 @@ except ImportError as exc:
 
 if TYPE_CHECKING:
     from typing import Self
+
+EngineT = TypeVar("EngineT", sa.Engine, AsyncEngine)
 
 DEFAULT_URL = "sqlite:///apikeys.db"
 
@@ -139,6 +141,18 @@ def _database_error(exc: sa_exc.SQLAlchemyError, url: sa.URL) -> BackendUnavaila
     return BackendUnavailableError(message, retry_after=1)
 
 
+def _reader_of(engine: EngineT) -> EngineT:
+    """The engine that runs a :class:`Query`: one statement, so no transaction around it.
+
+    On a server, a read inside a transaction costs three round trips (``BEGIN``,
+    the query, ``ROLLBACK`` when the connection goes back to the pool); in
+    autocommit mode it is one. SQLite's driver opens no transaction for a read.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _rows_of(result: sa.CursorResult[Any]) -> list[sa.RowMapping]:
     return list(result.mappings().all())
 
@@ -187,6 +201,7 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         else:
             self.engine = _make_engine(url, asynchronous=False, timeout=self.timeout)
         self._validation_lookup = self._validation_lookup_for(self.engine.dialect)
+        self._reader = _reader_of(self.engine)
         self._schema_lock = threading.Lock()
         # An in-memory database is one shared connection: transactions of two
         # threads on it would commit or roll back each other's work.
@@ -232,7 +247,7 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             self._ensure_schema()
             with self._io_lock:
                 if isinstance(request, Query):
-                    with self.engine.connect() as connection:
+                    with self._reader.connect() as connection:
                         return _rows_of(connection.execute(request.statement, request.parameters))
                 if isinstance(request, Transaction):
                     with self.engine.begin() as connection:
@@ -270,6 +285,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         else:
             self.engine = _make_engine(url, asynchronous=True, timeout=self.timeout)
         self._validation_lookup = self._validation_lookup_for(self.engine.dialect)
+        self._reader = _reader_of(self.engine)
         self._schema_lock: asyncio.Lock | None = None
         # See SQLAlchemyKeyManager: tasks must not interleave on the one connection.
         self._io_lock: asyncio.Lock | None = (
@@ -331,7 +347,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
 
     async def _execute(self, request: Query | Write | WriteMany | Transaction) -> Any:
         if isinstance(request, Query):
-            async with self.engine.connect() as connection:
+            async with self._reader.connect() as connection:
                 return _rows_of(await connection.execute(request.statement, request.parameters))
         if isinstance(request, Transaction):
             async with self.engine.begin() as connection:

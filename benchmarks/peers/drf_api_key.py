@@ -31,9 +31,10 @@ _PREFIX_LENGTH, _SECRET_LENGTH = 8, 32  # the peer's KeyGenerator defaults
 _CHUNK = 10_000
 
 
-def configure_django(databases: Mapping[str, Path]) -> None:
-    """Configure Django for this process with one SQLite database per alias.
+def configure_django(databases: Mapping[str, Path | Mapping[str, Any]]) -> None:
+    """Configure Django for this process with one database per alias.
 
+    A path is a SQLite file; a mapping is Django's settings of another database.
     Call once, before any subject is opened; the aliases are the names
     :func:`open_subject` is given.
     """
@@ -52,8 +53,10 @@ def configure_django(databases: Mapping[str, Path]) -> None:
         DATABASES={
             "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
             **{
-                alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
-                for alias, path in databases.items()
+                alias: dict(database)
+                if isinstance(database, Mapping)
+                else {"ENGINE": "django.db.backends.sqlite3", "NAME": str(database)}
+                for alias, database in databases.items()
             },
         },
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
