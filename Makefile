@@ -78,6 +78,7 @@ bench: bench-test
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || true
 	benchmarks/.venv/bin/python -m benchmarks --json $(BENCH_RUN)/core.json
 	benchmarks/.venv/bin/python -m benchmarks.compare --json $(BENCH_RUN)/compare.json
+	benchmarks/.venv/bin/python -m benchmarks.first_validation --json $(BENCH_RUN)/first_validation.json
 	benchmarks/.venv/bin/python -m benchmarks.timing --json $(BENCH_RUN)/timing.json
 	benchmarks/.venv/bin/python -m benchmarks.abuse --json $(BENCH_RUN)/abuse.json
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions --json $(BENCH_RUN)/instructions.json

@@ -79,7 +79,7 @@ def drf_available() -> bool:
     return importlib.util.find_spec("rest_framework_api_key") is not None
 
 
-def _fresh(keys: Sequence[str]) -> Callable[[int], object]:
+def fresh_keys(keys: Sequence[str]) -> Callable[[int], object]:
     """An operation that validates the next key never presented before."""
     unused: Iterator[str] = iter(keys)
 
@@ -96,7 +96,7 @@ def _apikeys_case(url: str, database: str, subject: str, profile: Profile) -> tu
         manager.create_api_key(f"first-{subject}", f"k{n}").secret
         for n in range(profile.keys_needed)
     ]
-    take = _fresh(secrets)
+    take = fresh_keys(secrets)
 
     def validate(index: int) -> object:
         return manager.validate_api_key(str(take(index)))
@@ -135,7 +135,7 @@ def _drf_cases(
         subject = drf_api_key.open_subject(
             alias, profile.keys_needed, real_keys=profile.keys_needed, rng=rng
         )
-        take = _fresh(subject.keys.valid)
+        take = fresh_keys(subject.keys.valid)
 
         def validate(index: int, subject: Any = subject, take: Any = take) -> object:
             return subject.validate(str(take(index)))

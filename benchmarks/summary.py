@@ -39,6 +39,7 @@ KINDS = {
     "benchmarks.timing": "timing",
     "benchmarks.abuse": "abuse",
     "benchmarks.http_instructions": "instructions",
+    "benchmarks.first_validation": "first_validation",
 }
 """The harness module named in a record's ``command``, and the kind of record it writes."""
 
@@ -48,6 +49,7 @@ HARNESS_TITLES = {
     "timing": "`python -m benchmarks.timing`",
     "abuse": "`python -m benchmarks.abuse`",
     "instructions": "`python -m benchmarks.http_instructions`",
+    "first_validation": "`python -m benchmarks.first_validation`",
 }
 
 PEER_NAMES = {
@@ -490,6 +492,31 @@ def _abuse_row(records: Records) -> SummaryRow:
     )
 
 
+def _first_validation_rows(records: Records) -> list[SummaryRow]:
+    """A key's first validation in a process, against the peer's ``is_valid``, per database."""
+    checks = _checks(records, "first_validation")
+    if not checks:
+        title = "First validation ≥ 2× djangorestframework-api-key's speed"
+        return [SummaryRow(title, "not measured", "", None, ("first_validation",))]
+    rows = []
+    for check in checks:
+        written = check.get("written_in_validation_p50_us")
+        compared = f"{PEER_NAMES[DRF]} {format_figure(check['peer_p50_us'])} µs"
+        if written is not None:
+            compared += f"; committing last_used_at in the validation {format_figure(written)} µs"
+        rows.append(
+            SummaryRow(
+                f"First validation ≥ {check['target']:g}× djangorestframework-api-key's speed"
+                f" ({check['database']})",
+                f"{check['ratio']:.2f}× (p50 {format_figure(check['apikeys_p50_us'])} µs)",
+                compared,
+                bool(check["passed"]),
+                ("first_validation",),
+            )
+        )
+    return rows
+
+
 def summary_rows(records: Records) -> list[SummaryRow]:
     """Every target, in the page's order, from ``records`` alone."""
     return [
@@ -497,6 +524,7 @@ def summary_rows(records: Records) -> list[SummaryRow]:
         *_query_rows(records),
         _scaling_row(records),
         *_peer_rows(records),
+        *_first_validation_rows(records),
         *_clerk_rows(records),
         *_http_rows(records),
         *_memory_rows(records),

@@ -175,6 +175,30 @@ def fixture_records(*, cache_hit_scale: float = 1.0) -> dict[str, dict[str, Any]
             "git_commit": "abc1234",
             "results": [{"framework": "flask (waitress)", "kept": 0.9363}],
         },
+        "first_validation": {
+            "started_at": "2026-12-01 09:30 UTC",
+            "command": _command("benchmarks.first_validation"),
+            "targets": [
+                {
+                    "database": "sqlite",
+                    "ratio": 2.5,
+                    "target": 2.0,
+                    "passed": True,
+                    "apikeys_p50_us": 200.0,
+                    "peer_p50_us": 500.0,
+                    "written_in_validation_p50_us": 1400.0,
+                },
+                {
+                    "database": "postgresql",
+                    "ratio": 1.5,
+                    "target": 2.0,
+                    "passed": False,
+                    "apikeys_p50_us": 400.0,
+                    "peer_p50_us": 600.0,
+                    "written_in_validation_p50_us": None,
+                },
+            ],
+        },
     }
 
 
@@ -240,6 +264,16 @@ def test_the_table_holds_the_fixture_runs_figures_side_by_side(generated: str) -
     assert rows["A flood of forged keys for one id refuses its holder 0 times"][0] == (
         "0 of 200 refused, 913 forged keys sent"
     )
+    assert rows["First validation ≥ 2× djangorestframework-api-key's speed (sqlite)"][:3] == [
+        "2.50× (p50 200 µs)",
+        "djangorestframework-api-key 500 µs; committing last_used_at in the validation 1,400 µs",
+        "met",
+    ]
+    assert rows["First validation ≥ 2× djangorestframework-api-key's speed (postgresql)"][:3] == [
+        "1.50× (p50 400 µs)",
+        "djangorestframework-api-key 600 µs",
+        "**not met**",
+    ]
     timing = rows["Wrong secret for a known id against unknown id: same answer, time within noise"]
     assert timing[:3] == [
         "median difference sqlite-sync +3.3 µs",
