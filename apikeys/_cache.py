@@ -118,7 +118,7 @@ class VerificationCache:
             return None
         verified, expires_ts, served_until = entry
         if self._clock() >= served_until or (expires_ts is not None and time.time() >= expires_ts):
-            self._discard(digest, verified.key_id)
+            self._discard(digest, verified.id)
             return None
         return verified
 
@@ -145,12 +145,12 @@ class VerificationCache:
             if self._suspended or (generation is not None and generation != self._generation):
                 return
             # Re-putting a digest moves it to the end, so eviction takes the oldest.
-            self._discard_locked(digest, verified.key_id)
+            self._discard_locked(digest, verified.id)
             while len(self._entries) >= self.max_entries:
                 oldest = next(iter(self._entries))
-                self._discard_locked(oldest, self._entries[oldest][0].key_id)
+                self._discard_locked(oldest, self._entries[oldest][0].id)
             self._entries[digest] = (verified, expires_ts, self._clock() + self.ttl)
-            self._by_key_id.setdefault(verified.key_id, set()).add(digest)
+            self._by_key_id.setdefault(verified.id, set()).add(digest)
 
     def invalidate(self, key_id: str) -> None:
         """Forget every entry of ``key_id`` here and in every other cache of the process.

@@ -512,7 +512,7 @@ _NOT_A_KNOWN_KEY = (
 def _id_of_clerk_secret(manager: KeyManager, secret: str) -> str:
     """The id of a Clerk key given by its secret: Clerk tells it when verifying the secret."""
     try:
-        return manager.validate_api_key(secret).key_id
+        return manager.validate_api_key(secret).id
     except (RevokedKeyError, ExpiredKeyError) as refused:
         if refused.key_id:
             return refused.key_id
@@ -544,7 +544,7 @@ def key_id_argument(args: argparse.Namespace, manager: KeyManager) -> str:
     if (parsed is not None or is_clerk_secret) and not from_stdin:
         sys.stderr.write(_ARGUMENT_NOTE)
     if parsed is not None:
-        return parsed.lookup_id
+        return parsed.id
     if is_clerk_secret:
         return _id_of_clerk_secret(manager, text)
     if looks_like_key(text):
@@ -666,7 +666,7 @@ def _cmd_verify(args: argparse.Namespace, out: Writer) -> int:
     if args.json:
         _write_json(out, {"valid": True, "key": verified_key_to_json(verified)})
         return EXIT_OK
-    out.write(f"valid: key {verified.key_id} ({verified.name}) of {verified.user_id}\n")
+    out.write(f"valid: key {verified.id} ({verified.name}) of {verified.user_id}\n")
     out.write(f"  scopes   {' '.join(verified.scopes) or '-'}\n")
     expires = f"{_when(verified.expires_at)} UTC" if verified.expires_at else "never"
     out.write(f"  expires  {expires}\n")
@@ -737,7 +737,7 @@ class _Demo:
         self.attempt(manager, "one character changed (typo)", _typo(new.secret))
         self.line("  (rejected by the checksum, before any database read)")
         prefix = new.secret.rpartition("_")[0]
-        impostor = generate_key(prefix, lookup_id=new.id).key
+        impostor = generate_key(prefix, id=new.id).key
         self.attempt(manager, "right id, wrong secret", impostor)
         self.line("  (same answer as a typo: a guess learns nothing about the key)")
 

@@ -70,7 +70,7 @@ def page_to_json(page: APIKeyPage) -> dict[str, Any]:
 def verified_key_to_json(verified: VerifiedKey) -> dict[str, Any]:
     """The JSON form of a successful validation, in the same naming."""
     return {
-        "keyId": verified.key_id,
+        "keyId": verified.id,
         "userId": verified.user_id,
         "name": verified.name,
         "scopes": list(verified.scopes),

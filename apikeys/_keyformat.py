@@ -24,6 +24,7 @@ import secrets
 import zlib
 from dataclasses import dataclass
 
+from apikeys._deprecation import warn_renamed
 from apikeys._errors import InvalidInputError, InvalidKeyError
 
 BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -109,15 +110,21 @@ def _random_base62(length: int) -> str:
 class ParsedKey:
     """A key that passed every check that needs no IO.
 
-    ``repr`` shows only the lookup id: the full key is a secret.
+    ``repr`` shows only the key's id: the full key is a secret.
     """
 
     prefix: str
-    lookup_id: str
+    id: str
     key: str
 
     def __repr__(self) -> str:
-        return f"ParsedKey(prefix={self.prefix!r}, lookup_id={self.lookup_id!r})"
+        return f"ParsedKey(prefix={self.prefix!r}, id={self.id!r})"
+
+    @property
+    def lookup_id(self) -> str:
+        """Deprecated alias of :attr:`id`."""
+        warn_renamed("ParsedKey.lookup_id", "ParsedKey.id")
+        return self.id
 
     @property
     def hint(self) -> str:
@@ -131,16 +138,29 @@ def display_hint(key: str) -> str:
     return f"{prefix}_{body[:4]}…{body[-4:]}"
 
 
-def generate_key(prefix: str = DEFAULT_PREFIX, lookup_id: str | None = None) -> ParsedKey:
-    """Generate a new key with a fresh lookup id and secret from :mod:`secrets`."""
+def generate_key(
+    prefix: str = DEFAULT_PREFIX, id: str | None = None, *, lookup_id: str | None = None
+) -> ParsedKey:
+    """Generate a new key with a fresh secret from :mod:`secrets`.
+
+    Args:
+        prefix: The key's prefix.
+        id: The key's id (12 base62 characters); a fresh random one by default.
+        lookup_id: Deprecated alias of ``id``.
+    """
     validate_prefix(prefix)
-    if lookup_id is None:
-        lookup_id = _random_base62(LOOKUP_ID_LENGTH)
-    elif not isinstance(lookup_id, str) or not _LOOKUP_ID_RE.fullmatch(lookup_id):
-        raise InvalidInputError("lookup id must be 12 base62 characters", field="lookup_id")
-    head = f"{prefix}_{FORMAT_VERSION}{lookup_id}{_random_base62(SECRET_LENGTH)}"
+    if lookup_id is not None:
+        warn_renamed("generate_key(lookup_id=...)", "generate_key(id=...)")
+        if id is not None:
+            raise TypeError("generate_key() got both id and lookup_id")
+        id = lookup_id
+    if id is None:
+        id = _random_base62(LOOKUP_ID_LENGTH)
+    elif not isinstance(id, str) or not _LOOKUP_ID_RE.fullmatch(id):
+        raise InvalidInputError("lookup id must be 12 base62 characters", field="id")
+    head = f"{prefix}_{FORMAT_VERSION}{id}{_random_base62(SECRET_LENGTH)}"
     key = head + _checksum(head)
-    return ParsedKey(prefix=prefix, lookup_id=lookup_id, key=key)
+    return ParsedKey(prefix=prefix, id=id, key=key)
 
 
 def parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey:
@@ -186,7 +206,7 @@ def try_parse_key(key: object, prefix: str = DEFAULT_PREFIX) -> ParsedKey | None
     # plain comparison is fine here; the secret is compared by argon2.
     if _checksum(checked) != checksum:
         return None
-    return ParsedKey(prefix=prefix, lookup_id=body[1 : 1 + LOOKUP_ID_LENGTH], key=key)
+    return ParsedKey(prefix=prefix, id=body[1 : 1 + LOOKUP_ID_LENGTH], key=key)
 
 
 def try_parse_key_any_prefix(key: object) -> ParsedKey | None:

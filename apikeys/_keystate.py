@@ -34,7 +34,7 @@ def check_scopes(verified: VerifiedKey, required_scopes: Iterable[str]) -> Verif
     if required_scopes:
         missing = missing_scopes(verified.scopes, required_scopes)
         if missing:
-            raise InsufficientScopeError(key_id=verified.key_id, missing_scopes=missing)
+            raise InsufficientScopeError(key_id=verified.id, missing_scopes=missing)
     return verified
 
 

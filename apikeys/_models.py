@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from apikeys._deprecation import warn_renamed
 from apikeys._expiry import is_expired
 from apikeys._scopes import missing_scopes
 
@@ -141,11 +142,16 @@ class NewAPIKey(APIKey):
 
 
 class VerifiedKey(BaseModel):
-    """What a successful validation returns: who the caller is and what it may do."""
+    """What a successful validation returns: who the caller is and what it may do.
+
+    Attributes:
+        id: The key's public id, as :attr:`APIKey.id`.
+        user_id: The owner.
+    """
 
     model_config = _FROZEN
 
-    key_id: str
+    id: str
     user_id: str
     name: str
     scopes: tuple[str, ...] = ()
@@ -153,6 +159,23 @@ class VerifiedKey(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_key_id(cls, data: Any) -> Any:
+        # The deprecated ``key_id=`` is taken as ``id=``; given with ``id`` too, it stays
+        # and is refused as an unknown field. The warning points past pydantic's one frame
+        # (``__init__`` or ``model_validate``) at the code that built the model.
+        if isinstance(data, dict) and "key_id" in data and "id" not in data:
+            warn_renamed("VerifiedKey(key_id=...)", "VerifiedKey(id=...)", stacklevel=4)
+            data = {("id" if name == "key_id" else name): value for name, value in data.items()}
+        return data
+
+    @property
+    def key_id(self) -> str:
+        """Deprecated alias of :attr:`id`."""
+        warn_renamed("VerifiedKey.key_id", "VerifiedKey.id")
+        return self.id
 
     def has_scopes(self, *required: str) -> bool:
         """Tell whether the key holds every one of ``required`` (wildcards honoured)."""

@@ -123,18 +123,18 @@ def make_inputs(manager: SQLAlchemyKeyManager, profile: AbuseProfile, rng: rando
     """Issue ``profile.stored`` keys; forge keys for one of them and for random ids."""
     stored = [manager.create_api_key("bench-abuse", "stored").secret for _ in range(profile.stored)]
     victim = stored[rng.randrange(len(stored))]
-    victim_id = parse_key(victim).lookup_id
+    victim_id = parse_key(victim).id
     count = max(profile.batch, 64)
-    known = {parse_key(secret).lookup_id for secret in stored}
+    known = {parse_key(secret).id for secret in stored}
     random_ids: list[str] = []
     while len(random_ids) < count:
         forged = generate_key()
-        if forged.lookup_id not in known:
+        if forged.id not in known:
             random_ids.append(forged.key)
     return Inputs(
         victim,
         {
-            "victim": [generate_key(lookup_id=victim_id).key for _ in range(count)],
+            "victim": [generate_key(id=victim_id).key for _ in range(count)],
             "random": random_ids,
             "garbage": garbage_keys(stored, rng, count=count),
             "valid_miss": [victim],

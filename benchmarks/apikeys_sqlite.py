@@ -151,7 +151,7 @@ def open_subject(
     real_count = min(real_keys, size)
     hash_started = time.perf_counter()
     presented = [generate_key() for _ in range(real_count)]
-    real_rows = [(key.lookup_id, manager.hasher.hash(key.key), key.hint) for key in presented]
+    real_rows = [(key.id, manager.hasher.hash(key.key), key.hint) for key in presented]
     pool = [manager.hasher.hash(generate_key().key) for _ in range(filler_hash_pool)]
     hash_seconds = time.perf_counter() - hash_started
     stored_ids = {lookup_id for lookup_id, _, _ in real_rows}
@@ -176,7 +176,7 @@ def open_subject(
     valid = [key.key for key in presented]
     keys = KeySets(
         valid=valid,
-        wrong_secret=[generate_key(lookup_id=key.lookup_id).key for key in presented],
+        wrong_secret=[generate_key(id=key.id).key for key in presented],
         unknown_id=_unknown_id_keys(stored_ids, real_count),
         garbage=garbage_keys(valid, rng, count=max(real_count, 64)),
         bad_checksum=[_typo(key, rng) for key in valid],
@@ -217,7 +217,7 @@ def _row_read(
     workload: str,
     read: Callable[[sa.Connection, str], Sequence[Any]],
 ) -> Case:
-    ids = [parse_key(key).lookup_id for key in subject.keys.valid]
+    ids = [parse_key(key).id for key in subject.keys.valid]
     engine, count = subject.manager.engine, len(ids)
 
     def op(index: int) -> object:
@@ -282,7 +282,7 @@ def _unknown_id_keys(stored_ids: set[str], count: int) -> list[str]:
     keys: list[str] = []
     while len(keys) < count:
         key = generate_key()
-        if key.lookup_id not in stored_ids:
+        if key.id not in stored_ids:
             keys.append(key.key)
     return keys
 

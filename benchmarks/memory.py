@@ -92,7 +92,7 @@ def _through_cache(count: int) -> dict[str, Any]:
         digest = cache.digest(f"apk_{index:047d}")
         if cache.get(digest) is not None:
             raise AssertionError("a key never seen was found in the cache")
-        cache.put(digest, VerifiedKey(key_id=f"k{index}", user_id="user", name="memory"))
+        cache.put(digest, VerifiedKey(id=f"k{index}", user_id="user", name="memory"))
         if (index + 1) % step == 0 or index + 1 == count:
             checkpoints.append({"validated": index + 1, "rss_kib": _current_rss_kib()})
     return {

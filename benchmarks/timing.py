@@ -115,7 +115,7 @@ CASE_TITLES = {
     "delete_unknown": "(f) DELETE, unknown id",
 }
 _CALLER = VerifiedKey(
-    key_id="callerkey000",
+    id="callerkey000",
     user_id="bench-timing-caller",
     name="caller",
     scopes=(MANAGEMENT_SCOPE,),  # /api-keys needs it
@@ -521,8 +521,8 @@ async def sqlite_targets(
 def _delete_inputs(keys: KeySets) -> tuple[list[str], list[str]]:
     """(e): ids of stored keys, none the caller's; (f): ids no key has."""
     return (
-        [parse_key(key).lookup_id for key in keys.valid],
-        [parse_key(key).lookup_id for key in keys.unknown_id],
+        [parse_key(key).id for key in keys.valid],
+        [parse_key(key).id for key in keys.unknown_id],
     )
 
 
@@ -553,15 +553,15 @@ def _delete_async(
 def _keys_issued(manager: SQLAlchemyKeyManager, owner: str, count: int) -> KeySets:
     """Issue ``count`` keys to ``owner`` through the public API and derive every input from them."""
     valid = [manager.create_api_key(owner, "timing benchmark").secret for _ in range(count)]
-    stored = {parse_key(key).lookup_id for key in valid}
+    stored = {parse_key(key).id for key in valid}
     unknown: list[str] = []
     while len(unknown) < count:
         key = generate_key()
-        if key.lookup_id not in stored:
+        if key.id not in stored:
             unknown.append(key.key)
     return KeySets(
         valid=valid,
-        wrong_secret=[generate_key(lookup_id=parse_key(key).lookup_id).key for key in valid],
+        wrong_secret=[generate_key(id=parse_key(key).id).key for key in valid],
         unknown_id=unknown,
         garbage=garbage_keys(valid, random.Random(count), count=max(count, 64)),
         bad_checksum=(),

@@ -79,7 +79,7 @@ async def read_data(
 async def whoami(request: Request) -> dict[str, object]:
     """Any route behind the middleware finds the verified key on ``request.state``."""
     key: apikeys.VerifiedKey = request.state.api_key
-    return {"user": key.user_id, "key": key.key_id, "scopes": list(key.scopes)}
+    return {"user": key.user_id, "key": key.id, "scopes": list(key.scopes)}
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def read_data() -> dict[str, object]:
 @app.get("/whoami")
 def whoami() -> dict[str, object]:
     """Any route behind the middleware finds the verified key on ``g.api_key``."""
-    return {"user": g.api_key.user_id, "key": g.api_key.key_id, "scopes": list(g.api_key.scopes)}
+    return {"user": g.api_key.user_id, "key": g.api_key.id, "scopes": list(g.api_key.scopes)}
 
 
 if __name__ == "__main__":

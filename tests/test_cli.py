@@ -137,7 +137,7 @@ def test_create_prints_a_working_secret_exactly_once(cli: CLI, url: str) -> None
         verified = manager.validate_api_key(secret, required_scopes=["write:data"])
     assert verified.user_id == "user_1"
     assert verified.scopes == ("read:data", "write:data")
-    assert verified.key_id in run.out
+    assert verified.id in run.out
 
 
 def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
@@ -582,7 +582,7 @@ def test_an_unknown_whole_key_is_not_found_by_its_id_only(cli: CLI) -> None:
     for output in ([], ["--json"]):
         run = cli("revoke", unknown.key, *output)
         assert run.code == EXIT_NOT_FOUND
-        assert unknown.lookup_id in run.err
+        assert unknown.id in run.err
         assert_not_shown(run, unknown.key)
 
 
@@ -740,7 +740,7 @@ def test_verify_checks_required_scopes(cli: CLI) -> None:
 
 def test_verify_refuses_a_wrong_key_without_echoing_it(cli: CLI) -> None:
     created = create(cli)
-    wrong = apikeys.generate_key(lookup_id=created["id"]).key
+    wrong = apikeys.generate_key(id=created["id"]).key
 
     human = cli("verify", stdin=wrong)
     as_json = cli("verify", "--json", stdin=wrong)

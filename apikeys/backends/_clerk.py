@@ -293,7 +293,7 @@ def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
 def to_verified(key: ClerkKeyObject) -> VerifiedKey:
     """Map a verified Clerk key to :class:`~apikeys.VerifiedKey`."""
     return VerifiedKey(
-        key_id=key.id,
+        id=key.id,
         user_id=key.subject,
         name=key.name,
         scopes=tuple(key.scopes),

@@ -142,7 +142,7 @@ class FlowBackend(ABC):
         except InsufficientScopeError as exc:
             self.events.rejected(exc, user_id=verified.user_id)
             raise
-        self.events.report("validated", verified.key_id, user_id=verified.user_id)
+        self.events.report("validated", verified.id, user_id=verified.user_id)
         return verified
 
     @abstractmethod

@@ -654,7 +654,7 @@ class SQLAlchemyBase(FlowBackend):
         self._decoy_row: dict[str, Any] = {
             f"decoy_{name}": value
             for name, value in {
-                "id": generate_key(self.key_prefix).lookup_id,
+                "id": generate_key(self.key_prefix).id,
                 "user_id": "decoy-user",
                 "name": "decoy key",
                 "secret_hash": self.hasher.hash(generate_key(self.key_prefix).key),
@@ -745,7 +745,7 @@ class SQLAlchemyBase(FlowBackend):
     @staticmethod
     def _to_verified(row: Mapping[str, Any]) -> VerifiedKey:
         return VerifiedKey(
-            key_id=row["id"],
+            id=row["id"],
             user_id=row["user_id"],
             name=row["name"],
             scopes=tuple(row["scopes"]),
@@ -802,7 +802,7 @@ class SQLAlchemyBase(FlowBackend):
         for _attempt in range(_CREATE_ATTEMPTS):
             new_key = generate_key(self.key_prefix)
             values = {
-                "id": new_key.lookup_id,
+                "id": new_key.id,
                 "user_id": request.user_id,
                 "name": request.name,
                 "hint": new_key.hint,
@@ -823,7 +823,7 @@ class SQLAlchemyBase(FlowBackend):
                 )
             except Conflict:
                 continue  # a lookup id collision (~1 in 10^21): draw another
-            self.events.report("created", new_key.lookup_id, user_id=request.user_id)
+            self.events.report("created", new_key.id, user_id=request.user_id)
             return NewAPIKey(
                 secret=new_key.key, scopes=request.scopes, **_without(values, "scopes")
             )
@@ -839,7 +839,7 @@ class SQLAlchemyBase(FlowBackend):
         self, parsed: ParsedKey, required: tuple[str, ...]
     ) -> Generator[SQLRequest, Any, VerifiedKey]:
         secret = parsed.key
-        key_id = parsed.lookup_id  # the id the key claims (it may not exist)
+        key_id = parsed.id  # the id the key claims (it may not exist)
         user_id: str | None = None
         try:
             # Failures are never counted against the id, which anyone may know:
@@ -865,7 +865,7 @@ class SQLAlchemyBase(FlowBackend):
         except APIKeysError as exc:
             self.events.rejected(exc, key_id=key_id, user_id=user_id)
             raise
-        self.events.report("validated", verified.key_id, user_id=verified.user_id)
+        self.events.report("validated", verified.id, user_id=verified.user_id)
         return verified
 
     def _accept(self, row: Mapping[str, Any], secret: str, generation: int) -> VerifiedKey:
@@ -997,7 +997,7 @@ class SQLAlchemyBase(FlowBackend):
         new_key = generate_key(self.key_prefix)
         secret_hash = yield Hash(new_key.key)
         values = {
-            "id": new_key.lookup_id,
+            "id": new_key.id,
             "user_id": old["user_id"],
             "name": old["name"],
             "hint": new_key.hint,
@@ -1034,7 +1034,7 @@ class SQLAlchemyBase(FlowBackend):
         finally:
             self.cache.invalidate(key_id)
         yield from self._announced([key_id])
-        self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.lookup_id)
+        self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.id)
         return NewAPIKey(
             secret=new_key.key, scopes=tuple(old["scopes"]), **_without(values, "scopes")
         )

@@ -123,7 +123,7 @@ class ClerkKeyManager(SyncShell, ClerkBase):
         >>> fake = FakeClerk()
         >>> manager = fake.key_manager()
         >>> new = manager.create_api_key(fake.new_user_id(), "CI pipeline", ["read:data"])
-        >>> manager.validate_api_key(new.secret).key_id == new.id
+        >>> manager.validate_api_key(new.secret).id == new.id
         True
     """
 

@@ -199,7 +199,7 @@ def management_flow(
             yield TakeCreation(creation, caller.user_id)
         new_key: NewAPIKey = yield CreateKey(
             caller.user_id, arguments.name, arguments.scopes, arguments.expiration,
-            arguments.metadata, caller.key_id,
+            arguments.metadata, caller.id,
         )  # fmt: skip
         return CoreResponse(201, new_key_to_json(new_key), _NO_STORE)
     if method == "DELETE":

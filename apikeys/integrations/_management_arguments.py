@@ -179,12 +179,12 @@ def create_arguments(body: Mapping[str, Any], caller: VerifiedKey) -> CreateArgu
     if errors or name is None:
         raise InvalidRequestError(errors)
     if user_id is not None and user_id != caller.user_id:
-        raise ForeignUserError(key_id=caller.key_id)
+        raise ForeignUserError(key_id=caller.id)
     escalation = missing_scopes(caller.scopes, scopes)
     if escalation:
         raise InsufficientScopeError(
             "A new key's scopes must be covered by the calling key's scopes",
-            key_id=caller.key_id,
+            key_id=caller.id,
             missing_scopes=escalation,
         )
     if caller.expires_at is not None:
@@ -193,7 +193,7 @@ def create_arguments(body: Mapping[str, Any], caller: VerifiedKey) -> CreateArgu
         if expiration is None:
             expiration = caller.expires_at
         elif expiration > caller.expires_at:
-            raise LifetimeEscalationError(key_id=caller.key_id)
+            raise LifetimeEscalationError(key_id=caller.id)
     return CreateArguments(name, scopes, expiration, metadata or {})
 
 

@@ -266,11 +266,11 @@ def test_the_key_sets_hold_what_their_names_say(tmp_path: Path) -> None:
         assert len(keys.valid) == 8
         for key in keys.valid:
             subject.validate(key)  # stored with a real hash
-        stored_ids = {parse_key(key).lookup_id for key in keys.valid}
+        stored_ids = {parse_key(key).id for key in keys.valid}
         for key in keys.wrong_secret:
-            assert parse_key(key).lookup_id in stored_ids  # well-formed, known id
+            assert parse_key(key).id in stored_ids  # well-formed, known id
         for key in keys.unknown_id:
-            assert parse_key(key).lookup_id not in stored_ids  # well-formed, unknown id
+            assert parse_key(key).id not in stored_ids  # well-formed, unknown id
         for typo, key in zip(keys.bad_checksum, keys.valid, strict=True):
             # Right shape, one character off: only the checksum can refuse it.
             assert re.fullmatch(KEY_PATTERN, typo)

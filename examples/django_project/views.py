@@ -46,7 +46,7 @@ async def async_data(request: HttpRequest) -> JsonResponse:
 def whoami(request: HttpRequest) -> JsonResponse:
     """Any view behind the middleware finds the verified key on ``request.api_key``."""
     key = request.api_key  # type: ignore[attr-defined]
-    return JsonResponse({"user": key.user_id, "key": key.key_id, "scopes": list(key.scopes)})
+    return JsonResponse({"user": key.user_id, "key": key.id, "scopes": list(key.scopes)})
 
 
 class DataView(APIView):

@@ -84,7 +84,7 @@ def _sqlalchemy_manager(
 
 def _local_wrong_secret(secret: str) -> str:
     parsed = parse_key(secret)
-    return generate_key(parsed.prefix, lookup_id=parsed.lookup_id).key
+    return generate_key(parsed.prefix, id=parsed.id).key
 
 
 def _local_unknown_key(secret: str) -> str:

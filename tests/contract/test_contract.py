@@ -139,7 +139,7 @@ def test_validate_returns_owner_scopes_and_metadata(manager: SyncFacade, user_id
     )
     verified = manager.validate_api_key(new.secret)
     assert isinstance(verified, VerifiedKey)
-    assert verified.key_id == new.id
+    assert verified.id == new.id
     assert verified.user_id == user_id
     assert verified.name == "reader"
     assert verified.scopes == ("read:data", "write:data")
@@ -151,7 +151,7 @@ def test_validate_returns_owner_scopes_and_metadata(manager: SyncFacade, user_id
 
 def test_required_scopes(manager: SyncFacade, user_id: str) -> None:
     new = manager.create_api_key(user_id, "scoped", ["read:data", "billing:*"])
-    assert manager.validate_api_key(new.secret, required_scopes=["read:data"]).key_id == new.id
+    assert manager.validate_api_key(new.secret, required_scopes=["read:data"]).id == new.id
     assert manager.validate_api_key(new.secret, required_scopes=["billing:invoices:read"])
     with pytest.raises(InsufficientScopeError) as caught:
         manager.validate_api_key(new.secret, required_scopes=["read:data", "write:data", "admin"])
@@ -160,7 +160,7 @@ def test_required_scopes(manager: SyncFacade, user_id: str) -> None:
     assert caught.value.key_id == new.id
     assert new.secret not in str(caught.value)
     # A failed scope check does not poison later checks (the key is still valid).
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     with pytest.raises(InvalidInputError):
         manager.validate_api_key(new.secret, required_scopes=["billing:*"])
 
@@ -196,7 +196,7 @@ def test_non_string_keys_are_invalid(manager: SyncFacade, value: object) -> None
 
 def test_expired_key_is_refused_even_from_cache(manager: SyncFacade, user_id: str) -> None:
     new = manager.create_api_key(user_id, "short-lived", expiration=_soon(1.5))
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     time.sleep(1.6)
     with pytest.raises(ExpiredKeyError) as caught:
         manager.validate_api_key(new.secret)
@@ -330,7 +330,7 @@ def test_rotate_replaces_the_key_now(manager: SyncFacade, user_id: str) -> None:
         {"env": "prod"},
     )
     assert new.expires_at == old.expires_at
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     with pytest.raises(InvalidKeyError):
         manager.validate_api_key(old.secret)
 
@@ -339,8 +339,8 @@ def test_rotate_replaces_the_key_now(manager: SyncFacade, user_id: str) -> None:
 def test_rotate_with_grace_keeps_the_old_key_briefly(manager: SyncFacade, user_id: str) -> None:
     old = manager.create_api_key(user_id, "graceful")
     new = manager.rotate_api_key(old.id, grace=timedelta(hours=1))
-    assert manager.validate_api_key(old.secret).key_id == old.id
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(old.secret).id == old.id
+    assert manager.validate_api_key(new.secret).id == new.id
     old_now = manager.get_api_key(old.id)
     assert old_now.expires_at is not None
     assert old_now.expires_at <= datetime.now(UTC) + timedelta(hours=1, seconds=5)
@@ -373,7 +373,7 @@ def test_rotate_refuses_negative_grace(manager: SyncFacade, user_id: str) -> Non
     old = manager.create_api_key(user_id, "key")
     with pytest.raises(InvalidInputError):
         manager.rotate_api_key(old.id, grace=-1)
-    assert manager.validate_api_key(old.secret).key_id == old.id
+    assert manager.validate_api_key(old.secret).id == old.id
 
 
 # --- bookkeeping and sharing -------------------------------------------------------
@@ -402,7 +402,7 @@ def test_retiring_a_key_reaches_every_manager_of_the_process_at_once(
     # Django project under ASGI, say): each caches for the default 10 seconds.
     issuer, other = make_manager(), make_manager()
     new = issuer.create_api_key(user_id, "shared")
-    assert other.validate_api_key(new.secret).key_id == new.id  # now in other's cache
+    assert other.validate_api_key(new.secret).id == new.id  # now in other's cache
     if retire == "revoke":
         issuer.revoke_api_key(new.id)
     elif retire == "delete":
@@ -420,7 +420,7 @@ def test_cache_disabled_sees_revocation_at_once(
     issuer = make_manager()
     other = make_manager(cache_ttl=0)
     new = issuer.create_api_key(user_id, "shared")
-    assert other.validate_api_key(new.secret).key_id == new.id
+    assert other.validate_api_key(new.secret).id == new.id
     issuer.revoke_api_key(new.id)
     with pytest.raises(RevokedKeyError):
         other.validate_api_key(new.secret)
@@ -436,7 +436,7 @@ def test_concurrent_creation_and_validation(
         async def one(i: int) -> tuple[str, str]:
             new = await manager.manager.create_api_key(user_id, f"key {i}")
             verified = await manager.manager.validate_api_key(new.secret)
-            return new.id, verified.key_id
+            return new.id, verified.id
 
         async def all_at_once() -> list[tuple[str, str]]:
             return list(await asyncio.gather(*(one(i) for i in range(count))))
@@ -450,7 +450,7 @@ def test_concurrent_creation_and_validation(
             new = manager.create_api_key(user_id, f"key {i}")
             verified = manager.validate_api_key(new.secret)
             with lock:
-                results.append((new.id, verified.key_id))
+                results.append((new.id, verified.id))
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
         for thread in threads:
@@ -480,9 +480,7 @@ def test_bad_required_scopes_are_bad_input(
     with pytest.raises(InvalidInputError) as caught:
         manager.validate_api_key(new.secret, required_scopes=required)
     assert caught.value.field == "required_scopes"
-    assert (
-        manager.validate_api_key(new.secret, required_scopes=iter(["read:data"])).key_id == new.id
-    )
+    assert manager.validate_api_key(new.secret, required_scopes=iter(["read:data"])).id == new.id
 
 
 # Whitespace of every kind Python's str.split() splits on, ASCII and not.

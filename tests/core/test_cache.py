@@ -33,7 +33,7 @@ class FakeClock:
 
 
 def verified(key_id: str = "k1", expires_at: datetime | None = None) -> VerifiedKey:
-    return VerifiedKey(key_id=key_id, user_id="u", name="n", expires_at=expires_at)
+    return VerifiedKey(id=key_id, user_id="u", name="n", expires_at=expires_at)
 
 
 @pytest.fixture
@@ -337,7 +337,7 @@ def test_concurrent_use_keeps_the_bounds_and_the_index_consistent() -> None:
                     cache.put(digest, entries[key_id])
                 else:
                     hit = cache.get(digest)
-                    assert hit is None or hit.key_id == key_id
+                    assert hit is None or hit.id == key_id
                 assert len(cache) <= cache.max_entries
         except BaseException as exc:  # reported below; a thread must not die silently
             errors.append(exc)
@@ -402,7 +402,7 @@ class CacheModel(RuleBasedStateMachine):
             assert hit is None
         else:
             assert hit is not None
-            assert hit.key_id == self.key_id_of(index)
+            assert hit.id == self.key_id_of(index)
 
     @rule(key_id=st.sampled_from(KEY_IDS))
     def invalidate(self, key_id: str) -> None:

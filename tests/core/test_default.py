@@ -84,7 +84,7 @@ async def test_configure_url_then_module_level_functions(database_url: str) -> N
     new = apikeys.create_api_key("user_1", "CI", "read:data", timedelta(days=1), metadata={"a": 1})
     assert new.secret.startswith("dflt_1")
     verified = apikeys.validate_api_key(new.secret, required_scopes=["read:data"])
-    assert (verified.user_id, verified.key_id, verified.metadata) == ("user_1", new.id, {"a": 1})
+    assert (verified.user_id, verified.id, verified.metadata) == ("user_1", new.id, {"a": 1})
     with pytest.raises(InsufficientScopeError):
         apikeys.validate_api_key(new.secret, required_scopes=["admin"])
     with pytest.raises(InvalidKeyError):
@@ -94,7 +94,7 @@ async def test_configure_url_then_module_level_functions(database_url: str) -> N
     anew = await apikeys.acreate_api_key("user_2", "worker", ["write:data"])
     assert (await apikeys.avalidate_api_key(anew.secret)).user_id == "user_2"
     assert (await apikeys.avalidate_api_key(new.secret)).user_id == "user_1"
-    assert apikeys.validate_api_key(anew.secret, required_scopes="write:data").key_id == anew.id
+    assert apikeys.validate_api_key(anew.secret, required_scopes="write:data").id == anew.id
     with pytest.raises(InsufficientScopeError):
         await apikeys.avalidate_api_key(anew.secret, required_scopes=["read:data"])
 
@@ -149,9 +149,9 @@ async def test_explicit_sync_and_async_managers(tmp_path: Path) -> None:
         assert apikeys.get_async_key_manager() is async_manager
         new = apikeys.create_api_key("u", "n")
         assert new.secret.startswith("mine_1")
-        assert (await apikeys.avalidate_api_key(new.secret)).key_id == new.id
+        assert (await apikeys.avalidate_api_key(new.secret)).id == new.id
         anew = await apikeys.acreate_api_key("u", "n2")
-        assert apikeys.validate_api_key(anew.secret).key_id == anew.id
+        assert apikeys.validate_api_key(anew.secret).id == anew.id
     finally:
         sync_manager.close()
         await async_manager.close()
@@ -253,7 +253,7 @@ async def test_a_passed_in_async_manager_is_never_closed(tracked: Any) -> None:
     await asyncio.sleep(0.01)
     assert tracked.closed == []
     new = await mine.create_api_key("u", "n")
-    assert (await mine.validate_api_key(new.secret)).key_id == new.id
+    assert (await mine.validate_api_key(new.secret)).id == new.id
     await mine.close()
 
 
@@ -264,7 +264,7 @@ def test_a_manager_passed_in_is_never_closed_by_configure(tracked: Any) -> None:
     apikeys.configure()
     assert tracked.closed == []
     new = mine.create_api_key("u", "n")  # still the caller's to use
-    assert mine.validate_api_key(new.secret).key_id == new.id
+    assert mine.validate_api_key(new.secret).id == new.id
     mine.close()
 
 

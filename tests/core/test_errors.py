@@ -222,7 +222,7 @@ def test_validation_errors_of_a_real_manager_never_echo_the_secret() -> None:
     manager = apikeys.create_key_manager("sqlite:///:memory:", cache_ttl=0)
     try:
         new = manager.create_api_key("user_1", "ci", ["read:data"], timedelta(days=1))
-        wrong = generate_key(lookup_id=new.id).key  # right id, wrong secret
+        wrong = generate_key(id=new.id).key  # right id, wrong secret
         failures: list[apikeys.AuthenticationError] = []
         for presented, required in ((wrong, ()), (new.secret, ("admin",))):
             with pytest.raises(apikeys.AuthenticationError) as caught:

@@ -136,7 +136,7 @@ async def test_async_sqlite_urls_give_working_async_managers(tmp_path: Path) -> 
         try:
             assert type(manager) is AsyncSQLAlchemyKeyManager
             new = await manager.create_api_key("user_2", "ci")
-            assert (await manager.validate_api_key(new.secret)).key_id == new.id
+            assert (await manager.validate_api_key(new.secret)).id == new.id
         finally:
             await manager.close()
 
@@ -146,7 +146,7 @@ def test_an_async_driver_url_still_gives_a_working_sync_manager(tmp_path: Path) 
     try:
         assert type(manager) is SQLAlchemyKeyManager
         new = manager.create_api_key("u", "n")
-        assert manager.validate_api_key(new.secret).key_id == new.id
+        assert manager.validate_api_key(new.secret).id == new.id
     finally:
         manager.close()
 

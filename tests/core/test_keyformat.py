@@ -69,15 +69,15 @@ def test_generate_then_parse_round_trips(prefix: str) -> None:
     parsed = parse_key(generated.key, prefix)
     assert parsed == generated
     assert parsed.prefix == prefix
-    assert generated.key.startswith(f"{prefix}_1{generated.lookup_id}")
+    assert generated.key.startswith(f"{prefix}_1{generated.id}")
     assert len(generated.key) == len(prefix) + 1 + BODY_LENGTH
-    assert is_lookup_id(parsed.lookup_id)
+    assert is_lookup_id(parsed.id)
 
 
 def test_default_prefix_is_apk_and_keys_have_the_documented_shape() -> None:
     key = generate_key().key
     assert re.fullmatch(r"apk_1[0-9A-Za-z]{51}", key)
-    assert parse_key(key).lookup_id == key[5:17]
+    assert parse_key(key).id == key[5:17]
 
 
 @given(prefix=valid_prefixes, other=valid_prefixes)
@@ -96,9 +96,27 @@ def test_the_checksum_covers_the_prefix() -> None:
 
 
 def test_an_explicit_lookup_id_is_used() -> None:
-    parsed = generate_key(lookup_id="AbCdEf123456")
-    assert parsed.lookup_id == "AbCdEf123456"
-    assert parse_key(parsed.key).lookup_id == "AbCdEf123456"
+    parsed = generate_key(id="AbCdEf123456")
+    assert parsed.id == "AbCdEf123456"
+    assert parse_key(parsed.key).id == "AbCdEf123456"
+
+
+def test_the_deprecated_lookup_id_keyword_still_gives_the_id() -> None:
+    with pytest.warns(DeprecationWarning, match=r"generate_key\(id=\.\.\.\)"):
+        parsed = generate_key(lookup_id="AbCdEf123456")
+    assert parsed.id == "AbCdEf123456"
+    assert parse_key(parsed.key).id == "AbCdEf123456"
+
+
+def test_id_and_the_deprecated_lookup_id_together_are_refused() -> None:
+    with pytest.warns(DeprecationWarning, match="lookup_id"), pytest.raises(TypeError):
+        generate_key(id="AbCdEf123456", lookup_id="AbCdEf123456")
+
+
+def test_the_deprecated_lookup_id_attribute_reads_the_id() -> None:
+    parsed = generate_key()
+    with pytest.warns(DeprecationWarning, match=r"ParsedKey\.id"):
+        assert parsed.lookup_id == parsed.id
 
 
 @pytest.mark.parametrize(
@@ -106,14 +124,14 @@ def test_an_explicit_lookup_id_is_used() -> None:
 )
 def test_a_malformed_lookup_id_is_refused(lookup_id: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        generate_key(lookup_id=lookup_id)
-    assert caught.value.field == "lookup_id"
+        generate_key(id=lookup_id)
+    assert caught.value.field == "id"
 
 
 def test_keys_are_unique_and_use_the_whole_alphabet() -> None:
     keys = [generate_key().key for _ in range(500)]
     assert len(set(keys)) == len(keys)
-    assert len({parse_key(key).lookup_id for key in keys}) == len(keys)
+    assert len({parse_key(key).id for key in keys}) == len(keys)
     # 500 * 33 draws miss one of 62 characters with probability ~62 * (61/62)**16500.
     assert set("".join(secret_part(key) for key in keys)) == set(BASE62_ALPHABET)
 
@@ -139,7 +157,7 @@ def test_the_longest_prefix_gives_the_longest_key() -> None:
 def test_a_forged_key_with_a_right_checksum_parses() -> None:
     # The checksum is the whole offline check: structure plus CRC, nothing else.
     key = with_checksum("apk_1" + "A" * LOOKUP_ID_LENGTH + "b" * SECRET_LENGTH)
-    assert parse_key(key).lookup_id == "A" * LOOKUP_ID_LENGTH
+    assert parse_key(key).id == "A" * LOOKUP_ID_LENGTH
 
 
 @pytest.mark.parametrize("version", ["0", "2", "9", "a"])
@@ -275,7 +293,7 @@ def test_a_str_subclass_holding_a_valid_key_parses() -> None:
         __slots__ = ()
 
     key = generate_key().key
-    assert parse_key(Header(key)).lookup_id == key[5:17]
+    assert parse_key(Header(key)).id == key[5:17]
 
 
 @pytest.mark.parametrize(
@@ -364,7 +382,7 @@ def test_parsed_key_repr_hides_the_key() -> None:
     for text in (repr(parsed), str(parsed), f"{parsed}"):
         assert parsed.key not in text
         assert secret_part(parsed.key) not in text
-        assert parsed.lookup_id in text
+        assert parsed.id in text
 
 
 def test_parsed_key_is_frozen() -> None:
@@ -389,8 +407,8 @@ def test_the_hint_shows_no_secret_character(prefix: str) -> None:
 @pytest.mark.parametrize("lookup_id", [123, 1.5, b"AbCdEf123456", ["AbCdEf123456"]])
 def test_a_non_string_lookup_id_is_refused(lookup_id: object) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        generate_key(lookup_id=lookup_id)  # type: ignore[arg-type]
-    assert caught.value.field == "lookup_id"
+        generate_key(id=lookup_id)  # type: ignore[arg-type]
+    assert caught.value.field == "id"
     assert not is_lookup_id(lookup_id)
 
 
@@ -452,7 +470,7 @@ def test_arbitrary_prefix_text_is_accepted_or_refused_cleanly(prefix: str) -> No
 
 def test_parsed_key_equality_is_by_value() -> None:
     parsed = generate_key()
-    assert ParsedKey(parsed.prefix, parsed.lookup_id, parsed.key) == parsed
+    assert ParsedKey(parsed.prefix, parsed.id, parsed.key) == parsed
 
 
 @given(
@@ -489,7 +507,7 @@ def test_a_key_of_any_prefix_gives_its_lookup_id(prefix: str) -> None:
     key = generate_key(prefix)
     parsed = try_parse_key_any_prefix(key.key)
     assert parsed is not None
-    assert parsed.lookup_id == key.lookup_id
+    assert parsed.id == key.id
 
 
 @given(

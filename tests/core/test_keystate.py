@@ -38,7 +38,7 @@ def test_revocation_is_reported_before_expiry() -> None:
 
 
 def verified(*scopes: str) -> VerifiedKey:
-    return VerifiedKey(key_id="k3", user_id="u", name="n", scopes=scopes)
+    return VerifiedKey(id="k3", user_id="u", name="n", scopes=scopes)
 
 
 def test_check_scopes_returns_the_same_verified_key() -> None:
@@ -58,4 +58,4 @@ def test_missing_scopes_are_refused_and_listed() -> None:
 def test_required_scopes_may_be_any_iterable() -> None:
     with pytest.raises(InsufficientScopeError):
         check_scopes(verified(), iter(["read:data"]))
-    assert check_scopes(verified("a"), iter(["a"])).key_id == "k3"
+    assert check_scopes(verified("a"), iter(["a"])).id == "k3"

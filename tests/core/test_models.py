@@ -50,7 +50,7 @@ def new_key() -> NewAPIKey:
     [
         (APIKey(**api_key_fields()), "name", "other"),
         (new_key(), "secret", "other"),
-        (VerifiedKey(key_id="k", user_id="u", name="n"), "scopes", ("admin",)),
+        (VerifiedKey(id="k", user_id="u", name="n"), "scopes", ("admin",)),
         (APIKeyPage(items=(), total=0, limit=10, offset=0), "total", 5),
     ],
     ids=["APIKey", "NewAPIKey", "VerifiedKey", "APIKeyPage"],
@@ -197,19 +197,56 @@ def test_page_has_more(total: int, offset: int, count: int, has_more: bool) -> N
 def test_verified_key_has_scopes(
     scopes: tuple[str, ...], required: tuple[str, ...], expected: bool
 ) -> None:
-    verified = VerifiedKey(key_id="k", user_id="u", name="n", scopes=scopes)
+    verified = VerifiedKey(id="k", user_id="u", name="n", scopes=scopes)
     assert verified.has_scopes(*required) is expected
 
 
 def test_verified_key_holds_no_secret() -> None:
     assert set(VerifiedKey.model_fields) == {
-        "key_id",
+        "id",
         "user_id",
         "name",
         "scopes",
         "expires_at",
         "metadata",
     }
+
+
+# --- the deprecated key_id of VerifiedKey ------------------------------------------------------
+
+
+def test_the_deprecated_key_id_attribute_reads_the_id() -> None:
+    verified = VerifiedKey(id="k", user_id="u", name="n")
+    with pytest.warns(DeprecationWarning, match=r"VerifiedKey\.id"):
+        assert verified.key_id == "k"
+
+
+def test_the_deprecated_key_id_argument_builds_the_same_key() -> None:
+    with pytest.warns(DeprecationWarning, match=r"VerifiedKey\(id=\.\.\.\)"):
+        verified = VerifiedKey(key_id="k", user_id="u", name="n")  # type: ignore[call-arg]
+    assert verified == VerifiedKey(id="k", user_id="u", name="n")
+    with pytest.warns(DeprecationWarning, match="key_id"):
+        validated = VerifiedKey.model_validate({"key_id": "k", "user_id": "u", "name": "n"})
+    assert validated == verified
+
+
+def test_the_deprecated_key_id_is_left_out_of_dumps() -> None:
+    verified = VerifiedKey(id="k", user_id="u", name="n")
+    assert verified.model_dump() == {
+        "id": "k",
+        "user_id": "u",
+        "name": "n",
+        "scopes": (),
+        "expires_at": None,
+        "metadata": {},
+    }
+    assert "key_id" not in json.loads(verified.model_dump_json())
+    assert "key_id" not in VerifiedKey.model_json_schema()["properties"]
+
+
+def test_id_and_the_deprecated_key_id_together_are_refused() -> None:
+    with pytest.raises(ValidationError, match="key_id"):
+        VerifiedKey(id="k", key_id="j", user_id="u", name="n")  # type: ignore[call-arg]
 
 
 # --- metadata is read-only all the way down --------------------------------------------------------
@@ -221,7 +258,7 @@ def every_model(metadata: dict[str, Any]) -> list[APIKey | VerifiedKey]:
     return [
         APIKey(**api_key_fields(metadata=metadata)),
         NewAPIKey(secret=generate_key().key, **api_key_fields(metadata=metadata)),
-        VerifiedKey(key_id="k", user_id="u", name="n", metadata=metadata),
+        VerifiedKey(id="k", user_id="u", name="n", metadata=metadata),
     ]
 
 
@@ -275,7 +312,7 @@ def test_deeply_nested_metadata_is_frozen_without_recursion() -> None:
     deep: list[Any] = []
     for _ in range(5000):
         deep = [deep]
-    frozen = VerifiedKey(key_id="k", user_id="u", name="n", metadata={"deep": deep}).metadata
+    frozen = VerifiedKey(id="k", user_id="u", name="n", metadata={"deep": deep}).metadata
     with pytest.raises(TypeError):
         frozen["deep"].append(1)
 

@@ -18,7 +18,7 @@ from apikeys._redis import RedisRevocationChannel
 
 
 def verified(key_id: str) -> VerifiedKey:
-    return VerifiedKey(key_id=key_id, user_id="user_1", name="k")
+    return VerifiedKey(id=key_id, user_id="user_1", name="k")
 
 
 def until(condition: threading.Event) -> None:

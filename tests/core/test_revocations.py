@@ -14,7 +14,7 @@ WAIT = 10.0  # the most any step may take; each wait ends as soon as its conditi
 
 
 def verified(key_id: str) -> VerifiedKey:
-    return VerifiedKey(key_id=key_id, user_id="user_1", name="k")
+    return VerifiedKey(id=key_id, user_id="user_1", name="k")
 
 
 class Channel:

@@ -664,7 +664,7 @@ def test_authentication_fails_closed_on_a_backend_answer_that_is_no_verified_key
 
 
 def test_authentication_checks_scopes_again_whatever_the_backend_says() -> None:
-    verified = VerifiedKey(key_id="k", user_id="u", name="n", scopes=("read:data",))
+    verified = VerifiedKey(id="k", user_id="u", name="n", scopes=("read:data",))
     assert _answered_with(verified, ("read:data",)) is verified
     with pytest.raises(InsufficientScopeError) as caught:
         _answered_with(verified, ("write:data",))

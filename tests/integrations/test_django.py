@@ -438,7 +438,7 @@ def test_explicit_managers_stay_the_callers(seeded: Seeded) -> None:
         keys = APIKeys(manager=manager)
         request = RequestFactory().get("/", headers=bearer(seeded.reader.secret))
         verified = keys.authenticate(request, ("read:data",))
-        assert verified.key_id == seeded.reader.id
+        assert verified.id == seeded.reader.id
         assert request.api_key is verified  # type: ignore[attr-defined]
         keys.close()
         # Still usable: close() only closes managers the instance built.

@@ -359,11 +359,11 @@ def test_require_scopes_is_checked_when_declared() -> None:
 def test_api_key_user() -> None:
     from apikeys.integrations.django.rest_framework import APIKeyUser
 
-    key = VerifiedKey(key_id="k1", user_id="user_1", name="ci", scopes=("read:data",))
+    key = VerifiedKey(id="k1", user_id="user_1", name="ci", scopes=("read:data",))
     user = APIKeyUser(key)
     assert (user.pk, user.id, user.get_username(), str(user)) == ("user_1",) * 4
     assert user.is_authenticated and not user.is_anonymous
-    assert user == APIKeyUser(key.model_copy(update={"key_id": "k2"}))
+    assert user == APIKeyUser(key.model_copy(update={"id": "k2"}))
     assert hash(user) == hash("user_1")
     assert "k1" in repr(user)
 

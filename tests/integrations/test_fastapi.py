@@ -527,7 +527,7 @@ def test_forged_keys_for_a_known_id_never_lock_its_holder_out(seeded: Seeded) ->
     async def protected(key: VerifiedKey = Depends(require_api_key())) -> dict[str, str]:  # noqa: B008
         return {"user": key.user_id}
 
-    forged = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(150)]
+    forged = [apikeys.generate_key(id=seeded.admin.id).key for _ in range(150)]
     with TestClient(app) as client:
         statuses = {
             client.get("/protected", headers={"X-API-Key": key}).status_code for key in forged

@@ -165,7 +165,7 @@ def test_forged_keys_for_a_known_id_never_lock_its_holder_out(seeded: Seeded) ->
     app = Flask(__name__)
     app.config.update(APIKEYS_BACKEND=seeded.url, APIKEYS_CACHE_TTL=0)
     APIKeys(app)
-    forged = [apikeys.generate_key(lookup_id=seeded.admin.id).key for _ in range(150)]
+    forged = [apikeys.generate_key(id=seeded.admin.id).key for _ in range(150)]
     with flask_client(_protected_app(app)) as client:
         statuses = {
             client.request("GET", "/protected", headers={"X-API-Key": key}).status for key in forged

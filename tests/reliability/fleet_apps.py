@@ -48,7 +48,7 @@ def fastapi_app() -> Any:
 
     @app.get("/whoami")
     async def whoami(key: apikeys.VerifiedKey = Depends(require_api_key())) -> dict[str, Any]:  # noqa: B008
-        return {"pid": os.getpid(), "key": key.key_id}
+        return {"pid": os.getpid(), "key": key.id}
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -77,7 +77,7 @@ def flask_app() -> Any:
     @app.get("/whoami")
     @require_api_key
     def whoami() -> Any:
-        return jsonify(pid=os.getpid(), key=g.api_key.key_id)
+        return jsonify(pid=os.getpid(), key=g.api_key.id)
 
     @app.get("/health")
     def health() -> Any:

@@ -43,7 +43,7 @@ def name_the_worker(get_response: Callable[[HttpRequest], HttpResponse]) -> Call
 
 @require_api_key
 def whoami(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "key": request.api_key.key_id})  # type: ignore[attr-defined]
+    return JsonResponse({"pid": os.getpid(), "key": request.api_key.id})  # type: ignore[attr-defined]
 
 
 def health(request: HttpRequest) -> JsonResponse:

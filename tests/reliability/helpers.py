@@ -21,4 +21,4 @@ class FakeClock:
 def wrong_secret_for(secret: str) -> str:
     """A well-formed key with the same lookup id as ``secret`` but another secret."""
     parsed = apikeys.parse_key(secret)
-    return apikeys.generate_key(parsed.prefix, lookup_id=parsed.lookup_id).key
+    return apikeys.generate_key(parsed.prefix, id=parsed.id).key

@@ -123,7 +123,7 @@ def test_forged_keys_for_a_known_id_never_lock_out_its_holder(
         refusals(manager, wrong_secret_for(victim.secret), FORGED) == ["invalid_api_key"] * FORGED
     )
     assert hasher.calls == FORGED  # each forged key costs one hash: bounded work, no refusal
-    assert manager.validate_api_key(victim.secret).key_id == victim.id
+    assert manager.validate_api_key(victim.secret).id == victim.id
 
 
 def test_known_and_unknown_ids_are_refused_alike(manager: SQLAlchemyKeyManager) -> None:
@@ -139,7 +139,7 @@ async def test_forged_keys_never_lock_out_the_holder_of_the_async_manager(url: s
         for _ in range(FORGED):
             with pytest.raises(InvalidKeyError):
                 await manager.validate_api_key(wrong_secret_for(victim.secret))
-        assert (await manager.validate_api_key(victim.secret)).key_id == victim.id
+        assert (await manager.validate_api_key(victim.secret)).id == victim.id
 
 
 @pytest.mark.parametrize("name", ["max_failures_per_key", "failure_window"])
@@ -184,7 +184,7 @@ def test_arbitrary_text_is_refused() -> None:
             st.text(max_size=120),
             # Well-formed keys of unknown ids (right checksum), ids drawn by hypothesis.
             st.from_regex(r"[0-9A-Za-z]{12}", fullmatch=True).map(
-                lambda lookup_id: apikeys.generate_key(lookup_id=lookup_id).key
+                lambda lookup_id: apikeys.generate_key(id=lookup_id).key
             ),
         )
     )
@@ -278,7 +278,7 @@ def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests(
             if call % 2 == 0:
                 clock.advance(cache_ttl)  # the holder's cache entry has expired
             try:
-                assert manager.validate_api_key(victim.secret).key_id == victim.id
+                assert manager.validate_api_key(victim.secret).id == victim.id
             except apikeys.APIKeysError as exc:
                 refused.append(exc.code)
     finally:
@@ -318,7 +318,7 @@ async def test_a_flood_of_forged_keys_refuses_none_of_the_holders_requests_async
             if call % 2 == 0:
                 clock.advance(cache_ttl)
             try:
-                assert (await manager.validate_api_key(victim.secret)).key_id == victim.id
+                assert (await manager.validate_api_key(victim.secret)).id == victim.id
             except apikeys.APIKeysError as exc:
                 refused.append(exc.code)
     finally:
@@ -374,7 +374,7 @@ def test_valid_requests_are_served_during_a_flood_of_wrong_secrets(url: str) -> 
     def hit_client() -> None:
         while not stop.is_set():
             started = time.perf_counter()
-            assert manager.validate_api_key(hot.secret).key_id == hot.id
+            assert manager.validate_api_key(hot.secret).id == hot.id
             hits.add(started)
             time.sleep(0.001)
 
@@ -434,7 +434,7 @@ async def test_valid_tasks_are_served_during_a_flood_of_wrong_secrets(url: str) 
     async def hit_client() -> None:
         while not stop.is_set():
             started = time.perf_counter()
-            assert (await manager.validate_api_key(hot.secret)).key_id == hot.id
+            assert (await manager.validate_api_key(hot.secret)).id == hot.id
             hits.add(started)
             await asyncio.sleep(0.001)
 
@@ -476,7 +476,7 @@ def test_a_saturated_cap_refuses_instead_of_queueing_forever(url: str) -> None:
         with pytest.raises(BackendUnavailableError):
             manager.create_api_key("u1", "k2")
     assert caught.value.status_code == 503
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     manager.close()
 
 

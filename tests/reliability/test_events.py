@@ -351,7 +351,7 @@ def test_unknown_ids_are_reported_like_wrong_secrets(
         unknown = apikeys.generate_key()
         with pytest.raises(InvalidKeyError):
             manager.validate_api_key(unknown.key)
-    assert kinds(events) == [("rejected", unknown.lookup_id, "invalid")]
+    assert kinds(events) == [("rejected", unknown.id, "invalid")]
     assert events[0].user_id is None
 
 
@@ -360,7 +360,7 @@ def test_unavailable_backend_is_reported(events: list[KeyEvent], tmp_path: Path)
     key = apikeys.generate_key()
     with pytest.raises(BackendUnavailableError):
         manager.validate_api_key(key.key)
-    assert kinds(events) == [("rejected", key.lookup_id, "unavailable")]
+    assert kinds(events) == [("rejected", key.id, "unavailable")]
 
 
 def test_rate_limited_attempts_are_reported_and_not_counted(events: list[KeyEvent]) -> None:
@@ -398,8 +398,8 @@ def test_a_failing_listener_never_breaks_validation(tmp_path: Path) -> None:
     try:
         with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}") as manager:
             new = manager.create_api_key("u1", "k")
-            assert manager.validate_api_key(new.secret).key_id == new.id
-            assert manager.validate_api_key(new.secret).key_id == new.id
+            assert manager.validate_api_key(new.secret).id == new.id
+            assert manager.validate_api_key(new.secret).id == new.id
             with pytest.raises(InvalidKeyError):
                 manager.validate_api_key(wrong_secret_for(new.secret))
     finally:

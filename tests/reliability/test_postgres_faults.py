@@ -161,7 +161,7 @@ def test_postgres_restart_during_load(own_postgres: OwnPostgres) -> None:
         ("asyn", "create"),
     }
     assert journal.select("final", ok=True) != []
-    assert manager.validate_api_key(seeds[0].secret).key_id == seeds[0].id
+    assert manager.validate_api_key(seeds[0].secret).id == seeds[0].id
 
     # Counts: every create that returned is stored exactly once; a create that
     # was refused may have committed before the connection died (its answer
@@ -179,7 +179,7 @@ def test_postgres_restart_during_load(own_postgres: OwnPostgres) -> None:
     unexplained = set(stored) - returned - {s.name for s in seeds}
     assert unexplained <= refused_creates  # committed, answer lost in the outage
     for new in load.created.values():  # and each of them works
-        assert manager.validate_api_key(new.secret).key_id == new.id
+        assert manager.validate_api_key(new.secret).id == new.id
     manager.close()
     print(  # the figures for the closing note (pytest -s)
         f"\nrestart run: {len(journal.outcomes)} calls, {len(during)} while down (all 503),"
@@ -200,5 +200,5 @@ def test_a_stopped_server_refuses_a_fresh_manager_then_serves_it(
         with pytest.raises(apikeys.BackendUnavailableError):
             manager.validate_api_key(attempt)
     own_postgres.start()
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     manager.close()

@@ -219,7 +219,7 @@ def test_concurrent_lifecycle_on_postgres(postgres_url: str) -> None:
                 with pytest.raises(apikeys.RevokedKeyError):
                     manager.validate_api_key(new.secret)
             else:
-                assert manager.validate_api_key(new.secret).key_id == key_id
+                assert manager.validate_api_key(new.secret).id == key_id
     local.close()
     remote.close()
     counts = Counter((o.operation, o.ok) for o in journal.outcomes)

@@ -61,7 +61,7 @@ def test_a_validation_racing_a_revocation_does_not_refill_the_cache(
         manager.delete_api_key(new.id)
     hasher.resume.set()
     racing.join(10)
-    assert [r.key_id for r in results] == [new.id]  # it started before: it may succeed
+    assert [r.id for r in results] == [new.id]  # it started before: it may succeed
     expected = InvalidKeyError if operation == "delete" else RevokedKeyError
     with pytest.raises(expected) as caught:
         manager.validate_api_key(new.secret)
@@ -79,7 +79,7 @@ async def test_the_async_manager_has_the_same_guarantee(tmp_path: Path) -> None:
     assert await asyncio.to_thread(hasher.paused.wait, 10)
     await manager.revoke_api_key(new.id)
     hasher.resume.set()
-    assert (await racing).key_id == new.id
+    assert (await racing).id == new.id
     with pytest.raises(RevokedKeyError):
         await manager.validate_api_key(new.secret)
     await manager.close()
@@ -87,7 +87,7 @@ async def test_the_async_manager_has_the_same_guarantee(tmp_path: Path) -> None:
 
 def test_cache_refuses_entries_looked_up_before_an_invalidation() -> None:
     cache = VerificationCache(ttl=60)
-    verified = VerifiedKey(key_id="abc", user_id="u1", name="k")
+    verified = VerifiedKey(id="abc", user_id="u1", name="k")
     before = cache.generation
     cache.invalidate("other")  # any invalidation: the lookup may be stale
     cache.put(b"d1", verified, generation=before)
@@ -116,9 +116,9 @@ def test_a_revocation_through_one_twin_is_refused_by_the_other_at_once(
     async_manager = AsyncSQLAlchemyKeyManager(url)
     try:
         new = sync_manager.create_api_key("u1", "k")
-        assert sync_manager.validate_api_key(new.secret).key_id == new.id
+        assert sync_manager.validate_api_key(new.secret).id == new.id
         verified = loop.run_until_complete(async_manager.validate_api_key(new.secret))
-        assert verified.key_id == new.id  # now cached by both
+        assert verified.id == new.id  # now cached by both
         if revoker == "sync":
             sync_manager.revoke_api_key(new.id)
         else:
@@ -149,7 +149,7 @@ def test_a_validation_in_another_manager_racing_a_revocation_does_not_refill_its
     issuer.revoke_api_key(new.id)
     hasher.resume.set()
     racing.join(10)
-    assert [r.key_id for r in results] == [new.id]  # it started before: it may succeed
+    assert [r.id for r in results] == [new.id]  # it started before: it may succeed
     with pytest.raises(RevokedKeyError):
         other.validate_api_key(new.secret)
     assert len(other.cache) == 0

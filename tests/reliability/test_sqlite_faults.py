@@ -99,9 +99,9 @@ def test_a_write_lock_makes_writes_wait_then_refuse(
             manager.delete_api_key(existing[1].id)
     assert snapshot(db_path) == before  # nothing half-written
     # The same manager recovers at once.
-    assert manager.validate_api_key(existing[0].secret).key_id == existing[0].id
+    assert manager.validate_api_key(existing[0].secret).id == existing[0].id
     new = manager.create_api_key("u1", "after")
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     manager.close()
 
 
@@ -113,7 +113,7 @@ def test_under_a_write_lock_reads_still_validate(
     )
     with locked(db_path, "IMMEDIATE"), caplog.at_level(logging.WARNING):
         # The key is verified; only the last_used_at bookkeeping cannot be written.
-        assert manager.validate_api_key(existing[1].secret).key_id == existing[1].id
+        assert manager.validate_api_key(existing[1].secret).id == existing[1].id
         with pytest.raises(InvalidKeyError):
             manager.validate_api_key(wrong_secret_for(existing[1].secret))
     assert any("could not record use" in r.getMessage() for r in caplog.records)
@@ -130,7 +130,7 @@ def test_an_exclusive_lock_refuses_validation_never_accepts(
                 manager.validate_api_key(key)
         with refused_within(TIMEOUT):
             manager.list_api_keys("u1")
-    assert manager.validate_api_key(existing[0].secret).key_id == existing[0].id
+    assert manager.validate_api_key(existing[0].secret).id == existing[0].id
     manager.close()
 
 
@@ -145,7 +145,7 @@ async def test_async_manager_under_locks(db_path: Path, existing: list[NewAPIKey
     with locked(db_path, "EXCLUSIVE"), refused_within(TIMEOUT):
         await manager.validate_api_key(existing[0].secret)
     assert snapshot(db_path) == before
-    assert (await manager.validate_api_key(existing[0].secret)).key_id == existing[0].id
+    assert (await manager.validate_api_key(existing[0].secret)).id == existing[0].id
     await manager.close()
 
 
@@ -165,7 +165,7 @@ def test_a_rotation_failing_midway_leaves_nothing_behind(
         manager.rotate_api_key(existing[0].id)  # the retiring UPDATE ran first
     sa.event.remove(manager.engine, "before_cursor_execute", fail_the_insert)
     assert snapshot(db_path) == before
-    assert manager.validate_api_key(existing[0].secret).key_id == existing[0].id
+    assert manager.validate_api_key(existing[0].secret).id == existing[0].id
     manager.close()
 
 
@@ -182,8 +182,8 @@ def test_a_read_only_database_validates_but_refuses_writes(
 ) -> None:
     before = snapshot(db_path)
     manager = SQLAlchemyKeyManager(read_only_url(db_path), cache_ttl=0)
-    assert manager.validate_api_key(existing[0].secret).key_id == existing[0].id
-    assert manager.validate_api_key(existing[1].secret).key_id == existing[1].id
+    assert manager.validate_api_key(existing[0].secret).id == existing[0].id
+    assert manager.validate_api_key(existing[1].secret).id == existing[1].id
     with pytest.raises(InvalidKeyError):
         manager.validate_api_key(wrong_secret_for(existing[0].secret))
     assert manager.list_api_keys("u1").total == 2
@@ -202,7 +202,7 @@ def test_a_read_only_database_validates_but_refuses_writes(
 async def test_a_read_only_database_async(db_path: Path, existing: list[NewAPIKey]) -> None:
     before = snapshot(db_path)
     manager = AsyncSQLAlchemyKeyManager(read_only_url(db_path), cache_ttl=0)
-    assert (await manager.validate_api_key(existing[0].secret)).key_id == existing[0].id
+    assert (await manager.validate_api_key(existing[0].secret)).id == existing[0].id
     with refused_within(0):
         await manager.create_api_key("u1", "new")
     with refused_within(0):

@@ -238,7 +238,7 @@ def test_django_under_a_real_server(seeded: Seeded, asynchronous: bool, path: st
 
 def lingering_key(seeded: Seeded) -> VerifiedKey:
     """The admin key as a verified key: what a lifespan state might hold for every request."""
-    return VerifiedKey(key_id=seeded.admin.id, user_id=OWNER, name="admin", scopes=("read:data",))
+    return VerifiedKey(id=seeded.admin.id, user_id=OWNER, name="admin", scopes=("read:data",))
 
 
 def fastapi_app_with_state(

@@ -93,7 +93,7 @@ class APIKeyUser:
         return self.username
 
     def __repr__(self) -> str:
-        return f"APIKeyUser({self.username!r}, key_id={self.api_key.key_id!r})"
+        return f"APIKeyUser({self.username!r}, key_id={self.api_key.id!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, APIKeyUser) and other.pk == self.pk

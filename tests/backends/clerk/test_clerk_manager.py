@@ -418,7 +418,7 @@ def test_cache_saves_calls_and_local_revocation_clears_it(
     twin = make_twin(cache_ttl=60)
     new = twin.create_api_key(user_id, "cached", ["read:data"])
     for _ in range(5):
-        assert twin.validate_api_key(new.secret, required_scopes=["read:data"]).key_id == new.id
+        assert twin.validate_api_key(new.secret, required_scopes=["read:data"]).id == new.id
     assert fake.count(*VERIFY) == 1
     twin.revoke_api_key(new.id)
     with pytest.raises(RevokedKeyError):
@@ -448,7 +448,7 @@ def test_refusals_and_failures_are_not_cached(
     fake.fail_next(503, route="POST /api_keys/verify")
     with pytest.raises(BackendUnavailableError):
         twin.validate_api_key(new.secret)
-    assert twin.validate_api_key(new.secret).key_id == new.id
+    assert twin.validate_api_key(new.secret).id == new.id
     assert fake.count(*VERIFY) == 2
 
 
@@ -464,8 +464,8 @@ async def test_concurrent_async_validations_share_one_call(fake: FakeClerk, user
         *(manager.validate_api_key(unknown) for _ in range(25)),
         return_exceptions=True,
     )
-    assert [r.key_id for r in results[:25]] == [new.id] * 25  # type: ignore[union-attr]
-    assert [r.key_id for r in results[25:50]] == [other.id] * 25  # type: ignore[union-attr]
+    assert [r.id for r in results[:25]] == [new.id] * 25  # type: ignore[union-attr]
+    assert [r.id for r in results[25:50]] == [other.id] * 25  # type: ignore[union-attr]
     assert all(type(r) is InvalidKeyError for r in results[50:])
     assert fake.count(*VERIFY) == 3
     # Nothing is left in flight: the next validation of an uncached secret asks Clerk again.
@@ -483,7 +483,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others(fake: FakeClerk, us
     second = asyncio.ensure_future(manager.validate_api_key(new.secret))
     await asyncio.sleep(0.02)
     first.cancel()
-    assert (await second).key_id == new.id
+    assert (await second).id == new.id
     assert first.cancelled()
     assert fake.count(*VERIFY) == 1
     await manager.close()

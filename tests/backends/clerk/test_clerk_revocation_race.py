@@ -44,7 +44,7 @@ def test_sync_verification_in_flight_across_a_revoke(fake: FakeClerk, user_id: s
         spy.hold_next = True
         outcome: list[object] = []
         worker = threading.Thread(
-            target=lambda: outcome.append(manager.validate_api_key(new.secret).key_id)
+            target=lambda: outcome.append(manager.validate_api_key(new.secret).id)
         )
         worker.start()
         assert spy.held.wait(10)
@@ -80,7 +80,7 @@ async def test_async_verification_in_flight_across_a_revoke(fake: FakeClerk, use
         await held.wait()
         await manager.revoke_api_key(new.id)
         gate.set()
-        assert (await racing).key_id == new.id
+        assert (await racing).id == new.id
         with pytest.raises(RevokedKeyError):
             await manager.validate_api_key(new.secret)
         assert len(manager.cache) == 0

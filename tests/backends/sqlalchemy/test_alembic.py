@@ -86,7 +86,7 @@ def _works_on_the_migrated_schema(url: str) -> None:
     try:
         new = manager.create_api_key("user_1", "migrated", ["read:data"], "2099-01-01")
         verified = manager.validate_api_key(new.secret, required_scopes=["read:data"])
-        assert verified.key_id == new.id
+        assert verified.id == new.id
         assert manager.get_api_key(new.id).expires_at == new.expires_at
     finally:
         manager.close()

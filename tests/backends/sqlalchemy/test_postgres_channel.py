@@ -16,7 +16,7 @@ from tests.eventually import WAIT, eventually
 
 
 def verified(key_id: str) -> VerifiedKey:
-    return VerifiedKey(key_id=key_id, user_id="user_1", name="k")
+    return VerifiedKey(id=key_id, user_id="user_1", name="k")
 
 
 def test_a_committed_notify_reaches_the_listener_and_a_rolled_back_one_does_not(

@@ -113,7 +113,7 @@ def test_exposed_metadata_is_what_the_manager_creates() -> None:
     metadata.create_all(engine)
     manager = SQLAlchemyKeyManager(engine)  # tables made by "migrations"
     new = manager.create_api_key("u1", "k")
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
 
 
 def test_create_schema_off_leaves_the_database_alone(db_path: Path) -> None:
@@ -163,8 +163,8 @@ def test_cache_miss_is_one_indexed_read_and_refusals_read_the_same(db_path: Path
     for _ in range(5):
         manager.validate_api_key(new.secret)
     assert len(statements) == 5
-    known_id = parse_key(new.secret).lookup_id
-    for presented in (generate_key(lookup_id=known_id).key, generate_key().key):
+    known_id = parse_key(new.secret).id
+    for presented in (generate_key(id=known_id).key, generate_key().key):
         with pytest.raises(InvalidKeyError):
             manager.validate_api_key(presented)
     # A wrong secret for a known id runs the statement an unknown id runs, and
@@ -191,7 +191,7 @@ def test_bookkeeping_write_failure_does_not_refuse_a_valid_key(db_path: Path) ->
             raise sqlite3.OperationalError("attempt to write a readonly database")
 
     sa.event.listen(manager.engine, "before_cursor_execute", refuse_updates)
-    assert manager.validate_api_key(new.secret).key_id == new.id
+    assert manager.validate_api_key(new.secret).id == new.id
     manager.close()
 
 
@@ -216,11 +216,11 @@ def test_changed_parameters_rehash_on_next_success(db_path: Path) -> None:
 
         assert "m=512,t=1" in stored_hash()
         with pytest.raises(InvalidKeyError):
-            second.validate_api_key(apikeys.generate_key(lookup_id=new.id).key)
+            second.validate_api_key(apikeys.generate_key(id=new.id).key)
         assert "m=512,t=1" in stored_hash()  # a failed attempt changes nothing
-        assert second.validate_api_key(new.secret).key_id == new.id
+        assert second.validate_api_key(new.secret).id == new.id
         assert "m=1024,t=2" in stored_hash()
-        assert second.validate_api_key(new.secret).key_id == new.id
+        assert second.validate_api_key(new.secret).id == new.id
 
 
 def test_settings_reach_the_hasher(db_path: Path) -> None:
@@ -273,7 +273,7 @@ def test_secrets_never_reach_sql_error_messages(manager: SQLAlchemyKeyManager) -
     new = manager.create_api_key("u1", "k")
     with manager.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE apikeys_keys")
-    presented = apikeys.generate_key(lookup_id=new.id).key
+    presented = apikeys.generate_key(id=new.id).key
     with pytest.raises(BackendUnavailableError) as caught:
         manager.validate_api_key(presented)
     chain = f"{caught.value!s} {caught.value!r} {caught.value.__cause__!s}"
@@ -340,11 +340,11 @@ def test_threads_on_postgres(postgres_url: str) -> None:
         try:
             for i in range(5):
                 new = manager.create_api_key(owner, f"t{n}-{i}", ["read:data"])
-                assert manager.validate_api_key(new.secret).key_id == new.id
+                assert manager.validate_api_key(new.secret).id == new.id
                 rotated = manager.rotate_api_key(new.id)
                 with pytest.raises(InvalidKeyError):
                     manager.validate_api_key(new.secret)
-                assert manager.validate_api_key(rotated.secret).key_id == rotated.id
+                assert manager.validate_api_key(rotated.secret).id == rotated.id
                 manager.revoke_api_key(rotated.id)
                 with lock:
                     created.extend([new.id, rotated.id])
@@ -373,7 +373,7 @@ async def test_tasks_on_postgres(postgres_url: str) -> None:
         ids = []
         for i in range(5):
             new = await manager.create_api_key(owner, f"a{n}-{i}")
-            assert (await manager.validate_api_key(new.secret)).key_id == new.id
+            assert (await manager.validate_api_key(new.secret)).id == new.id
             await manager.revoke_api_key(new.id)
             with pytest.raises(apikeys.RevokedKeyError):
                 await manager.validate_api_key(new.secret)
