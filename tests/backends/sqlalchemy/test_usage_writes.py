@@ -112,7 +112,7 @@ def test_a_failed_flush_keeps_its_batch_for_the_next(
 
     sa.event.listen(manager.engine, "before_cursor_execute", refuse_updates)
     with caplog.at_level(logging.WARNING, logger="apikeys"):
-        assert manager.validate_api_key(new.secret).key_id == new.id
+        assert manager.validate_api_key(new.secret).id == new.id
         eventually(lambda: "could not write last_used_at" in caplog.text)
     refusing = False
     with SQLAlchemyKeyManager(url, last_used_interval=0) as reader:
