@@ -19,8 +19,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from datetime import datetime
 
-from apikeys._expiry import as_utc
+from apikeys._expiry import WallClock, as_utc, utcnow
 from apikeys._models import VerifiedKey
 
 DEFAULT_CACHE_TTL = 10.0
@@ -39,7 +40,10 @@ class VerificationCache:
     Args:
         ttl: Seconds an entry may be served; ``0`` disables the cache.
         max_entries: Upper bound on entries; the oldest is evicted first.
-        clock: A monotonic clock, injectable for tests.
+        clock: The monotonic clock entries age by (seconds), injectable for tests.
+        wall_clock: The clock a key's expiry is checked against on a hit: the
+            managers pass theirs, so that the cache and the store agree on
+            whether a key has expired.
     """
 
     __slots__ = (
@@ -52,6 +56,7 @@ class VerificationCache:
         "_generation",
         "_lock",
         "_suspended",
+        "_wall_clock",
         "max_entries",
         "ttl",
     )
@@ -62,17 +67,19 @@ class VerificationCache:
         max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: WallClock = utcnow,
     ) -> None:
         if ttl < 0 or max_entries < 1:
             raise ValueError("cache ttl must be >= 0 and max_entries >= 1")
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
+        self._wall_clock = wall_clock
         self._digest_key = os.urandom(32)
         # Keying BLAKE2b costs a whole block; copying a keyed state is cheaper.
         self._digest_base = hashlib.blake2b(digest_size=20, key=self._digest_key)
-        # digest -> (verified key, key expiry as a Unix timestamp or None, served until)
-        self._entries: dict[bytes, tuple[VerifiedKey, float | None, float]] = {}
+        # digest -> (verified key, key expiry in UTC or None, served until)
+        self._entries: dict[bytes, tuple[VerifiedKey, datetime | None, float]] = {}
         self._by_key_id: dict[str, set[bytes]] = {}
         # Counts invalidations, so a put() racing with one can be refused.
         self._generation = 0
@@ -116,8 +123,10 @@ class VerificationCache:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        verified, expires_ts, served_until = entry
-        if self._clock() >= served_until or (expires_ts is not None and time.time() >= expires_ts):
+        verified, expires_at, served_until = entry
+        if self._clock() >= served_until or (
+            expires_at is not None and self._wall_clock() >= expires_at
+        ):
             self._discard(digest, verified.id)
             return None
         return verified
@@ -139,8 +148,8 @@ class VerificationCache:
         """
         if not self.enabled:
             return
-        # as_utc: a naive expiry means UTC; .timestamp() would read it as local time.
-        expires_ts = as_utc(verified.expires_at).timestamp() if verified.expires_at else None
+        # as_utc: a naive expiry means UTC, and naive and aware instants do not compare.
+        expires_at = as_utc(verified.expires_at) if verified.expires_at else None
         with self._lock:
             if self._suspended or (generation is not None and generation != self._generation):
                 return
@@ -149,7 +158,7 @@ class VerificationCache:
             while len(self._entries) >= self.max_entries:
                 oldest = next(iter(self._entries))
                 self._discard_locked(oldest, self._entries[oldest][0].id)
-            self._entries[digest] = (verified, expires_ts, self._clock() + self.ttl)
+            self._entries[digest] = (verified, expires_at, self._clock() + self.ttl)
             self._by_key_id.setdefault(verified.id, set()).add(digest)
 
     def invalidate(self, key_id: str) -> None:

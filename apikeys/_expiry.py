@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
-from apikeys._errors import InvalidInputError
+from apikeys._errors import ConfigurationError, InvalidInputError
 
 Expiration = datetime | date | timedelta | str | None
 """What ``expiration`` accepts: an instant, a last valid day, a lifetime, ISO text or ``None``."""
@@ -16,6 +17,32 @@ MAX_LIFETIME = timedelta(days=365 * 100)
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+WallClock = Callable[[], datetime]
+"""A wall clock: called, it tells the current time, timezone-aware in UTC.
+
+Managers take one as ``clock`` (:func:`utcnow` by default), so tests can move
+time forward instead of waiting for it.
+"""
+
+
+def check_clock(clock: WallClock) -> WallClock:
+    """Return ``clock`` if it tells timezone-aware time, else raise.
+
+    Read once, when a manager is built: a clock of naive datetimes would make
+    every later expiry comparison fail.
+
+    Raises:
+        ConfigurationError: ``clock`` is not callable or returns no aware datetime.
+    """
+    now = clock() if callable(clock) else None
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ConfigurationError(
+            "clock must be a callable returning a timezone-aware datetime,"
+            " such as lambda: datetime.now(UTC)"
+        )
+    return clock
 
 
 def as_utc(value: datetime) -> datetime:
@@ -106,4 +133,12 @@ def is_expired(expires_at: datetime | None, now: datetime | None = None) -> bool
     return (as_utc(now) if now else utcnow()) >= as_utc(expires_at)
 
 
-__all__ = ["Expiration", "as_utc", "is_expired", "parse_expiration", "utcnow"]
+__all__ = [
+    "Expiration",
+    "WallClock",
+    "as_utc",
+    "check_clock",
+    "is_expired",
+    "parse_expiration",
+    "utcnow",
+]

@@ -34,12 +34,13 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from apikeys._errors import MissingDependencyError
+from apikeys._expiry import WallClock, check_clock, utcnow
 
 try:
     import httpx
@@ -193,8 +194,24 @@ class FakeClerk:
         create_status: The status of a successful create (Clerk sends 201).
         invalid_verify: How a revoked or expired key verifies: ``"not_found"``
             (404, like an unknown key) or ``"flags"`` (200 with the flag set).
-        clock: Seconds since the epoch; :meth:`advance` moves it forward.
+        clock: The fake's wall clock, a callable returning an aware UTC
+            ``datetime``; keys expire by it, and :meth:`advance` moves the fake
+            ahead of it. The managers :meth:`key_manager` makes share it, so a
+            test that moves it moves both sides at once (see the example below).
         latency: Seconds every answer takes.
+
+    Example:
+        A key that expires, with no waiting::
+
+            from datetime import UTC, datetime, timedelta
+
+            now = [datetime.now(UTC)]
+            fake = FakeClerk(clock=lambda: now[0])
+            manager = fake.key_manager()
+            new = manager.create_api_key(fake.new_user_id(), "short", expiration=timedelta(hours=1))
+            manager.validate_api_key(new.secret)  # valid, and now cached
+            now[0] += timedelta(hours=1, seconds=1)
+            manager.validate_api_key(new.secret)  # raises ExpiredKeyError, cache or not
     """
 
     def __init__(
@@ -204,7 +221,7 @@ class FakeClerk:
         api_url: str = "https://api.clerk.com/v1",
         create_status: int = 201,
         invalid_verify: Literal["not_found", "flags"] = "not_found",
-        clock: Callable[[], float] = time.time,
+        clock: WallClock = utcnow,
         latency: float = 0.0,
     ) -> None:
         self.secret_key = secret_key
@@ -214,7 +231,7 @@ class FakeClerk:
         self.latency = latency
         self.requests: list[RecordedRequest] = []
         self._base_path = urlsplit(self.api_url).path.rstrip("/")
-        self._clock = clock
+        self._clock = check_clock(clock)
         self._offset = 0.0
         self._keys: dict[str, _StoredKey] = {}
         self._by_digest: dict[bytes, str] = {}
@@ -246,11 +263,13 @@ class FakeClerk:
         """A :class:`~apikeys.backends.clerk.ClerkKeyManager` wired to this fake.
 
         ``options`` go to the manager (``cache_ttl``, ``max_retries``…); retries
-        do not wait unless ``retry_backoff`` is given.
+        do not wait unless ``retry_backoff`` is given, and the manager keeps
+        time by the fake's ``clock`` unless given a ``clock`` of its own.
         """
         from apikeys.backends.clerk import ClerkKeyManager
 
         options.setdefault("retry_backoff", 0.0)
+        options.setdefault("clock", self._clock)
         manager = ClerkKeyManager(
             self.secret_key, api_url=self.api_url, http_client=self.client(), **options
         )
@@ -262,6 +281,7 @@ class FakeClerk:
         from apikeys.backends.clerk import AsyncClerkKeyManager
 
         options.setdefault("retry_backoff", 0.0)
+        options.setdefault("clock", self._clock)
         manager = AsyncClerkKeyManager(
             self.secret_key, api_url=self.api_url, http_client=self.async_client(), **options
         )
@@ -277,10 +297,14 @@ class FakeClerk:
 
     def now_ms(self) -> int:
         """The fake's current time in Unix milliseconds."""
-        return int((self._clock() + self._offset) * 1000)
+        return int((self._clock().timestamp() + self._offset) * 1000)
 
     def advance(self, seconds: float) -> None:
-        """Move the fake's clock forward (keys expire by it)."""
+        """Move the fake ahead of its clock (keys expire by it); managers stay behind.
+
+        For Clerk's clock running ahead of yours. To move both sides at once,
+        move the ``clock`` they share.
+        """
         with self._lock:
             self._offset += seconds
 

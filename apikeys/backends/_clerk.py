@@ -59,7 +59,7 @@ from apikeys._errors import (
     RevokedKeyError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
-from apikeys._expiry import Expiration, parse_expiration, utcnow
+from apikeys._expiry import Expiration, WallClock, check_clock, parse_expiration, utcnow
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
 from apikeys._keystate import check_key_state
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
@@ -451,8 +451,10 @@ class ClerkBase(FlowBackend):
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+        clock: WallClock = utcnow,
     ) -> None:
         self._secret_key = _check_secret_key(secret_key)
+        self.clock = check_clock(clock)
         if max_active_keys_per_owner < 0:
             raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
         self.max_active_keys_per_owner = max_active_keys_per_owner
@@ -469,7 +471,7 @@ class ClerkBase(FlowBackend):
         self.retry_backoff = retry_backoff
         self.max_retry_wait = max_retry_wait
         try:
-            self.cache = VerificationCache(cache_ttl, cache_max_entries)
+            self.cache = VerificationCache(cache_ttl, cache_max_entries, wall_clock=self.clock)
             self.events = EventReporter(
                 "clerk",
                 suspicious_failures=suspicious_failures,
@@ -560,7 +562,9 @@ class ClerkBase(FlowBackend):
                     return response
                 if status != 429 and not send.replayable:
                     raise self._maybe_done(send, f"HTTP {status}")
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), now=self.clock()
+                )
                 if attempt >= self.max_retries or (
                     retry_after is not None and retry_after > self.max_retry_wait
                 ):
@@ -632,7 +636,7 @@ class ClerkBase(FlowBackend):
         created_by: str | None,
     ) -> Generator[ClerkOp, Any, NewAPIKey]:
         request = build_create_request(
-            user_id, name, scopes, expiration, metadata, created_by=created_by
+            user_id, name, scopes, expiration, metadata, now=self.clock(), created_by=created_by
         )
         body: dict[str, Any] = {
             "name": check_clerk_name(request.name),
@@ -655,7 +659,7 @@ class ClerkBase(FlowBackend):
             if active >= self.max_active_keys_per_owner:
                 raise KeyLimitReachedError(limit=self.max_active_keys_per_owner)
         if expires_at is not None:
-            body["seconds_until_expiration"] = lifetime_seconds(expires_at, utcnow())
+            body["seconds_until_expiration"] = lifetime_seconds(expires_at, self.clock())
         new = yield from self._issue(body)
         if creator is not None:
             # A revocation of the creator may have listed its keys before this one
@@ -682,7 +686,7 @@ class ClerkBase(FlowBackend):
             key = yield from self._fetch(creator)
         except KeyNotFoundError:
             raise refusal from None
-        if key.subject != user_id or key.revoked or key.expired or check_expired(key):
+        if key.subject != user_id or key.revoked or key.expired or check_expired(key, self.clock()):
             raise refusal
         return expiry_from_milliseconds(key.expiration)
 
@@ -849,7 +853,7 @@ class ClerkBase(FlowBackend):
         if key.expired:
             raise ExpiredKeyError(key_id=key.id)
         verified = to_verified(key)
-        check_key_state(key.id, revoked=False, expires_at=verified.expires_at)
+        check_key_state(key.id, revoked=False, expires_at=verified.expires_at, now=self.clock())
         self._verified_ids.remember(digest, key.id)
         self.cache.put(digest, verified, generation=generation)
         return verified
@@ -873,7 +877,7 @@ class ClerkBase(FlowBackend):
         if key.revoked:
             self._verified_ids.remember(digest, key_id, revoked=True)
             raise RevokedKeyError(key_id=key_id)
-        if key.expired or check_expired(key):
+        if key.expired or check_expired(key, self.clock()):
             raise ExpiredKeyError(key_id=key_id)
 
     def _list_flow(
@@ -1013,7 +1017,7 @@ class ClerkBase(FlowBackend):
         grace = check_grace(grace)
         old = yield from self._fetch(key_id)
         key_id = old.id
-        now = utcnow()
+        now = self.clock()
         old_expiry = expiry_from_milliseconds(old.expiration)
         if old.revoked:
             raise InvalidInputError(
@@ -1049,7 +1053,7 @@ class ClerkBase(FlowBackend):
         if old.created_by is not None and _CREATED_BY_RE.fullmatch(old.created_by):
             body["created_by"] = old.created_by
         if expires_at is not None:
-            body["seconds_until_expiration"] = lifetime_seconds(expires_at, utcnow())
+            body["seconds_until_expiration"] = lifetime_seconds(expires_at, self.clock())
         new = yield from self._issue(body)
         moved: list[str] = []
         try:
@@ -1078,10 +1082,10 @@ class ClerkBase(FlowBackend):
             )
             yield from self._call(send, key_id=old.id)
             return
-        cutoff = utcnow() + grace
+        cutoff = self.clock() + grace
         if old_expiry is not None and old_expiry <= cutoff:
             return  # it ends before the grace period would: leave it be
-        body = {"seconds_until_expiration": lifetime_seconds(cutoff, utcnow())}
+        body = {"seconds_until_expiration": lifetime_seconds(cutoff, self.clock())}
         yield from self._call(
             Send("PATCH", f"/api_keys/{old.id}", "update", body=body), key_id=old.id
         )
@@ -1113,10 +1117,10 @@ def _total_of(payload: Any) -> int:
     return int(total)
 
 
-def check_expired(key: ClerkKeyObject) -> bool:
-    """Whether a key's expiry has passed by our clock."""
+def check_expired(key: ClerkKeyObject, now: datetime) -> bool:
+    """Whether a key's expiry has passed at ``now``, by our clock."""
     expires_at = expiry_from_milliseconds(key.expiration)
-    return expires_at is not None and expires_at <= utcnow()
+    return expires_at is not None and expires_at <= now
 
 
 def _check_secret_key(secret_key: str | SecretStr) -> SecretStr:

@@ -50,7 +50,15 @@ from apikeys._errors import (
     MissingDependencyError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
-from apikeys._expiry import MAX_LIFETIME, Expiration, as_utc, parse_expiration, utcnow
+from apikeys._expiry import (
+    MAX_LIFETIME,
+    Expiration,
+    WallClock,
+    as_utc,
+    check_clock,
+    parse_expiration,
+    utcnow,
+)
 from apikeys._keyformat import (
     DEFAULT_PREFIX,
     ParsedKey,
@@ -612,15 +620,17 @@ class SQLAlchemyBase(FlowBackend):
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
         redis_url: str | None = None,
+        clock: WallClock = utcnow,
         **removed: object,
     ) -> None:
         reject_removed_settings(removed, type(self).__name__)
+        self.clock = check_clock(clock)
         self.redis_url = redis_url
         self.key_prefix = validate_prefix(key_prefix)
         if max_active_keys_per_owner < 0:
             raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
         self.max_active_keys_per_owner = max_active_keys_per_owner
-        self.cache = VerificationCache(cache_ttl, cache_max_entries)
+        self.cache = VerificationCache(cache_ttl, cache_max_entries, wall_clock=self.clock)
         if not 0 <= last_used_interval <= MAX_LIFETIME.total_seconds():
             raise ConfigurationError("last_used_interval must be >= 0 and at most 100 years")
         self.timeout = timeout
@@ -650,7 +660,7 @@ class SQLAlchemyBase(FlowBackend):
         # wrong secret costs: shaped like a typical live key (every timestamp but the
         # revocation set, a scope, no metadata), so it decodes like one. Bound as the
         # engine's dialect wants it by _validation_lookup_for, once the engine exists.
-        decoy_time = utcnow()
+        decoy_time = self.clock()
         self._decoy_row: dict[str, Any] = {
             f"decoy_{name}": value
             for name, value in {
@@ -797,7 +807,7 @@ class SQLAlchemyBase(FlowBackend):
         created_by: str | None,
     ) -> Generator[SQLRequest, Any, NewAPIKey]:
         request = build_create_request(
-            user_id, name, scopes, expiration, metadata, created_by=created_by
+            user_id, name, scopes, expiration, metadata, now=self.clock(), created_by=created_by
         )
         for _attempt in range(_CREATE_ATTEMPTS):
             new_key = generate_key(self.key_prefix)
@@ -871,7 +881,10 @@ class SQLAlchemyBase(FlowBackend):
     def _accept(self, row: Mapping[str, Any], secret: str, generation: int) -> VerifiedKey:
         """State checks once ``secret`` is proven to match ``row``; caches the result."""
         check_key_state(
-            row["id"], revoked=row["revoked_at"] is not None, expires_at=row["expires_at"]
+            row["id"],
+            revoked=row["revoked_at"] is not None,
+            expires_at=row["expires_at"],
+            now=self.clock(),
         )
         verified = self._to_verified(row)
         self.cache.put(self.cache.digest(secret), verified, generation=generation)
@@ -883,7 +896,7 @@ class SQLAlchemyBase(FlowBackend):
         With ``last_used_interval=0`` there is no flush: ``last_used_at`` is
         written here, in the hash upgrade's write when there is one.
         """
-        now = utcnow()
+        now = self.clock()
         changes: dict[str, Any] = {}
         if self.hasher.check_needs_rehash(row["secret_hash"]):
             changes["secret_hash"] = yield Hash(secret)
@@ -917,7 +930,7 @@ class SQLAlchemyBase(FlowBackend):
         table = api_keys_table
         condition = table.c.user_id == user_id
         if not include_invalid:
-            now = utcnow()
+            now = self.clock()
             condition = sa.and_(
                 condition,
                 table.c.revoked_at.is_(None),
@@ -945,7 +958,7 @@ class SQLAlchemyBase(FlowBackend):
     ) -> Generator[SQLRequest, Any, APIKey]:
         key_id, reason, owner = check_key_id(key_id), check_reason(reason), check_owner(user_id)
         try:
-            ended: _Ended = yield Transaction(_revoke_in(key_id, owner, reason, utcnow()))
+            ended: _Ended = yield Transaction(_revoke_in(key_id, owner, reason, self.clock()))
         finally:
             self.cache.invalidate(key_id)
         if ended.row is None:
@@ -960,7 +973,7 @@ class SQLAlchemyBase(FlowBackend):
     def _delete_flow(self, key_id: str, user_id: str | None) -> Generator[SQLRequest, Any, None]:
         key_id, owner = check_key_id(key_id), check_owner(user_id)
         try:
-            ended: _Ended = yield Transaction(_delete_in(key_id, owner, utcnow()))
+            ended: _Ended = yield Transaction(_delete_in(key_id, owner, self.clock()))
         finally:
             self.cache.invalidate(key_id)
         if ended.row is None:
@@ -979,7 +992,7 @@ class SQLAlchemyBase(FlowBackend):
     ) -> Generator[SQLRequest, Any, NewAPIKey]:
         key_id, grace = check_key_id(key_id), check_grace(grace)
         old = yield from self._fetch_key(key_id)
-        now = utcnow()
+        now = self.clock()
         if old["revoked_at"] is not None:
             raise InvalidInputError(
                 "a revoked key cannot be rotated", field="key_id", key_id=key_id

@@ -117,6 +117,10 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             presented with its right secret) of one key.
         max_active_keys_per_owner: Active keys one owner may hold, counted from
             Clerk's list before each create; ``0`` disables the limit.
+        clock: The wall clock (a callable returning an aware UTC ``datetime``)
+            that lifetimes are counted from and expiry is checked against,
+            the cache's included; tests move it instead of waiting (see
+            :class:`~apikeys.testing.FakeClerk`). Clerk keeps its own time.
 
     Example:
         >>> from apikeys.testing import FakeClerk
@@ -182,7 +186,7 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
         **options: Those of :class:`ClerkKeyManager`: ``api_url``, ``api_version``,
             ``timeout``, ``cache_ttl``, ``cache_max_entries``, ``max_retries``,
             ``retry_backoff``, ``max_retry_wait``, ``suspicious_failures``,
-            ``suspicious_window``, ``max_active_keys_per_owner``.
+            ``suspicious_window``, ``max_active_keys_per_owner``, ``clock``.
     """
 
     def __init__(

@@ -192,6 +192,10 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
             announced there and every process drops the key from its cache at
             once (PostgreSQL needs no Redis for that: the revoking transaction
             sends a ``NOTIFY``). While the channel is down, the cache is off.
+        clock: The wall clock (a callable returning an aware UTC ``datetime``)
+            that stamps creations, revocations and uses, and that expiry is
+            checked against, the cache's included; tests move it instead of
+            waiting. Cache entries age by a monotonic clock of their own.
     """
 
     def __init__(self, url: str | sa.URL | sa.Engine = DEFAULT_URL, **options: Any) -> None:

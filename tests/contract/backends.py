@@ -15,12 +15,12 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import apikeys
 from apikeys._keyformat import generate_key, parse_key
 from apikeys.testing import FakeClerk
 
@@ -49,13 +49,31 @@ class SyncFacade:
         return self.loop.run_until_complete(coroutine)
 
 
+class MovableClock:
+    """The managers' wall clock in the contract: real time, moved forward by tests.
+
+    It keeps running, so keys created one after the other are ordered as in
+    production; :meth:`advance` stands in for waiting.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward, as if that much time had passed."""
+        self.offset += timedelta(seconds=seconds)
+
+
 @dataclass(frozen=True)
 class BackendCase:
     """How to build one backend's managers for the contract suite.
 
     ``make(flavour, workdir, request, options)`` returns a sync or async manager;
-    managers made with the same ``workdir`` share a store when the backend has
-    the ``shared_store`` capability. ``new_user_id()`` makes an owner id the
+    ``options`` always hold the test's ``clock``. Managers made with the same
+    ``workdir`` share a store when the backend has the ``shared_store`` capability. ``new_user_id()`` makes an owner id the
     backend accepts (Clerk takes only ``user_…``/``org_…`` ids of its own shape).
     """
 
@@ -74,10 +92,13 @@ def _sqlalchemy_manager(
     def make(
         flavour: str, workdir: Path, request: pytest.FixtureRequest, options: dict[str, Any]
     ) -> Any:
+        from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
+
         url = url_for(workdir, request)
+        # Built directly, not from configuration: the clock is no setting.
         if flavour == "sync":
-            return apikeys.create_key_manager(url, **options)
-        return apikeys.create_async_key_manager(url, **options)
+            return SQLAlchemyKeyManager(url, **options)
+        return AsyncSQLAlchemyKeyManager(url, **options)
 
     return make
 
@@ -94,7 +115,8 @@ def _local_unknown_key(secret: str) -> str:
 def _clerk_manager(
     flavour: str, workdir: Path, request: pytest.FixtureRequest, options: dict[str, Any]
 ) -> Any:
-    # One fake Clerk instance per test (per workdir): managers of a test share it.
+    # One fake Clerk instance per test (per workdir): managers of a test share it,
+    # and its clock.
     fake: FakeClerk = request.getfixturevalue("clerk_fake")
     if flavour == "sync":
         return fake.key_manager(**options)

@@ -24,13 +24,19 @@ from typing import Any
 import pytest
 
 from apikeys.testing import FakeClerk
-from tests.contract.backends import BACKENDS, FLAVOURS, BackendCase, SyncFacade
+from tests.contract.backends import BACKENDS, FLAVOURS, BackendCase, MovableClock, SyncFacade
 
 
 @pytest.fixture
-def clerk_fake() -> FakeClerk:
+def clock() -> MovableClock:
+    """The wall clock of the test's managers, and of the fake Clerk: move it, never sleep."""
+    return MovableClock()
+
+
+@pytest.fixture
+def clerk_fake(clock: MovableClock) -> FakeClerk:
     """The fake Clerk instance the ``clerk`` case's managers talk to."""
-    return FakeClerk()
+    return FakeClerk(clock=clock)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -45,9 +51,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def make_manager(
-    backend: BackendCase, flavour: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: BackendCase,
+    flavour: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    clock: MovableClock,
 ) -> Iterator[Callable[..., SyncFacade]]:
-    """Build managers of the backend under test; all are closed after the test."""
+    """Build managers of the backend under test, on the test's ``clock``; all are
+    closed after the test."""
     for marker in request.node.iter_markers("capability"):
         capability = marker.args[0]
         if capability in backend.lacks:
@@ -56,6 +67,7 @@ def make_manager(
     made: list[SyncFacade] = []
 
     def make(**options: Any) -> SyncFacade:
+        options.setdefault("clock", clock)
         facade = SyncFacade(backend.make(flavour, tmp_path, request, options), loop)
         made.append(facade)
         return facade

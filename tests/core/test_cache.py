@@ -6,7 +6,6 @@ import os
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-import apikeys._cache as cache_module
 from apikeys import VerificationCache, VerifiedKey, generate_key
 
 
@@ -188,20 +186,28 @@ def test_clear(clock: FakeClock) -> None:
 # --- expiry is enforced on a hit ----------------------------------------------------------------------------
 
 
+class FakeWallClock:
+    """A wall clock (aware UTC datetimes) that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def wall_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Replace the wall clock the cache reads key expiry against."""
-    wall = FakeClock()
-    wall.now = float(int(time.time()))  # whole seconds: exact as datetimes
-    monkeypatch.setattr(
-        cache_module, "time", types.SimpleNamespace(time=wall, monotonic=time.monotonic)
-    )
-    return wall
+def wall_clock() -> FakeWallClock:
+    """The wall clock the cache reads key expiry against."""
+    return FakeWallClock()
 
 
-def test_a_hit_past_the_keys_expiry_is_dropped(clock: FakeClock, wall_clock: FakeClock) -> None:
-    cache = VerificationCache(ttl=3600, clock=clock)
-    expires_at = datetime.fromtimestamp(wall_clock.now + 5, tz=UTC)
+def test_a_hit_past_the_keys_expiry_is_dropped(clock: FakeClock, wall_clock: FakeWallClock) -> None:
+    cache = VerificationCache(ttl=3600, clock=clock, wall_clock=wall_clock)
+    expires_at = wall_clock.now + timedelta(seconds=5)
     digest = cache.digest("key")
     cache.put(digest, verified(expires_at=expires_at))
     wall_clock.advance(4.5)

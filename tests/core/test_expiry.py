@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from apikeys import InvalidInputError, parse_expiration
-from apikeys._expiry import MAX_LIFETIME, as_utc, is_expired, utcnow
+from apikeys import ConfigurationError, InvalidInputError, parse_expiration
+from apikeys._expiry import MAX_LIFETIME, as_utc, check_clock, is_expired, utcnow
 from tests.core.outcomes import outcome
 
 NOW = datetime(2030, 6, 15, 12, 30, tzinfo=UTC)
@@ -285,3 +285,12 @@ def test_as_utc() -> None:
     assert converted.tzinfo == UTC
     assert converted.hour == 0
     assert utcnow().tzinfo == UTC
+
+
+def test_a_clock_is_accepted_only_if_it_tells_aware_time() -> None:
+    assert check_clock(utcnow) is utcnow
+    east = timezone(timedelta(hours=2))
+    assert check_clock(lambda: NOW.astimezone(east))() == NOW
+    for wrong in (lambda: NOW.replace(tzinfo=None), lambda: NOW.timestamp(), lambda: None, NOW):
+        with pytest.raises(ConfigurationError, match="timezone-aware"):
+            check_clock(wrong)  # type: ignore[arg-type]

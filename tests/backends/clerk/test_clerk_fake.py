@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -135,7 +136,8 @@ def test_list_is_newest_first_and_counts_everything(fake: FakeClerk) -> None:
 
 
 def test_verify_unknown_revoked_and_expired() -> None:
-    fake = FakeClerk(clock=lambda: 1_800_000_000.0)  # a still clock: exact timestamps
+    still = datetime.fromtimestamp(1_800_000_000, UTC)
+    fake = FakeClerk(clock=lambda: still)  # a still clock: exact timestamps
     live = _create(fake, name="live").json()
     revoked = _create(fake, name="revoked").json()
     expiring = _create(fake, name="expiring", seconds_until_expiration=5).json()

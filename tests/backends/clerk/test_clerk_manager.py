@@ -172,6 +172,35 @@ def test_every_request_carries_auth_version_and_timeout(fake: FakeClerk, user_id
     client.close()
 
 
+def test_a_clock_without_a_timezone_is_refused() -> None:
+    naive = lambda: datetime(2031, 5, 1)  # noqa: E731
+    with pytest.raises(ConfigurationError, match="clock"):
+        ClerkKeyManager("sk_test_abc", clock=naive)
+    with pytest.raises(ConfigurationError, match="clock"):
+        FakeClerk(clock=naive)
+
+
+def test_the_fakes_managers_keep_its_clock(flavour: str) -> None:
+    now = [datetime(2031, 5, 1, 12, tzinfo=UTC)]  # a year the real clock has not reached
+    fake = FakeClerk(clock=lambda: now[0])
+    loop = asyncio.new_event_loop() if flavour == "async" else None
+    twin = Twin(
+        fake.key_manager(cache_ttl=60) if loop is None else fake.async_key_manager(cache_ttl=60),
+        loop,
+    )
+    try:
+        new = twin.create_api_key(fake.new_user_id(), "clocked", expiration=timedelta(hours=1))
+        assert (new.created_at, new.expires_at) == (now[0], now[0] + timedelta(hours=1))
+        assert twin.validate_api_key(new.secret).id == new.id  # cached
+        now[0] += timedelta(hours=1)
+        with pytest.raises(ExpiredKeyError):
+            twin.validate_api_key(new.secret)
+    finally:
+        twin.close()
+        if loop is not None:
+            loop.close()
+
+
 # --- mapping -----------------------------------------------------------------------
 
 

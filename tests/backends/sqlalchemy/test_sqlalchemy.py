@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
 
 import apikeys
-from apikeys import BackendUnavailableError, ConfigurationError, InvalidKeyError
+from apikeys import BackendUnavailableError, ConfigurationError, ExpiredKeyError, InvalidKeyError
 from apikeys._keyformat import generate_key, parse_key
 from apikeys.backends._sqlalchemy import normalize_url, sqlite_file_of, sqlite_url
 from apikeys.backends.sqlalchemy import (
@@ -234,6 +234,25 @@ def test_settings_reach_the_hasher(db_path: Path) -> None:
         stored = connection.execute(sa.select(api_keys_table.c.secret_hash)).scalar_one()
     assert "m=2048,t=2" in stored
     manager.close()
+
+
+def test_the_clock_stamps_and_expires_keys(db_path: Path) -> None:
+    now = [datetime(2031, 5, 1, 12, tzinfo=UTC)]  # a year the real clock has not reached
+    manager = SQLAlchemyKeyManager(f"sqlite:///{db_path}", clock=lambda: now[0])
+    new = manager.create_api_key("u1", "k", expiration=timedelta(hours=1))
+    assert (new.created_at, new.expires_at) == (now[0], now[0] + timedelta(hours=1))
+    assert manager.validate_api_key(new.secret).id == new.id  # cached
+    now[0] += timedelta(hours=1)
+    with pytest.raises(ExpiredKeyError):
+        manager.validate_api_key(new.secret)
+    assert manager.list_api_keys("u1").total == 0
+    assert manager.revoke_api_key(new.id).revoked_at == now[0]
+    manager.close()
+
+
+def test_a_clock_without_a_timezone_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="clock"):
+        SQLAlchemyKeyManager("sqlite://", clock=lambda: datetime(2031, 5, 1))
 
 
 # --- failure: fail closed ----------------------------------------------------------
