@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,6 @@ from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKey
 from tests.reliability.helpers import FakeClock, wrong_secret_for
 
 pytestmark = pytest.mark.sqlalchemy
-
-
-@pytest.fixture
-def events() -> Iterator[list[KeyEvent]]:
-    """Every event emitted while the test runs."""
-    seen: list[KeyEvent] = []
-    listener = apikeys.add_event_listener(seen.append)
-    try:
-        yield seen
-    finally:
-        apikeys.remove_event_listener(listener)
 
 
 def kinds(seen: list[KeyEvent]) -> list[tuple[str, str | None, str | None]]:
