@@ -5,7 +5,9 @@ Every manager reports what happens to keys -- created, validated, rejected
 unknown ids against one key id as ``suspicious``, and an expired or revoked
 key presented with its right secret as ``retired_key_used`` (an old key still
 in someone's hands, not a guess). Events name the key by its public id, never
-by its secret. Two ways to receive them:
+by its secret. Bursts are counted per process, or, with ``redis_url``, across
+every process sharing the Redis (:class:`~apikeys._redis.RedisBurstDetector`).
+Two ways to receive them:
 
 - stdlib :mod:`logging`, on the ``apikeys.events`` logger: ``suspicious`` and
   ``retired_key_used`` at WARNING, ``rejected`` and the lifecycle events at
