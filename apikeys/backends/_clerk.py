@@ -973,6 +973,7 @@ class ClerkBase(FlowBackend):
                 )
                 with contextlib.suppress(InvalidInputError):  # revoked meanwhile
                     yield from self._call(send, key_id=key_id)
+            # Refused everywhere from here on, though the cascade and the delete may still fail.
             self._forget(key_id)
             yield from self._announced([key_id])
             yield from self._revoke_descendants(key_id, key.subject, "deleted")

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from apikeys.testing import FakeClerk
+from apikeys import Settings
+from apikeys.backends.clerk import ClerkKeyManager
+from apikeys.testing import FAKE_SECRET_KEY, FakeClerk
 from tests.backends.clerk.twins import Twin
 from tests.clerk_server import served
 from tests.eventually import WAIT, eventually
@@ -181,3 +184,12 @@ def test_with_redis_down_the_other_process_serves_nothing_from_its_cache(
     redis.start()
     again = manager.create_api_key(user_id, "after the outage")
     eventually(served_from_cache(other, fake, again.secret))  # the cache is back
+
+
+def test_settings_redis_url_reaches_clerk_managers(redis: RedisServer) -> None:
+    settings = Settings(clerk_secret_key=SecretStr(FAKE_SECRET_KEY), redis_url=SecretStr(redis.url))
+    with ClerkKeyManager.from_settings("clerk://", settings) as manager:
+        assert manager.revocations is not None and manager.revocations.name == "Redis pub/sub"
+        assert manager.events.detector.shared  # bursts are counted in Redis too
+    with ClerkKeyManager(FAKE_SECRET_KEY) as alone:
+        assert alone.revocations is None and not alone.events.detector.shared
