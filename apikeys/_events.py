@@ -5,7 +5,9 @@ Every manager reports what happens to keys -- created, validated, rejected
 unknown ids against one key id as ``suspicious``, and an expired or revoked
 key presented with its right secret as ``retired_key_used`` (an old key still
 in someone's hands, not a guess). Events name the key by its public id, never
-by its secret. Two ways to receive them:
+by its secret. Bursts are counted per process, or, with ``redis_url``, across
+every process sharing the Redis (:class:`~apikeys._redis.RedisBurstDetector`).
+Two ways to receive them:
 
 - stdlib :mod:`logging`, on the ``apikeys.events`` logger: ``suspicious`` and
   ``retired_key_used`` at WARNING, ``rejected`` and the lifecycle events at
@@ -33,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -40,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from apikeys._errors import (
     APIKeysError,
@@ -247,6 +250,9 @@ class BurstDetector:
 
     __slots__ = ("_counter", "_reports", "threshold", "window")
 
+    #: Counting never waits: callers on an event loop may call :meth:`record` in place.
+    shared = False
+
     def __init__(
         self,
         threshold: int = DEFAULT_SUSPICIOUS_FAILURES,
@@ -267,6 +273,32 @@ class BurstDetector:
             return None
         return failures if self._reports.due(key_id) else None
 
+    async def record_async(self, key_id: str) -> int | None:
+        """:meth:`record`, for async callers (nothing here waits)."""
+        return self.record(key_id)
+
+
+class BurstCounter(Protocol):
+    """What counts failures towards bursts: a :class:`BurstDetector` in the process,
+    or one shared by every process (:class:`~apikeys._redis.RedisBurstDetector`)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether counting waits on IO, so async callers must use :meth:`record_async`."""
+        ...
+
+    def record(self, key_id: str) -> int | None:
+        """Count a failure; return the burst size when this caller should report it."""
+        ...
+
+    async def record_async(self, key_id: str) -> int | None:
+        """:meth:`record`, for async callers."""
+        ...
+
+
+# Counts running on an event loop, held until done (a loop keeps only weak references).
+_counting: set[asyncio.Task[None]] = set()
+
 
 class EventReporter:
     """What a backend or integration uses to report events, with one burst detector.
@@ -278,6 +310,11 @@ class EventReporter:
             and the least time between two ``retired_key_used`` events of one id.
         max_tracked: Upper bound on ids the detector remembers.
         clock: A monotonic clock, injectable for tests.
+        redis_url: Redis shared by every process: failures are counted there, so
+            a burst spread over many workers is reported, once per window for
+            them all (see :class:`~apikeys._redis.RedisBurstDetector`). On an
+            event loop the count runs as a task of its own, so a refusal never
+            waits on Redis and ``suspicious`` follows it.
     """
 
     __slots__ = ("detector", "retired", "source")
@@ -290,11 +327,17 @@ class EventReporter:
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_tracked: int = DEFAULT_MAX_TRACKED_KEYS,
         clock: Callable[[], float] = time.monotonic,
+        redis_url: str | None = None,
     ) -> None:
         self.source = source
-        self.detector = BurstDetector(
+        local = BurstDetector(
             suspicious_failures, suspicious_window, max_tracked=max_tracked, clock=clock
         )
+        self.detector: BurstCounter = local
+        if redis_url is not None and suspicious_failures:
+            from apikeys._redis import RedisBurstDetector
+
+            self.detector = RedisBurstDetector(redis_url, local)
         self.retired = _OncePerWindow(suspicious_window, max_tracked, clock)
 
     def report(
@@ -346,7 +389,24 @@ class EventReporter:
             return
         if reason not in _COUNTED_REASONS:
             return
-        failures = self.detector.record(key_id)
+        if self.detector.shared:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # a thread: counting may wait, as the validation's own IO does
+            else:
+                task = loop.create_task(self._count_async(key_id, user_id, reason))
+                _counting.add(task)
+                task.add_done_callback(_counting.discard)
+                return
+        self._suspicious(key_id, user_id, reason, self.detector.record(key_id))
+
+    async def _count_async(self, key_id: str, user_id: str | None, reason: RejectionReason) -> None:
+        self._suspicious(key_id, user_id, reason, await self.detector.record_async(key_id))
+
+    def _suspicious(
+        self, key_id: str, user_id: str | None, reason: RejectionReason, failures: int | None
+    ) -> None:
         if failures is not None and is_wanted("suspicious"):
             emit(
                 KeyEvent(
@@ -361,6 +421,7 @@ class EventReporter:
 
 
 __all__ = [
+    "BurstCounter",
     "BurstDetector",
     "EventKind",
     "EventListener",

@@ -12,7 +12,10 @@ With ``redis_url`` set:
   window of the ``limits`` library, atomic in Redis), so a flood spread over
   every worker meets one limit. While Redis cannot be reached, each process
   counts on its own, as it would without Redis: a limit is never lifted, and
-  never turned into refusals of everyone.
+  never turned into refusals of everyone;
+- wrong secrets against one key id count in Redis too
+  (:class:`RedisBurstDetector`), so a burst spread over every worker is
+  reported, once per window for the whole deployment.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any
 
 from apikeys._errors import MissingDependencyError, RateLimitedError
+from apikeys._events import BurstDetector
 from apikeys._ratelimit import FailureLimiter
 from apikeys._revocations import REVOCATION_CHANNEL
 
@@ -150,6 +154,85 @@ RETRY_REDIS_AFTER = 1.0
 """Seconds a limiter counts in its process alone after Redis failed, before trying Redis again."""
 
 
+class RedisCounters:
+    """The ``limits`` storage of one Redis server, for sync callers and per event loop,
+    and when to leave Redis alone after it failed.
+
+    Every shared counter (:class:`RedisFailureLimiter`, :class:`RedisBurstDetector`)
+    counts through one of these: while Redis is down it tells its owner to count
+    in the process, for :data:`RETRY_REDIS_AFTER` seconds at a time, and a
+    warning says so once per outage.
+
+    Args:
+        url: The Redis server.
+        what: What is counted, for the warning (``"client-failures"``).
+        clock: A monotonic clock for the time Redis is left alone, injectable for tests.
+    """
+
+    def __init__(self, url: str, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self._clock = clock
+        options: dict[str, float | str | bool] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": CONNECT_TIMEOUT,
+        }
+        self.storage = limits.storage.RedisStorage(
+            url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
+        )
+        self._async_url = "async+" + url
+        self._async_options = options
+        # redis.asyncio connections belong to one event loop: a storage per loop.
+        self._async_storages: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[limits.aio.storage.RedisStorage, AsyncGenerator[None, None]],
+        ] = weakref.WeakKeyDictionary()
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def up(self) -> bool:
+        """Whether to ask Redis (it did not fail within the last :data:`RETRY_REDIS_AFTER` s)."""
+        return self._clock() >= self._down_until
+
+    def failed(self, exc: BaseException) -> None:
+        """Leave Redis alone for a while; warn once per outage."""
+        with self._lock:
+            was_up = self.up()
+            self._down_until = self._clock() + RETRY_REDIS_AFTER
+        if was_up:
+            logger.warning(
+                "apikeys cannot reach Redis for %s (%s): counting in this process until it is back",
+                self.what,
+                type(exc).__name__,
+            )
+
+    async def async_storage(self) -> limits.aio.storage.RedisStorage:
+        """The storage of the running event loop (made on first use, closed with the loop)."""
+        loop = asyncio.get_running_loop()
+        entry = self._async_storages.get(loop)
+        if entry is None:
+            pool = redis.asyncio.ConnectionPool.from_url(
+                self._async_url.removeprefix("async+"), **self._async_options
+            )
+            options: dict[str, Any] = {"connection_pool": pool}
+            storage = limits.aio.storage.RedisStorage(
+                self._async_url,
+                implementation="redispy",
+                key_prefix="apikeys",
+                wrap_exceptions=True,
+                **options,
+            )
+            keeper = _closed_with_the_loop(pool)
+            await keeper.__anext__()
+            entry = self._async_storages[loop] = (storage, keeper)
+        return entry[0]
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop now, not at its shutdown."""
+        entry = self._async_storages.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+
 class RedisFailureLimiter:
     """A :class:`~apikeys._ratelimit.FailureLimiter` counted in Redis, for every process at once.
 
@@ -177,49 +260,18 @@ class RedisFailureLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.local = local
-        self._clock = clock
         self.max_failures = local.max_failures
         self.window = local.window
         self._item = limits.RateLimitItemPerSecond(
             max(local.max_failures, 1), math.ceil(local.window), namespace=namespace
         )
-        options: dict[str, float | str | bool] = {
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": CONNECT_TIMEOUT,
-        }
-        self._limiter = limits.strategies.MovingWindowRateLimiter(
-            limits.storage.RedisStorage(
-                url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
-            )
-        )
-        self._async_url = "async+" + url
-        self._async_options = options
-        # redis.asyncio connections belong to one event loop: a limiter per loop.
-        self._async_limiters: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop,
-            tuple[limits.aio.strategies.MovingWindowRateLimiter, AsyncGenerator[None, None]],
-        ] = weakref.WeakKeyDictionary()
-        self._down_until = 0.0
-        self._lock = threading.Lock()
+        self._redis = RedisCounters(url, namespace, clock=clock)
+        self._limiter = limits.strategies.MovingWindowRateLimiter(self._redis.storage)
 
     @property
     def enabled(self) -> bool:
         """Whether any key can be refused at all."""
         return self.local.enabled
-
-    def _redis_up(self) -> bool:
-        return self._clock() >= self._down_until
-
-    def _redis_failed(self, exc: BaseException) -> None:
-        with self._lock:
-            was_up = self._redis_up()
-            self._down_until = self._clock() + RETRY_REDIS_AFTER
-        if was_up:
-            logger.warning(
-                "apikeys cannot reach Redis for %s (%s): counting in this process until it is back",
-                self._item.namespace,
-                type(exc).__name__,
-            )
 
     def _refuse(self, reset_time: float) -> RateLimitedError:
         wait = max(reset_time - time.time(), 0.001)
@@ -229,13 +281,13 @@ class RedisFailureLimiter:
         # Both steps in one: Redis's hit() refuses without counting when the key is at its limit.
         if not self.enabled:
             return
-        if self._redis_up():
+        if self._redis.up():
             try:
                 if (self._limiter.hit if count else self._limiter.test)(self._item, key):
                     return
                 stats = self._limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
-                self._redis_failed(exc)
+                self._redis.failed(exc)
             else:
                 raise self._refuse(stats.reset_time)
         (self.local.take if count else self.local.check)(key)
@@ -260,54 +312,32 @@ class RedisFailureLimiter:
         """Count one failure against ``key``, in every process."""
         if not self.enabled:
             return
-        if self._redis_up():
+        if self._redis.up():
             try:
                 self._limiter.hit(self._item, key)
                 return
             except limits.errors.StorageError as exc:
-                self._redis_failed(exc)
+                self._redis.failed(exc)
         self.local.record_failure(key)
 
     async def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
-        loop = asyncio.get_running_loop()
-        entry = self._async_limiters.get(loop)
-        if entry is None:
-            pool = redis.asyncio.ConnectionPool.from_url(
-                self._async_url.removeprefix("async+"), **self._async_options
-            )
-            options: dict[str, Any] = {"connection_pool": pool}
-            storage = limits.aio.storage.RedisStorage(
-                self._async_url,
-                implementation="redispy",
-                key_prefix="apikeys",
-                wrap_exceptions=True,
-                **options,
-            )
-            keeper = _closed_with_the_loop(pool)
-            await keeper.__anext__()
-            entry = self._async_limiters[loop] = (
-                limits.aio.strategies.MovingWindowRateLimiter(storage),
-                keeper,
-            )
-        return entry[0]
+        return limits.aio.strategies.MovingWindowRateLimiter(await self._redis.async_storage())
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop now, not at its shutdown."""
-        entry = self._async_limiters.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[1].aclose()
+        await self._redis.aclose()
 
     async def _ask_async(self, key: str, *, count: bool) -> None:
         if not self.enabled:
             return
-        if self._redis_up():
+        if self._redis.up():
             limiter = await self._async_limiter()
             try:
                 if await (limiter.hit if count else limiter.test)(self._item, key):
                     return
                 stats = await limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
-                self._redis_failed(exc)
+                self._redis.failed(exc)
             else:
                 raise self._refuse(stats.reset_time)
         (self.local.take if count else self.local.check)(key)
@@ -324,17 +354,95 @@ class RedisFailureLimiter:
         """The async twin of :meth:`record_failure`."""
         if not self.enabled:
             return
-        if self._redis_up():
+        if self._redis.up():
             try:
                 await (await self._async_limiter()).hit(self._item, key)
                 return
             except limits.errors.StorageError as exc:
-                self._redis_failed(exc)
+                self._redis.failed(exc)
         self.local.record_failure(key)
+
+
+class RedisBurstDetector:
+    """A :class:`~apikeys._events.BurstDetector` counted in Redis, for every process at once.
+
+    ``threshold`` wrong secrets against one key id within ``window`` seconds (a
+    moving window), wherever they land, make a burst; the first process to see
+    it reports it, and no process reports that id again for ``window`` seconds
+    (both steps atomic in Redis). Sync callers use :meth:`record`, async
+    callers :meth:`record_async`, which never blocks the event loop.
+
+    While Redis cannot be reached, the process's own detector (``local``)
+    counts instead, for :data:`RETRY_REDIS_AFTER` seconds at a time, and a
+    warning says so once: a burst spread over workers may then go unreported
+    (as without Redis), one aimed at a single worker is still reported, and a
+    validation never fails for it.
+
+    Args:
+        url: The Redis server.
+        local: The in-process detector used while Redis is down; its
+            ``threshold`` and ``window`` are the shared detector's too.
+        clock: A monotonic clock for the time Redis is left alone, injectable for tests.
+    """
+
+    #: Counting asks Redis: async callers should not wait for :meth:`record`.
+    shared = True
+
+    def __init__(
+        self, url: str, local: BurstDetector, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.local = local
+        self.threshold = local.threshold
+        self.window = local.window
+        seconds = math.ceil(local.window)
+        # A full window of threshold - 1 means this failure is at least the threshold-th.
+        self._failures = limits.RateLimitItemPerSecond(
+            max(local.threshold - 1, 1), seconds, namespace="suspicious-failures"
+        )
+        self._reports = limits.RateLimitItemPerSecond(1, seconds, namespace="suspicious-reports")
+        self._redis = RedisCounters(url, "suspicious-failures", clock=clock)
+        self._counter = limits.strategies.MovingWindowRateLimiter(self._redis.storage)
+        self._reporter = limits.strategies.FixedWindowRateLimiter(self._redis.storage)
+
+    def record(self, key_id: str) -> int | None:
+        """Count a failure against ``key_id``; return the burst size when this
+        process should report it."""
+        if not self.threshold:
+            return None
+        if self._redis.up():
+            try:
+                if self.threshold > 1 and self._counter.hit(self._failures, key_id):
+                    return None
+                return self.threshold if self._reporter.hit(self._reports, key_id) else None
+            except limits.errors.StorageError as exc:
+                self._redis.failed(exc)
+        return self.local.record(key_id)
+
+    async def record_async(self, key_id: str) -> int | None:
+        """The async twin of :meth:`record`."""
+        if not self.threshold:
+            return None
+        if self._redis.up():
+            storage = await self._redis.async_storage()
+            try:
+                counter = limits.aio.strategies.MovingWindowRateLimiter(storage)
+                if self.threshold > 1 and await counter.hit(self._failures, key_id):
+                    return None
+                reporter = limits.aio.strategies.FixedWindowRateLimiter(storage)
+                return self.threshold if await reporter.hit(self._reports, key_id) else None
+            except limits.errors.StorageError as exc:
+                self._redis.failed(exc)
+        return self.local.record(key_id)
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop now, not at its shutdown."""
+        await self._redis.aclose()
 
 
 __all__ = [
     "RETRY_REDIS_AFTER",
+    "RedisBurstDetector",
+    "RedisCounters",
     "RedisFailureLimiter",
     "RedisRevocationChannel",
     "RedisSubscription",

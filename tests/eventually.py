@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -22,3 +23,14 @@ def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
                 f"{getattr(condition, '__name__', condition)} did not hold in {timeout} s"
             )
         time.sleep(0.001)
+
+
+async def eventually_async(condition: Callable[[], bool]) -> None:
+    """:func:`eventually` for effects of other tasks: the event loop runs them while this waits."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{getattr(condition, '__name__', condition)} did not hold in {WAIT} s"
+            )
+        await asyncio.sleep(0.001)

@@ -5,8 +5,10 @@ Every operation is a generator (see :mod:`apikeys._flow`) that yields
 :class:`Sleep` (a backoff pause) and receives an :class:`httpx.Response`
 or ``None``; transport failures are thrown back into it. Validation yields
 :class:`SharedVerify` as well: one verification with Clerk that concurrent
-callers of the same secret share. The sync and async managers in
-:mod:`apikeys.backends.clerk` only perform those three requests.
+callers of the same secret share; and, with ``redis_url``, the flows that end
+a key yield :class:`~apikeys.backends._shells.Announce`, so every process
+sharing the Redis drops it from its cache. The sync and async managers in
+:mod:`apikeys.backends.clerk` only perform those four requests.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ from apikeys._expiry import Expiration, WallClock, check_clock, parse_expiration
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
 from apikeys._keystate import check_key_state
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
-from apikeys.backends._shells import FlowBackend
+from apikeys._revocations import RevocationChannel
+from apikeys.backends._shells import Announce, FlowBackend
 
 try:
     import httpx
@@ -154,7 +157,7 @@ class SharedVerify:
     digest: bytes = field(repr=False)
 
 
-ClerkOp = Send | Sleep | SharedVerify
+ClerkOp = Send | Sleep | SharedVerify | Announce
 
 
 # --- Clerk's key object --------------------------------------------------------------
@@ -451,6 +454,7 @@ class ClerkBase(FlowBackend):
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+        redis_url: str | None = None,
         clock: WallClock = utcnow,
     ) -> None:
         self._secret_key = _check_secret_key(secret_key)
@@ -476,10 +480,12 @@ class ClerkBase(FlowBackend):
                 "clerk",
                 suspicious_failures=suspicious_failures,
                 suspicious_window=suspicious_window,
+                redis_url=redis_url,
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid Clerk backend settings: {exc}") from None
         self._verified_ids = _DigestMemory(cache_max_entries)
+        self._hear_revocations_on(_revocation_channel_for(redis_url))
         # Without the Authorization header: that is built per request from the
         # SecretStr, so the secret key never sits in plain view on the manager.
         self._headers = {
@@ -508,6 +514,7 @@ class ClerkBase(FlowBackend):
             "suspicious_failures": settings.suspicious_failures,
             "suspicious_window": settings.suspicious_window,
             "max_active_keys_per_owner": settings.max_active_keys_per_owner,
+            "redis_url": settings.redis_url.get_secret_value() if settings.redis_url else None,
         }
 
     def __repr__(self) -> str:
@@ -781,6 +788,7 @@ class ClerkBase(FlowBackend):
                     self._forget(child.id)
                 revoked.append(child.id)
                 self.events.report("revoked", child.id, user_id=user_id)
+        yield from self._announced(revoked)
         if failed:
             raise RevocationIncompleteError(key_id=key_id, still_active=failed)
         return revoked
@@ -943,6 +951,7 @@ class ClerkBase(FlowBackend):
             changed = False  # already revoked: only an unfinished cascade is left
         finally:
             self._forget(key_id)
+        yield from self._announced([key_id])
         if changed:
             self.events.report("revoked", key_id, user_id=key.subject)
         yield from self._revoke_descendants(key_id, key.subject, "revoked")
@@ -968,6 +977,9 @@ class ClerkBase(FlowBackend):
                 )
                 with contextlib.suppress(InvalidInputError):  # revoked meanwhile
                     yield from self._call(send, key_id=key_id)
+            # Refused everywhere from here on, though the cascade and the delete may still fail.
+            self._forget(key_id)
+            yield from self._announced([key_id])
             yield from self._revoke_descendants(key_id, key.subject, "deleted")
             yield from self._call(Send("DELETE", f"/api_keys/{key_id}", "delete"), key_id=key_id)
         finally:
@@ -1067,6 +1079,10 @@ class ClerkBase(FlowBackend):
             raise
         finally:
             self._forget(key_id)
+        # Revoked, or its life cut to the grace period: every process drops what it
+        # cached of it, and its next verification there carries the new expiry,
+        # which each cache enforces, so no announcement is needed at the grace's end.
+        yield from self._announced([key_id])
         self.events.report("rotated", key_id, user_id=old.subject, new_key_id=new.id)
         return new
 
@@ -1099,6 +1115,15 @@ class ClerkBase(FlowBackend):
                 old_id,
                 new_id,
             )
+
+
+def _revocation_channel_for(redis_url: str | None) -> RevocationChannel | None:
+    """Redis pub/sub when ``redis_url`` is set: Clerk itself tells no one of a revocation."""
+    if redis_url is None:
+        return None
+    from apikeys._redis import RedisRevocationChannel
+
+    return RedisRevocationChannel(redis_url)
 
 
 def _total_of(payload: Any) -> int:

@@ -641,6 +641,7 @@ class SQLAlchemyBase(FlowBackend):
                 suspicious_failures=suspicious_failures,
                 suspicious_window=suspicious_window,
                 max_tracked=max_tracked_key_ids,
+                redis_url=redis_url,
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid abuse-control settings: {exc}") from None

@@ -30,7 +30,7 @@ from apikeys._errors import BackendUnavailableError, MissingDependencyError
 from apikeys._flow import run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys.backends._clerk import ClerkBase, ClerkOp, SharedVerify, Sleep
-from apikeys.backends._shells import AsyncShell, SyncShell
+from apikeys.backends._shells import Announce, AsyncShell, SyncShell
 
 try:
     import httpx
@@ -117,6 +117,12 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             presented with its right secret) of one key.
         max_active_keys_per_owner: Active keys one owner may hold, counted from
             Clerk's list before each create; ``0`` disables the limit.
+        redis_url: Redis shared by every process: every key this SDK revokes,
+            deletes, rotates out or cascades is announced there, and every
+            process drops it from its cache at once; while the channel is down,
+            the cache is off. Keys revoked outside this SDK (Clerk's dashboard)
+            are still bounded by ``cache_ttl`` only. Burst detection counts
+            there too, across processes.
         clock: The wall clock (a callable returning an aware UTC ``datetime``)
             that lifetimes are counted from and expiry is checked against,
             the cache's included; tests move it instead of waiting (see
@@ -153,6 +159,10 @@ class ClerkKeyManager(SyncShell, ClerkBase):
         if isinstance(request, Sleep):
             self._sleep(request.seconds)
             return None
+        if isinstance(request, Announce):
+            if self.revocations is not None:
+                self.revocations.announce(request.key_ids)
+            return None
         if isinstance(request, SharedVerify):
             secret, digest = request.secret, request.digest
             return self._flights.run(
@@ -168,7 +178,8 @@ class ClerkKeyManager(SyncShell, ClerkBase):
         )
 
     def close(self) -> None:
-        """Close the HTTP client, if this manager made it."""
+        """Stop listening for revocations; close the HTTP client, if this manager made it."""
+        self._stop_hearing()
         if self._owns_client:
             self.http_client.close()
 
@@ -186,7 +197,7 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
         **options: Those of :class:`ClerkKeyManager`: ``api_url``, ``api_version``,
             ``timeout``, ``cache_ttl``, ``cache_max_entries``, ``max_retries``,
             ``retry_backoff``, ``max_retry_wait``, ``suspicious_failures``,
-            ``suspicious_window``, ``max_active_keys_per_owner``, ``clock``.
+            ``suspicious_window``, ``max_active_keys_per_owner``, ``redis_url``, ``clock``.
     """
 
     def __init__(
@@ -212,6 +223,10 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
     async def _perform(self, request: ClerkOp) -> Any:
         if isinstance(request, Sleep):
             await self._sleep(request.seconds)
+            return None
+        if isinstance(request, Announce):
+            if self.revocations is not None:
+                await asyncio.to_thread(self.revocations.announce, request.key_ids)
             return None
         if isinstance(request, SharedVerify):
             return await self._shared_verification(request)
@@ -244,7 +259,8 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
             done.exception()  # retrieved: every waiter may have gone away
 
     async def close(self) -> None:
-        """Close the HTTP client, if this manager made it."""
+        """Stop listening for revocations; close the HTTP client, if this manager made it."""
+        await asyncio.to_thread(self._stop_hearing)
         if self._owns_client:
             await self.http_client.aclose()
 

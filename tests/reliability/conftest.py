@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import apikeys
+from apikeys import KeyEvent
 from tests import postgres_server
 
 
@@ -69,3 +71,14 @@ def own_postgres(_own_postgres_server: OwnPostgres) -> OwnPostgres:
     if not _own_postgres_server.running:
         _own_postgres_server.start()
     return _own_postgres_server
+
+
+@pytest.fixture
+def events() -> Iterator[list[KeyEvent]]:
+    """Every event emitted while the test runs."""
+    seen: list[KeyEvent] = []
+    listener = apikeys.add_event_listener(seen.append)
+    try:
+        yield seen
+    finally:
+        apikeys.remove_event_listener(listener)

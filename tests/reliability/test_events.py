@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 
@@ -30,17 +28,6 @@ from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKey
 from tests.reliability.helpers import FakeClock, wrong_secret_for
 
 pytestmark = pytest.mark.sqlalchemy
-
-
-@pytest.fixture
-def events() -> Iterator[list[KeyEvent]]:
-    """Every event emitted while the test runs."""
-    seen: list[KeyEvent] = []
-    listener = apikeys.add_event_listener(seen.append)
-    try:
-        yield seen
-    finally:
-        apikeys.remove_event_listener(listener)
 
 
 def kinds(seen: list[KeyEvent]) -> list[tuple[str, str | None, str | None]]:
@@ -235,17 +222,28 @@ def test_retired_keys_are_reported_apart_from_guesses(
     ]
 
 
-def _retired_and_guessed(manager: SQLAlchemyKeyManager) -> tuple[str, str, str]:
+class MovableClock:
+    """The managers' wall clock, which a test moves forward."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _retired_and_guessed(
+    manager: SQLAlchemyKeyManager, clock: MovableClock
+) -> tuple[str, str, str]:
     """Use a revoked and an expired key with their right secrets, and guess at a third."""
     revoked = manager.create_api_key("u1", "revoked")
     expired = manager.create_api_key("u1", "expired", expiration=timedelta(seconds=30))
     guessed = manager.create_api_key("u1", "guessed")
     manager.revoke_api_key(revoked.id)
-    later = datetime.now(UTC) + timedelta(minutes=1)
-    with patch("apikeys._expiry.utcnow", return_value=later):
-        for _ in range(5):
-            with pytest.raises(ExpiredKeyError):
-                manager.validate_api_key(expired.secret)
+    clock.now += timedelta(minutes=1)
+    for _ in range(5):
+        with pytest.raises(ExpiredKeyError):
+            manager.validate_api_key(expired.secret)
     for _ in range(5):
         with pytest.raises(RevokedKeyError):
             manager.validate_api_key(revoked.secret)
@@ -261,8 +259,11 @@ def _retired_and_suspicious(seen: list[KeyEvent]) -> list[tuple[str, str | None,
 def test_sync_manager_reports_retired_keys_apart_from_guesses(
     events: list[KeyEvent], tmp_path: Path
 ) -> None:
-    with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'k.db'}", suspicious_failures=3) as manager:
-        revoked, expired, guessed = _retired_and_guessed(manager)
+    clock = MovableClock()
+    with SQLAlchemyKeyManager(
+        f"sqlite:///{tmp_path / 'k.db'}", suspicious_failures=3, clock=clock
+    ) as manager:
+        revoked, expired, guessed = _retired_and_guessed(manager, clock)
     assert _retired_and_suspicious(events) == [
         ("retired_key_used", expired, "expired"),
         ("retired_key_used", revoked, "revoked"),
@@ -276,18 +277,18 @@ def test_async_manager_reports_retired_keys_apart_from_guesses(
     url = f"sqlite:///{tmp_path / 'k.db'}"
 
     async def scenario() -> tuple[str, str, str]:
-        async with AsyncSQLAlchemyKeyManager(url, suspicious_failures=3) as manager:
+        clock = MovableClock()
+        async with AsyncSQLAlchemyKeyManager(url, suspicious_failures=3, clock=clock) as manager:
             revoked = await manager.create_api_key("u1", "revoked")
             expired = await manager.create_api_key(
                 "u1", "expired", expiration=timedelta(seconds=30)
             )
             guessed = await manager.create_api_key("u1", "guessed")
             await manager.revoke_api_key(revoked.id)
-            later = datetime.now(UTC) + timedelta(minutes=1)
-            with patch("apikeys._expiry.utcnow", return_value=later):
-                for _ in range(5):
-                    with pytest.raises(ExpiredKeyError):
-                        await manager.validate_api_key(expired.secret)
+            clock.now += timedelta(minutes=1)
+            for _ in range(5):
+                with pytest.raises(ExpiredKeyError):
+                    await manager.validate_api_key(expired.secret)
             for _ in range(5):
                 with pytest.raises(RevokedKeyError):
                     await manager.validate_api_key(revoked.secret)

@@ -2,7 +2,7 @@
 Clerk key sent to the local backend are refused with the documented 403, never a 500 or a success.
 
 The Clerk side is :class:`apikeys.testing.FakeClerk` served over a real socket on
-127.0.0.1, so the manager Django builds from ``BACKEND: "clerk://"``,
+127.0.0.1 (:mod:`tests.clerk_server`), so the manager Django builds from ``BACKEND: "clerk://"``,
 ``CLERK_API_URL`` and ``CLERK_SECRET_KEY`` is the real one, with its real HTTP
 client; the fake counts every call it gets. Requests go through Django's own
 test clients: ``Client`` (WSGI, the sync manager) and ``AsyncClient`` (ASGI,
@@ -12,13 +12,10 @@ the async manager).
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -26,52 +23,14 @@ import apikeys
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
 from apikeys.integrations.django import APIKeys
 from apikeys.testing import FAKE_SECRET_KEY, FakeClerk
+from tests.clerk_server import served
 from tests.integrations.contract import AppOptions, Client, Reply, bearer
 from tests.integrations.django_settings import django_client
 
 pytestmark = [pytest.mark.django, pytest.mark.clerk]
 
-HOST = "127.0.0.1"  # loopback only
 VERIFY = "POST /api_keys/verify"
 REFUSED = {"code": "invalid_api_key", "message": apikeys.InvalidKeyError().message}
-# Hop-by-hop and framing headers: the relay sets its own.
-_NOT_RELAYED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
-
-
-class _RelayToFake(BaseHTTPRequestHandler):
-    """Hands each HTTP request to the fake's transport and writes its answer back."""
-
-    protocol_version = "HTTP/1.1"
-    server: _FakeClerkServer
-
-    def _relay(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _NOT_RELAYED]
-        request = httpx.Request(
-            self.command, f"http://{HOST}{self.path}", headers=headers, content=body
-        )
-        answer = self.server.fake.transport.handle_request(request)
-        content = answer.read()
-        self.send_response(answer.status_code)
-        for name, value in answer.headers.items():
-            if name.lower() not in _NOT_RELAYED:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _relay
-
-    def log_message(self, format: str, *args: Any) -> None:  # the base class names it so
-        """Quiet: the fake records every request itself."""
-
-
-class _FakeClerkServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeClerk) -> None:
-        super().__init__((HOST, 0), _RelayToFake)
-        self.fake = fake
 
 
 @pytest.fixture
@@ -82,18 +41,8 @@ def fake() -> FakeClerk:
 @pytest.fixture
 def clerk_api_url(fake: FakeClerk) -> Iterator[str]:
     """The fake served on a free port of 127.0.0.1, as ``CLERK_API_URL``."""
-    server = _FakeClerkServer(fake)
-    # A short poll interval: shutdown() waits for the next poll.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://{HOST}:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with served(fake) as url:
+        yield url
 
 
 @pytest.fixture
