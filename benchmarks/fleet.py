@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -60,7 +60,7 @@ from typing import Any
 from apikeys import APIKeysError
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
 from benchmarks.harness import percentile
-from benchmarks.report import machine_info, publish, replace_between_markers
+from benchmarks.report import format_figure, machine_info, publish, replace_between_markers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -182,33 +182,56 @@ def serve(setup: WorkerSetup, connection: Connection) -> None:
         _serve_sync(setup, connection)
 
 
+Validation = tuple[float, APIKeysError | None]
+"""When a validation began, and its refusal (``None``: accepted)."""
+
+
+def watch(
+    secret: str, give_up: float, cached: Callable[[str], object], connection: Connection
+) -> Generator[float, Validation, None]:
+    """One trial in a worker, written once for both flavours.
+
+    Each value yielded is how long to sleep before validating ``secret`` once
+    more; what is sent back is that validation (:data:`Validation`).
+    ``cached`` is the manager's cache lookup (``None``: not held).
+    """
+    deadline = time.monotonic() + WARM_TIMEOUT
+    # The first miss starts the listener; the cache stores nothing until it subscribed.
+    _, refusal = yield 0.0
+    while cached(secret) is None:
+        if refusal is not None or time.monotonic() > deadline:
+            raise TimeoutError(f"the key never stayed in the cache ({refusal!r})")
+        _, refusal = yield POLL_INTERVAL
+    connection.send(("holding",))
+    polls, deadline = 0, time.monotonic() + give_up
+    while True:
+        began, refusal = yield POLL_INTERVAL
+        if refusal is not None:
+            connection.send(("refused", began, refusal.code, polls))
+            return
+        polls += 1
+        if began > deadline:
+            connection.send(("missed", None, None, polls))
+            return
+
+
 def _serve_sync(setup: WorkerSetup, connection: Connection) -> None:
     manager = SQLAlchemyKeyManager(setup.url, **setup.options)
     try:
         connection.send(("up", os.getpid()))
         while (command := connection.recv()) is not None:
             secret, give_up = command
-            deadline = time.monotonic() + WARM_TIMEOUT
-            # The first miss starts the listener; the cache stores nothing until it subscribed.
-            while manager.cache.lookup(secret) is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the key never stayed in the cache")
-                manager.validate_api_key(secret)
-                time.sleep(POLL_INTERVAL)
-            connection.send(("holding",))
-            polls, deadline = 0, time.monotonic() + give_up
-            while True:
-                began = time.monotonic()
-                try:
-                    manager.validate_api_key(secret)
-                except APIKeysError as exc:
-                    connection.send(("refused", began, exc.code, polls))
-                    break
-                polls += 1
-                if began > deadline:
-                    connection.send(("missed", None, None, polls))
-                    break
-                time.sleep(POLL_INTERVAL)
+            steps = watch(secret, give_up, manager.cache.lookup, connection)
+            with contextlib.suppress(StopIteration):
+                delay = next(steps)
+                while True:
+                    time.sleep(delay)
+                    began, refusal = time.monotonic(), None
+                    try:
+                        manager.validate_api_key(secret)
+                    except APIKeysError as exc:
+                        refusal = exc
+                    delay = steps.send((began, refusal))
     finally:
         manager.close()
 
@@ -220,26 +243,17 @@ async def _serve_async(setup: WorkerSetup, connection: Connection) -> None:
         # Blocking receives: the loop has nothing else to run between two trials.
         while (command := connection.recv()) is not None:
             secret, give_up = command
-            deadline = time.monotonic() + WARM_TIMEOUT
-            while manager.cache.lookup(secret) is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the key never stayed in the cache")
-                await manager.validate_api_key(secret)
-                await asyncio.sleep(POLL_INTERVAL)
-            connection.send(("holding",))
-            polls, deadline = 0, time.monotonic() + give_up
-            while True:
-                began = time.monotonic()
-                try:
-                    await manager.validate_api_key(secret)
-                except APIKeysError as exc:
-                    connection.send(("refused", began, exc.code, polls))
-                    break
-                polls += 1
-                if began > deadline:
-                    connection.send(("missed", None, None, polls))
-                    break
-                await asyncio.sleep(POLL_INTERVAL)
+            steps = watch(secret, give_up, manager.cache.lookup, connection)
+            with contextlib.suppress(StopIteration):
+                delay = next(steps)
+                while True:
+                    await asyncio.sleep(delay)
+                    began, refusal = time.monotonic(), None
+                    try:
+                        await manager.validate_api_key(secret)
+                    except APIKeysError as exc:
+                        refusal = exc
+                    delay = steps.send((began, refusal))
     finally:
         await manager.close()
 
@@ -548,9 +562,7 @@ def _argon2_parameters() -> dict[str, int]:
 
 
 def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.2f}"
+    return "-" if value is None else format_figure(value)
 
 
 def render_markdown(record: dict[str, Any]) -> str:
@@ -710,4 +722,5 @@ __all__ = [
     "serve",
     "target_checks",
     "update_markdown",
+    "watch",
 ]
