@@ -62,6 +62,7 @@ from apikeys import APIKeysError
 from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
 from benchmarks.harness import percentile
 from benchmarks.report import format_figure, machine_info, publish, replace_between_markers
+from tests import postgres_server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -460,8 +461,6 @@ def problems_of(record: dict[str, Any]) -> list[str]:
 @contextmanager
 def stores(postgres_url: str | None, redis_url: str | None, wanted: set[str]) -> Iterator[Stores]:
     """The PostgreSQL server, Redis server and SQLite folder the arms need, started if not given."""
-    from tests import postgres_server, redis_server
-
     found = Stores(postgres_url=postgres_url, redis_url=redis_url)
     with ExitStack() as stack:
         base = Path(tempfile.mkdtemp(prefix="apikeys-fleet-"))
