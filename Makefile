@@ -63,7 +63,9 @@ test: lint typecheck docs package pytest
 # Benchmarks run in their own environment (benchmarks/.venv): the peers they are
 # compared with are benchmark-only dependencies, never the project's. wrk loads
 # the HTTP servers (installed with apt when missing; without it the HTTP part is skipped);
-# valgrind's callgrind counts the servers' instructions per request (installed the same way).
+# valgrind's callgrind counts the servers' instructions per request (installed the same way);
+# the fleet harness starts its own PostgreSQL and redis-server on loopback (installed the same way;
+# without them the arm is skipped and the record says so).
 # The harnesses' own tests: run before the benchmarks, not in every `make test`.
 # Every harness of one run writes its raw record into one folder, benchmarks/results/<UTC time>/
 # (git-ignored); the summary table of docs/benchmarks.md is generated from that folder alone.
@@ -76,12 +78,15 @@ bench: bench-test
 	benchmarks/.venv/bin/python -m pip install --quiet -r benchmarks/requirements-bench.txt
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) || true
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server) || true
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql) || true
 	benchmarks/.venv/bin/python -m benchmarks --json $(BENCH_RUN)/core.json
 	benchmarks/.venv/bin/python -m benchmarks.compare --json $(BENCH_RUN)/compare.json
 	benchmarks/.venv/bin/python -m benchmarks.first_validation --json $(BENCH_RUN)/first_validation.json
 	benchmarks/.venv/bin/python -m benchmarks.timing --json $(BENCH_RUN)/timing.json
 	benchmarks/.venv/bin/python -m benchmarks.abuse --json $(BENCH_RUN)/abuse.json
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions --json $(BENCH_RUN)/instructions.json
+	benchmarks/.venv/bin/python -m benchmarks.fleet --json $(BENCH_RUN)/fleet.json
 	benchmarks/.venv/bin/python -m benchmarks.summary $(BENCH_RUN)
 
 clean:

@@ -9,8 +9,8 @@ whether it is met. Nothing in the table is written by hand, so it cannot drift
 from the records.
 
 A record's kind is the harness that wrote it, read from its ``command``:
-``core`` (``python -m benchmarks``), ``compare``, ``timing``, ``abuse`` and
-``instructions``. Given several records of one kind, the newest counts. A
+``core`` (``python -m benchmarks``), ``compare``, ``timing``, ``abuse``,
+``instructions`` and ``fleet``. Given several records of one kind, the newest counts. A
 target whose harness left no record is listed as not measured.
 """
 
@@ -40,6 +40,7 @@ KINDS = {
     "benchmarks.abuse": "abuse",
     "benchmarks.http_instructions": "instructions",
     "benchmarks.first_validation": "first_validation",
+    "benchmarks.fleet": "fleet",
 }
 """The harness module named in a record's ``command``, and the kind of record it writes."""
 
@@ -50,6 +51,7 @@ HARNESS_TITLES = {
     "abuse": "`python -m benchmarks.abuse`",
     "instructions": "`python -m benchmarks.http_instructions`",
     "first_validation": "`python -m benchmarks.first_validation`",
+    "fleet": "`python -m benchmarks.fleet`",
 }
 
 PEER_NAMES = {
@@ -517,6 +519,39 @@ def _first_validation_rows(records: Records) -> list[SummaryRow]:
     return rows
 
 
+def _fleet_rows(records: Records) -> list[SummaryRow]:
+    """The time until every worker process refuses a revoked key, per channel, next to no channel."""
+    record = records.get("fleet") or {}
+    arms = list(record.get("arms") or ())
+    checks = _checks(records, "fleet")
+    baseline = [arm for arm in arms if arm["channel"] == "none" and arm.get("every_worker")]
+    compared = "; ".join(
+        f"no channel ({arm['flavour']}, cache ttl {arm['cache_ttl']:g} s): p50 "
+        f"{format_figure(arm['every_worker']['p50_ms'])} ms, max "
+        f"{format_figure(arm['every_worker']['max_ms'])} ms"
+        for arm in baseline
+    )
+    rows = []
+    for channel, name in (("notify", "PostgreSQL NOTIFY"), ("redis", "SQLite with Redis")):
+        measured_arms = [a for a in arms if a["channel"] == channel and a.get("every_worker")]
+        workers = {int(arm["workers"]) for arm in measured_arms} or {4}
+        title = (
+            f"Revocation, {name}: every one of {max(workers)} worker processes refuses "
+            "within p99 ≤ 100 ms, max ≤ 1 s"
+        )
+        own = [c for c in checks if any(c["arm"] == arm["label"] for arm in measured_arms)]
+        measured = "; ".join(
+            f"{arm['flavour']}: p50 {format_figure(arm['every_worker']['p50_ms'])}, p99 "
+            f"{format_figure(arm['every_worker']['p99_ms'])}, max "
+            f"{format_figure(arm['every_worker']['max_ms'])} ms ({arm['trials']} revocations)"
+            for arm in measured_arms
+        )
+        rows.append(
+            SummaryRow(title, measured or "not measured", compared, _verdict(own), ("fleet",))
+        )
+    return rows
+
+
 def summary_rows(records: Records) -> list[SummaryRow]:
     """Every target, in the page's order, from ``records`` alone."""
     return [
@@ -530,6 +565,7 @@ def summary_rows(records: Records) -> list[SummaryRow]:
         *_memory_rows(records),
         *_timing_rows(records),
         _abuse_row(records),
+        *_fleet_rows(records),
     ]
 
 

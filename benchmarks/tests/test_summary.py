@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import compare, report, run, summary, targets
+from benchmarks import compare, fleet, report, run, summary, targets
 from benchmarks.harness import CaseResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,8 +70,23 @@ def _command(module: str) -> str:
     return f"python -m {module}"
 
 
+def _fleet_arm(label: str, cache_ttl: float, p50: float, p99: float, top: float) -> dict[str, Any]:
+    store, channel, flavour = label.split("-")
+    return {
+        "label": label,
+        "store": store,
+        "channel": channel,
+        "flavour": flavour,
+        "workers": 4,
+        "trials": 120 if channel != "none" else 20,
+        "cache_ttl": cache_ttl,
+        "missed": 0,
+        "every_worker": {"p50_ms": p50, "p99_ms": p99, "max_ms": top},
+    }
+
+
 def fixture_records(*, cache_hit_scale: float = 1.0) -> dict[str, dict[str, Any]]:
-    """One run's records, as the five harnesses write them, with made-up figures."""
+    """One run's records, as the six harnesses write them, with made-up figures."""
     own = _own_results({"cache_hit": cache_hit_scale})
     core = {
         "started_at": "2026-12-01 09:00 UTC",
@@ -86,6 +101,11 @@ def fixture_records(*, cache_hit_scale: float = 1.0) -> dict[str, dict[str, Any]
         for (subject, workload), (p50, ops) in PEERS.items()
     ]
     compared = [result for result in own if result.workload != "bad_checksum"] + peers
+    fleet_arms = [
+        _fleet_arm("postgresql-notify-sync", 60.0, 1.71, 8.86, 11.3),
+        _fleet_arm("sqlite-redis-sync", 60.0, 1.96, 9.46, 123.4),
+        _fleet_arm("sqlite-none-sync", 1.0, 580.4, 979.5, 987.6),
+    ]
     clerk = {
         "hot_keys": 100,
         "validations": 10_000,
@@ -199,6 +219,12 @@ def fixture_records(*, cache_hit_scale: float = 1.0) -> dict[str, dict[str, Any]
                 },
             ],
         },
+        "fleet": {
+            "started_at": "2026-12-01T09:30:00+00:00",
+            "command": _command("benchmarks.fleet"),
+            "arms": fleet_arms,
+            "targets": fleet.target_checks(fleet_arms),
+        },
     }
 
 
@@ -273,6 +299,16 @@ def test_the_table_holds_the_fixture_runs_figures_side_by_side(generated: str) -
         "1.50× (p50 400 µs)",
         "djangorestframework-api-key 600 µs",
         "**not met**",
+    ]
+    redis = rows[
+        "Revocation, SQLite with Redis: every one of 4 worker processes refuses "
+        "within p99 ≤ 100 ms, max ≤ 1 s"
+    ]
+    assert redis == [
+        "sync: p50 1.96, p99 9.46, max 123 ms (120 revocations)",
+        "no channel (sync, cache ttl 1 s): p50 580 ms, max 988 ms",
+        "met",
+        "2026-12-01",
     ]
     timing = rows["Wrong secret for a known id against unknown id: same answer, time within noise"]
     assert timing[:3] == [
