@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import postgres_server
+from tests.redis_server import RedisServer
 
 
 class OwnPostgres:
@@ -69,3 +70,9 @@ def own_postgres(_own_postgres_server: OwnPostgres) -> OwnPostgres:
     if not _own_postgres_server.running:
         _own_postgres_server.start()
     return _own_postgres_server
+
+
+@pytest.fixture
+def sqlite_and_redis(tmp_path: Path, redis: RedisServer) -> dict[str, str]:
+    """The environment of a fleet on one SQLite file, with a real Redis between its workers."""
+    return {"APIKEYS_BACKEND": f"sqlite:///{tmp_path / 'keys.db'}", "APIKEYS_REDIS_URL": redis.url}

@@ -1,0 +1,269 @@
+"""Attacks and faults under real multi-worker servers: the fleet's guarantees hold through them.
+
+Real servers with four workers (``uvicorn --workers 4``, ``gunicorn -w 4``,
+see :mod:`tests.reliability.fleet`), a real Redis and a real PostgreSQL:
+
+- a wrong-secret flood spread over the workers meets one fleet-wide limit
+  with Redis, where without it each worker grants its own;
+- Redis killed mid-run: no 500, no revoked key accepted, each worker limits
+  on its own (as documented), and revocations reach every worker again once
+  Redis is back;
+- the PostgreSQL ``LISTEN`` sessions killed by the server: no revoked key
+  accepted while the listeners reconnect, and revocations reach every worker again;
+- a worker killed mid-run: the others and its replacement refuse revoked keys.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+import apikeys
+from tests.eventually import eventually
+from tests.redis_server import RedisServer
+from tests.reliability.fleet import (
+    ANOTHER_CLIENT,
+    CACHE_TTL,
+    WORKERS,
+    answer_of,
+    assert_every_worker_refused,
+    batch,
+    get,
+    one_connection_per_worker,
+    serving,
+    warm_every_worker,
+    watch_the_revocation,
+)
+from tests.reliability.helpers import wrong_secret_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.sqlalchemy]
+
+pytest.importorskip("redis")
+
+LIMIT = 5
+"""``client_max_failures`` of the servers here; the allowance grows back over an hour, not during a test."""
+CREATIONS = 3
+"""``max_key_creations`` per owner, over an hour."""
+LIMITS = {
+    "client_max_failures": LIMIT,
+    "client_failure_window": 3600,
+    "max_key_creations": CREATIONS,
+    "key_creation_window": 3600,
+}
+REFUSED = {403, 429}
+
+
+def statuses_by_worker(
+    pinned: dict[int, http.client.HTTPConnection],
+    method: str,
+    path: str,
+    key: str,
+    rounds: int,
+    body: Mapping[str, object] | None = None,
+) -> dict[int, list[int]]:
+    """``rounds`` requests on each worker in turn, one at a time: what each answered, in order."""
+    seen: dict[int, list[int]] = {worker: [] for worker in pinned}
+    for _ in range(rounds):
+        for worker, connection in pinned.items():
+            answer = answer_of(connection, method, path, key, body)
+            assert answer.worker == worker
+            seen[worker].append(answer.status)
+    return seen
+
+
+def count(seen: dict[int, list[int]], status: int) -> int:
+    return sum(statuses.count(status) for statuses in seen.values())
+
+
+def flood(env: dict[str, str], log: Path) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Key creations, then a wrong-secret flood, spread evenly over the four workers of a
+    uvicorn server; return what each worker answered to each."""
+    admin = apikeys.create_key_manager(env["APIKEYS_BACKEND"])
+    try:
+        owner = admin.create_api_key("user_flood", "owner", scopes=["keys:manage"])
+        with (
+            serving("fastapi", env, log, settings=LIMITS) as port,
+            one_connection_per_worker(port) as pinned,
+        ):
+            minted = {"name": "minted", "scopes": []}
+            created = statuses_by_worker(
+                pinned, "POST", "/api-keys", owner.secret, CREATIONS + 1, minted
+            )
+            wrong = wrong_secret_for(owner.secret)
+            flooded = statuses_by_worker(pinned, "GET", "/whoami", wrong, LIMIT + 2)
+            # The limit holds against the client: even its valid key is refused now.
+            after = statuses_by_worker(pinned, "GET", "/whoami", owner.secret, 1)
+            assert count(after, 429) == WORKERS, after
+            # ... and against that client only.
+            assert get(port, "/whoami", owner.secret, client=ANOTHER_CLIENT).status == 200
+    finally:
+        admin.close()
+    return created, flooded
+
+
+def test_a_flood_spread_over_the_workers_meets_one_limit_with_redis(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Without Redis each of N workers grants a client its own allowance (N x); with Redis
+    the whole fleet grants one, and refuses the client on every worker past it."""
+    alone, alone_flood = flood(
+        {"APIKEYS_BACKEND": f"sqlite:///{tmp_path / 'alone.db'}"}, tmp_path / "alone.log"
+    )
+    shared, shared_flood = flood(
+        {"APIKEYS_BACKEND": f"sqlite:///{tmp_path / 'shared.db'}", "APIKEYS_REDIS_URL": redis.url},
+        tmp_path / "shared.log",
+    )
+    print(
+        f"creations granted: {count(alone, 201)} without Redis, {count(shared, 201)} with;"
+        f" wrong secrets answered 403 before 429: {count(alone_flood, 403)} without Redis,"
+        f" {count(shared_flood, 403)} with (limit {LIMIT}, {WORKERS} workers)"
+    )
+    # Without Redis: each worker its own allowance, so N times the limit in all.
+    assert alone == {worker: [201] * CREATIONS + [429] for worker in alone}
+    assert alone_flood == {worker: [403] * LIMIT + [429] * 2 for worker in alone_flood}
+    # With Redis: one allowance for the fleet; every worker refuses past it.
+    assert count(shared, 201) == CREATIONS
+    assert count(shared_flood, 403) == LIMIT
+    for worker, statuses in [*shared.items(), *shared_flood.items()]:
+        assert set(statuses) <= {201, 403, 429}, (worker, statuses)
+        assert statuses[-1] == 429, (worker, statuses)
+
+
+def log_lines(log: Path, text: str) -> int:
+    return log.read_text(errors="replace").count(text)
+
+
+def test_redis_killed_mid_run_accepts_no_revoked_key_and_limits_each_worker_alone(
+    tmp_path: Path, redis: RedisServer, sqlite_and_redis: dict[str, str]
+) -> None:
+    env = {**sqlite_and_redis, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
+    log = tmp_path / "server.log"
+    admin = apikeys.create_key_manager(env["APIKEYS_BACKEND"], redis_url=redis.url)
+    try:
+        during, after, kept = (
+            admin.create_api_key("user_fleet", name, scopes=[])
+            for name in ("revoked during the outage", "revoked after it", "never revoked")
+        )
+        with (
+            serving("fastapi", env, log, settings=LIMITS) as port,
+            one_connection_per_worker(port) as pinned,
+        ):
+            for new in (during, after, kept):
+                warm_every_worker(port, new.secret)
+            redis.kill()
+            # The outage is seen by every worker, each cache is off: a revocation now is heard by none.
+            eventually(lambda: log_lines(log, "lost the revocation channel on Redis") == WORKERS)
+            admin.revoke_api_key(during.id)
+            revoked = watch_the_revocation(port, during.secret, time.monotonic())
+            # Each worker counts alone, as without Redis: the limit is neither lifted
+            # nor turned into refusals of every client.
+            wrong = wrong_secret_for(kept.secret)
+            flooded = statuses_by_worker(pinned, "GET", "/whoami", wrong, LIMIT + 2)
+            assert flooded == {worker: [403] * LIMIT + [429] * 2 for worker in flooded}
+            limited = statuses_by_worker(pinned, "GET", "/whoami", kept.secret, 1)
+            assert limited == {worker: [429] for worker in pinned}
+            others = batch(port, kept.secret, client=ANOTHER_CLIENT)
+            assert {answer.status for answer in others} == {200}
+            redis.start()
+            eventually(lambda: log_lines(log, "revocations on Redis pub/sub again") == WORKERS)
+            warm_every_worker(port, after.secret, client=ANOTHER_CLIENT)
+            admin.revoke_api_key(after.id)
+            resumed = watch_the_revocation(
+                port, after.secret, time.monotonic(), client=ANOTHER_CLIENT
+            )
+    finally:
+        admin.close()
+    assert_every_worker_refused(revoked, within=0.0)
+    assert_every_worker_refused(resumed)
+
+
+@dataclass
+class Database:
+    """A database of its own on the shared PostgreSQL server, and a superuser's connection
+    to that server which stays open while the database refuses new ones."""
+
+    name: str
+    url: str
+    control: sa.Connection
+
+    def allow_connections(self, allow: bool) -> None:
+        self.control.execute(
+            sa.text(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS {str(allow).lower()}")
+        )
+
+    def listening_sessions(self) -> list[int]:
+        """Backend process ids of the sessions listening for revocations (a silent
+        listener checks its connection with ``SELECT 1``: its last query)."""
+        rows = self.control.execute(
+            sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :name"
+                " AND query IN ('LISTEN apikeys_revocations', 'SELECT 1')"
+            ),
+            {"name": self.name},
+        )
+        return [pid for (pid,) in rows]
+
+    def terminate(self, pids: list[int]) -> int:
+        """Have the server end these sessions, as a restart or an idle timeout would."""
+        rows = self.control.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"), {"pids": pids}
+        )
+        return sum(1 for (ended,) in rows if ended)
+
+
+@pytest.fixture
+def database(postgres_url: str) -> Iterator[Database]:
+    name = f"fleet_faults_{os.getpid()}"
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    url = sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as control:
+        control.execute(sa.text(f"CREATE DATABASE {name}"))
+        try:
+            yield Database(name, url, control)
+        finally:
+            control.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    engine.dispose()
+
+
+def test_listen_sessions_killed_mid_run_accept_no_key_revoked_before_they_are_back(
+    tmp_path: Path, database: Database
+) -> None:
+    env = {"APIKEYS_BACKEND": database.url, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
+    log = tmp_path / "server.log"
+    admin = apikeys.create_key_manager(database.url)
+    try:
+        during, after = (
+            admin.create_api_key("user_fleet", label, scopes=[])
+            for label in ("revoked while the listeners are away", "revoked after")
+        )
+        with serving("django", env, log) as port:
+            for new in (during, after):
+                warm_every_worker(port, new.secret)
+            eventually(lambda: len(database.listening_sessions()) == WORKERS)
+            # The listeners are cut off and cannot come back: each worker's cache is off.
+            database.allow_connections(False)
+            assert database.terminate(database.listening_sessions()) == WORKERS
+            eventually(
+                lambda: log_lines(log, "lost the revocation channel on PostgreSQL") == WORKERS
+            )
+            admin.revoke_api_key(during.id)  # its NOTIFY reaches no one
+            revoked = watch_the_revocation(port, during.secret, time.monotonic())
+            database.allow_connections(True)
+            eventually(
+                lambda: log_lines(log, "revocations on PostgreSQL LISTEN/NOTIFY again") == WORKERS
+            )
+            warm_every_worker(port, after.secret)
+            admin.revoke_api_key(after.id)
+            resumed = watch_the_revocation(port, after.secret, time.monotonic())
+    finally:
+        admin.close()
+    assert_every_worker_refused(revoked, within=0.0)
+    assert_every_worker_refused(resumed)
