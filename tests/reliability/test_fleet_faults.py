@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from tests.eventually import eventually
 from tests.redis_server import RedisServer
 from tests.reliability.fleet import (
     ANOTHER_CLIENT,
+    BOUND,
     CACHE_TTL,
     WORKERS,
     answer_of,
@@ -267,3 +269,59 @@ def test_listen_sessions_killed_mid_run_accept_no_key_revoked_before_they_are_ba
         admin.close()
     assert_every_worker_refused(revoked, within=0.0)
     assert_every_worker_refused(resumed)
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended and been reaped (by its parent, gunicorn's master)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_a_worker_killed_mid_run_leaves_no_revoked_key_accepted(
+    tmp_path: Path, sqlite_and_redis: dict[str, str]
+) -> None:
+    """SIGKILL the worker that has just revoked a key (gunicorn's master starts another):
+    the other workers refuse it at once, and the new worker refuses every revoked key."""
+    env = {**sqlite_and_redis, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
+    admin = apikeys.create_key_manager(env["APIKEYS_BACKEND"], redis_url=env["APIKEYS_REDIS_URL"])
+    try:
+        before, revoker, kept = (
+            admin.create_api_key("user_fleet", label, scopes=["keys:manage"])
+            for label in ("revoked before the kill", "revokes itself, then its worker dies", "kept")
+        )
+        with serving("flask", env, tmp_path / "server.log") as port:
+            first = set().union(
+                *(warm_every_worker(port, new.secret) for new in (before, revoker, kept))
+            )
+            admin.revoke_api_key(before.id)
+            assert_every_worker_refused(watch_the_revocation(port, before.secret, time.monotonic()))
+            # The key revokes itself through one worker, which is killed as soon as it answers.
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            deleted = answer_of(connection, "DELETE", f"/api-keys/{revoker.id}", revoker.secret)
+            os.kill(deleted.worker, signal.SIGKILL)
+            connection.close()
+            assert deleted.status == 200
+            revoked = watch_the_revocation(port, revoker.secret, deleted.at, workers=WORKERS - 1)
+            eventually(lambda: gone(deleted.worker))
+            # Gunicorn's master starts a new worker: it serves valid keys, and no revoked one.
+            serving_now: set[int] = set()
+
+            def respawned() -> bool:
+                answers = batch(port, kept.secret)
+                assert {answer.status for answer in answers} == {200}
+                serving_now.update(answer.worker for answer in answers)
+                return bool(serving_now - first)
+
+            eventually(respawned)
+            (new_worker,) = serving_now - first
+            afterwards = [
+                watch_the_revocation(port, secret, time.monotonic())
+                for secret in (before.secret, revoker.secret)
+            ]
+    finally:
+        admin.close()
+    # The three that lived on (and perhaps the new one, once started) refused it within the bound.
+    assert deleted.worker not in revoked.refused and len(revoked.refused) >= WORKERS - 1, revoked
+    assert revoked.lag <= BOUND, revoked
+    for seen in afterwards:
+        assert_every_worker_refused(seen, within=0.0)
+        assert new_worker in seen.refused
