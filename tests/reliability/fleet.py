@@ -143,24 +143,20 @@ def one_connection_per_worker(port: int) -> Iterator[dict[int, http.client.HTTPC
     which worker sees what, with no request in flight in parallel.
     """
     pinned: dict[int, http.client.HTTPConnection] = {}
-    spare: list[http.client.HTTPConnection] = []
+    deadline = time.monotonic() + STARTUP_SECONDS  # the server answers before all its workers do
     try:
-        for _ in range(500):
+        while len(pinned) < WORKERS:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only workers {set(pinned)} took a connection")
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             worker = answer_of(connection, "GET", "/health", "").worker
             if worker in pinned:
-                spare.append(connection)  # held open, so the next one goes elsewhere more often
+                connection.close()
             else:
                 pinned[worker] = connection
-            if len(pinned) == WORKERS:
-                break
-        else:
-            raise AssertionError(f"only workers {set(pinned)} took a connection")
-        for connection in spare:
-            connection.close()
         yield pinned
     finally:
-        for connection in [*pinned.values(), *spare]:
+        for connection in pinned.values():
             connection.close()
 
 

@@ -143,12 +143,18 @@ def log_lines(log: Path, text: str) -> int:
     return log.read_text(errors="replace").count(text)
 
 
-def test_redis_killed_mid_run_accepts_no_revoked_key_and_limits_each_worker_alone(
-    tmp_path: Path, redis: RedisServer, sqlite_and_redis: dict[str, str]
+@pytest.mark.parametrize("fault", ["killed", "paused"])
+def test_redis_lost_mid_run_accepts_no_revoked_key_and_limits_each_worker_alone(
+    fault: str, tmp_path: Path, redis: RedisServer, sqlite_and_redis: dict[str, str]
 ) -> None:
+    """Redis killed (its connections close) or paused (SIGSTOP: they stay open, unanswered,
+    as behind a network partition): every worker sees the channel lost and stops trusting
+    its cache, limits each client on its own, and hears revocations again once Redis is back."""
     env = {**sqlite_and_redis, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
     log = tmp_path / "server.log"
     admin = apikeys.create_key_manager(env["APIKEYS_BACKEND"], redis_url=redis.url)
+    # Another process of the deployment, whose announcements would be lost during the outage anyway.
+    elsewhere = apikeys.create_key_manager(env["APIKEYS_BACKEND"])
     try:
         during, after, kept = (
             admin.create_api_key("user_fleet", name, scopes=[])
@@ -160,21 +166,33 @@ def test_redis_killed_mid_run_accepts_no_revoked_key_and_limits_each_worker_alon
         ):
             for new in (during, after, kept):
                 warm_every_worker(port, new.secret)
-            redis.kill()
-            # The outage is seen by every worker, each cache is off: a revocation now is heard by none.
-            eventually(lambda: log_lines(log, "lost the revocation channel on Redis") == WORKERS)
-            admin.revoke_api_key(during.id)
-            revoked = watch_the_revocation(port, during.secret, time.monotonic())
-            # Each worker counts alone, as without Redis: the limit is neither lifted
-            # nor turned into refusals of every client.
-            wrong = wrong_secret_for(kept.secret)
-            flooded = statuses_by_worker(pinned, "GET", "/whoami", wrong, LIMIT + 2)
-            assert flooded == {worker: [403] * LIMIT + [429] * 2 for worker in flooded}
-            limited = statuses_by_worker(pinned, "GET", "/whoami", kept.secret, 1)
-            assert limited == {worker: [429] for worker in pinned}
-            others = batch(port, kept.secret, client=ANOTHER_CLIENT)
-            assert {answer.status for answer in others} == {200}
-            redis.start()
+            if fault == "killed":
+                redis.kill()
+            else:
+                redis.pause()
+            try:
+                lost_at = time.monotonic()
+                # Every worker sees the loss; each cache is off: a revocation now is heard by none.
+                eventually(
+                    lambda: log_lines(log, "lost the revocation channel on Redis") == WORKERS
+                )
+                print(f"Redis {fault}: every worker saw it in {time.monotonic() - lost_at:.2f} s")
+                elsewhere.revoke_api_key(during.id)
+                revoked = watch_the_revocation(port, during.secret, time.monotonic())
+                # Each worker counts alone, as without Redis: the limit is neither lifted
+                # nor turned into refusals of every client.
+                wrong = wrong_secret_for(kept.secret)
+                flooded = statuses_by_worker(pinned, "GET", "/whoami", wrong, LIMIT + 2)
+                assert flooded == {worker: [403] * LIMIT + [429] * 2 for worker in flooded}
+                limited = statuses_by_worker(pinned, "GET", "/whoami", kept.secret, 1)
+                assert limited == {worker: [429] for worker in pinned}
+                others = batch(port, kept.secret, client=ANOTHER_CLIENT)
+                assert {answer.status for answer in others} == {200}
+            finally:
+                if fault == "killed":
+                    redis.start()
+                else:
+                    redis.resume()
             eventually(lambda: log_lines(log, "revocations on Redis pub/sub again") == WORKERS)
             warm_every_worker(port, after.secret, client=ANOTHER_CLIENT)
             admin.revoke_api_key(after.id)
@@ -182,6 +200,7 @@ def test_redis_killed_mid_run_accepts_no_revoked_key_and_limits_each_worker_alon
                 port, after.secret, time.monotonic(), client=ANOTHER_CLIENT
             )
     finally:
+        elsewhere.close()
         admin.close()
     assert_every_worker_refused(revoked, within=0.0)
     assert_every_worker_refused(resumed)
