@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 import apikeys
+from tests import postgres_server
 from tests.eventually import eventually
 from tests.redis_server import RedisServer
 from tests.reliability.fleet import (
@@ -254,9 +255,14 @@ def database(postgres_url: str) -> Iterator[Database]:
     engine.dispose()
 
 
-def test_listen_sessions_killed_mid_run_accept_no_key_revoked_before_they_are_back(
-    tmp_path: Path, database: Database
+@pytest.mark.parametrize("fault", ["terminated", "paused"])
+def test_listen_sessions_lost_mid_run_accept_no_key_revoked_before_they_are_back(
+    fault: str, tmp_path: Path, database: Database
 ) -> None:
+    """The listeners' sessions ended by the server (``pg_terminate_backend``), or their server
+    processes paused (SIGSTOP: nothing closes, nothing answers), while the database refuses new
+    connections: no worker accepts a key revoked then, and revocations are heard again once
+    the listeners are back."""
     env = {"APIKEYS_BACKEND": database.url, "APIKEYS_CACHE_TTL": str(CACHE_TTL)}
     log = tmp_path / "server.log"
     admin = apikeys.create_key_manager(database.url)
@@ -271,13 +277,27 @@ def test_listen_sessions_killed_mid_run_accept_no_key_revoked_before_they_are_ba
             eventually(lambda: len(database.listening_sessions()) == WORKERS)
             # The listeners are cut off and cannot come back: each worker's cache is off.
             database.allow_connections(False)
-            assert database.terminate(database.listening_sessions()) == WORKERS
-            eventually(
-                lambda: log_lines(log, "lost the revocation channel on PostgreSQL") == WORKERS
-            )
-            admin.revoke_api_key(during.id)  # its NOTIFY reaches no one
-            revoked = watch_the_revocation(port, during.secret, time.monotonic())
-            database.allow_connections(True)
+            listeners = database.listening_sessions()
+            paused: list[int] = []
+            try:
+                if fault == "terminated":
+                    assert database.terminate(listeners) == WORKERS
+                else:
+                    try:
+                        paused = postgres_server.pause(listeners)
+                    except PermissionError as exc:
+                        pytest.skip(str(exc))
+                    assert len(paused) == WORKERS
+                lost_at = time.monotonic()
+                eventually(
+                    lambda: log_lines(log, "lost the revocation channel on PostgreSQL") == WORKERS
+                )
+                print(f"LISTEN {fault}: every worker saw it in {time.monotonic() - lost_at:.2f} s")
+                admin.revoke_api_key(during.id)  # its NOTIFY reaches no one
+                revoked = watch_the_revocation(port, during.secret, time.monotonic())
+            finally:
+                postgres_server.resume(paused)
+                database.allow_connections(True)
             eventually(
                 lambda: log_lines(log, "revocations on PostgreSQL LISTEN/NOTIFY again") == WORKERS
             )
