@@ -112,6 +112,7 @@ def flood(env: dict[str, str], log: Path) -> tuple[dict[int, list[int]], dict[in
     return created, flooded
 
 
+@pytest.mark.fastapi
 def test_a_flood_spread_over_the_workers_meets_one_limit_with_redis(
     tmp_path: Path, redis: RedisServer
 ) -> None:
@@ -144,6 +145,7 @@ def log_lines(log: Path, text: str) -> int:
     return log.read_text(errors="replace").count(text)
 
 
+@pytest.mark.fastapi
 @pytest.mark.parametrize("fault", ["killed", "paused"])
 def test_redis_lost_mid_run_accepts_no_revoked_key_and_limits_each_worker_alone(
     fault: str, tmp_path: Path, redis: RedisServer, sqlite_and_redis: dict[str, str]
@@ -255,6 +257,8 @@ def database(postgres_url: str) -> Iterator[Database]:
     engine.dispose()
 
 
+@pytest.mark.postgres
+@pytest.mark.django
 @pytest.mark.parametrize("fault", ["terminated", "paused"])
 def test_listen_sessions_lost_mid_run_accept_no_key_revoked_before_they_are_back(
     fault: str, tmp_path: Path, database: Database
@@ -315,6 +319,7 @@ def gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.flask
 def test_a_worker_killed_mid_run_leaves_no_revoked_key_accepted(
     tmp_path: Path, sqlite_and_redis: dict[str, str]
 ) -> None:
