@@ -51,7 +51,8 @@ except ImportError as exc:
 logger = logging.getLogger("apikeys")
 
 CONNECT_TIMEOUT = 2.0
-"""Seconds to connect (and to wait for a subscription to be confirmed)."""
+"""Seconds to connect, to wait for a subscription to be confirmed, and for a listening
+connection's ``PING`` to be answered."""
 
 
 def connect(url: str, *, retries: int = 0) -> redis.Redis:
@@ -66,13 +67,20 @@ def connect(url: str, *, retries: int = 0) -> redis.Redis:
 
 
 class RedisSubscription:
-    """A confirmed subscription to the revocation channel."""
+    """A confirmed subscription to the revocation channel.
+
+    A server that stops answering (paused, partitioned away) closes nothing,
+    and a silent channel looks like one without revocations: after a silent
+    wait the subscription sends a ``PING``, and once that is unanswered for
+    :data:`CONNECT_TIMEOUT` seconds it reports the connection lost.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         # Held for as long as the subscription: a client that is garbage-collected
         # closes its pool, and the subscription's connection with it.
         self._client = client
         self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._unanswered_since: float | None = None  # when a PING left that nothing followed yet
         try:
             self._pubsub.subscribe(REVOCATION_CHANNEL)
             # The server's confirmation: from here on every announcement reaches us.
@@ -84,9 +92,20 @@ class RedisSubscription:
             raise
 
     def receive(self, timeout: float) -> list[str]:
-        """Key ids announced, waiting up to ``timeout`` seconds for the first."""
+        """Key ids announced, waiting up to ``timeout`` seconds for the first.
+
+        Raises:
+            TimeoutError: The server has not answered a ``PING`` for :data:`CONNECT_TIMEOUT` seconds.
+        """
         key_ids: list[str] = []
         message = self._pubsub.get_message(timeout=timeout)
+        if message is not None:
+            self._unanswered_since = None  # the server spoke: it is there
+        elif self._unanswered_since is None:
+            self._pubsub.ping()  # answered on this connection, as a "pong" message
+            self._unanswered_since = time.monotonic()
+        elif time.monotonic() - self._unanswered_since >= CONNECT_TIMEOUT:
+            raise TimeoutError("Redis did not answer a PING on the revocation channel")
         while message is not None:
             if message["type"] == "message":
                 data = message["data"]

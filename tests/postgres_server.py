@@ -10,12 +10,15 @@ Also runnable: ``python tests/postgres_server.py start DIR PORT`` / ``stop DIR``
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -34,6 +37,32 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def pause(pids: Iterable[int]) -> list[int]:
+    """Stop these server processes of the throwaway server (SIGSTOP): their connections stay
+    open and answer nothing, as behind a network partition. Returns those stopped (a
+    session may have ended meanwhile); :func:`resume` them.
+
+    Raises:
+        PermissionError: The server was configured (``APIKEYS_TEST_POSTGRES_URL``): its
+            process ids are not this machine's to signal.
+    """
+    if os.environ.get("APIKEYS_TEST_POSTGRES_URL"):
+        raise PermissionError("the PostgreSQL server was not started by the test suite")
+    stopped = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+    return stopped
+
+
+def resume(pids: Iterable[int]) -> None:
+    """Let processes stopped by :func:`pause` go on."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _as_server_user(command: list[str]) -> list[str]:

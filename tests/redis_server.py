@@ -94,6 +94,19 @@ class RedisServer:
         start(self.data_dir, self.port)
         return self
 
+    def pause(self) -> None:
+        """Stop the server without closing anything (SIGSTOP): it answers nothing, as
+        when paused or cut off by the network; :meth:`resume` lets it go on."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        server = pid(self.data_dir)
+        assert server is not None, "the server is not running"
+        return server
+
     def kill(self) -> None:
         stop(self.data_dir)
         deadline = time.monotonic() + START_TIMEOUT

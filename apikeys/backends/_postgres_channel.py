@@ -10,6 +10,9 @@ cascades a key, so the announcement leaves exactly when the change commits
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,8 +21,10 @@ from sqlalchemy.pool import NullPool
 
 from apikeys._revocations import REVOCATION_CHANNEL
 
-CHECK_EVERY = 5.0
+CHECK_EVERY = 2.0
 """Seconds of silence after which the listening connection is checked with a query."""
+CHECK_TIMEOUT = 2.0
+"""Seconds that query may take before the connection counts as lost."""
 
 
 def notify(key_id: str) -> sa.Select[Any]:
@@ -54,9 +59,23 @@ class PostgresSubscription:
         self._silent_for += timeout
         if self._silent_for >= CHECK_EVERY:
             # A connection dropped without a word (a proxy, a firewall) only shows when used.
-            self._connection.execute("SELECT 1")
+            self._check()
             self._silent_for = 0.0
         return key_ids
+
+    def _check(self) -> None:
+        # A server that stops answering (paused, partitioned away) closes nothing, and the
+        # query would wait for it forever, the cache trusted all along: past CHECK_TIMEOUT
+        # the socket is shut, so the query fails and the listener counts the connection lost.
+        watched = socket.socket(fileno=os.dup(self._connection.fileno()))
+        deadline = threading.Timer(CHECK_TIMEOUT, watched.shutdown, (socket.SHUT_RDWR,))
+        deadline.start()
+        try:
+            self._connection.execute("SELECT 1")
+        finally:
+            deadline.cancel()
+            deadline.join()
+            watched.close()
 
     def close(self) -> None:
         """Drop the connection."""

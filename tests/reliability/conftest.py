@@ -14,6 +14,7 @@ import pytest
 import apikeys
 from apikeys import KeyEvent
 from tests import postgres_server
+from tests.redis_server import RedisServer
 
 
 class OwnPostgres:
@@ -82,3 +83,9 @@ def events() -> Iterator[list[KeyEvent]]:
         yield seen
     finally:
         apikeys.remove_event_listener(listener)
+
+
+@pytest.fixture
+def sqlite_and_redis(tmp_path: Path, redis: RedisServer) -> dict[str, str]:
+    """The environment of a fleet on one SQLite file, with a real Redis between its workers."""
+    return {"APIKEYS_BACKEND": f"sqlite:///{tmp_path / 'keys.db'}", "APIKEYS_REDIS_URL": redis.url}

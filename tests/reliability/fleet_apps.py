@@ -1,7 +1,8 @@
 """One small app per framework, served by several worker processes in the fleet tests.
 
 Configured from the environment alone (``APIKEYS_BACKEND``, ``APIKEYS_REDIS_URL``,
-``APIKEYS_CACHE_TTL``, ...), as a deployment would be. ``GET /whoami`` answers
+``APIKEYS_CACHE_TTL``, ...), as a deployment would be; the integration settings
+(``client_max_failures``, ...) as a JSON object in ``FLEET_SETTINGS``. ``GET /whoami`` answers
 with the key's id, and every answer carries the serving worker's process id
 (``X-Worker``), so a test can tell the workers apart.
 
@@ -12,6 +13,7 @@ with the key's id, and every answer carries the serving worker's process id
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +21,13 @@ from typing import Any
 
 WORKER_HEADER = "X-Worker"
 """Every answer names the process that served it, refusals included."""
+SETTINGS_VARIABLE = "FLEET_SETTINGS"
+
+
+def integration_options() -> dict[str, Any]:
+    """The apps' integration settings, from :data:`SETTINGS_VARIABLE` (none: the defaults)."""
+    options: dict[str, Any] = json.loads(os.environ.get(SETTINGS_VARIABLE) or "{}")
+    return options
 
 
 def fastapi_app() -> Any:
@@ -43,7 +52,7 @@ def fastapi_app() -> Any:
         response.headers[WORKER_HEADER] = str(os.getpid())
         return response
 
-    APIKeys(app, manager=manager)
+    APIKeys(app, manager=manager, **integration_options())
     app.include_router(management_router)
 
     @app.get("/whoami")
@@ -62,7 +71,12 @@ def flask_app() -> Any:
     from flask import Flask, g, jsonify
 
     import apikeys
-    from apikeys.integrations.flask import APIKeys, management_router, require_api_key
+    from apikeys.integrations.flask import (
+        APIKeys,
+        IntegrationSettings,
+        management_router,
+        require_api_key,
+    )
 
     app = Flask(__name__)
 
@@ -71,7 +85,8 @@ def flask_app() -> Any:
         response.headers[WORKER_HEADER] = str(os.getpid())
         return response
 
-    APIKeys(app, manager=apikeys.create_key_manager())
+    settings = IntegrationSettings.from_mapping(integration_options())
+    APIKeys(app, manager=apikeys.create_key_manager(), settings=settings)
     app.register_blueprint(management_router)
 
     @app.get("/whoami")

@@ -1,6 +1,7 @@
 """The fleet tests' Django project, configured from the environment alone.
 
-``settings.APIKEYS`` names no backend, so the process-wide default manager is
+``settings.APIKEYS`` holds the integration settings of ``FLEET_SETTINGS`` and
+names no backend, so the process-wide default manager is
 built from ``APIKEYS_BACKEND`` (and ``APIKEYS_REDIS_URL``, ...). Served by
 ``gunicorn -w 4 tests.reliability.fleet_django:application``.
 """
@@ -17,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 from apikeys.integrations.django import management_router, require_api_key
-from tests.reliability.fleet_apps import WORKER_HEADER
+from tests.reliability.fleet_apps import WORKER_HEADER, integration_options
 
 settings.configure(
     DEBUG=False,
@@ -28,7 +29,7 @@ settings.configure(
     DATABASES={},
     USE_TZ=True,
     MIDDLEWARE=[f"{__name__}.name_the_worker"],
-    APIKEYS={},
+    APIKEYS=integration_options(),
 )
 
 

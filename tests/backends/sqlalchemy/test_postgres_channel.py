@@ -12,6 +12,7 @@ from apikeys._cache import VerificationCache
 from apikeys._models import VerifiedKey
 from apikeys._revocations import RevocationListener
 from apikeys.backends._postgres_channel import PostgresRevocationChannel, notify
+from tests import postgres_server
 from tests.eventually import WAIT, eventually
 
 
@@ -45,9 +46,12 @@ def test_a_committed_notify_reaches_the_listener_and_a_rolled_back_one_does_not(
         engine.dispose()
 
 
-def test_a_listening_connection_killed_by_the_server_suspends_the_cache_until_it_is_back(
-    postgres_url: str,
+@pytest.mark.parametrize("fault", ["terminated", "paused"])
+def test_a_listening_connection_lost_suspends_the_cache_until_it_is_back(
+    fault: str, postgres_url: str
 ) -> None:
+    """The listening session ended by the server, or its server process paused (SIGSTOP: the
+    connection stays open and nothing answers, as behind a network partition)."""
     cache = VerificationCache(ttl=60)
     channel = PostgresRevocationChannel(postgres_url)
     listener = RevocationListener(
@@ -59,15 +63,34 @@ def test_a_listening_connection_killed_by_the_server_suspends_the_cache_until_it
         assert listener.connected.wait(WAIT)
         cache.put(cache.digest("secret-a"), verified("a"))
         with engine.connect() as connection:
-            killed = connection.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'LISTEN apikeys_revocations%' AND pid <> pg_backend_pid()"
+            # Ours, and perhaps an earlier test's listener that has not hung up yet.
+            backends = (
+                connection.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE query LIKE 'LISTEN apikeys_revocations%' AND pid <> pg_backend_pid()"
+                    )
                 )
-            ).all()
-            connection.commit()
-        assert killed
-        eventually(lambda: cache.lookup("secret-a") is None)
+                .scalars()
+                .all()
+            )
+            assert backends
+            if fault == "terminated":
+                connection.execute(
+                    sa.text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"),
+                    {"pids": backends},
+                )
+                connection.commit()
+        paused: list[int] = []
+        try:
+            if fault == "paused":
+                try:
+                    paused = postgres_server.pause(backends)
+                except PermissionError as exc:
+                    pytest.skip(str(exc))
+            eventually(lambda: cache.lookup("secret-a") is None)
+        finally:
+            postgres_server.resume(paused)
         assert listener.connected.wait(WAIT)  # back, on a new connection
         cache.put(cache.digest("secret-a"), verified("a"), generation=cache.generation)
         assert cache.lookup("secret-a") == verified("a")
