@@ -170,7 +170,15 @@ async def _closed_with_the_loop(pool: redis.asyncio.ConnectionPool) -> AsyncGene
 
 
 RETRY_REDIS_AFTER = 1.0
-"""Seconds a limiter counts in its process alone after Redis failed, before trying Redis again."""
+"""Seconds a limiter counts in its process alone after Redis failed, before trying Redis again;
+doubled after each failed retry, up to :data:`MAX_RETRY_REDIS_AFTER`."""
+
+MAX_RETRY_REDIS_AFTER = 30.0
+"""The longest a limiter counts alone before it tries Redis again."""
+
+COUNTER_TIMEOUT = 0.5
+"""Seconds a counter waits for Redis to connect or answer. Short: a request waits on it, and a
+Redis that does not answer (paused, partitioned) would otherwise hold every request up."""
 
 
 class RedisCounters:
@@ -178,9 +186,12 @@ class RedisCounters:
     and when to leave Redis alone after it failed.
 
     Every shared counter (:class:`RedisFailureLimiter`, :class:`RedisBurstDetector`)
-    counts through one of these: while Redis is down it tells its owner to count
-    in the process, for :data:`RETRY_REDIS_AFTER` seconds at a time, and a
-    warning says so once per outage.
+    counts through one of these: once Redis failed it tells its owner to count
+    in the process, and lets one caller at a time try Redis again, after
+    :data:`RETRY_REDIS_AFTER` seconds, then twice as long after each failed try
+    (up to :data:`MAX_RETRY_REDIS_AFTER`); a warning says so once per outage.
+    So a Redis that does not answer holds up one request per retry, for at most
+    :data:`COUNTER_TIMEOUT` seconds, not every request.
 
     Args:
         url: The Redis server.
@@ -192,8 +203,8 @@ class RedisCounters:
         self.what = what
         self._clock = clock
         options: dict[str, float | str | bool] = {
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": CONNECT_TIMEOUT,
+            "socket_connect_timeout": COUNTER_TIMEOUT,
+            "socket_timeout": COUNTER_TIMEOUT,
         }
         self.storage = limits.storage.RedisStorage(
             url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
@@ -205,19 +216,40 @@ class RedisCounters:
             asyncio.AbstractEventLoop,
             tuple[limits.aio.storage.RedisStorage, AsyncGenerator[None, None]],
         ] = weakref.WeakKeyDictionary()
+        self._failing = False
+        self._retry_after = RETRY_REDIS_AFTER
         self._down_until = 0.0
         self._lock = threading.Lock()
 
     def up(self) -> bool:
-        """Whether to ask Redis (it did not fail within the last :data:`RETRY_REDIS_AFTER` s)."""
-        return self._clock() >= self._down_until
+        """Whether this caller should ask Redis: always while it works; after a
+        failure, one caller once the wait is over (the others count alone meanwhile)."""
+        if not self._failing:
+            return True
+        with self._lock:
+            now = self._clock()
+            if now < self._down_until:
+                return False
+            self._down_until = now + self._retry_after  # this caller tries; the others wait
+            return True
+
+    def succeeded(self) -> None:
+        """Redis answered: every caller asks it again."""
+        if self._failing:
+            with self._lock:
+                self._failing = False
+                self._retry_after = RETRY_REDIS_AFTER
+            logger.info("apikeys reaches Redis again for %s", self.what)
 
     def failed(self, exc: BaseException) -> None:
-        """Leave Redis alone for a while; warn once per outage."""
+        """Leave Redis alone for a while, longer after each failed try; warn once per outage."""
         with self._lock:
-            was_up = self.up()
-            self._down_until = self._clock() + RETRY_REDIS_AFTER
-        if was_up:
+            first = not self._failing
+            if not first:
+                self._retry_after = min(self._retry_after * 2, MAX_RETRY_REDIS_AFTER)
+            self._failing = True
+            self._down_until = self._clock() + self._retry_after
+        if first:
             logger.warning(
                 "apikeys cannot reach Redis for %s (%s): counting in this process until it is back",
                 self.what,
@@ -302,12 +334,14 @@ class RedisFailureLimiter:
             return
         if self._redis.up():
             try:
-                if (self._limiter.hit if count else self._limiter.test)(self._item, key):
-                    return
-                stats = self._limiter.get_window_stats(self._item, key)
+                allowed = (self._limiter.hit if count else self._limiter.test)(self._item, key)
+                stats = None if allowed else self._limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
             else:
+                self._redis.succeeded()
+                if stats is None:
+                    return
                 raise self._refuse(stats.reset_time)
         (self.local.take if count else self.local.check)(key)
 
@@ -334,9 +368,11 @@ class RedisFailureLimiter:
         if self._redis.up():
             try:
                 self._limiter.hit(self._item, key)
-                return
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
+            else:
+                self._redis.succeeded()
+                return
         self.local.record_failure(key)
 
     async def _async_limiter(self) -> limits.aio.strategies.MovingWindowRateLimiter:
@@ -352,12 +388,14 @@ class RedisFailureLimiter:
         if self._redis.up():
             limiter = await self._async_limiter()
             try:
-                if await (limiter.hit if count else limiter.test)(self._item, key):
-                    return
-                stats = await limiter.get_window_stats(self._item, key)
+                allowed = await (limiter.hit if count else limiter.test)(self._item, key)
+                stats = None if allowed else await limiter.get_window_stats(self._item, key)
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
             else:
+                self._redis.succeeded()
+                if stats is None:
+                    return
                 raise self._refuse(stats.reset_time)
         (self.local.take if count else self.local.check)(key)
 
@@ -376,9 +414,11 @@ class RedisFailureLimiter:
         if self._redis.up():
             try:
                 await (await self._async_limiter()).hit(self._item, key)
-                return
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
+            else:
+                self._redis.succeeded()
+                return
         self.local.record_failure(key)
 
 
@@ -430,11 +470,13 @@ class RedisBurstDetector:
             return None
         if self._redis.up():
             try:
-                if self.threshold > 1 and self._counter.hit(self._failures, key_id):
-                    return None
-                return self.threshold if self._reporter.hit(self._reports, key_id) else None
+                under = self.threshold > 1 and self._counter.hit(self._failures, key_id)
+                report = not under and self._reporter.hit(self._reports, key_id)
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
+            else:
+                self._redis.succeeded()
+                return self.threshold if report else None
         return self.local.record(key_id)
 
     async def record_async(self, key_id: str) -> int | None:
@@ -445,12 +487,14 @@ class RedisBurstDetector:
             storage = await self._redis.async_storage()
             try:
                 counter = limits.aio.strategies.MovingWindowRateLimiter(storage)
-                if self.threshold > 1 and await counter.hit(self._failures, key_id):
-                    return None
+                under = self.threshold > 1 and await counter.hit(self._failures, key_id)
                 reporter = limits.aio.strategies.FixedWindowRateLimiter(storage)
-                return self.threshold if await reporter.hit(self._reports, key_id) else None
+                report = not under and await reporter.hit(self._reports, key_id)
             except limits.errors.StorageError as exc:
                 self._redis.failed(exc)
+            else:
+                self._redis.succeeded()
+                return self.threshold if report else None
         return self.local.record(key_id)
 
     async def aclose(self) -> None:
@@ -459,6 +503,8 @@ class RedisBurstDetector:
 
 
 __all__ = [
+    "COUNTER_TIMEOUT",
+    "MAX_RETRY_REDIS_AFTER",
     "RETRY_REDIS_AFTER",
     "RedisBurstDetector",
     "RedisCounters",

@@ -14,7 +14,12 @@ from tests.redis_server import RedisServer
 pytest.importorskip("redis")
 pytest.importorskip("limits")
 
-from apikeys._redis import RETRY_REDIS_AFTER, RedisFailureLimiter
+from apikeys._redis import (
+    MAX_RETRY_REDIS_AFTER,
+    RETRY_REDIS_AFTER,
+    RedisCounters,
+    RedisFailureLimiter,
+)
 
 
 def shared(redis: RedisServer, max_failures: int = 5, **options: object) -> RedisFailureLimiter:
@@ -113,3 +118,54 @@ def test_take_counts_and_refuses_in_one_step_across_workers(redis: RedisServer) 
     asyncio.run(third())
     with pytest.raises(RateLimitedError):
         workers[0].take("owner")  # refused takes counted nothing: still exactly at the limit
+
+
+def test_after_a_failure_one_caller_at_a_time_tries_redis_again_waiting_longer_each_time(
+    redis: RedisServer,
+) -> None:
+    now = [0.0]
+    counters = RedisCounters(redis.url, "client-failures", clock=lambda: now[0])
+    assert counters.up() and counters.up()  # while Redis works, every caller asks it
+    counters.failed(ConnectionError())
+    assert not counters.up()
+    now[0] += RETRY_REDIS_AFTER
+    assert counters.up()  # one caller tries Redis again...
+    assert not counters.up()  # ...while the others keep counting in the process
+    counters.failed(ConnectionError())  # the try failed: the next wait is twice as long
+    now[0] += RETRY_REDIS_AFTER
+    assert not counters.up()
+    now[0] += RETRY_REDIS_AFTER
+    assert counters.up()
+    for _ in range(20):
+        counters.failed(ConnectionError())
+    now[0] += MAX_RETRY_REDIS_AFTER  # the wait is bounded
+    assert counters.up()
+    counters.succeeded()
+    assert counters.up() and counters.up()
+    counters.failed(ConnectionError())  # a new outage starts from the shortest wait
+    now[0] += RETRY_REDIS_AFTER
+    assert counters.up()
+
+
+def test_a_paused_redis_holds_up_one_check_per_retry_not_every_check(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Redis that answers nothing (SIGSTOP, a partition) closes no connection: each
+    # check would wait for the socket timeout. Only the first does; the others count alone.
+    now = [0.0]
+    worker = shared(redis, 3, clock=lambda: now[0])
+    worker.check("c")
+    redis.pause()
+    try:
+        with caplog.at_level(logging.INFO, logger="apikeys"):
+            for _ in range(3):
+                worker.record_failure("c")
+            with pytest.raises(RateLimitedError):
+                worker.check("c")  # the limit holds in the process meanwhile
+            assert caplog.text.count("cannot reach Redis") == 1
+    finally:
+        redis.resume()
+    now[0] += RETRY_REDIS_AFTER
+    with caplog.at_level(logging.INFO, logger="apikeys"):
+        worker.check("c")  # back on the shared count: Redis saw none of the three
+    assert "reaches Redis again" in caplog.text
