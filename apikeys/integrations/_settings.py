@@ -93,7 +93,10 @@ class IntegrationSettings(BaseModel):
         client_max_failures: Failed validations (malformed, unknown or wrong
             keys) one client address may make in a burst before it is
             answered 429 with ``Retry-After``; ``0`` (default) turns the
-            per-client limit off. Counted per process.
+            per-client limit off. Counted per process, or for every
+            worker with ``redis_url``. Requests in flight together are
+            checked before any of them is counted: a client sending ``N`` at
+            once may fail up to ``N`` times past the limit, once.
         client_failure_window: Seconds for a client's allowance to grow back
             completely (see :class:`~apikeys._ratelimit.FailureLimiter`).
         trusted_proxies: Addresses or networks (``10.0.0.0/8``) of reverse
