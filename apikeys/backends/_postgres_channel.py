@@ -36,15 +36,19 @@ class PostgresSubscription:
     """A connection that has run ``LISTEN apikeys_revocations``."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self._raw = engine.raw_connection()
+        pooled = engine.raw_connection()
+        # The listening connection is this object's alone: out of the pool, it is closed
+        # as it is, never rolled back on the way (a server gone by then would make
+        # that rollback log an error at every shutdown).
+        connection: Any = pooled.driver_connection
+        pooled.detach()
         try:
-            connection = self._raw.driver_connection
-            connection.autocommit = True  # type: ignore[union-attr]
-            connection.execute(f"LISTEN {REVOCATION_CHANNEL}")  # type: ignore[union-attr]
+            connection.autocommit = True
+            connection.execute(f"LISTEN {REVOCATION_CHANNEL}")
         except BaseException:
-            self._raw.close()
+            connection.close()
             raise
-        self._connection: Any = connection
+        self._connection = connection
         self._silent_for = 0.0
 
     def receive(self, timeout: float) -> list[str]:
@@ -79,7 +83,7 @@ class PostgresSubscription:
 
     def close(self) -> None:
         """Drop the connection."""
-        self._raw.close()
+        self._connection.close()
 
 
 class PostgresRevocationChannel:
