@@ -302,11 +302,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the measurement; see ``python -m benchmarks.first_validation --help``."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.first_validation", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.first_validation",
+        description="Time first validations of fresh keys against djangorestframework-api-key.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run; the figures mean nothing"
@@ -320,7 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-postgres", action="store_true", help="measure SQLite only")
     parser.add_argument("--json", type=Path, help="write the record as JSON here")
-    options = parser.parse_args(arguments)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the measurement; see ``python -m benchmarks.first_validation --help``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    options = _parser().parse_args(arguments)
     profile = QUICK if options.quick else FULL
     record = run(
         profile,

@@ -23,7 +23,18 @@ import sqlalchemy as sa
 
 from apikeys import KEY_PATTERN, InvalidKeyError, generate_key, parse_key
 from apikeys.backends.sqlalchemy import api_keys_table
-from benchmarks import abuse, compare, harness, http_instructions, report, run, summary, timing
+from benchmarks import (
+    abuse,
+    compare,
+    first_validation,
+    fleet,
+    harness,
+    http_instructions,
+    report,
+    run,
+    summary,
+    timing,
+)
 from benchmarks.apikeys_sqlite import garbage_keys, open_subject
 from benchmarks.workloads import NO_IO_WORKLOADS, wrong_secret
 
@@ -231,9 +242,9 @@ def test_the_runner_refuses_zero_repeats() -> None:
 def test_every_option_the_page_names_exists() -> None:
     page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`(--[a-z0-9-]+)", page))
-    # The page documents five harnesses and the summary; each option it names must exist in one.
+    # The page documents seven harnesses and the summary; each option it names must exist in one.
     parsers = [run._parser(), compare._parser(), timing._parser(), http_instructions._parser()]
-    parsers += [abuse._parser(), summary._parser()]
+    parsers += [abuse._parser(), summary._parser(), fleet._parser(), first_validation._parser()]
     known = {option for parser in parsers for option in parser._option_string_actions}
     assert "--quick" in named
     assert named <= known
