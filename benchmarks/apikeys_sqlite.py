@@ -114,7 +114,8 @@ class ApikeysSQLiteSubject:
         return self.counter.count
 
     def close(self) -> None:
-        """Dispose of the engine."""
+        """Write both managers' noted uses, then dispose of the engine."""
+        self.uncached.close()
         self.manager.close()
 
 
