@@ -55,13 +55,19 @@ CONNECT_TIMEOUT = 2.0
 connection's ``PING`` to be answered."""
 
 
-def connect(url: str, *, retries: int = 0) -> redis.Redis:
+COUNTER_TIMEOUT = 0.5
+"""Seconds a counter, or an announcement, waits for Redis to connect or answer. Short: a
+request waits on it, and a Redis that does not answer (paused, partitioned) would otherwise
+hold every request up."""
+
+
+def connect(url: str, *, retries: int = 0, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     """A client for ``url``; with ``retries=0`` it reports every lost connection."""
     return redis.Redis.from_url(
         url,
         retry=Retry(NoBackoff(), retries),
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=CONNECT_TIMEOUT,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
         health_check_interval=1,
     )
 
@@ -130,8 +136,10 @@ class RedisRevocationChannel:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        # Publishing may retry: a second attempt loses nothing.
-        self._client = connect(url, retries=2)
+        # Publishing may retry once (a connection Redis dropped is replaced; a second
+        # attempt loses nothing), each attempt briefly: the revoking call waits on it,
+        # and a Redis that answers nothing is a lost channel for every subscriber anyway.
+        self._client = connect(url, retries=1, timeout=COUNTER_TIMEOUT)
 
     def subscribe(self) -> RedisSubscription:
         """A new connection, subscribed (see :class:`RedisSubscription`)."""
@@ -175,10 +183,6 @@ doubled after each failed retry, up to :data:`MAX_RETRY_REDIS_AFTER`."""
 
 MAX_RETRY_REDIS_AFTER = 30.0
 """The longest a limiter counts alone before it tries Redis again."""
-
-COUNTER_TIMEOUT = 0.5
-"""Seconds a counter waits for Redis to connect or answer. Short: a request waits on it, and a
-Redis that does not answer (paused, partitioned) would otherwise hold every request up."""
 
 
 class RedisCounters:
