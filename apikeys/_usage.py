@@ -105,6 +105,12 @@ def _flush_every_interval(flusher_ref: weakref.ref[UsageFlusher], stop: threadin
         del flusher
 
 
+def _retire(stop: threading.Event, at_exit: Callable[[], None]) -> None:
+    # A collected flusher: end its thread and forget its exit hook.
+    stop.set()
+    atexit.unregister(at_exit)
+
+
 class UsageFlusher:
     """Write a :class:`UsageLog` from a daemon thread, every ``interval`` seconds and at close.
 
@@ -129,10 +135,13 @@ class UsageFlusher:
             functools.partial(_flush_every_interval, weakref.ref(self)),
             on_fork=log.forget,
         )
-        weakref.finalize(self, self._thread.stop_event.set)
         # A process that exits without close() (a worker told to stop) still writes
         # what it noted; the weak reference leaves the flusher free to be collected.
-        atexit.register(_flush_if_alive, weakref.WeakMethod(self.flush))
+        # Each flusher registers its own hook and takes it back when closed or
+        # collected, so a process making many managers does not accumulate them.
+        self._at_exit = functools.partial(_flush_if_alive, weakref.WeakMethod(self.flush))
+        atexit.register(self._at_exit)
+        weakref.finalize(self, _retire, self._thread.stop_event, self._at_exit)
 
     def start(self) -> None:
         """Make sure this process's flushing thread runs (cheap when it does)."""
@@ -151,6 +160,7 @@ class UsageFlusher:
 
     def close(self) -> None:
         """Stop the thread and write what is left."""
+        atexit.unregister(self._at_exit)
         self._thread.stop()
         self.flush()
 

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 import os
+import subprocess
+import sys
 import threading
 import weakref
 from datetime import UTC, datetime, timedelta
@@ -176,3 +178,27 @@ def test_the_async_flusher_follows_the_manager_to_a_new_event_loop() -> None:
     asyncio.run(first())
     asyncio.run(second())
     assert store.rows == {"a": T0}
+
+
+_EXIT_SCRIPT = """
+from datetime import UTC, datetime
+from apikeys._usage import UsageFlusher, UsageLog
+
+def write(batch):
+    print("wrote", ",".join(sorted(batch)), flush=True)
+
+closed = UsageFlusher(UsageLog(), write, interval=3600)
+closed.close()  # its manager is gone: nothing it holds is written at exit
+closed.log.record("noted-after-close", datetime.now(UTC))
+pending = UsageFlusher(UsageLog(), write, interval=3600)
+pending.log.record("noted-before-exit", datetime.now(UTC))
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_that_exits_without_close_writes_what_it_noted_and_only_that() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["exiting", "wrote noted-before-exit"]
+    assert done.stderr == ""
