@@ -104,6 +104,11 @@ class FlowBackend(ABC):
         if self.revocations is not None:
             yield Announce(tuple(key_ids))
 
+    def _announce(self, request: Announce) -> None:
+        """Perform an :class:`Announce` (blocking: the async twins run it in a thread)."""
+        if self.revocations is not None:
+            self.revocations.announce(request.key_ids)
+
     def _stop_hearing(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:

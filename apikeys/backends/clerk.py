@@ -160,9 +160,7 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             self._sleep(request.seconds)
             return None
         if isinstance(request, Announce):
-            if self.revocations is not None:
-                self.revocations.announce(request.key_ids)
-            return None
+            return self._announce(request)
         if isinstance(request, SharedVerify):
             secret, digest = request.secret, request.digest
             return self._flights.run(
@@ -225,9 +223,7 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
             await self._sleep(request.seconds)
             return None
         if isinstance(request, Announce):
-            if self.revocations is not None:
-                await asyncio.to_thread(self.revocations.announce, request.key_ids)
-            return None
+            return await asyncio.to_thread(self._announce, request)
         if isinstance(request, SharedVerify):
             return await self._shared_verification(request)
         return await self.http_client.request(

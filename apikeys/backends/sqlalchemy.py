@@ -234,9 +234,7 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
 
     def _perform(self, request: SQLRequest | Announce) -> Any:
         if isinstance(request, Announce):
-            if self.revocations is not None:
-                self.revocations.announce(request.key_ids)
-            return None
+            return self._announce(request)
         if isinstance(request, RecordUse):
             self.usage.record(request.key_id, request.at)
             self._usage_flusher.start()
@@ -321,9 +319,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
 
     async def _perform(self, request: SQLRequest | Announce) -> Any:
         if isinstance(request, Announce):
-            if self.revocations is not None:
-                await asyncio.to_thread(self.revocations.announce, request.key_ids)
-            return None
+            return await asyncio.to_thread(self._announce, request)
         if isinstance(request, RecordUse):
             self.usage.record(request.key_id, request.at)
             self._usage_flusher.start()
