@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup-demo setup-test lint typecheck docs package pytest bench bench-test clean
+.PHONY: demo test setup-demo setup-test checks lint typecheck mypy pyright docs package pytest bench bench-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,27 +19,36 @@ setup-demo: $(BIN)/python
 demo: setup-demo
 	$(BIN)/apikeys demo
 
-setup-test: $(BIN)/python
+# Installed once per change of pyproject.toml (the stamp), not by every target that needs it.
+SETUP_TEST := $(VENV)/.setup-test
+setup-test: $(SETUP_TEST)
+$(SETUP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all,dev,docs]'
 	@# Prism (from npm) serves Clerk's OpenAPI spec for the Clerk conformance tests.
 	@if command -v npm >/dev/null 2>&1; then sh tests/backends/clerk/prism.sh >/dev/null; \
 	else echo "npm not found: the Clerk mock-server (Prism) tests will be skipped"; fi
+	touch $@
 
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy --strict over apikeys, tests and benchmarks (the files listed in [tool.mypy]).
-typecheck: setup-test
+# mypy --strict over apikeys, tests and benchmarks (the files listed in [tool.mypy]); pyright.
+typecheck: mypy pyright
+mypy: setup-test
 	$(BIN)/mypy
+pyright: setup-test
 	$(BIN)/pyright --pythonpath $(BIN)/python
 
 # The docs site (MkDocs, Material theme, API reference from the docstrings); open site/index.html.
 docs: setup-test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# The suite runs on one worker process per core (pytest-xdist), at most TEST_WORKERS;
+# each worker starts its own PostgreSQL and Prism on free loopback ports.
+TEST_WORKERS ?= 4
 pytest: setup-test
-	@status=0; $(BIN)/pytest || status=$$?; \
+	@status=0; $(BIN)/pytest -n auto --maxprocesses $(TEST_WORKERS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; \
 	exit $$status
 
@@ -58,7 +67,11 @@ package: setup-test
 	apikeys.backends.sqlalchemy, apikeys.backends.clerk, apikeys.testing, uvicorn, waitress; \
 	assert '/venv/' in apikeys.__file__, apikeys.__file__; print('wheel smoke test passed:', apikeys.__version__)"
 
-test: lint typecheck docs package pytest
+# The static checks do not depend on one another: side by side, then the suite.
+checks: lint mypy pyright docs package
+test: setup-test
+	$(MAKE) --no-print-directory --output-sync=target -j checks
+	$(MAKE) --no-print-directory pytest
 
 # Benchmarks run in their own environment (benchmarks/.venv): the peers they are
 # compared with are benchmark-only dependencies, never the project's. wrk loads
