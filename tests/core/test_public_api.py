@@ -185,6 +185,7 @@ CORE_MODULES = [
     "apikeys._factory",
     "apikeys._default",
     "apikeys._keyformat",
+    "apikeys._keylimits",
 ]
 
 
