@@ -220,13 +220,17 @@ def test_threads_never_exceed_the_cap() -> None:
     inside = peak = 0
     lock = threading.Lock()
 
+    # The two threads inside meet before either leaves: a cap that let a third in
+    # would have it inside with them.
+    pair = threading.Barrier(2, timeout=5)
+
     def work() -> None:
         nonlocal inside, peak
         with cap.hold():
             with lock:
                 inside += 1
                 peak = max(peak, inside)
-            time.sleep(0.01)
+            pair.wait()
             with lock:
                 inside -= 1
 
@@ -242,13 +246,16 @@ def test_a_thread_waiting_too_long_is_refused_not_let_through() -> None:
     cap = ConcurrencyCap(1, timeout=0.05)
     release = threading.Event()
 
+    held = threading.Event()
+
     def hold() -> None:
         with cap.hold():
+            held.set()
             release.wait(5)
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.02)
+    assert held.wait(5)
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError) as caught, cap.hold():
         pytest.fail("entered a full cap")
@@ -271,7 +278,8 @@ async def test_tasks_never_exceed_the_cap_and_the_loop_keeps_running() -> None:
         async with cap.hold_async():
             inside += 1
             peak = max(peak, inside)
-            await asyncio.sleep(0.01)
+            for _ in range(5):  # the other tasks run meanwhile and try to enter
+                await asyncio.sleep(0)
             inside -= 1
 
     async def ticker() -> None:

@@ -28,6 +28,7 @@ from apikeys import (
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
 from apikeys.testing import FAKE_SECRET_KEY, FakeClerk
 from tests.backends.clerk.twins import Twin
+from tests.eventually import eventually_async
 
 pytestmark = pytest.mark.clerk
 
@@ -510,7 +511,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others(fake: FakeClerk, us
     fake.latency = 0.1
     first = asyncio.ensure_future(manager.validate_api_key(new.secret))
     second = asyncio.ensure_future(manager.validate_api_key(new.secret))
-    await asyncio.sleep(0.02)
+    await eventually_async(lambda: fake.count(*VERIFY) == 1)  # the first is at Clerk
     first.cancel()
     assert (await second).id == new.id
     assert first.cancelled()
