@@ -43,7 +43,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from apikeys._errors import InvalidInputError, QuotaExceededError, RateLimitedError
@@ -137,11 +137,20 @@ class SpendPlan:
         )
 
     def milliseconds_to_expiry(self, counter: Counter) -> int | None:
-        """Whole milliseconds from :attr:`now` until ``counter`` may be forgotten
+        """Milliseconds from :attr:`now` until ``counter`` may be forgotten, rounded up
         (at least one), or ``None`` when it never may."""
         if counter.expires_at is None:
             return None
-        return max(1, math.ceil((counter.expires_at - self.now.timestamp()) * 1000))
+        return max(1, milliseconds_until(counter.expires_at, self.now))
+
+
+def milliseconds_until(moment: int, now: datetime) -> int:
+    """Whole milliseconds from ``now`` until the Unix second ``moment``, rounded up.
+
+    Counted in integers: float seconds would round a thousandth up to two.
+    """
+    microseconds = (as_utc(moment) - now) // timedelta(microseconds=1)
+    return -(-microseconds // 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +265,12 @@ def settle(plan: SpendPlan, spent: bool, counts: Sequence[int]) -> Allowance:
 
 def _refusal(plan: SpendPlan, counter: Counter, count: int) -> RateLimitedError:
     left = max(0, counter.limit - count)
-    wait = None if counter.window is None else counter.window.seconds_left(plan.now)
     # Rounded up to the millisecond, so that a retry at retry_after lands in the next window.
-    retry_after = None if wait is None else math.ceil(wait * 1000) / 1000
+    retry_after = (
+        None
+        if counter.window is None
+        else max(0, milliseconds_until(counter.window.end, plan.now)) / 1000
+    )
     if counter.kind == "quota":
         when = "never refills" if counter.window is None else "refills at the end of this period"
         return QuotaExceededError(
@@ -391,6 +403,7 @@ __all__ = [
     "SpendPlan",
     "check_cost",
     "check_meter_id",
+    "milliseconds_until",
     "plan_spend",
     "settle",
 ]
