@@ -9,7 +9,8 @@ Every timed call is accepted (the limits are far above what the run spends), so
 each one charges its counters.
 
 For the Redis cases the record also counts the scripts Redis ran per call (its
-``commandstats``): one for a limited key, none for a key without limits.
+``commandstats``): one for a limited key, none for a key without limits. A bare
+round trip to the same server (``PING``) is timed alongside, for comparison.
 
 Redis comes from ``--redis URL`` (or ``APIKEYS_BENCH_REDIS_URL``), else a
 throwaway ``redis-server`` started on loopback; without one the Redis cases
@@ -58,6 +59,9 @@ WORKLOADS = {
     "both": KeyLimits(rate_limit=_RATE, quota=_QUOTA, quota_anchor=_ANCHOR),
 }
 """The key's limits per workload: high enough that no timed call is refused."""
+
+ROUND_TRIP = "round_trip"
+"""The Redis-only baseline: a ``PING``, the least any call to Redis costs."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def run(
     with ExitStack() as stack:
         url = stack.enter_context(redis_url(redis, say))
         meters: dict[str, tuple[Meter, Callable[[], int]]] = {MEMORY: (MemoryMeter(), lambda: 0)}
+        baseline: list[Case] = []
         if url is None:
             notes.append(f"Redis not measured (no server URL, set {REDIS_ENV}, and no binary).")
         else:
@@ -134,11 +139,23 @@ def run(
             stats = redis_client.Redis.from_url(url)
             stack.callback(stats.close)
             meters[REDIS] = (redis_meter, scripts_run(stats))
+            ping = stats.ping
+            baseline.append(
+                Case(
+                    REDIS,
+                    1,
+                    ROUND_TRIP,
+                    profile.ops,
+                    lambda _index: ping(),
+                    io_count=meters[REDIS][1],
+                )
+            )
         cases = [
             _case(subject, workload, meter, profile, io)
             for subject, (meter, io) in meters.items()
             for workload in WORKLOADS
         ]
+        cases += baseline
         say(f"timing {len(cases)} cases, interleaved ...")
         results = run_interleaved(
             cases, profile.repeats, seed=seed, warmup_ops=profile.warmup, progress=say
@@ -170,7 +187,9 @@ def render_markdown(record: dict[str, Any]) -> str:
         "| key | memory p50 | memory calls/s | Redis p50 | Redis calls/s | Redis scripts per call |",
         "|---|---|---|---|---|---|",
     ]
-    for workload in WORKLOADS:
+    for workload in (*WORKLOADS, ROUND_TRIP):
+        if workload == ROUND_TRIP and (REDIS, workload) not in by_case:
+            continue
         cells = []
         for subject in SUBJECTS:
             result = by_case.get((subject, workload))
@@ -181,7 +200,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         redis_result = by_case.get((REDIS, workload))
         scripts = redis_result and redis_result["io_calls_per_op"]
         cells.append("-" if scripts is None else f"{scripts:g}")
-        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+        title = "Redis round trip (PING)" if workload == ROUND_TRIP else workload
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

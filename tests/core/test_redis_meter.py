@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +31,7 @@ pytest.importorskip("redis")
 
 import redis as redis_client
 
-from apikeys._redis import RETRY_REDIS_AFTER
+from apikeys._redis import COUNTER_TIMEOUT, RETRY_REDIS_AFTER
 from apikeys._redis_meter import RedisMeter
 from tests.core.meter_workers import hammer
 
@@ -126,6 +127,27 @@ def test_redis_down_in_async_code_counts_rate_limits_in_the_process(redis: Redis
 
     asyncio.run(calls())
     meter.close()
+
+
+def test_a_paused_redis_holds_up_one_call_per_retry_not_every_call(redis: RedisServer) -> None:
+    meter = RedisMeter(redis.url, clock=MovedClock(), outage_clock=Outage())
+    meter.spend("q", QUOTA)  # connected
+    redis.pause()
+    try:
+        began = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            meter.spend("q", QUOTA)  # waits for Redis, up to its timeout
+        waited = time.monotonic() - began
+        assert waited < 5 * COUNTER_TIMEOUT
+        began = time.monotonic()
+        for number in range(20):
+            with pytest.raises(BackendUnavailableError):
+                meter.spend("q", QUOTA)  # Redis is left alone: refused at once
+            meter.spend(f"k{number}", RATE)  # counted in the process at once
+        assert time.monotonic() - began < COUNTER_TIMEOUT
+    finally:
+        redis.resume()
+        meter.close()
 
 
 def test_a_key_without_limits_never_asks_redis(redis: RedisServer) -> None:
