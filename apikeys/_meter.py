@@ -256,11 +256,14 @@ def settle(plan: SpendPlan, spent: bool, counts: Sequence[int]) -> Allowance:
         ]
         counter, count = max(refused, key=lambda pair: pair[0].kind == "quota")
         raise _refusal(plan, counter, count)
-    balances = {
-        counter.kind: Balance(counter.limit, max(0, counter.limit - count), counter.window)
-        for counter, count in zip(plan.counters, counts, strict=True)
-    }
-    return Allowance(rate_limit=balances.get("rate"), quota=balances.get("quota"))
+    rate_limit = quota = None
+    for counter, count in zip(plan.counters, counts, strict=True):
+        balance = Balance(counter.limit, max(0, counter.limit - count), counter.window)
+        if counter.kind == "rate":
+            rate_limit = balance
+        else:
+            quota = balance
+    return Allowance(rate_limit, quota)
 
 
 def _refusal(plan: SpendPlan, counter: Counter, count: int) -> RateLimitedError:
@@ -272,9 +275,9 @@ def _refusal(plan: SpendPlan, counter: Counter, count: int) -> RateLimitedError:
         else max(0, milliseconds_until(counter.window.end, plan.now)) / 1000
     )
     if counter.kind == "quota":
-        when = "never refills" if counter.window is None else "refills at the end of this period"
+        when = "it never refills" if counter.window is None else "it refills when this period ends"
         return QuotaExceededError(
-            f"Quota exceeded: {left} of {counter.limit} left, which {when}",
+            f"Quota exceeded: {left} of {counter.limit} left; {when}",
             refills_at=None if counter.window is None else as_utc(counter.window.end),
             retry_after=retry_after,
         )
