@@ -252,7 +252,8 @@ def test_memory_and_redis_meters_agree_with_a_model_of_fixed_windows(redis: Redi
             super().__init__()
             self.clock = MovedClock()
             self.memory = MemoryMeter(clock=self.clock, max_counters=1000)
-            self.redis = RedisMeter(redis.url, clock=self.clock)
+            # Two workers of one fleet: their counts are one.
+            self.workers = [RedisMeter(redis.url, clock=self.clock) for _ in range(2)]
             self.model = Model({})
             self.prefix = uuid.uuid4().hex  # a fresh meter id per example: Redis is shared
             self.limits: list[KeyLimits] = []
@@ -288,20 +289,21 @@ def test_memory_and_redis_meters_agree_with_a_model_of_fixed_windows(redis: Redi
                 for rate_limit, quota, back in choices
             ]
 
-        @rule(key=st.integers(0, 2), cost=st.integers(1, 4))
-        def spend(self, key: int, cost: int) -> None:
+        @rule(key=st.integers(0, 2), cost=st.integers(1, 4), worker=st.integers(0, 1))
+        def spend(self, key: int, cost: int, worker: int) -> None:
             key %= len(self.limits)
             meter_id, limits = f"{self.prefix}-{key}", self.limits[key]
             expected = self.model.spend(meter_id, limits, cost, self.clock)
             assert observed(self.memory, meter_id, limits, cost) == expected
-            assert observed(self.redis, meter_id, limits, cost) == expected
+            assert observed(self.workers[worker], meter_id, limits, cost) == expected
 
         @rule(seconds=st.sampled_from([0.001, 0.5, 1, 3, 7, 59, 61, 3600]))
         def time_passes(self, seconds: float) -> None:
             self.clock.advance(seconds)
 
         def teardown(self) -> None:
-            self.redis.close()
+            for meter in self.workers:
+                meter.close()
 
     run_state_machine_as_test(
         Agreement, settings=settings(max_examples=40, stateful_step_count=30, deadline=None)
