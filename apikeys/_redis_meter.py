@@ -164,37 +164,35 @@ class RedisMeter:
             InvalidInputError: ``cost`` is not from 1 to 10**12.
         """
         plan = plan_spend(meter_id, limits, cost, self._clock())
-        if not plan.counters:
-            return UNLIMITED
-        if self._redis.up():
-            keys, arguments = script_arguments(plan)
+        if plan.counters and self._redis.up():
             try:
-                answer = self._script(keys=keys, args=arguments)
+                answer = self._script(*script_arguments(plan))
             except UNREACHABLE as exc:
                 self._redis.failed(exc)
             else:
-                self._redis.succeeded()
-                return read_answer(plan, answer)
+                return self._answered(plan, answer)
         return self._without_redis(plan)
 
     async def spend_async(self, meter_id: str, limits: KeyLimits, cost: int = 1) -> Allowance:
         """The async twin of :meth:`spend`."""
         plan = plan_spend(meter_id, limits, cost, self._clock())
-        if not plan.counters:
-            return UNLIMITED
-        if self._redis.up():
-            keys, arguments = script_arguments(plan)
+        if plan.counters and self._redis.up():
             try:
                 script = await self._async_script()
-                answer = await script(keys=keys, args=arguments)
+                answer = await script(*script_arguments(plan))
             except UNREACHABLE as exc:
                 self._redis.failed(exc)
             else:
-                self._redis.succeeded()
-                return read_answer(plan, answer)
+                return self._answered(plan, answer)
         return self._without_redis(plan)
 
+    def _answered(self, plan: SpendPlan, answer: Any) -> Allowance:
+        self._redis.succeeded()
+        return read_answer(plan, answer)
+
     def _without_redis(self, plan: SpendPlan) -> Allowance:
+        if not plan.counters:
+            return UNLIMITED  # a key without limits never asks Redis
         if any(counter.kind == "quota" for counter in plan.counters):
             raise BackendUnavailableError(
                 "the quota of this key cannot be counted: Redis cannot be reached",
