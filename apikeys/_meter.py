@@ -298,6 +298,14 @@ class Meter(Protocol):
         """:meth:`spend`, for async callers."""
         ...
 
+    def close(self) -> None:
+        """Drop the connections of sync callers, if any."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop, if any."""
+        ...
+
 
 class MemoryMeter:
     """Counters in this process's memory: exact for one process, per process in a fleet.
@@ -344,6 +352,12 @@ class MemoryMeter:
     async def spend_async(self, meter_id: str, limits: KeyLimits, cost: int = 1) -> Allowance:
         """:meth:`spend`, for async callers (nothing here waits)."""
         return self.spend(meter_id, limits, cost)
+
+    def close(self) -> None:
+        """Nothing to close: the counters live in this process."""
+
+    async def aclose(self) -> None:
+        """Nothing to close: the counters live in this process."""
 
     def count(self, plan: SpendPlan) -> Allowance:
         """Carry out ``plan`` (made at any time, by any clock): charge all its counters or none."""

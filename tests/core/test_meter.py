@@ -8,6 +8,7 @@ sync and the async method. The clock is moved by hand: no test waits.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -262,6 +263,36 @@ def test_a_meter_id_must_be_text() -> None:
 def test_a_naive_clock_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         MemoryMeter(clock=lambda: datetime(2030, 1, 1))
+
+
+def test_threads_sharing_a_memory_meter_get_exactly_the_limit() -> None:
+    meter = MemoryMeter(clock=MovedClock())
+
+    def attempts(_thread: int) -> int:
+        accepted = 0
+        for _ in range(200):
+            try:
+                meter.spend("k", both(500, 700))
+            except RateLimitedError:
+                continue
+            accepted += 1
+        return accepted
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(attempts, range(8))) == 500
+
+
+def test_both_meters_offer_the_same_methods() -> None:
+    pytest.importorskip("redis")
+    from apikeys._redis_meter import RedisMeter
+
+    def public(cls: type) -> set[str]:
+        return {
+            name for name in vars(cls) if not name.startswith("_") and callable(vars(cls)[name])
+        }
+
+    assert public(RedisMeter) == {"spend", "spend_async", "close", "aclose"}
+    assert public(MemoryMeter) - public(RedisMeter) == {"count"}  # what Redis falls back on
 
 
 # --- the memory bound --------------------------------------------------------------------
