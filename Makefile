@@ -100,6 +100,7 @@ bench: bench-test
 	benchmarks/.venv/bin/python -m benchmarks.abuse --json $(BENCH_RUN)/abuse.json
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions --json $(BENCH_RUN)/instructions.json
 	benchmarks/.venv/bin/python -m benchmarks.fleet --json $(BENCH_RUN)/fleet.json
+	benchmarks/.venv/bin/python -m benchmarks.meter --json $(BENCH_RUN)/meter.json
 	benchmarks/.venv/bin/python -m benchmarks.summary $(BENCH_RUN)
 
 clean:

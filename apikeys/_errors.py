@@ -19,6 +19,7 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     ├── InvalidInputError (422)              bad arguments; nothing was written
     │   └── InvalidRequestError (422)        a management request, with every field error
     ├── RateLimitedError (429)               too many attempts; see retry_after
+    │   └── QuotaExceededError (429)         a key's quota is spent; see refills_at
     ├── ConfigurationError (500)             the library is set up wrongly
     │   └── MissingDependencyError (500)     an optional extra is not installed
     └── BackendUnavailableError (503)        the key store cannot answer
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class APIKeysError(Exception):
@@ -186,6 +188,30 @@ class RateLimitedError(APIKeysError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, key_id=key_id)
+
+
+class QuotaExceededError(RateLimitedError):
+    """The key's quota is spent: it refills at ``refills_at``, or never.
+
+    Attributes:
+        refills_at: When the quota's next period starts; ``None`` for a one-off
+            balance, which never refills.
+        retry_after: Seconds until ``refills_at``; ``None`` when it never refills.
+    """
+
+    code = "quota_exceeded"
+    default_message = "API key quota exceeded"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        key_id: str | None = None,
+        refills_at: datetime | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.refills_at = refills_at
+        super().__init__(message, key_id=key_id, retry_after=retry_after)
 
 
 class ConfigurationError(APIKeysError):

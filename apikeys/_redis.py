@@ -167,7 +167,7 @@ class RedisRevocationChannel:
         self._client.close()
 
 
-async def _closed_with_the_loop(pool: redis.asyncio.ConnectionPool) -> AsyncGenerator[None, None]:
+async def closed_with_the_loop(pool: redis.asyncio.ConnectionPool) -> AsyncGenerator[None, None]:
     # An event loop closes the async generators it started before it closes itself
     # (asyncio.run, uvicorn and anyio all do): the one place a library can close
     # its connections on a loop whose lifespan it does not own.
@@ -185,41 +185,33 @@ MAX_RETRY_REDIS_AFTER = 30.0
 """The longest a limiter counts alone before it tries Redis again."""
 
 
-class RedisCounters:
-    """The ``limits`` storage of one Redis server, for sync callers and per event loop,
-    and when to leave Redis alone after it failed.
+class RedisBackoff:
+    """When to leave Redis alone after it failed.
 
-    Every shared counter (:class:`RedisFailureLimiter`, :class:`RedisBurstDetector`)
-    counts through one of these: once Redis failed it tells its owner to count
-    in the process, and lets one caller at a time try Redis again, after
-    :data:`RETRY_REDIS_AFTER` seconds, then twice as long after each failed try
-    (up to :data:`MAX_RETRY_REDIS_AFTER`); a warning says so once per outage.
-    So a Redis that does not answer holds up one request per retry, for at most
+    Every shared counter counts through one of these: once Redis failed it
+    tells its owner to do without Redis (count in the process, or refuse), and
+    lets one caller at a time try Redis again, after :data:`RETRY_REDIS_AFTER`
+    seconds, then twice as long after each failed try (up to
+    :data:`MAX_RETRY_REDIS_AFTER`); a warning says so once per outage. So a
+    Redis that does not answer holds up one request per retry, for at most
     :data:`COUNTER_TIMEOUT` seconds, not every request.
 
     Args:
-        url: The Redis server.
         what: What is counted, for the warning (``"client-failures"``).
+        meanwhile: What the owner does while Redis is down, for the warning.
         clock: A monotonic clock for the time Redis is left alone, injectable for tests.
     """
 
-    def __init__(self, url: str, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        *,
+        meanwhile: str = "counting in this process",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what = what
+        self.meanwhile = meanwhile
         self._clock = clock
-        options: dict[str, float | str | bool] = {
-            "socket_connect_timeout": COUNTER_TIMEOUT,
-            "socket_timeout": COUNTER_TIMEOUT,
-        }
-        self.storage = limits.storage.RedisStorage(
-            url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
-        )
-        self._async_url = "async+" + url
-        self._async_options = options
-        # redis.asyncio connections belong to one event loop: a storage per loop.
-        self._async_storages: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop,
-            tuple[limits.aio.storage.RedisStorage, AsyncGenerator[None, None]],
-        ] = weakref.WeakKeyDictionary()
         self._failing = False
         self._retry_after = RETRY_REDIS_AFTER
         self._down_until = 0.0
@@ -227,7 +219,7 @@ class RedisCounters:
 
     def up(self) -> bool:
         """Whether this caller should ask Redis: always while it works; after a
-        failure, one caller once the wait is over (the others count alone meanwhile)."""
+        failure, one caller once the wait is over (the others do without it meanwhile)."""
         if not self._failing:
             return True
         with self._lock:
@@ -255,10 +247,43 @@ class RedisCounters:
             self._down_until = self._clock() + self._retry_after
         if first:
             logger.warning(
-                "apikeys cannot reach Redis for %s (%s): counting in this process until it is back",
+                "apikeys cannot reach Redis for %s (%s): %s until it is back",
                 self.what,
                 type(exc).__name__,
+                self.meanwhile,
             )
+
+
+class RedisCounters(RedisBackoff):
+    """The ``limits`` storage of one Redis server, for sync callers and per event loop,
+    and when to leave Redis alone after it failed (:class:`RedisBackoff`).
+
+    Every shared failure counter (:class:`RedisFailureLimiter`,
+    :class:`RedisBurstDetector`) counts through one of these, and in the
+    process while Redis is down.
+
+    Args:
+        url: The Redis server.
+        what: What is counted, for the warning (``"client-failures"``).
+        clock: A monotonic clock for the time Redis is left alone, injectable for tests.
+    """
+
+    def __init__(self, url: str, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(what, clock=clock)
+        options: dict[str, float | str | bool] = {
+            "socket_connect_timeout": COUNTER_TIMEOUT,
+            "socket_timeout": COUNTER_TIMEOUT,
+        }
+        self.storage = limits.storage.RedisStorage(
+            url, connection_pool=None, key_prefix="apikeys", wrap_exceptions=True, **options
+        )
+        self._async_url = "async+" + url
+        self._async_options = options
+        # redis.asyncio connections belong to one event loop: a storage per loop.
+        self._async_storages: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[limits.aio.storage.RedisStorage, AsyncGenerator[None, None]],
+        ] = weakref.WeakKeyDictionary()
 
     async def async_storage(self) -> limits.aio.storage.RedisStorage:
         """The storage of the running event loop (made on first use, closed with the loop)."""
@@ -276,7 +301,7 @@ class RedisCounters:
                 wrap_exceptions=True,
                 **options,
             )
-            keeper = _closed_with_the_loop(pool)
+            keeper = closed_with_the_loop(pool)
             await keeper.__anext__()
             entry = self._async_storages[loop] = (storage, keeper)
         return entry[0]
@@ -510,10 +535,12 @@ __all__ = [
     "COUNTER_TIMEOUT",
     "MAX_RETRY_REDIS_AFTER",
     "RETRY_REDIS_AFTER",
+    "RedisBackoff",
     "RedisBurstDetector",
     "RedisCounters",
     "RedisFailureLimiter",
     "RedisRevocationChannel",
     "RedisSubscription",
+    "closed_with_the_loop",
     "connect",
 ]

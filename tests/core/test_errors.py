@@ -159,6 +159,26 @@ def test_retry_after(cls: type[RateLimitedError | BackendUnavailableError]) -> N
     assert pickled_copy(error).retry_after == 2.5
 
 
+def test_quota_exceeded_error_is_a_rate_limit_that_says_when_it_refills() -> None:
+    from datetime import UTC, datetime
+
+    from apikeys._errors import QuotaExceededError
+
+    assert issubclass(QuotaExceededError, RateLimitedError)  # integrations answer 429 alike
+    assert (QuotaExceededError.status_code, QuotaExceededError.code) == (429, "quota_exceeded")
+    refills_at = datetime(2030, 2, 1, tzinfo=UTC)
+    error = QuotaExceededError(refills_at=refills_at, retry_after=60.0, key_id="k")
+    assert (error.refills_at, error.retry_after, str(error)) == (
+        refills_at,
+        60.0,
+        "API key quota exceeded",
+    )
+    copy = pickled_copy(error)
+    assert (type(copy), copy.refills_at, copy.retry_after) == (QuotaExceededError, refills_at, 60.0)
+    never = QuotaExceededError()  # a one-off balance: spent, it never refills
+    assert (never.refills_at, never.retry_after) == (None, None)
+
+
 def test_key_limit_reached_error_names_the_limit_and_how_to_raise_it() -> None:
     error = KeyLimitReachedError(limit=100)
     assert error.limit == 100

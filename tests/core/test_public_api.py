@@ -186,6 +186,7 @@ CORE_MODULES = [
     "apikeys._default",
     "apikeys._keyformat",
     "apikeys._keylimits",
+    "apikeys._meter",
 ]
 
 
