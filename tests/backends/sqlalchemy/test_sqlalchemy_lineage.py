@@ -28,14 +28,20 @@ from apikeys.backends.sqlalchemy import (
 
 pytestmark = pytest.mark.sqlalchemy
 
+VERSION_1_COLUMNS = (
+    *("id", "user_id", "name", "secret_hash", "hint", "scopes", "metadata"),
+    *("created_at", "expires_at", "last_used_at", "revoked_at", "revocation_reason"),
+)
+
 
 def _version_1_tables(engine: sa.Engine) -> None:
-    """The tables as release 1 made them: no ``created_by`` column, no index on it."""
+    """The tables as release 1 made them: no ``created_by`` column, no index on it
+    (nor anything later versions added)."""
     old = sa.MetaData()
     columns = [
         sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
         for c in api_keys_table.c
-        if c.name != "created_by"
+        if c.name in VERSION_1_COLUMNS
     ]
     sa.Table(api_keys_table.name, old, *columns)
     sa.Table(schema_version_table.name, old, *(c._copy() for c in schema_version_table.c))
@@ -74,7 +80,7 @@ def test_a_version_1_database_is_upgraded_on_first_use(database_url: str) -> Non
     assert indexes["ix_apikeys_keys_created_by"] == ["created_by"]
     with engine.connect() as connection:
         version = connection.execute(sa.select(schema_version_table.c.version)).scalar_one()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     engine.dispose()
 
 
