@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,30 +19,10 @@ from apikeys.backends.sqlalchemy import (
     SQLAlchemyKeyManager,
     api_keys_table,
 )
+from tests.backends.sqlalchemy.old_schemas import insert_version_2_key, make_version_2_tables
 
 pytestmark = pytest.mark.sqlalchemy
 
-# The tables as version 2 made them, as PostgreSQL and SQLite were given them.
-VERSION_2_DDL = {
-    "postgresql": [
-        """CREATE TABLE apikeys_keys (
-            id VARCHAR(32) NOT NULL, user_id VARCHAR(255) NOT NULL, name VARCHAR(255) NOT NULL,
-            secret_hash VARCHAR(255) NOT NULL, hint VARCHAR(64) NOT NULL, scopes JSON NOT NULL,
-            metadata JSON NOT NULL, created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-            expires_at TIMESTAMP WITH TIME ZONE, last_used_at TIMESTAMP WITH TIME ZONE,
-            revoked_at TIMESTAMP WITH TIME ZONE, revocation_reason VARCHAR(500),
-            created_by VARCHAR(32), PRIMARY KEY (id))""",
-        "CREATE INDEX ix_apikeys_keys_user_id_created_at ON apikeys_keys (user_id, created_at)",
-        "CREATE INDEX ix_apikeys_keys_created_by ON apikeys_keys (created_by)",
-        """CREATE TABLE apikeys_schema (component VARCHAR(64) NOT NULL,
-            version INTEGER NOT NULL, PRIMARY KEY (component))""",
-        "INSERT INTO apikeys_schema (component, version) VALUES ('keys', 2)",
-    ],
-}
-VERSION_2_DDL["sqlite"] = [
-    statement.replace("TIMESTAMP WITH TIME ZONE", "DATETIME")
-    for statement in VERSION_2_DDL["postgresql"]
-]
 LIMIT_COLUMNS = {
     "rate_limit",
     "rate_window",
@@ -79,29 +58,14 @@ def _row(engine: sa.Engine, key_id: str) -> sa.RowMapping:
 
 def test_a_version_2_database_is_upgraded_on_first_use(database_url: str) -> None:
     engine = sa.create_engine(database_url)
-    with engine.begin() as connection:
-        for statement in VERSION_2_DDL[engine.dialect.name]:
-            connection.exec_driver_sql(statement)
+    make_version_2_tables(engine)
     with (
         SQLAlchemyKeyManager(database_url, create_schema=False) as before,
         pytest.raises(BackendUnavailableError),  # the columns are missing
     ):
         before.create_api_key("u1", "needs the upgrade")
     # A key written by version 2: no limits, no meter.
-    created = datetime(2026, 1, 1, tzinfo=UTC)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "INSERT INTO apikeys_keys (id, user_id, name, secret_hash, hint, scopes,"
-                " metadata, created_at) VALUES ('oldkey', 'u1', 'from v2', 'x', 'apk_1…',"
-                " '[]', '{}', :created)"
-            ),
-            {
-                "created": created.replace(tzinfo=None)
-                if engine.dialect.name == "sqlite"
-                else created
-            },
-        )
+    insert_version_2_key(engine, "oldkey")
     assert LIMIT_COLUMNS.isdisjoint(_columns(engine))
 
     with SQLAlchemyKeyManager(database_url) as manager:
