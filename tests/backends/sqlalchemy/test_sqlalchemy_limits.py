@@ -43,7 +43,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def _columns(engine: sa.Engine) -> dict[str, dict[str, Any]]:
+def _columns(engine: sa.Engine) -> dict[str, Any]:
     return {c["name"]: c for c in sa.inspect(engine).get_columns(api_keys_table.name)}
 
 
