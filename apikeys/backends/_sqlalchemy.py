@@ -563,16 +563,17 @@ def _insert_in(
 
 def _rotate_in(
     old_id: str, retire: sa.Executable, values: Mapping[str, Any], max_active: int, grace: bool
-) -> Callable[[sa.Connection], datetime | None]:
+) -> Callable[[sa.Connection], dict[str, Any]]:
     """Retire the old key, store its replacement and hand its children over to it.
 
     The replacement counts against the owner's limit (``max_active``) like any new
     key unless it takes the place of an active key at once: with a grace period both
     stay active for a while, and an expired key frees no place. A replacement never
-    outlives the key that created the old one. Returns the expiry stored.
+    outlives the key that created the old one. It carries the old key's limits, meter
+    and quota counter. Returns the row stored.
     """
 
-    def body(connection: sa.Connection) -> datetime | None:
+    def body(connection: sa.Connection) -> dict[str, Any]:
         table = api_keys_table
         user_id, now = values["user_id"], values["created_at"]
         expires_at: datetime | None = values["expires_at"]
@@ -588,12 +589,29 @@ def _rotate_in(
                 expires_at = ends
         if connection.execute(retire).rowcount == 0:
             raise Conflict
-        connection.execute(sa.insert(table).values(**{**values, "expires_at": expires_at}))
+        # Read after the retiring update, which holds the old row until this commits: what
+        # the old key has spent up to now stays spent for the replacement (no refill).
+        old = (
+            connection.execute(
+                sa.select(*(table.c[name] for name in _CARRIED_COLUMNS), table.c.meter_id).where(
+                    table.c.id == old_id
+                )
+            )
+            .mappings()
+            .one()
+        )
+        stored = {
+            **values,
+            "expires_at": expires_at,
+            **{name: old[name] for name in _CARRIED_COLUMNS},
+            "meter_id": old["meter_id"] or old_id,
+        }
+        connection.execute(sa.insert(table).values(**stored))
         connection.execute(
             sa.update(table).where(table.c.created_by == old_id).values(created_by=values["id"])
         )
         _notify_in(connection, [old_id])
-        return expires_at
+        return stored
 
     return body
 
@@ -1181,10 +1199,6 @@ class SQLAlchemyBase(FlowBackend):
             "expires_at": expires_at,
             "created_by": old["created_by"],
         }
-        # The replacement carries the old key's limits and spends from its meter and
-        # counts: rotating never refills a quota nor resets a rate limit.
-        carried = {name: old[name] for name in _CARRIED_COLUMNS}
-        carried["meter_id"] = old["meter_id"] or old["id"]
         table = api_keys_table
         retire = sa.update(table).where(table.c.id == key_id, table.c.revoked_at.is_(None))
         if grace:
@@ -1196,11 +1210,11 @@ class SQLAlchemyBase(FlowBackend):
         else:
             retire = retire.values(revoked_at=now, revocation_reason=ROTATED_REASON)
         try:
-            values["expires_at"] = yield Transaction(
+            stored = yield Transaction(
                 _rotate_in(
                     key_id,
                     retire,
-                    {**values, **carried, "secret_hash": secret_hash},
+                    {**values, "secret_hash": secret_hash},
                     self.max_active_keys_per_owner,
                     bool(grace),
                 )
@@ -1213,10 +1227,11 @@ class SQLAlchemyBase(FlowBackend):
             self.cache.invalidate(key_id)
         yield from self._announced([key_id])
         self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.id)
+        # The replacement carries the old key's limits and spends from its meter and
+        # counts: rotating never refills a quota nor resets a rate limit.
         replacement = self._to_api_key(
             {
-                **values,
-                **carried,
+                **stored,
                 "last_used_at": None,
                 "revoked_at": None,
                 "revocation_reason": None,
