@@ -130,14 +130,6 @@ def test_the_recipe_on_postgres(tmp_path: Path, empty_postgres_database: str) ->
     _works_on_the_migrated_schema(empty_postgres_database)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'app.db'}"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 NEW_IN_VERSION_3 = (
     *("rate_limit", "rate_window", "quota_limit", "quota_period", "quota_anchor"),
     *("quota_used", "quota_period_start", "meter_id"),

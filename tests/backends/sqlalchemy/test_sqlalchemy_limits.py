@@ -35,14 +35,6 @@ LIMIT_COLUMNS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/keys.db"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def _columns(engine: sa.Engine) -> dict[str, Any]:
     return {c["name"]: c for c in sa.inspect(engine).get_columns(api_keys_table.name)}
 

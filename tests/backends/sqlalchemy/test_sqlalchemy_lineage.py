@@ -52,14 +52,6 @@ def _version_1_tables(engine: sa.Engine) -> None:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/keys.db"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def test_a_version_1_database_is_upgraded_on_first_use(database_url: str) -> None:
     engine = sa.create_engine(database_url)
     _version_1_tables(engine)
