@@ -36,7 +36,8 @@ class Keep(enum.Enum):
 
 
 KEEP = Keep.KEEP
-"""Passed as ``rotate_api_key(expiration=KEEP)`` (the default): keep the old key's expiry."""
+"""Keep the current value: ``rotate_api_key(expiration=KEEP)`` (the default) keeps the old
+key's expiry; ``update_api_key_limits(rate_limit=KEEP, quota=KEEP)`` (the defaults) keep a limit."""
 
 
 @dataclass(frozen=True, slots=True)
