@@ -12,10 +12,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from apikeys._errors import InvalidInputError
 from apikeys._expiry import MAX_LIFETIME, Expiration, parse_expiration, utcnow
+from apikeys._keylimits import Quota, RateLimit
+from apikeys._limitstorage import LIMITS_CLAIM
 from apikeys._scopes import normalize_scopes
 
 MAX_NAME_LENGTH = 255
@@ -34,7 +36,8 @@ class Keep(enum.Enum):
 
 
 KEEP = Keep.KEEP
-"""Passed as ``rotate_api_key(expiration=KEEP)`` (the default): keep the old key's expiry."""
+"""Keep the current value: ``rotate_api_key(expiration=KEEP)`` (the default) keeps the old
+key's expiry; ``update_api_key_limits(rate_limit=KEEP, quota=KEEP)`` (the defaults) keep a limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,16 @@ class CreateRequest:
     metadata: dict[str, Any]
     now: datetime
     created_by: str | None = None
+    rate_limit: RateLimit | None = None
+    quota: Quota | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """Validated arguments of ``update_api_key_limits``: each limit, or :data:`KEEP`."""
+
+    rate_limit: RateLimit | Keep | None
+    quota: Quota | Keep | None
 
 
 def check_user_id(user_id: object) -> str:
@@ -100,6 +113,14 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
         raise InvalidInputError("metadata must be a mapping with string keys", field="metadata")
+    if LIMITS_CLAIM in metadata:
+        # The Clerk backend keeps a key's limits in its claims under this name;
+        # refused on every backend, so metadata moves between them unchanged.
+        raise InvalidInputError(
+            f"metadata must not use the top-level name {LIMITS_CLAIM!r}:"
+            " it is reserved for the key's limits",
+            field="metadata",
+        )
     try:
         encoded = json.dumps(dict(metadata), allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -151,6 +172,38 @@ def check_created_by(created_by: object) -> str | None:
         raise InvalidInputError(
             "created_by must be the id of the key creating this one, or None", field="created_by"
         ) from None
+
+
+_Limit = TypeVar("_Limit", RateLimit, Quota)
+
+
+def _limit_of(value: object, kind: type[_Limit], field: str, example: str) -> _Limit | None:
+    if value is None or isinstance(value, kind):
+        return value
+    if isinstance(value, str):
+        return kind.parse(value)
+    raise InvalidInputError(
+        f"{field} must be a {kind.__name__}, its short form such as {example}, or None",
+        field=field,
+    )
+
+
+def check_rate_limit(rate_limit: object) -> RateLimit | None:
+    """Return a rate limit from a :class:`RateLimit`, its short form (``100/1m``) or ``None``."""
+    return _limit_of(rate_limit, RateLimit, "rate_limit", "100/1m")
+
+
+def check_quota(quota: object) -> Quota | None:
+    """Return a quota from a :class:`Quota`, its short form (``100000/30d``, ``500``) or ``None``."""
+    return _limit_of(quota, Quota, "quota", "100000/30d or 500")
+
+
+def check_limit_change(rate_limit: object, quota: object) -> LimitChange:
+    """Validate both arguments of ``update_api_key_limits`` (:data:`KEEP` keeps a limit)."""
+    return LimitChange(
+        rate_limit=KEEP if rate_limit is KEEP else check_rate_limit(rate_limit),
+        quota=KEEP if quota is KEEP else check_quota(quota),
+    )
 
 
 def check_owner(user_id: object) -> str | None:
@@ -224,6 +277,8 @@ def build_create_request(
     *,
     now: datetime | None = None,
     created_by: object = None,
+    rate_limit: object = None,
+    quota: object = None,
 ) -> CreateRequest:
     """Validate every argument of ``create_api_key`` at once."""
     now = now or utcnow()
@@ -235,6 +290,8 @@ def build_create_request(
         metadata=check_metadata(metadata),
         now=now,
         created_by=check_created_by(created_by),
+        rate_limit=check_rate_limit(rate_limit),
+        quota=check_quota(quota),
     )
 
 
@@ -242,14 +299,18 @@ __all__ = [
     "KEEP",
     "CreateRequest",
     "Keep",
+    "LimitChange",
     "build_create_request",
     "check_created_by",
     "check_grace",
     "check_key_id",
+    "check_limit_change",
     "check_metadata",
     "check_name",
     "check_owner",
     "check_page",
+    "check_quota",
+    "check_rate_limit",
     "check_reason",
     "check_required_scopes",
     "check_user_id",

@@ -16,6 +16,7 @@ from typing import Any
 from apikeys._errors import ConfigurationError
 from apikeys._expiry import Expiration
 from apikeys._factory import create_async_key_manager, create_key_manager
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._models import NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 
@@ -114,9 +115,13 @@ def create_api_key(
     expiration: Expiration = None,
     *,
     metadata: Mapping[str, Any] | None = None,
+    rate_limit: RateLimit | str | None = None,
+    quota: Quota | str | None = None,
 ) -> NewAPIKey:
     """Issue a key with the default manager (see :meth:`KeyManager.create_api_key`)."""
-    return get_key_manager().create_api_key(user_id, name, scopes, expiration, metadata=metadata)
+    return get_key_manager().create_api_key(
+        user_id, name, scopes, expiration, metadata=metadata, rate_limit=rate_limit, quota=quota
+    )
 
 
 def validate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
@@ -131,10 +136,14 @@ async def acreate_api_key(
     expiration: Expiration = None,
     *,
     metadata: Mapping[str, Any] | None = None,
+    rate_limit: RateLimit | str | None = None,
+    quota: Quota | str | None = None,
 ) -> NewAPIKey:
     """Async twin of :func:`create_api_key`, using the default async manager."""
     manager = get_async_key_manager()
-    return await manager.create_api_key(user_id, name, scopes, expiration, metadata=metadata)
+    return await manager.create_api_key(
+        user_id, name, scopes, expiration, metadata=metadata, rate_limit=rate_limit, quota=quota
+    )
 
 
 async def avalidate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from apikeys._deprecation import warn_renamed
 from apikeys._expiry import is_expired
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._scopes import missing_scopes
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -91,6 +92,10 @@ class APIKey(BaseModel):
         created_by: The id of the key that created this one (through ``POST /api-keys``),
             or ``None`` for keys made by server code or the CLI. Revoking or deleting
             a key revokes every key it created, and theirs in turn.
+        rate_limit: The calls the key may make per window, or ``None``: no rate limit.
+        quota: The credits the key may spend per period (or ever), or ``None``: no quota.
+            A key made by rotation carries its predecessor's limits and spends from
+            the same counts: rotating never refills them.
     """
 
     model_config = _FROZEN
@@ -107,6 +112,8 @@ class APIKey(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     hint: str = ""
     created_by: str | None = None
+    rate_limit: RateLimit | None = None
+    quota: Quota | None = None
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 
@@ -147,6 +154,13 @@ class VerifiedKey(BaseModel):
     Attributes:
         id: The key's public id, as :attr:`APIKey.id`.
         user_id: The owner.
+        rate_limit: The calls the key may make per window, or ``None``, as :attr:`APIKey.rate_limit`.
+        quota: The credits the key may spend per period (or ever), or ``None``.
+        quota_anchor: When the quota's first period began (when the quota was set);
+            its periods follow each other from there. ``None`` without a quota.
+        meter_id: The id of the key whose counts this key spends from: its own, or,
+            for a key made by rotation, the first key of its rotation lineage. Both
+            keys of a rotation's grace period share one meter.
     """
 
     model_config = _FROZEN
@@ -157,6 +171,10 @@ class VerifiedKey(BaseModel):
     scopes: tuple[str, ...] = ()
     expires_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    quota: Quota | None = None
+    quota_anchor: datetime | None = None
+    meter_id: str = ""
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 
@@ -169,6 +187,8 @@ class VerifiedKey(BaseModel):
         if isinstance(data, dict) and "key_id" in data and "id" not in data:
             warn_renamed("VerifiedKey(key_id=...)", "VerifiedKey(id=...)", stacklevel=4)
             data = {("id" if name == "key_id" else name): value for name, value in data.items()}
+        if isinstance(data, dict) and not data.get("meter_id") and "id" in data:
+            data = {**data, "meter_id": data["id"]}  # a key spends from its own meter
         return data
 
     @property

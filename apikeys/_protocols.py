@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from apikeys._arguments import KEEP, Keep
 from apikeys._expiry import Expiration
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 
 
@@ -23,11 +24,17 @@ class KeyManager(Protocol):
         *,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        rate_limit: RateLimit | str | None = None,
+        quota: Quota | str | None = None,
     ) -> NewAPIKey:
         """Issue a key for ``user_id``; the returned secret is shown only this once.
 
         ``created_by`` is the id of the key creating this one (an active key of the
         same owner), or ``None``: revoking or deleting that key revokes this one.
+        ``rate_limit`` and ``quota`` (a ``RateLimit``/``Quota`` or its short form,
+        ``"100/1m"``, ``"100000/30d"``) are what the key may spend; the quota's
+        first period starts now. Metadata may not use the top-level name
+        ``"apikeys"`` (reserved for the limits).
         Raises :class:`~apikeys.KeyLimitReachedError` when the owner already holds
         ``max_active_keys_per_owner`` active keys.
         """
@@ -76,6 +83,27 @@ class KeyManager(Protocol):
         """
         ...
 
+    def update_api_key_limits(
+        self,
+        key_id: str,
+        *,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        quota: Quota | str | Keep | None = KEEP,
+        user_id: str | None = None,
+    ) -> APIKey:
+        """Set, change or remove a key's rate limit and quota; return the key.
+
+        Each of ``rate_limit`` and ``quota`` is a ``RateLimit``/``Quota``, its short
+        form, ``None`` to remove it, or ``KEEP`` (the default) to leave it as it is.
+        Setting a quota, even the same one, starts its first period now with nothing
+        spent; a kept quota keeps its period and what was spent. Cached validations
+        of the key are dropped, so the change applies to its next use here.
+        With ``user_id``, only that owner's key (else 404, as unknown). Raises
+        :class:`~apikeys.KeyNotFoundError` for an unknown key and
+        :class:`~apikeys.InvalidInputError` for a revoked one or a bad limit.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections and pools."""
         ...
@@ -93,11 +121,17 @@ class AsyncKeyManager(Protocol):
         *,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        rate_limit: RateLimit | str | None = None,
+        quota: Quota | str | None = None,
     ) -> NewAPIKey:
         """Issue a key for ``user_id``; the returned secret is shown only this once.
 
         ``created_by`` is the id of the key creating this one (an active key of the
         same owner), or ``None``: revoking or deleting that key revokes this one.
+        ``rate_limit`` and ``quota`` (a ``RateLimit``/``Quota`` or its short form,
+        ``"100/1m"``, ``"100000/30d"``) are what the key may spend; the quota's
+        first period starts now. Metadata may not use the top-level name
+        ``"apikeys"`` (reserved for the limits).
         Raises :class:`~apikeys.KeyLimitReachedError` when the owner already holds
         ``max_active_keys_per_owner`` active keys.
         """
@@ -145,6 +179,27 @@ class AsyncKeyManager(Protocol):
         """Issue a replacement key; the old one stops working after ``grace``.
 
         The keys the old key created are handed over to the replacement.
+        """
+        ...
+
+    async def update_api_key_limits(
+        self,
+        key_id: str,
+        *,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        quota: Quota | str | Keep | None = KEEP,
+        user_id: str | None = None,
+    ) -> APIKey:
+        """Set, change or remove a key's rate limit and quota; return the key.
+
+        Each of ``rate_limit`` and ``quota`` is a ``RateLimit``/``Quota``, its short
+        form, ``None`` to remove it, or ``KEEP`` (the default) to leave it as it is.
+        Setting a quota, even the same one, starts its first period now with nothing
+        spent; a kept quota keeps its period and what was spent. Cached validations
+        of the key are dropped, so the change applies to its next use here.
+        With ``user_id``, only that owner's key (else 404, as unknown). Raises
+        :class:`~apikeys.KeyNotFoundError` for an unknown key and
+        :class:`~apikeys.InvalidInputError` for a revoked one or a bad limit.
         """
         ...
 

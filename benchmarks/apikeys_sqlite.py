@@ -276,6 +276,7 @@ def _row(lookup_id: str, secret_hash: str, hint: str, now: datetime) -> dict[str
         "last_used_at": None,
         "revoked_at": None,
         "revocation_reason": None,
+        "meter_id": lookup_id,
     }
 
 

@@ -22,7 +22,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from apikeys._arguments import (
     build_create_request,
     check_grace,
     check_key_id,
+    check_limit_change,
     check_owner,
     check_page,
     check_reason,
@@ -64,6 +65,14 @@ from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WIND
 from apikeys._expiry import Expiration, WallClock, check_clock, parse_expiration, utcnow
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
 from apikeys._keystate import check_key_state
+from apikeys._limitstorage import (
+    LIMITS_CLAIM,
+    NO_LIMITS,
+    KeyLimits,
+    anchor_at,
+    limits_from_claims,
+    limits_to_claim,
+)
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._revocations import RevocationChannel
 from apikeys.backends._shells import Announce, FlowBackend
@@ -277,6 +286,12 @@ def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
     revoked_at = None
     if key.revoked:
         revoked_at = from_milliseconds(key.updated_at or key.created_at)
+    try:
+        limits = limits_from_claims(key.claims)
+    except ValueError:
+        # Shown without limits, so it can be listed and its limits set again;
+        # validation refuses it meanwhile (see to_verified).
+        limits = NO_LIMITS
     return APIKey(
         id=key.id,
         user_id=key.subject,
@@ -290,11 +305,28 @@ def to_api_key(key: ClerkKeyObject, *, hint: str = "") -> APIKey:
         metadata=claims_to_metadata(key.claims),
         hint=hint,
         created_by=creator_of(key),
+        rate_limit=limits.rate_limit,
+        quota=limits.quota,
     )
 
 
 def to_verified(key: ClerkKeyObject) -> VerifiedKey:
-    """Map a verified Clerk key to :class:`~apikeys.VerifiedKey`."""
+    """Map a verified Clerk key to :class:`~apikeys.VerifiedKey`.
+
+    Raises:
+        InvalidKeyError: The key's ``"apikeys"`` claim cannot be read (edited by hand
+            in Clerk's dashboard, say): such a key is refused, never unlimited.
+    """
+    try:
+        limits = limits_from_claims(key.claims)
+    except ValueError:
+        logger.error(
+            "API key %s has an %r claim this release cannot read; it is refused until"
+            " its limits are set again (update_api_key_limits)",
+            key.id,
+            LIMITS_CLAIM,
+        )
+        raise InvalidKeyError(key_id=key.id) from None
     return VerifiedKey(
         id=key.id,
         user_id=key.subject,
@@ -302,11 +334,15 @@ def to_verified(key: ClerkKeyObject) -> VerifiedKey:
         scopes=tuple(key.scopes),
         expires_at=expiry_from_milliseconds(key.expiration),
         metadata=claims_to_metadata(key.claims),
+        rate_limit=limits.rate_limit,
+        quota=limits.quota,
+        quota_anchor=limits.quota_anchor,
+        meter_id=limits.meter_id or key.id,
     )
 
 
 def claims_to_metadata(claims: Any) -> dict[str, Any]:
-    """Clerk's free-form ``claims`` as our metadata dict.
+    """Clerk's free-form ``claims`` as our metadata dict, without the limits' claim.
 
     Keys made elsewhere (the Clerk dashboard, another SDK) may carry claims
     that are not an object; those are kept whole under ``"claims"``.
@@ -314,8 +350,30 @@ def claims_to_metadata(claims: Any) -> dict[str, Any]:
     if claims is None:
         return {}
     if isinstance(claims, dict):
+        if LIMITS_CLAIM in claims:
+            return {name: value for name, value in claims.items() if name != LIMITS_CLAIM}
         return claims
     return {"claims": claims}
+
+
+def claims_with_limits(claims: Any, limits: KeyLimits) -> Any:
+    """``claims`` with the limits' claim set to ``limits`` (removed when there are none).
+
+    Raises:
+        InvalidInputError: ``claims`` is not an object (a key made elsewhere), so
+            there is nowhere to store limits.
+    """
+    claim = limits_to_claim(limits)
+    if claims is None:
+        return None if claim is None else {LIMITS_CLAIM: claim}
+    if not isinstance(claims, dict):
+        if claim is None:
+            return claims
+        raise InvalidInputError(
+            "this key's claims are not a JSON object, so it cannot hold limits", field="key_id"
+        )
+    kept = {name: value for name, value in claims.items() if name != LIMITS_CLAIM}
+    return kept if claim is None else {**kept, LIMITS_CLAIM: claim}
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -641,17 +699,34 @@ class ClerkBase(FlowBackend):
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
         created_by: str | None,
+        rate_limit: object,
+        quota: object,
     ) -> Generator[ClerkOp, Any, NewAPIKey]:
         request = build_create_request(
-            user_id, name, scopes, expiration, metadata, now=self.clock(), created_by=created_by
+            user_id,
+            name,
+            scopes,
+            expiration,
+            metadata,
+            now=self.clock(),
+            created_by=created_by,
+            rate_limit=rate_limit,
+            quota=quota,
         )
         body: dict[str, Any] = {
             "name": check_clerk_name(request.name),
             "subject": check_subject(request.user_id),
             "scopes": list(request.scopes),
         }
-        if request.metadata:
-            body["claims"] = request.metadata
+        # A new key's meter is its own id, which Clerk has not chosen yet: no "meter" part.
+        limits = KeyLimits(
+            rate_limit=request.rate_limit,
+            quota=request.quota,
+            quota_anchor=None if request.quota is None else anchor_at(request.now),
+        )
+        claims = claims_with_limits(request.metadata or None, limits)
+        if claims:
+            body["claims"] = claims
         creator = request.created_by
         expires_at = request.expires_at
         if creator is not None:
@@ -1060,8 +1135,9 @@ class ClerkBase(FlowBackend):
         body: dict[str, Any] = {"name": old.name, "subject": old.subject, "scopes": old.scopes}
         if old.description is not None:
             body["description"] = old.description
-        if old.claims is not None:
-            body["claims"] = old.claims
+        claims = self._carried_claims(old)
+        if claims is not None:
+            body["claims"] = claims
         if old.created_by is not None and _CREATED_BY_RE.fullmatch(old.created_by):
             body["created_by"] = old.created_by
         if expires_at is not None:
@@ -1085,6 +1161,62 @@ class ClerkBase(FlowBackend):
         yield from self._announced([key_id])
         self.events.report("rotated", key_id, user_id=old.subject, new_key_id=new.id)
         return new
+
+    @staticmethod
+    def _carried_claims(old: ClerkKeyObject) -> Any:
+        """The replacement's claims: the old key's, with its limits and its meter, so the
+        two spend from the same counts (rotating never refills them)."""
+        if not isinstance(old.claims, dict):
+            return old.claims  # none, or not an object: no limits to carry
+        try:
+            limits = limits_from_claims(old.claims)
+        except ValueError:
+            raise InvalidInputError(
+                f"the key's {LIMITS_CLAIM!r} claim cannot be read: set its limits again"
+                " (update_api_key_limits) before rotating it",
+                field="key_id",
+                key_id=old.id,
+            ) from None
+        return claims_with_limits(old.claims, replace(limits, meter_id=limits.meter_id or old.id))
+
+    def _update_limits_flow(
+        self, key_id: str, rate_limit: object, quota: object, user_id: str | None
+    ) -> Generator[ClerkOp, Any, APIKey]:
+        change = check_limit_change(rate_limit, quota)
+        key = yield from self._fetch_owned(key_id, user_id)
+        key_id = key.id
+        if key.revoked:
+            raise InvalidInputError(
+                "a revoked key's limits cannot be changed", field="key_id", key_id=key_id
+            )
+        try:
+            limits = limits_from_claims(key.claims)
+        except ValueError:
+            if isinstance(change.rate_limit, Keep) or isinstance(change.quota, Keep):
+                raise InvalidInputError(
+                    f"the key's {LIMITS_CLAIM!r} claim cannot be read: set both its"
+                    " rate_limit and its quota",
+                    field="key_id",
+                    key_id=key_id,
+                ) from None
+            limits = NO_LIMITS
+        if not isinstance(change.rate_limit, Keep):
+            limits = replace(limits, rate_limit=change.rate_limit)
+        if not isinstance(change.quota, Keep):
+            anchor = None if change.quota is None else anchor_at(self.clock())
+            limits = replace(limits, quota=change.quota, quota_anchor=anchor)
+        claims = claims_with_limits(key.claims, limits)
+        if claims == key.claims:
+            return to_api_key(key)
+        try:
+            payload = yield from self._call(
+                Send("PATCH", f"/api_keys/{key_id}", "update", body={"claims": claims or {}}),
+                key_id=key_id,
+            )
+        finally:
+            self._forget(key_id)
+        yield from self._announced([key_id])
+        return to_api_key(parse_key_object(payload, "update"))
 
     def _retire(
         self, old: ClerkKeyObject, grace: timedelta, old_expiry: datetime | None

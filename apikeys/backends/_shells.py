@@ -26,6 +26,7 @@ from apikeys._events import EventReporter
 from apikeys._expiry import Expiration
 from apikeys._flow import run_async, run_sync
 from apikeys._keyformat import MAX_KEY_LENGTH
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._keystate import check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._revocations import RevocationChannel, RevocationListener
@@ -172,6 +173,8 @@ class FlowBackend(ABC):
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
         created_by: str | None,
+        rate_limit: object,
+        quota: object,
     ) -> Generator[Any, Any, NewAPIKey]:
         """Issue a key."""
 
@@ -200,6 +203,12 @@ class FlowBackend(ABC):
         self, key_id: str, grace: timedelta | float, expiration: Expiration | Keep
     ) -> Generator[Any, Any, NewAPIKey]:
         """Replace a key."""
+
+    @abstractmethod
+    def _update_limits_flow(
+        self, key_id: str, rate_limit: object, quota: object, user_id: str | None
+    ) -> Generator[Any, Any, APIKey]:
+        """Set, change or remove a key's limits."""
 
 
 class SyncShell(FlowBackend):
@@ -233,9 +242,13 @@ class SyncShell(FlowBackend):
         *,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        rate_limit: RateLimit | str | None = None,
+        quota: Quota | str | None = None,
     ) -> NewAPIKey:
         """Issue a key; see :meth:`apikeys.KeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata, created_by)
+        flow = self._create_flow(
+            user_id, name, scopes, expiration, metadata, created_by, rate_limit, quota
+        )
         return run_sync(flow, self._perform)
 
     def list_api_keys(
@@ -263,6 +276,18 @@ class SyncShell(FlowBackend):
     ) -> NewAPIKey:
         """Replace a key; see :meth:`apikeys.KeyManager.rotate_api_key`."""
         return run_sync(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    def update_api_key_limits(
+        self,
+        key_id: str,
+        *,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        quota: Quota | str | Keep | None = KEEP,
+        user_id: str | None = None,
+    ) -> APIKey:
+        """Change a key's limits; see :meth:`apikeys.KeyManager.update_api_key_limits`."""
+        flow = self._update_limits_flow(key_id, rate_limit, quota, user_id)
+        return run_sync(flow, self._perform)
 
     def __enter__(self) -> Self:
         return self
@@ -309,9 +334,13 @@ class AsyncShell(FlowBackend):
         *,
         metadata: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        rate_limit: RateLimit | str | None = None,
+        quota: Quota | str | None = None,
     ) -> NewAPIKey:
         """Issue a key; see :meth:`apikeys.AsyncKeyManager.create_api_key`."""
-        flow = self._create_flow(user_id, name, scopes, expiration, metadata, created_by)
+        flow = self._create_flow(
+            user_id, name, scopes, expiration, metadata, created_by, rate_limit, quota
+        )
         return await run_async(flow, self._perform)
 
     async def list_api_keys(
@@ -340,6 +369,18 @@ class AsyncShell(FlowBackend):
     ) -> NewAPIKey:
         """Replace a key; see :meth:`apikeys.AsyncKeyManager.rotate_api_key`."""
         return await run_async(self._rotate_flow(key_id, grace, expiration), self._perform)
+
+    async def update_api_key_limits(
+        self,
+        key_id: str,
+        *,
+        rate_limit: RateLimit | str | Keep | None = KEEP,
+        quota: Quota | str | Keep | None = KEEP,
+        user_id: str | None = None,
+    ) -> APIKey:
+        """Change a key's limits; see :meth:`apikeys.AsyncKeyManager.update_api_key_limits`."""
+        flow = self._update_limits_flow(key_id, rate_limit, quota, user_id)
+        return await run_async(flow, self._perform)
 
     async def __aenter__(self) -> Self:
         return self

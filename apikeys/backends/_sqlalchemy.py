@@ -25,6 +25,7 @@ from apikeys._arguments import (
     build_create_request,
     check_grace,
     check_key_id,
+    check_limit_change,
     check_owner,
     check_page,
     check_reason,
@@ -66,7 +67,9 @@ from apikeys._keyformat import (
     try_parse_key,
     validate_prefix,
 )
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._keystate import check_key_state, check_scopes
+from apikeys._limitstorage import KeyLimits, anchor_at, read_quota, read_rate_limit
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap
 from apikeys._revocations import RevocationChannel
@@ -90,11 +93,14 @@ from apikeys.backends._postgres_channel import notify
 
 logger = logging.getLogger("apikeys.sqlalchemy")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the tables below; bumped (with a migration note) whenever they change.
 
-2 added ``apikeys_keys.created_by`` (and its index); the manager adds both to a
-version 1 database on first use when ``create_schema`` is on.
+2 added ``apikeys_keys.created_by`` (and its index); 3 added the key's limits
+(``rate_limit``, ``rate_window``, ``quota_limit``, ``quota_period``, ``quota_anchor``),
+its quota counter (``quota_used``, ``quota_period_start``) and its ``meter_id`` (and its
+index). The manager brings an older database to this version on first use when
+``create_schema`` is on.
 """
 
 DEFAULT_TIMEOUT = 5.0
@@ -138,8 +144,28 @@ api_keys_table = sa.Table(
     sa.Column("revoked_at", UTCDateTime, nullable=True),
     sa.Column("revocation_reason", sa.String(500), nullable=True),
     sa.Column("created_by", sa.String(32), nullable=True, comment="id of the creating key"),
+    sa.Column("rate_limit", sa.BigInteger, nullable=True, comment="calls per rate window"),
+    sa.Column("rate_window", sa.Integer, nullable=True, comment="rate window, seconds"),
+    sa.Column("quota_limit", sa.BigInteger, nullable=True, comment="credits per quota period"),
+    sa.Column("quota_period", sa.Integer, nullable=True, comment="seconds; NULL: no refill"),
+    sa.Column("quota_anchor", UTCDateTime, nullable=True, comment="start of the first period"),
+    sa.Column(
+        "quota_used",
+        sa.BigInteger,
+        nullable=False,
+        server_default=sa.text("0"),
+        comment="credits spent in the period starting at quota_period_start",
+    ),
+    sa.Column("quota_period_start", sa.BigInteger, nullable=True, comment="Unix seconds"),
+    sa.Column(
+        "meter_id",
+        sa.String(32),
+        nullable=False,
+        comment="id of the key whose counts this key spends: the first of its rotations",
+    ),
     sa.Index("ix_apikeys_keys_user_id_created_at", "user_id", "created_at"),
     sa.Index("ix_apikeys_keys_created_by", "created_by"),
+    sa.Index("ix_apikeys_keys_meter_id", "meter_id"),
 )
 """One row per key; the primary key is the lookup id embedded in every key."""
 
@@ -216,6 +242,54 @@ _RECORD_USES = (
     )
     .values(last_used_at=sa.bindparam("used_at", type_=UTCDateTime))
 )
+
+
+_RATE_COLUMNS = ("rate_limit", "rate_window")
+_QUOTA_COLUMNS = ("quota_limit", "quota_period", "quota_anchor", "quota_used", "quota_period_start")
+# What a rotation copies to the replacement, so that it spends from the same counts.
+_CARRIED_COLUMNS = (*_RATE_COLUMNS, *_QUOTA_COLUMNS)
+
+
+def _seconds(duration: timedelta | None) -> int | None:
+    return None if duration is None else int(duration.total_seconds())
+
+
+def rate_limit_values(rate_limit: RateLimit | None) -> dict[str, Any]:
+    """The columns that store ``rate_limit`` (``None``: no rate limit)."""
+    if rate_limit is None:
+        return dict.fromkeys(_RATE_COLUMNS)
+    return {"rate_limit": rate_limit.limit, "rate_window": _seconds(rate_limit.window)}
+
+
+def quota_values(quota: Quota | None, now: datetime) -> dict[str, Any]:
+    """The columns that store ``quota`` set at ``now``: its first period starts then,
+    with nothing spent (``None``: no quota)."""
+    if quota is None:
+        return {**dict.fromkeys(_QUOTA_COLUMNS), "quota_used": 0}
+    return {
+        "quota_limit": quota.limit,
+        "quota_period": _seconds(quota.period),
+        "quota_anchor": anchor_at(now),
+        "quota_used": 0,
+        "quota_period_start": None,
+    }
+
+
+def limits_of(row: Mapping[str, Any]) -> KeyLimits:
+    """The limits a key's row stores.
+
+    Raises:
+        ValueError: The columns hold no limit this release can read (see
+            :mod:`apikeys._limitstorage`).
+    """
+    quota = read_quota(row["quota_limit"], row["quota_period"], row["quota_anchor"])
+    return KeyLimits(
+        rate_limit=read_rate_limit(row["rate_limit"], row["rate_window"]),
+        quota=quota,
+        quota_anchor=None if quota is None else row["quota_anchor"],
+        # NULL only in a row an older release wrote and no upgrade has touched.
+        meter_id=row["meter_id"] or row["id"],
+    )
 
 
 # IO requests yielded by the flows -------------------------------------------------
@@ -489,16 +563,17 @@ def _insert_in(
 
 def _rotate_in(
     old_id: str, retire: sa.Executable, values: Mapping[str, Any], max_active: int, grace: bool
-) -> Callable[[sa.Connection], datetime | None]:
+) -> Callable[[sa.Connection], dict[str, Any]]:
     """Retire the old key, store its replacement and hand its children over to it.
 
     The replacement counts against the owner's limit (``max_active``) like any new
     key unless it takes the place of an active key at once: with a grace period both
     stay active for a while, and an expired key frees no place. A replacement never
-    outlives the key that created the old one. Returns the expiry stored.
+    outlives the key that created the old one. It carries the old key's limits, meter
+    and quota counter. Returns the row stored.
     """
 
-    def body(connection: sa.Connection) -> datetime | None:
+    def body(connection: sa.Connection) -> dict[str, Any]:
         table = api_keys_table
         user_id, now = values["user_id"], values["created_at"]
         expires_at: datetime | None = values["expires_at"]
@@ -514,12 +589,69 @@ def _rotate_in(
                 expires_at = ends
         if connection.execute(retire).rowcount == 0:
             raise Conflict
-        connection.execute(sa.insert(table).values(**{**values, "expires_at": expires_at}))
+        # Read after the retiring update, which holds the old row until this commits: what
+        # the old key has spent up to now stays spent for the replacement (no refill).
+        old = (
+            connection.execute(
+                sa.select(*(table.c[name] for name in _CARRIED_COLUMNS), table.c.meter_id).where(
+                    table.c.id == old_id
+                )
+            )
+            .mappings()
+            .one()
+        )
+        stored = {
+            **values,
+            "expires_at": expires_at,
+            **{name: old[name] for name in _CARRIED_COLUMNS},
+            "meter_id": old["meter_id"] or old_id,
+        }
+        connection.execute(sa.insert(table).values(**stored))
         connection.execute(
             sa.update(table).where(table.c.created_by == old_id).values(created_by=values["id"])
         )
         _notify_in(connection, [old_id])
-        return expires_at
+        return stored
+
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Updated:
+    """What a change of limits found: the row as it is now (None: no such key)."""
+
+    row: Mapping[str, Any] | None
+    revoked: bool = False
+
+
+def _update_limits_in(
+    key_id: str, owner: str | None, changes: Mapping[str, Any]
+) -> Callable[[sa.Connection], _Updated]:
+    """Write ``changes`` to the key's row unless it is unknown, another owner's or revoked."""
+
+    def body(connection: sa.Connection) -> _Updated:
+        table = api_keys_table
+        found = connection.execute(
+            sa.select(table.c.revoked_at).where(
+                table.c.id == key_id, *([table.c.user_id == owner] if owner else [])
+            )
+        ).first()
+        if found is None:
+            return _Updated(None)
+        if found.revoked_at is not None:
+            return _Updated(None, revoked=True)
+        if changes:
+            updated = connection.execute(
+                sa.update(table)
+                .where(table.c.id == key_id, table.c.revoked_at.is_(None))
+                .values(**changes)
+            ).rowcount
+            if not updated:  # revoked meanwhile
+                return _Updated(None, revoked=True)
+            # Other processes drop what they cached of the key, old limits included.
+            _notify_in(connection, [key_id])
+        row = connection.execute(_SELECT_KEY, {"key_id": key_id}).mappings().one()
+        return _Updated(dict(row))
 
     return body
 
@@ -678,6 +810,9 @@ class SQLAlchemyBase(FlowBackend):
                 "revoked_at": None,
                 "revocation_reason": None,
                 "created_by": None,
+                **rate_limit_values(None),
+                **quota_values(None, decoy_time),
+                "meter_id": generate_key(self.key_prefix).id,
             }.items()
         }
         self._schema_ready = False
@@ -738,6 +873,12 @@ class SQLAlchemyBase(FlowBackend):
         noted = self.usage.latest(row["id"])
         if noted is not None and (last_used is None or noted > last_used):
             last_used = noted
+        try:
+            limits = limits_of(row)
+        except ValueError:
+            # Shown without limits, so it can be listed and its limits set again;
+            # validation refuses it meanwhile (see _to_verified).
+            limits = KeyLimits()
         return APIKey(
             id=row["id"],
             user_id=row["user_id"],
@@ -751,10 +892,23 @@ class SQLAlchemyBase(FlowBackend):
             metadata=row["metadata"],
             hint=row["hint"],
             created_by=row["created_by"],
+            rate_limit=limits.rate_limit,
+            quota=limits.quota,
         )
 
     @staticmethod
     def _to_verified(row: Mapping[str, Any]) -> VerifiedKey:
+        """The verified key of ``row``; a key whose limits cannot be read is refused."""
+        try:
+            limits = limits_of(row)
+        except ValueError:
+            # Never unlimited by accident: a row edited by hand must be fixed first.
+            logger.error(
+                "API key %s has limits this release cannot read; it is refused until"
+                " they are set again (update_api_key_limits)",
+                row["id"],
+            )
+            raise InvalidKeyError(key_id=row["id"]) from None
         return VerifiedKey(
             id=row["id"],
             user_id=row["user_id"],
@@ -762,6 +916,10 @@ class SQLAlchemyBase(FlowBackend):
             scopes=tuple(row["scopes"]),
             expires_at=row["expires_at"],
             metadata=row["metadata"],
+            rate_limit=limits.rate_limit,
+            quota=limits.quota,
+            quota_anchor=limits.quota_anchor,
+            meter_id=limits.meter_id or row["id"],
         )
 
     @staticmethod
@@ -806,9 +964,19 @@ class SQLAlchemyBase(FlowBackend):
         expiration: Expiration,
         metadata: Mapping[str, Any] | None,
         created_by: str | None,
+        rate_limit: object,
+        quota: object,
     ) -> Generator[SQLRequest, Any, NewAPIKey]:
         request = build_create_request(
-            user_id, name, scopes, expiration, metadata, now=self.clock(), created_by=created_by
+            user_id,
+            name,
+            scopes,
+            expiration,
+            metadata,
+            now=self.clock(),
+            created_by=created_by,
+            rate_limit=rate_limit,
+            quota=quota,
         )
         for _attempt in range(_CREATE_ATTEMPTS):
             new_key = generate_key(self.key_prefix)
@@ -823,11 +991,17 @@ class SQLAlchemyBase(FlowBackend):
                 "expires_at": request.expires_at,
                 "created_by": request.created_by,
             }
+            # A new key spends from a meter of its own, keys minted through /api-keys too.
+            limits = {
+                **rate_limit_values(request.rate_limit),
+                **quota_values(request.quota, request.now),
+                "meter_id": new_key.id,
+            }
             secret_hash = yield Hash(new_key.key)
             try:
                 values["expires_at"] = yield Transaction(
                     _insert_in(
-                        {**values, "secret_hash": secret_hash},
+                        {**values, **limits, "secret_hash": secret_hash},
                         request.created_by,
                         self.max_active_keys_per_owner,
                     )
@@ -836,7 +1010,11 @@ class SQLAlchemyBase(FlowBackend):
                 continue  # a lookup id collision (~1 in 10^21): draw another
             self.events.report("created", new_key.id, user_id=request.user_id)
             return NewAPIKey(
-                secret=new_key.key, scopes=request.scopes, **_without(values, "scopes")
+                secret=new_key.key,
+                scopes=request.scopes,
+                rate_limit=request.rate_limit,
+                quota=request.quota,
+                **_without(values, "scopes"),
             )
         raise BackendUnavailableError("could not store a new key (repeated id conflicts)")
 
@@ -1032,7 +1210,7 @@ class SQLAlchemyBase(FlowBackend):
         else:
             retire = retire.values(revoked_at=now, revocation_reason=ROTATED_REASON)
         try:
-            values["expires_at"] = yield Transaction(
+            stored = yield Transaction(
                 _rotate_in(
                     key_id,
                     retire,
@@ -1049,9 +1227,41 @@ class SQLAlchemyBase(FlowBackend):
             self.cache.invalidate(key_id)
         yield from self._announced([key_id])
         self.events.report("rotated", key_id, user_id=old["user_id"], new_key_id=new_key.id)
-        return NewAPIKey(
-            secret=new_key.key, scopes=tuple(old["scopes"]), **_without(values, "scopes")
+        # The replacement carries the old key's limits and spends from its meter and
+        # counts: rotating never refills a quota nor resets a rate limit.
+        replacement = self._to_api_key(
+            {
+                **stored,
+                "last_used_at": None,
+                "revoked_at": None,
+                "revocation_reason": None,
+            }
         )
+        return NewAPIKey(secret=new_key.key, **replacement.model_dump())
+
+    def _update_limits_flow(
+        self, key_id: str, rate_limit: object, quota: object, user_id: str | None
+    ) -> Generator[SQLRequest, Any, APIKey]:
+        key_id, owner = check_key_id(key_id), check_owner(user_id)
+        change = check_limit_change(rate_limit, quota)
+        changes: dict[str, Any] = {}
+        if not isinstance(change.rate_limit, Keep):
+            changes.update(rate_limit_values(change.rate_limit))
+        if not isinstance(change.quota, Keep):
+            changes.update(quota_values(change.quota, self.clock()))
+        try:
+            updated: _Updated = yield Transaction(_update_limits_in(key_id, owner, changes))
+        finally:
+            self.cache.invalidate(key_id)
+        if updated.revoked:
+            raise InvalidInputError(
+                "a revoked key's limits cannot be changed", field="key_id", key_id=key_id
+            )
+        if updated.row is None:
+            raise KeyNotFoundError(key_id=key_id)
+        if changes:
+            yield from self._announced([key_id])
+        return self._to_api_key(updated.row)
 
     # --- schema ------------------------------------------------------------------------
 
@@ -1082,16 +1292,37 @@ class SQLAlchemyBase(FlowBackend):
             )
 
 
+# Columns and indexes added since version 1, and the clause each new column is added with.
+_ADDED_COLUMNS = {
+    "created_by": "",  # version 2
+    **dict.fromkeys(("rate_limit", "rate_window", "quota_limit", "quota_period"), ""),
+    "quota_anchor": "",
+    "quota_used": " NOT NULL DEFAULT 0",
+    "quota_period_start": "",
+    "meter_id": "",  # filled and made NOT NULL below
+}
+_ADDED_INDEXES = ("ix_apikeys_keys_created_by", "ix_apikeys_keys_meter_id")
+
+
 def _upgrade_schema(connection: sa.Connection) -> None:
-    """Bring version 1 tables to the current version: add ``created_by`` and its index."""
+    """Bring version 1 or 2 tables to the current version: add the missing columns and
+    indexes; every existing key spends from a meter of its own (``meter_id = id``)."""
     table = api_keys_table
     columns = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
-    if "created_by" not in columns:
-        column = table.c.created_by
-        type_ = column.type.compile(dialect=connection.dialect)
-        connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN created_by {type_}"))
+    for name, clause in _ADDED_COLUMNS.items():
+        if name not in columns:
+            type_ = table.c[name].type.compile(dialect=connection.dialect)
+            connection.execute(
+                sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {type_}{clause}")
+            )
+    if "meter_id" not in columns:
+        connection.execute(sa.update(table).values(meter_id=table.c.id))
+        if connection.dialect.name != "sqlite":  # SQLite cannot add NOT NULL to a column
+            connection.execute(
+                sa.text(f"ALTER TABLE {table.name} ALTER COLUMN meter_id SET NOT NULL")
+            )
     for index in table.indexes:
-        if index.name == "ix_apikeys_keys_created_by":
+        if index.name in _ADDED_INDEXES:
             index.create(connection, checkfirst=True)
 
 

@@ -23,14 +23,18 @@ from apikeys._arguments import (
     build_create_request,
     check_grace,
     check_key_id,
+    check_limit_change,
     check_metadata,
     check_name,
     check_page,
+    check_quota,
+    check_rate_limit,
     check_reason,
     check_required_scopes,
     check_user_id,
 )
 from apikeys._expiry import MAX_LIFETIME
+from apikeys._keylimits import MAX_LIMIT, MAX_QUOTA_PERIOD, MAX_RATE_WINDOW, Quota, RateLimit
 from tests.core.outcomes import outcome
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -365,6 +369,81 @@ def test_build_create_request_names_the_bad_argument(
     assert caught.value.field == field
 
 
+# --- limits ------------------------------------------------------------------------------
+
+limits = st.integers(min_value=1, max_value=MAX_LIMIT)
+rate_limits = st.builds(
+    RateLimit,
+    limit=limits,
+    window=st.integers(min_value=1, max_value=int(MAX_RATE_WINDOW.total_seconds())),
+)
+quotas = st.builds(
+    Quota,
+    limit=limits,
+    period=st.none() | st.integers(min_value=1, max_value=int(MAX_QUOTA_PERIOD.total_seconds())),
+)
+
+
+@given(rate_limit=rate_limits)
+def test_a_rate_limit_is_taken_as_itself_or_its_short_form(rate_limit: RateLimit) -> None:
+    assert check_rate_limit(rate_limit) is rate_limit
+    assert check_rate_limit(str(rate_limit)) == rate_limit
+
+
+@given(quota=quotas)
+def test_a_quota_is_taken_as_itself_or_its_short_form(quota: Quota) -> None:
+    assert check_quota(quota) is quota
+    assert check_quota(str(quota)) == quota
+
+
+def test_no_limit_is_none() -> None:
+    assert check_rate_limit(None) is None and check_quota(None) is None
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "field"),
+    [
+        (check_rate_limit, 100, "rate_limit"),
+        (check_rate_limit, "100", "rate_limit"),
+        (check_rate_limit, Quota(limit=5), "rate_limit"),
+        (check_rate_limit, {"limit": 5, "window": 1}, "rate_limit"),
+        (check_rate_limit, KEEP, "rate_limit"),
+        (check_quota, 100, "quota"),
+        (check_quota, "100/", "quota"),
+        (check_quota, RateLimit(limit=5, window=1), "quota"),
+        (check_quota, b"500", "quota"),
+    ],
+)
+def test_other_limit_forms_are_refused(check: Any, value: object, field: str) -> None:
+    refusal = refused(field, check, value)
+    assert field in refusal.message
+
+
+def test_a_limit_change_keeps_what_it_is_told_to() -> None:
+    kept = check_limit_change(KEEP, KEEP)
+    assert (kept.rate_limit, kept.quota) == (KEEP, KEEP)
+    change = check_limit_change("10/1s", None)
+    assert (change.rate_limit, change.quota) == (RateLimit(limit=10, window=1), None)
+    assert check_limit_change(KEEP, "500").quota == Quota(limit=500)
+    with pytest.raises(InvalidInputError) as caught:
+        check_limit_change("10/1s", "five")
+    assert caught.value.field == "quota"
+
+
+def test_build_create_request_checks_the_limits() -> None:
+    request = build_create_request("u", "n", (), None, None, now=NOW, quota="500")
+    assert (request.rate_limit, request.quota) == (None, Quota(limit=500))
+    with pytest.raises(InvalidInputError) as caught:
+        build_create_request("u", "n", (), None, None, now=NOW, rate_limit=60)
+    assert caught.value.field == "rate_limit"
+
+
+@pytest.mark.parametrize("metadata", [{"apikeys": 1}, {"apikeys": {"rateLimit": None}}])
+def test_metadata_may_not_use_the_name_of_the_limits_claim(metadata: dict[str, Any]) -> None:
+    refused("metadata", check_metadata, metadata)
+    assert check_metadata({"nested": {"apikeys": 1}}) == {"nested": {"apikeys": 1}}
+
+
 def test_keep_is_a_singleton_sentinel() -> None:
     assert KEEP is Keep.KEEP
     assert list(Keep) == [KEEP]
@@ -407,6 +486,8 @@ CHECKS: dict[str, Any] = {
     "required_scopes": check_required_scopes,
     "limit": lambda value: check_page(value, 0),
     "offset": lambda value: check_page(1, value),
+    "rate_limit": check_rate_limit,
+    "quota": check_quota,
 }
 
 

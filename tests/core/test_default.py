@@ -102,6 +102,18 @@ async def test_configure_url_then_module_level_functions(database_url: str) -> N
     assert type(apikeys.get_async_key_manager()) is AsyncSQLAlchemyKeyManager
 
 
+async def test_module_level_creation_takes_limits(database_url: str) -> None:
+    apikeys.configure(url=database_url)
+    new = apikeys.create_api_key("user_1", "limited", rate_limit="100/1m", quota="500")
+    verified = apikeys.validate_api_key(new.secret)
+    assert (str(verified.rate_limit), str(verified.quota)) == ("100/1m", "500")
+    anew = await apikeys.acreate_api_key("user_2", "limited", quota="100000/30d")
+    averified = await apikeys.avalidate_api_key(anew.secret)
+    assert (averified.rate_limit, str(averified.quota)) == (None, "100000/30d")
+    with pytest.raises(apikeys.InvalidInputError):
+        apikeys.create_api_key("user_1", "bad", rate_limit="fast")
+
+
 def test_default_managers_are_built_once(database_url: str) -> None:
     apikeys.configure(url=database_url)
     seen: list[apikeys.KeyManager] = []

@@ -209,6 +209,10 @@ def test_verified_key_holds_no_secret() -> None:
         "scopes",
         "expires_at",
         "metadata",
+        "rate_limit",
+        "quota",
+        "quota_anchor",
+        "meter_id",
     }
 
 
@@ -239,6 +243,10 @@ def test_the_deprecated_key_id_is_left_out_of_dumps() -> None:
         "scopes": (),
         "expires_at": None,
         "metadata": {},
+        "rate_limit": None,
+        "quota": None,
+        "quota_anchor": None,
+        "meter_id": "k",
     }
     assert "key_id" not in json.loads(verified.model_dump_json())
     assert "key_id" not in VerifiedKey.model_json_schema()["properties"]

@@ -16,6 +16,7 @@ METHODS = [
     "revoke_api_key",
     "delete_api_key",
     "rotate_api_key",
+    "update_api_key_limits",
     "close",
 ]
 

@@ -393,9 +393,10 @@ def test_rotate_keeps_description_claims_and_creator(
     new = twin.rotate_api_key(made["id"])
     stored = fake.key(new.id)
     assert stored is not None
+    # The claims are kept, with the meter the replacement spends from: the old key's.
     assert (stored["description"], stored["claims"], stored["created_by"]) == (
         "made elsewhere",
-        {"tier": 2},
+        {"tier": 2, "apikeys": {"meter": made["id"]}},
         creator,
     )
     assert new.scopes == ("odd scope",) and new.metadata == {"tier": 2}

@@ -62,6 +62,8 @@ def test_every_operation_round_trips(prism: Any) -> None:
     assert manager.get_api_key(EXAMPLE_ID).name == "MY_SERVICE_API_KEY"
     page = manager.list_api_keys(SUBJECT, include_invalid=True, limit=5, offset=1)
     assert [k.id for k in page.items] == [EXAMPLE_ID]
+    limited = manager.update_api_key_limits(EXAMPLE_ID, rate_limit="10/1s", quota="500")
+    assert limited.id == EXAMPLE_ID
     assert manager.revoke_api_key(EXAMPLE_ID, reason="done").id == EXAMPLE_ID
     manager.delete_api_key(EXAMPLE_ID)
     # The example key "expires" at 1716883200 ms, in 1970: rotation needs a new expiry.

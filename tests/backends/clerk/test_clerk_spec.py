@@ -157,6 +157,11 @@ def test_every_operation_the_backend_uses_conforms(
         user_id, "everything", ["read:data", "billing:*"], "2099-12-31", metadata={"a": [1, None]}
     )
     bare = manager.create_api_key(user_id, "bare")
+    limited = manager.create_api_key(
+        user_id, "limited", rate_limit="100/1m", quota="100000/30d", metadata={"a": 1}
+    )
+    manager.update_api_key_limits(limited.id, rate_limit=None, quota="500")
+    manager.update_api_key_limits(limited.id, quota=None)
     manager.validate_api_key(full.secret, required_scopes=["billing:invoices"])
     manager.list_api_keys(user_id)
     manager.list_api_keys(user_id, include_invalid=True, limit=100, offset=5)
@@ -245,12 +250,14 @@ json_values = st.recursive(
     scopes=scopes,
     metadata=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     lifetime=st.none() | st.floats(min_value=0.5, max_value=3e9),
+    limits=st.sampled_from([(None, None), ("100/1m", None), (None, "500"), ("10/1s", "9/30d")]),
 )
 def test_every_create_the_backend_can_send_conforms(
     name: str,
     scopes: list[str],
     metadata: dict[str, Any] | None,
     lifetime: float | None,
+    limits: tuple[str | None, str | None],
 ) -> None:
     # A still clock: the rotation's "is the grace period sooner" cannot depend on how
     # long the machine took between the creation and the rotation.
@@ -266,7 +273,13 @@ def test_every_create_the_backend_can_send_conforms(
         expiration = None if lifetime is None else timedelta(seconds=lifetime)
         try:
             new = manager.create_api_key(
-                fake.new_user_id(), name, scopes, expiration, metadata=metadata
+                fake.new_user_id(),
+                name,
+                scopes,
+                expiration,
+                metadata=metadata,
+                rate_limit=limits[0],
+                quota=limits[1],
             )
         except InvalidInputError:
             assert spy.operations == []  # refused here: nothing was sent
@@ -374,6 +387,7 @@ def test_example_answers_drive_every_operation(clerk_spec: dict[str, Any]) -> No
     assert manager.get_api_key(key_id).name == "MY_SERVICE_API_KEY"
     page = manager.list_api_keys(subject)
     assert page.total == 0 and [k.id for k in page.items] == [key_id]
+    assert manager.update_api_key_limits(key_id, rate_limit="10/1s").id == key_id
     assert manager.revoke_api_key(key_id).id == key_id
     manager.delete_api_key(key_id)
     with pytest.raises(ExpiredKeyError):  # its example expiry is in 1970

@@ -2,7 +2,8 @@
 
 ``alembic init``, the ``env.py`` edit the page shows (taken from the page itself),
 ``revision --autogenerate``, ``upgrade head`` and ``check``; then a manager that
-leaves the schema to the migrations issues and validates a key on the result.
+leaves the schema to the migrations issues and validates a key on the result. The
+upgrade of a version 2 database runs the same way, with the edit the page shows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+from apikeys.backends.sqlalchemy import SCHEMA_VERSION, SQLAlchemyKeyManager
+from tests.backends.sqlalchemy.old_schemas import insert_version_2_key, make_version_2_tables
 
 pytest.importorskip("alembic")
 
@@ -36,6 +38,15 @@ def _env_snippet() -> str:
     return textwrap.dedent(match.group("body"))
 
 
+def _upgrade_snippet() -> str:
+    """The lines that replace the generated ``meter_id`` column, as the page shows them."""
+    text = PAGE.read_text(encoding="utf-8")
+    section = text[text.index("#### Upgrading a version 2 database") :]
+    match = re.search(r"^```py\n(?P<body>.*?)^```", section, re.S | re.M)
+    assert match, "the upgrade recipe lost its migration block"
+    return match.group("body")
+
+
 def _alembic(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "alembic", *args],
@@ -52,6 +63,14 @@ def _alembic(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def run_recipe(project: Path, url: str) -> Path:
     """Follow the recipe step by step in ``project``; return the generated migration."""
+    migration = start_recipe(project, url)
+    _alembic(project, "upgrade", "head")
+    _alembic(project, "check")
+    return migration
+
+
+def start_recipe(project: Path, url: str) -> Path:
+    """Steps 1 to 3 of the recipe, up to the generated migration (returned), not applied."""
     _alembic(project, "init", "migrations")
     ini = project / "alembic.ini"
     # The URL goes in as Alembic's ini file wants it: '%' doubled for configparser.
@@ -76,8 +95,6 @@ def run_recipe(project: Path, url: str) -> Path:
     env.write_text(source)
     _alembic(project, "revision", "--autogenerate", "-m", "apikeys tables")
     (migration,) = (project / "migrations" / "versions").glob("*.py")
-    _alembic(project, "upgrade", "head")
-    _alembic(project, "check")
     return migration
 
 
@@ -111,3 +128,41 @@ def test_the_recipe_on_postgres(tmp_path: Path, empty_postgres_database: str) ->
         engine.dispose()
     assert getattr(columns["expires_at"], "timezone", False) is True
     _works_on_the_migrated_schema(empty_postgres_database)
+
+
+NEW_IN_VERSION_3 = (
+    *("rate_limit", "rate_window", "quota_limit", "quota_period", "quota_anchor"),
+    *("quota_used", "quota_period_start", "meter_id"),
+)
+
+
+def test_the_recipe_upgrades_a_version_2_database(tmp_path: Path, database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    try:
+        make_version_2_tables(engine)
+        insert_version_2_key(engine, "oldkey")
+        migration = start_recipe(tmp_path, database_url)
+        generated = migration.read_text()
+        for column in NEW_IN_VERSION_3:
+            assert f"op.add_column('apikeys_keys', sa.Column('{column}'" in generated, column
+        assert "ix_apikeys_keys_meter_id" in generated
+        # The page's edit: meter_id is filled in for the keys already there, then made NOT NULL.
+        meter_line = re.compile(
+            r"^( +)(op\.add_column\('apikeys_keys', sa\.Column\('meter_id'.*)\n", re.M
+        )
+        found = meter_line.search(generated)
+        assert found, "autogenerate wrote meter_id in another form: update the upgrade recipe"
+        assert found.group(2).count("nullable=False") == 1
+        indent, line = found.groups()
+        edited = indent + line.replace("nullable=False", "nullable=True") + "\n"
+        edited += textwrap.indent(_upgrade_snippet(), indent)
+        migration.write_text(generated.replace(found.group(0), edited))
+        _alembic(tmp_path, "upgrade", "head")
+        _alembic(tmp_path, "check")
+        with engine.connect() as connection:
+            meter = connection.execute(sa.text("SELECT meter_id FROM apikeys_keys")).scalar_one()
+            version = connection.execute(sa.text("SELECT version FROM apikeys_schema")).scalar_one()
+        assert (meter, version) == ("oldkey", SCHEMA_VERSION)
+    finally:
+        engine.dispose()
+    _works_on_the_migrated_schema(database_url)
