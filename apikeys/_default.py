@@ -17,6 +17,7 @@ from apikeys._errors import ConfigurationError
 from apikeys._expiry import Expiration
 from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keylimits import Quota, RateLimit
+from apikeys._meter import check_cost
 from apikeys._models import NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 
@@ -124,9 +125,14 @@ def create_api_key(
     )
 
 
-def validate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
-    """Validate a key with the default manager (see :meth:`KeyManager.validate_api_key`)."""
-    return get_key_manager().validate_api_key(secret, required_scopes=required_scopes)
+def validate_api_key(
+    secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
+) -> VerifiedKey:
+    """Validate a key with the default manager, spending ``cost`` from its limits
+    (see :meth:`KeyManager.validate_api_key`)."""
+    check_cost(cost)
+    manager = get_key_manager()
+    return manager.validate_api_key(secret, required_scopes=required_scopes, cost=cost)
 
 
 async def acreate_api_key(
@@ -146,9 +152,13 @@ async def acreate_api_key(
     )
 
 
-async def avalidate_api_key(secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+async def avalidate_api_key(
+    secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
+) -> VerifiedKey:
     """Async twin of :func:`validate_api_key`, using the default async manager."""
-    return await get_async_key_manager().validate_api_key(secret, required_scopes=required_scopes)
+    check_cost(cost)
+    manager = get_async_key_manager()
+    return await manager.validate_api_key(secret, required_scopes=required_scopes, cost=cost)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from apikeys._deprecation import warn_renamed
 from apikeys._expiry import is_expired
 from apikeys._keylimits import Quota, RateLimit
+from apikeys._meter import Allowance
 from apikeys._scopes import missing_scopes
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -161,6 +162,10 @@ class VerifiedKey(BaseModel):
         meter_id: The id of the key whose counts this key spends from: its own, or,
             for a key made by rotation, the first key of its rotation lineage. Both
             keys of a rotation's grace period share one meter.
+        usage: What this call left of the key's limits (the rate limit's window and
+            the quota), for the ``RateLimit`` header fields; ``None`` for a key without
+            limits. It belongs to one call: each call gets its own copy of the key.
+            Left out of ``model_dump()`` and JSON.
     """
 
     model_config = _FROZEN
@@ -175,8 +180,14 @@ class VerifiedKey(BaseModel):
     quota: Quota | None = None
     quota_anchor: datetime | None = None
     meter_id: str = ""
+    usage: Allowance | None = Field(default=None, exclude=True)
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
+
+    @property
+    def limited(self) -> bool:
+        """Whether the key has a rate limit or a quota: its calls are counted."""
+        return self.rate_limit is not None or self.quota is not None
 
     @model_validator(mode="before")
     @classmethod

@@ -40,8 +40,19 @@ class KeyManager(Protocol):
         """
         ...
 
-    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
-        """Verify a presented key and return its owner and scopes, or raise."""
+    def validate_api_key(
+        self, secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
+    ) -> VerifiedKey:
+        """Verify a presented key and return its owner and scopes, or raise.
+
+        A key with a rate limit or a quota then spends ``cost`` units (1 to 10**12)
+        from both, all or nothing; the returned key (this call's own copy) carries
+        what is left in :attr:`~apikeys.VerifiedKey.usage`. An invalid, revoked or
+        expired key, or a missing scope, is refused first and spends nothing.
+        Raises :class:`~apikeys.RateLimitedError` (429, with ``retry_after``) or
+        :class:`~apikeys.QuotaExceededError` (429, with ``refills_at``) when a limit
+        has no room for ``cost``; a refused call spends nothing.
+        """
         ...
 
     def list_api_keys(
@@ -138,9 +149,18 @@ class AsyncKeyManager(Protocol):
         ...
 
     async def validate_api_key(
-        self, secret: str, *, required_scopes: Iterable[str] = ()
+        self, secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
     ) -> VerifiedKey:
-        """Verify a presented key and return its owner and scopes, or raise."""
+        """Verify a presented key and return its owner and scopes, or raise.
+
+        A key with a rate limit or a quota then spends ``cost`` units (1 to 10**12)
+        from both, all or nothing; the returned key (this call's own copy) carries
+        what is left in :attr:`~apikeys.VerifiedKey.usage`. An invalid, revoked or
+        expired key, or a missing scope, is refused first and spends nothing.
+        Raises :class:`~apikeys.RateLimitedError` (429, with ``retry_after``) or
+        :class:`~apikeys.QuotaExceededError` (429, with ``refills_at``) when a limit
+        has no room for ``cost``; a refused call spends nothing.
+        """
         ...
 
     async def list_api_keys(

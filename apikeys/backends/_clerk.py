@@ -75,7 +75,7 @@ from apikeys._limitstorage import (
 )
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._revocations import RevocationChannel
-from apikeys.backends._shells import Announce, FlowBackend
+from apikeys.backends._shells import Announce, FlowBackend, Spend, meter_for
 
 try:
     import httpx
@@ -166,7 +166,7 @@ class SharedVerify:
     digest: bytes = field(repr=False)
 
 
-ClerkOp = Send | Sleep | SharedVerify | Announce
+ClerkOp = Send | Sleep | SharedVerify | Announce | Spend
 
 
 # --- Clerk's key object --------------------------------------------------------------
@@ -543,6 +543,9 @@ class ClerkBase(FlowBackend):
         except ValueError as exc:
             raise ConfigurationError(f"invalid Clerk backend settings: {exc}") from None
         self._verified_ids = _DigestMemory(cache_max_entries)
+        # Quotas are money: counted only where every process sees one count (Redis).
+        self.counts_quotas = redis_url is not None
+        self.meter = meter_for(redis_url, self.clock)
         self._hear_revocations_on(_revocation_channel_for(redis_url))
         # Without the Authorization header: that is built per request from the
         # SecretStr, so the secret key never sits in plain view on the manager.
@@ -689,6 +692,29 @@ class ClerkBase(FlowBackend):
     def _forget(self, key_id: str) -> None:
         self.cache.invalidate(key_id)
 
+    def _check_counts_quotas(self) -> None:
+        """Refuse a quota this manager cannot count for every process.
+
+        Raises:
+            ConfigurationError: No ``redis_url``: each process would count on its own.
+        """
+        if not self.counts_quotas:
+            raise ConfigurationError(
+                "a quota on the Clerk backend is counted in Redis, shared by every process:"
+                " set redis_url (APIKEYS_REDIS_URL); without it, each process would grant"
+                " the whole quota on its own"
+            )
+
+    def _spend_flow(self, verified: VerifiedKey, cost: int) -> Generator[Any, Any, VerifiedKey]:
+        """Charge ``cost`` to the key's limits in the meter; see :meth:`FlowBackend._spend_flow`.
+
+        Raises:
+            ConfigurationError: The key has a quota and there is no ``redis_url``.
+        """
+        if verified.quota is not None:
+            self._check_counts_quotas()
+        return (yield from super()._spend_flow(verified, cost))
+
     # --- flows -----------------------------------------------------------------------
 
     def _create_flow(
@@ -713,6 +739,8 @@ class ClerkBase(FlowBackend):
             rate_limit=rate_limit,
             quota=quota,
         )
+        if request.quota is not None:
+            self._check_counts_quotas()
         body: dict[str, Any] = {
             "name": check_clerk_name(request.name),
             "subject": check_subject(request.user_id),
@@ -1183,6 +1211,8 @@ class ClerkBase(FlowBackend):
         self, key_id: str, rate_limit: object, quota: object, user_id: str | None
     ) -> Generator[ClerkOp, Any, APIKey]:
         change = check_limit_change(rate_limit, quota)
+        if not isinstance(change.quota, Keep) and change.quota is not None:
+            self._check_counts_quotas()
         key = yield from self._fetch_owned(key_id, user_id)
         key_id = key.id
         if key.revoked:

@@ -6,7 +6,9 @@ and its async manager :class:`AsyncShell`: these drive the flows with the
 manager's ``_perform``, so a backend's twins only add ``_perform`` and
 ``close``. Validation is written here once too: a cache hit is answered
 without a flow; on a miss the backend reads the presented string without IO
-(``_read_presented``), then its ``_validate_flow`` runs.
+(``_read_presented``), then its ``_validate_flow`` runs. A key with limits then
+spends the call's cost (``_spend_flow``), on a hit as on a miss; a key without
+limits is returned as it is, with no counting at all.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from apikeys._arguments import KEEP, Keep, check_required_scopes
 from apikeys._cache import VerificationCache
 from apikeys._errors import InsufficientScopeError, InvalidKeyError
 from apikeys._events import EventReporter
-from apikeys._expiry import Expiration
+from apikeys._expiry import Expiration, WallClock
 from apikeys._flow import run_async, run_sync
 from apikeys._keyformat import MAX_KEY_LENGTH
 from apikeys._keylimits import Quota, RateLimit
 from apikeys._keystate import check_scopes
+from apikeys._meter import Allowance, KeyLimits, MemoryMeter, Meter, check_cost
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._revocations import RevocationChannel, RevocationListener
 
@@ -68,6 +71,31 @@ def required_scopes_of(required_scopes: Iterable[str] | str) -> tuple[str, ...]:
         return check_required_scopes(scopes)
 
 
+def meter_for(redis_url: str | None, clock: WallClock) -> Meter:
+    """The meter a manager counts rate limits (and, without a database, quotas) in:
+    Redis, shared by every process, when ``redis_url`` is set; else this process's memory."""
+    if redis_url is None:
+        return MemoryMeter(clock=clock)
+    from apikeys._redis_meter import RedisMeter
+
+    return RedisMeter(redis_url, clock=clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """IO request: charge ``cost`` to ``limits`` of ``meter_id`` in the manager's meter,
+    all or nothing; the result is the :class:`~apikeys.Allowance` left."""
+
+    meter_id: str
+    limits: KeyLimits
+    cost: int
+
+
+def meter_limits_of(verified: VerifiedKey) -> KeyLimits:
+    """What a validated key may spend, as the meter reads it."""
+    return KeyLimits(verified.rate_limit, verified.quota, verified.quota_anchor)
+
+
 @dataclass(frozen=True)
 class Announce:
     """IO request: tell every process sharing the store that ``key_ids`` were revoked."""
@@ -82,6 +110,8 @@ class FlowBackend(ABC):
 
     cache: VerificationCache
     events: EventReporter
+    #: Counts the calls of keys with limits: see :func:`meter_for`.
+    meter: Meter
     #: Where revocations are announced to, and heard from, the other processes.
     revocations: RevocationChannel | None = None
     _listener: RevocationListener | None = None
@@ -116,6 +146,26 @@ class FlowBackend(ABC):
             listener.close()
         if self.revocations is not None:
             self.revocations.close()
+        self.meter.close()
+
+    def _spend_flow(self, verified: VerifiedKey, cost: int) -> Generator[Any, Any, VerifiedKey]:
+        """Charge ``cost`` to the limits of ``verified`` (a key with limits), all or
+        nothing, and return this call's copy of it, with what is left.
+
+        Raises:
+            RateLimitedError: The rate limit has no room for ``cost``; nothing is charged.
+            QuotaExceededError: The quota has no room for ``cost``; nothing is charged.
+        """
+        allowance = yield Spend(verified.meter_id, meter_limits_of(verified), cost)
+        return with_usage(verified, allowance)
+
+    def _spend(self, request: Spend) -> Allowance:
+        """Perform a :class:`Spend` for sync callers."""
+        return self.meter.spend(request.meter_id, request.limits, request.cost)
+
+    async def _spend_async(self, request: Spend) -> Allowance:
+        """Perform a :class:`Spend` for async callers."""
+        return await self.meter.spend_async(request.meter_id, request.limits, request.cost)
 
     #: Longest presented secret looked at; longer ones are refused unread.
     max_secret_length: int = MAX_KEY_LENGTH
@@ -211,6 +261,11 @@ class FlowBackend(ABC):
         """Set, change or remove a key's limits."""
 
 
+def with_usage(verified: VerifiedKey, allowance: Allowance) -> VerifiedKey:
+    """This call's copy of ``verified`` (shared through the cache), with what it left."""
+    return verified.model_copy(update={"usage": allowance})
+
+
 class SyncShell(FlowBackend):
     """Sync public methods: each runs its flow, performing IO with ``_perform``."""
 
@@ -222,16 +277,21 @@ class SyncShell(FlowBackend):
     def close(self) -> None:
         """Release connections and pools."""
 
-    def validate_api_key(self, secret: str, *, required_scopes: Iterable[str] = ()) -> VerifiedKey:
+    def validate_api_key(
+        self, secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
+    ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.KeyManager.validate_api_key`."""
+        check_cost(cost)
         required = required_scopes_of(required_scopes)
         verified = self._cached_validation(secret, required)
-        if verified is not None:
+        if verified is None:
+            # Garbage, the commonest hostile input, is refused before a flow is built.
+            presented = self._read_presented(secret)
+            self._listening()
+            verified = run_sync(self._validate_flow(presented, required), self._perform)
+        if not verified.limited:
             return verified
-        # Garbage, the commonest hostile input, is refused before a flow is built.
-        presented = self._read_presented(secret)
-        self._listening()
-        return run_sync(self._validate_flow(presented, required), self._perform)
+        return run_sync(self._spend_flow(verified, cost), self._perform)
 
     def create_api_key(
         self,
@@ -313,17 +373,20 @@ class AsyncShell(FlowBackend):
         """Release connections and pools."""
 
     async def validate_api_key(
-        self, secret: str, *, required_scopes: Iterable[str] = ()
+        self, secret: str, *, required_scopes: Iterable[str] = (), cost: int = 1
     ) -> VerifiedKey:
         """Validate a presented key; see :meth:`apikeys.AsyncKeyManager.validate_api_key`."""
+        check_cost(cost)
         required = required_scopes_of(required_scopes)
         verified = self._cached_validation(secret, required)
-        if verified is not None:
+        if verified is None:
+            # Garbage, the commonest hostile input, is refused before a flow is built.
+            presented = self._read_presented(secret)
+            self._listening()
+            verified = await run_async(self._validate_flow(presented, required), self._perform)
+        if not verified.limited:
             return verified
-        # Garbage, the commonest hostile input, is refused before a flow is built.
-        presented = self._read_presented(secret)
-        self._listening()
-        return await run_async(self._validate_flow(presented, required), self._perform)
+        return await run_async(self._spend_flow(verified, cost), self._perform)
 
     async def create_api_key(
         self,
@@ -394,4 +457,13 @@ class AsyncShell(FlowBackend):
         await self.close()
 
 
-__all__ = ["Announce", "AsyncShell", "FlowBackend", "SyncShell"]
+__all__ = [
+    "Announce",
+    "AsyncShell",
+    "FlowBackend",
+    "Spend",
+    "SyncShell",
+    "meter_for",
+    "meter_limits_of",
+    "with_usage",
+]

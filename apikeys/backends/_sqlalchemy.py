@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -70,11 +70,12 @@ from apikeys._keyformat import (
 from apikeys._keylimits import Quota, RateLimit
 from apikeys._keystate import check_key_state, check_scopes
 from apikeys._limitstorage import KeyLimits, anchor_at, read_quota, read_rate_limit
+from apikeys._meter import Allowance, Counter, SpendPlan, plan_spend, settle
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS, ConcurrencyCap
 from apikeys._revocations import RevocationChannel
 from apikeys._usage import UsageBatch, UsageLog
-from apikeys.backends._shells import FlowBackend
+from apikeys.backends._shells import FlowBackend, Spend, meter_for, meter_limits_of, with_usage
 
 try:
     import sqlalchemy as sa
@@ -659,6 +660,81 @@ def _update_limits_in(
 # --- URLs ---------------------------------------------------------------------------
 
 
+# --- quotas -------------------------------------------------------------------------
+
+
+def quota_spend_statement(plan: SpendPlan) -> sa.Update:
+    """The one statement that charges ``plan``'s quota counter in every row of its meter,
+    if it has room: it matches no row when it has not.
+
+    A counter left in an earlier period starts again from zero in the plan's period;
+    one already in a later period (a process whose clock runs ahead moved it there) is
+    charged as it stands, so clocks that disagree can only grant less, never more.
+    During a rotation's grace period both rows of the meter hold the counter and move
+    together.
+    """
+    (counter,) = plan.counters
+    table = api_keys_table
+    used, start = table.c.quota_used, table.c.quota_period_start
+    values: dict[str, Any]
+    if counter.window is None:  # a one-off balance: never refilled
+        charged: sa.ColumnElement[Any] = used + plan.cost
+        values = {"quota_used": charged}
+    else:
+        current = start >= counter.window.start  # NULL (never spent): false
+        charged = sa.case((current, used + plan.cost), else_=sa.literal(plan.cost, sa.BigInteger))
+        values = {
+            "quota_used": charged,
+            "quota_period_start": sa.case((current, start), else_=counter.window.start),
+        }
+    return (
+        sa.update(table)
+        .where(table.c.meter_id == plan.meter_id, charged <= counter.limit)
+        .values(**values)
+    )
+
+
+def quota_refund_statement(plan: SpendPlan) -> sa.Update:
+    """The statement that gives back what :func:`quota_spend_statement` charged for
+    ``plan``, if its counter is still in the plan's period (else there is nothing to give)."""
+    (counter,) = plan.counters
+    table = api_keys_table
+    used, start = table.c.quota_used, table.c.quota_period_start
+    same_period = start.is_(None) if counter.window is None else start == counter.window.start
+    return (
+        sa.update(table)
+        .where(table.c.meter_id == plan.meter_id, same_period, used >= plan.cost)
+        .values(quota_used=used - plan.cost)
+    )
+
+
+def quota_count_in(rows: list[Mapping[str, Any]], counter: Counter) -> int:
+    """What ``rows`` (of one meter) have spent in ``counter``'s period."""
+    if not rows:
+        return counter.limit  # the key is gone: nothing left to spend
+    row = rows[0]
+    if counter.window is None or (row["quota_period_start"] or 0) >= counter.window.start:
+        return int(row["quota_used"])
+    return 0
+
+
+def _spend_quota_in(plan: SpendPlan) -> Callable[[sa.Connection], int | None]:
+    """Charge ``plan``'s quota; the count after charging, or ``None`` when it had no room."""
+
+    def body(connection: sa.Connection) -> int | None:
+        statement, used = quota_spend_statement(plan), api_keys_table.c.quota_used
+        if connection.dialect.update_returning:
+            count = connection.execute(statement.returning(used)).scalar()
+            return None if count is None else int(count)
+        # A database without UPDATE … RETURNING: read it back in the same transaction.
+        if connection.execute(statement).rowcount == 0:
+            return None
+        read = sa.select(used).where(api_keys_table.c.meter_id == plan.meter_id).limit(1)
+        return int(connection.execute(read).scalar_one())
+
+    return body
+
+
 def normalize_url(url: str | sa.URL, *, asynchronous: bool) -> sa.URL:
     """Pick an installed driver for the dialect: psycopg 3 for PostgreSQL, aiosqlite for async SQLite."""
     parsed = make_url(url)
@@ -816,6 +892,7 @@ class SQLAlchemyBase(FlowBackend):
             }.items()
         }
         self._schema_ready = False
+        self.meter = meter_for(redis_url, self.clock)
 
     @staticmethod
     def _options_from_settings(settings: Settings) -> dict[str, Any]:
@@ -1092,6 +1169,59 @@ class SQLAlchemyBase(FlowBackend):
             # Verified against the database just now; a failed bookkeeping write
             # (read-only replica, lock) must not turn a valid key away.
             logger.warning("could not record use of API key %s", row["id"])
+
+    def _spend_flow(self, verified: VerifiedKey, cost: int) -> Generator[Any, Any, VerifiedKey]:
+        """Charge ``cost`` to the key's quota in the database, then to its rate limit in
+        the meter; see :meth:`FlowBackend._spend_flow`.
+
+        The database holds the quota: one conditional ``UPDATE`` per call charges it
+        only if it has room, so no restart, crash or Redis loss can grant what was
+        spent. Should the rate limit then refuse, a second ``UPDATE`` gives the quota
+        back, in the same call; a crash between the two can only leave the quota
+        charged for a call that was refused (granting less, never more).
+        """
+        limits = meter_limits_of(verified)
+        charged: SpendPlan | None = None
+        quota = rate_limit = None
+        if limits.quota is not None:
+            plan = plan_spend(
+                verified.meter_id, replace(limits, rate_limit=None), cost, self.clock()
+            )
+            count = yield Transaction(_spend_quota_in(plan))
+            spent = count is not None
+            if not spent:
+                count = yield from self._quota_count(plan)
+            quota = settle(plan, spent, [count]).quota  # raises when not spent
+            charged = plan
+        if limits.rate_limit is not None:
+            only_rate = replace(limits, quota=None, quota_anchor=None)
+            try:
+                allowance = yield Spend(verified.meter_id, only_rate, cost)
+            except BaseException:
+                if charged is not None:
+                    yield from self._refund_quota(charged)
+                raise
+            rate_limit = allowance.rate_limit
+        return with_usage(verified, Allowance(rate_limit, quota))
+
+    @staticmethod
+    def _quota_count(plan: SpendPlan) -> Generator[Any, Any, int]:
+        """What ``plan``'s quota has spent, read after it refused ``plan``'s cost."""
+        table = api_keys_table
+        read = sa.select(table.c.quota_used, table.c.quota_period_start).where(
+            table.c.meter_id == plan.meter_id
+        )
+        rows = yield Query(read.limit(1))
+        counter = plan.counters[0]
+        # At least what refuses the cost: the period may have ended since the UPDATE.
+        return max(quota_count_in(rows, counter), counter.limit - plan.cost + 1)
+
+    def _refund_quota(self, plan: SpendPlan) -> Generator[Any, Any, None]:
+        try:
+            yield Write((quota_refund_statement(plan),))
+        except APIKeysError:
+            # The call is refused all the same: the quota keeps a charge it should not.
+            logger.warning("could not give back the quota of meter %s", plan.meter_id)
 
     @staticmethod
     def usage_write(batch: UsageBatch) -> WriteMany:

@@ -30,7 +30,7 @@ from apikeys._errors import BackendUnavailableError, MissingDependencyError
 from apikeys._flow import run_async, run_sync
 from apikeys._models import VerifiedKey
 from apikeys.backends._clerk import ClerkBase, ClerkOp, SharedVerify, Sleep
-from apikeys.backends._shells import Announce, AsyncShell, SyncShell
+from apikeys.backends._shells import Announce, AsyncShell, Spend, SyncShell
 
 try:
     import httpx
@@ -161,6 +161,8 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             return None
         if isinstance(request, Announce):
             return self._announce(request)
+        if isinstance(request, Spend):
+            return self._spend(request)
         if isinstance(request, SharedVerify):
             secret, digest = request.secret, request.digest
             return self._flights.run(
@@ -224,6 +226,8 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
             return None
         if isinstance(request, Announce):
             return await asyncio.to_thread(self._announce, request)
+        if isinstance(request, Spend):
+            return await self._spend_async(request)
         if isinstance(request, SharedVerify):
             return await self._shared_verification(request)
         return await self.http_client.request(
@@ -257,6 +261,7 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
     async def close(self) -> None:
         """Stop listening for revocations; close the HTTP client, if this manager made it."""
         await asyncio.to_thread(self._stop_hearing)
+        await self.meter.aclose()
         if self._owns_client:
             await self.http_client.aclose()
 

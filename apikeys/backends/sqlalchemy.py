@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from apikeys._config import Settings
 from apikeys._errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
 from apikeys._usage import AsyncUsageFlusher, UsageBatch, UsageFlusher
-from apikeys.backends._shells import Announce, AsyncShell, SyncShell
+from apikeys.backends._shells import Announce, AsyncShell, Spend, SyncShell
 from apikeys.backends._sqlalchemy import (
     SCHEMA_VERSION,
     Conflict,
@@ -232,9 +232,11 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
                     self._schema_setup(connection)
                 self._schema_ready = True
 
-    def _perform(self, request: SQLRequest | Announce) -> Any:
+    def _perform(self, request: SQLRequest | Announce | Spend) -> Any:
         if isinstance(request, Announce):
             return self._announce(request)
+        if isinstance(request, Spend):
+            return self._spend(request)
         if isinstance(request, RecordUse):
             self.usage.record(request.key_id, request.at)
             self._usage_flusher.start()
@@ -317,9 +319,11 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
                     await connection.run_sync(self._schema_setup)
                 self._schema_ready = True
 
-    async def _perform(self, request: SQLRequest | Announce) -> Any:
+    async def _perform(self, request: SQLRequest | Announce | Spend) -> Any:
         if isinstance(request, Announce):
             return await asyncio.to_thread(self._announce, request)
+        if isinstance(request, Spend):
+            return await self._spend_async(request)
         if isinstance(request, RecordUse):
             self.usage.record(request.key_id, request.at)
             self._usage_flusher.start()
@@ -364,6 +368,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         of the engine's connection pool."""
         await self._usage_flusher.close()
         await asyncio.to_thread(self._stop_hearing)
+        await self.meter.aclose()
         await self.engine.dispose()
 
 

@@ -310,9 +310,11 @@ class CountingManager:
         self.inner = inner
         self.validations = 0
 
-    def validate_api_key(self, secret: str, *, required_scopes: Any = ()) -> VerifiedKey:
+    def validate_api_key(
+        self, secret: str, *, required_scopes: Any = (), cost: int = 1
+    ) -> VerifiedKey:
         self.validations += 1
-        return self.inner.validate_api_key(secret, required_scopes=required_scopes)
+        return self.inner.validate_api_key(secret, required_scopes=required_scopes, cost=cost)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
