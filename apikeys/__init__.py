@@ -39,6 +39,7 @@ from apikeys._errors import (
     LifetimeEscalationError,
     MissingDependencyError,
     MissingKeyError,
+    QuotaExceededError,
     RateLimitedError,
     RevocationIncompleteError,
     RevokedKeyError,
@@ -47,6 +48,8 @@ from apikeys._events import KeyEvent, add_event_listener, remove_event_listener
 from apikeys._expiry import Expiration, parse_expiration
 from apikeys._factory import create_async_key_manager, create_key_manager
 from apikeys._keyformat import KEY_PATTERN, generate_key, key_pattern, parse_key
+from apikeys._keylimits import Quota, RateLimit
+from apikeys._meter import Allowance, Balance
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._scopes import MANAGEMENT_SCOPE, missing_scopes, normalize_scopes, scope_covers
@@ -60,9 +63,11 @@ __all__ = [
     "APIKey",
     "APIKeyPage",
     "APIKeysError",
+    "Allowance",
     "AsyncKeyManager",
     "AuthenticationError",
     "BackendUnavailableError",
+    "Balance",
     "ConfigurationError",
     "Expiration",
     "ExpiredKeyError",
@@ -80,6 +85,9 @@ __all__ = [
     "MissingDependencyError",
     "MissingKeyError",
     "NewAPIKey",
+    "Quota",
+    "QuotaExceededError",
+    "RateLimit",
     "RateLimitedError",
     "RevocationIncompleteError",
     "RevokedKeyError",

@@ -52,6 +52,23 @@ def _redis_unavailable(reason: str) -> None:
     pytest.skip(f"Redis tests skipped: {reason}; install redis-server")
 
 
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_server.RedisServer]:
+    """A real Redis server shared by the tests of a session that never stop it (each
+    uses keys of its own): the Clerk backend counts quotas there."""
+    if redis_server.find_binary() is None:
+        _redis_unavailable("redis-server was not found")
+    server = redis_server.RedisServer(tmp_path_factory.mktemp("shared-redis"))
+    try:
+        server.start()
+    except Exception as exc:  # surfaced as the skip/fail reason
+        _redis_unavailable(f"the server did not start ({exc})")
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
     """A real Redis server on 127.0.0.1 for one test, which the test may kill and restart."""

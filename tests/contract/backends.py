@@ -118,6 +118,8 @@ def _clerk_manager(
     # One fake Clerk instance per test (per workdir): managers of a test share it,
     # and its clock.
     fake: FakeClerk = request.getfixturevalue("clerk_fake")
+    # Clerk has no database: quotas are counted in Redis, which it needs for them.
+    options.setdefault("redis_url", request.getfixturevalue("shared_redis").url)
     if flavour == "sync":
         return fake.key_manager(**options)
     return fake.async_key_manager(**options)

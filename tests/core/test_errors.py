@@ -26,6 +26,7 @@ from apikeys import (
     LifetimeEscalationError,
     MissingDependencyError,
     MissingKeyError,
+    QuotaExceededError,
     RateLimitedError,
     RevocationIncompleteError,
     RevokedKeyError,
@@ -60,6 +61,7 @@ TREE: list[tuple[type[APIKeysError], int, str, type[BaseException]]] = [
     # Answers as its parent does, with every field error listed.
     (InvalidRequestError, 422, "invalid_input", InvalidInputError),
     (RateLimitedError, 429, "rate_limited", APIKeysError),
+    (QuotaExceededError, 429, "quota_exceeded", RateLimitedError),
     (ConfigurationError, 500, "configuration_error", APIKeysError),
     (MissingDependencyError, 500, "missing_dependency", ConfigurationError),
     (BackendUnavailableError, 503, "backend_unavailable", APIKeysError),

@@ -213,6 +213,7 @@ def test_verified_key_holds_no_secret() -> None:
         "quota",
         "quota_anchor",
         "meter_id",
+        "usage",
     }
 
 

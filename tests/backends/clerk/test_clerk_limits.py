@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,8 +14,15 @@ from apikeys import InvalidInputError, InvalidKeyError
 from apikeys._keylimits import Quota, RateLimit
 from apikeys.testing import FakeClerk
 from tests.backends.clerk.twins import Twin
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.clerk
+
+
+@pytest.fixture
+def twin(make_twin: Callable[..., Twin], shared_redis: RedisServer) -> Twin:
+    """A manager with its cache off, counting quotas in Redis (Clerk needs it for them)."""
+    return make_twin(redis_url=shared_redis.url)
 
 
 def _stored_claims(fake: FakeClerk, key_id: str) -> Any:

@@ -21,6 +21,7 @@ import pytest
 from apikeys import ExpiredKeyError, InvalidInputError, InvalidKeyError, KeyNotFoundError
 from apikeys.backends.clerk import AsyncClerkKeyManager, ClerkKeyManager
 from tests.backends.clerk.twins import Twin
+from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.clerk, pytest.mark.e2e]
 
@@ -29,13 +30,18 @@ SUBJECT = "user_2xhFjEI5X2qWRvtV13BzSj8H6Dk"
 
 
 @pytest.fixture
-def prism(prism_url: str, flavour: str) -> Iterator[Any]:
+def prism(prism_url: str, flavour: str, shared_redis: RedisServer) -> Iterator[Any]:
     """Build managers of the current flavour that talk to Prism, optionally with headers."""
     loop = asyncio.new_event_loop() if flavour == "async" else None
     made: list[Twin] = []
 
     def make(headers: dict[str, str] | None = None) -> Twin:
-        options: dict[str, Any] = {"api_url": prism_url, "cache_ttl": 0, "max_retries": 0}
+        options: dict[str, Any] = {
+            "api_url": prism_url,
+            "cache_ttl": 0,
+            "max_retries": 0,
+            "redis_url": shared_redis.url,  # where Clerk counts quotas
+        }
         if flavour == "sync":
             client: Any = httpx.Client(headers=headers)
             manager: Any = ClerkKeyManager("sk_test_prism", http_client=client, **options)

@@ -28,6 +28,7 @@ from apikeys.backends._clerk import error_details, parse_key_object, to_api_key,
 from apikeys.backends.clerk import ClerkKeyManager
 from apikeys.testing import FakeClerk
 from tests.backends.clerk.openapi import REPO_ROOT, SPEC_PATH, SPEC_SHA256, load_spec
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.clerk
 
@@ -137,13 +138,16 @@ class SpecSpy:
 
 
 @pytest.fixture
-def spied(clerk_spec: dict[str, Any], fake: FakeClerk) -> Iterator[tuple[ClerkKeyManager, SpecSpy]]:
+def spied(
+    clerk_spec: dict[str, Any], fake: FakeClerk, shared_redis: RedisServer
+) -> Iterator[tuple[ClerkKeyManager, SpecSpy]]:
     spy = SpecSpy(clerk_spec, fake)
     manager = ClerkKeyManager(
         fake.secret_key,
         api_url=fake.api_url,
         http_client=httpx.Client(transport=httpx.MockTransport(spy)),
         cache_ttl=0,
+        redis_url=shared_redis.url,  # where Clerk counts quotas
     )
     yield manager, spy
     manager.http_client.close()
@@ -258,6 +262,7 @@ def test_every_create_the_backend_can_send_conforms(
     metadata: dict[str, Any] | None,
     lifetime: float | None,
     limits: tuple[str | None, str | None],
+    shared_redis: RedisServer,
 ) -> None:
     # A still clock: the rotation's "is the grace period sooner" cannot depend on how
     # long the machine took between the creation and the rotation.
@@ -269,6 +274,7 @@ def test_every_create_the_backend_can_send_conforms(
         api_url=fake.api_url,
         http_client=httpx.Client(transport=httpx.MockTransport(spy)),
         clock=lambda: now,
+        redis_url=shared_redis.url,  # where Clerk counts quotas
     ) as manager:
         expiration = None if lifetime is None else timedelta(seconds=lifetime)
         try:
