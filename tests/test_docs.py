@@ -26,6 +26,7 @@ RUNNABLE_PAGES = [
     "index.md",
     "quickstart.md",
     "configuration.md",
+    "limits.md",
     "key-format.md",
     "backends/sqlalchemy.md",
     "deploying.md",

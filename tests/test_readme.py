@@ -33,7 +33,7 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_readme_has_its_examples() -> None:
-    assert len(_python_blocks()) == 3
+    assert len(_python_blocks()) == 4
 
 
 def test_quick_start(capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,3 +75,10 @@ def test_clerk(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(manager, ClerkKeyManager)
     assert "sk_test_readme" not in repr(manager)
     manager.close()
+
+
+def test_rate_limits_and_quotas(capsys: pytest.CaptureFixture[str]) -> None:
+    _run(_python_blocks()[3])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "95 99995"
+    assert printed[1].startswith("rate_limited ")
