@@ -8,6 +8,12 @@ harness's interleaving runner, so machine noise lands on all of them alike.
 Every timed call is accepted (the limits are far above what the run spends), so
 each one charges its counters.
 
+It also times ``validate_api_key`` itself, cache on, on a SQLite file, for a key
+without limits, with a rate limit and with a quota: a manager counting rate limits
+in memory (``validate-memory``) beside one counting them in Redis
+(``validate-redis``). The quota is held by the database in both: one ``UPDATE``
+per call.
+
 For the Redis cases the record also counts the scripts Redis ran per call (its
 ``commandstats``): one for a limited key, none for a key without limits. A bare
 round trip to the same server (``PING``) is timed alongside, for comparison.
@@ -60,6 +66,15 @@ WORKLOADS = {
 }
 """The key's limits per workload: high enough that no timed call is refused."""
 
+VALIDATE_MEMORY = "validate-memory"
+VALIDATE_REDIS = "validate-redis"
+VALIDATED: dict[str, dict[str, Any]] = {
+    "unlimited": {},
+    "rate_limited": {"rate_limit": _RATE},
+    "quota_limited": {"quota": _QUOTA},
+}
+"""The limits of the validated key per workload, as ``create_api_key`` takes them."""
+
 ROUND_TRIP = "round_trip"
 """The Redis-only baseline: a ``PING``, the least any call to Redis costs."""
 
@@ -94,6 +109,50 @@ def _case(subject: str, workload: str, meter: Meter, profile: Profile, io: Any) 
         return meter.spend(meter_id, limits)
 
     return Case(subject=subject, size=1, workload=workload, ops=profile.ops, op=spend, io_count=io)
+
+
+def _validation_cases(
+    stack: ExitStack, url: str | None, profile: Profile, io: Callable[[], int]
+) -> list[Case]:
+    """``validate_api_key`` of each :data:`VALIDATED` key, cache on, on a SQLite file,
+    with rate limits counted in memory and, given ``url``, in Redis."""
+    from argon2 import PasswordHasher
+
+    from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+
+    directory = Path(tempfile.mkdtemp(prefix="apikeys-validate-"))
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    database = f"sqlite:///{directory / 'keys.db'}"
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # setup only
+    subjects = (
+        {VALIDATE_MEMORY: None} if url is None else {VALIDATE_MEMORY: None, VALIDATE_REDIS: url}
+    )
+    cases = []
+    for subject, redis in subjects.items():
+        manager = SQLAlchemyKeyManager(
+            database, cache_ttl=3600, password_hasher=hasher, redis_url=redis
+        )
+        stack.callback(manager.close)
+        for workload, limits in VALIDATED.items():
+            secret = manager.create_api_key("bench", workload, **limits).secret
+            manager.validate_api_key(secret)  # cached from here on
+
+            def validate(
+                _index: int, validate: Any = manager.validate_api_key, secret: str = secret
+            ) -> object:
+                return validate(secret)
+
+            cases.append(
+                Case(
+                    subject=subject,
+                    size=1,
+                    workload=workload,
+                    ops=profile.ops,
+                    op=validate,
+                    io_count=io if subject == VALIDATE_REDIS else None,
+                )
+            )
+    return cases
 
 
 @contextmanager
@@ -156,6 +215,7 @@ def run(
             for workload in WORKLOADS
         ]
         cases += baseline
+        cases += _validation_cases(stack, url, profile, meters.get(REDIS, (None, lambda: 0))[1])
         say(f"timing {len(cases)} cases, interleaved ...")
         results = run_interleaved(
             cases, profile.repeats, seed=seed, warmup_ops=profile.warmup, progress=say
@@ -202,6 +262,26 @@ def render_markdown(record: dict[str, Any]) -> str:
         cells.append("-" if scripts is None else f"{scripts:g}")
         title = "Redis round trip (PING)" if workload == ROUND_TRIP else workload
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "validate_api_key, cache on, SQLite file (the quota is one UPDATE per call in both):",
+        "",
+        "| key | rate limits in memory: p50 | calls/s | in Redis: p50 | calls/s"
+        " | Redis scripts per call |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload in VALIDATED:
+        cells = []
+        for subject in (VALIDATE_MEMORY, VALIDATE_REDIS):
+            result = by_case.get((subject, workload))
+            if result is None:
+                cells += ["-", "-"]
+                continue
+            cells += [f"{format_figure(result['p50_us'])} µs", f"{result['ops_per_s']:,.0f}"]
+        redis_result = by_case.get((VALIDATE_REDIS, workload))
+        scripts = redis_result and redis_result["io_calls_per_op"]
+        cells.append("-" if scripts is None else f"{scripts:g}")
+        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -26,8 +26,11 @@ def test_a_quick_run_times_every_workload_on_each_meter(tmp_path: Path) -> None:
     subjects = meter.SUBJECTS if redis_server.find_binary() else (meter.MEMORY,)
     cases = {(result["subject"], result["workload"]) for result in record["results"]}
     expected = {(subject, workload) for subject in subjects for workload in meter.WORKLOADS}
+    validators: tuple[str, ...] = (meter.VALIDATE_MEMORY,)
     if meter.REDIS in subjects:
         expected.add((meter.REDIS, meter.ROUND_TRIP))
+        validators += (meter.VALIDATE_REDIS,)
+    expected |= {(subject, workload) for subject in validators for workload in meter.VALIDATED}
     assert cases == expected
     for result in record["results"]:
         assert result["ops"] == meter.QUICK.ops
@@ -37,9 +40,15 @@ def test_a_quick_run_times_every_workload_on_each_meter(tmp_path: Path) -> None:
             # One round trip per limited call; a key without limits never reaches Redis.
             scripts = 0 if result["workload"] in ("unlimited", meter.ROUND_TRIP) else 1
             assert result["io_calls_per_op"] == scripts, result["workload"]
+        if result["subject"] == meter.VALIDATE_REDIS:
+            # Only the rate limit reaches Redis: the database holds the quota.
+            scripts = 1 if result["workload"] == "rate_limited" else 0
+            assert result["io_calls_per_op"] == scripts, result["workload"]
     table = meter.render_markdown(record).splitlines()
     assert table[0].startswith("| key | memory p50 |")
     assert [row.split(" | ")[0] for row in table[2:6]] == [f"| {name}" for name in meter.WORKLOADS]
+    validated = [row.split(" | ")[0] for row in table if row.startswith("| ")][-3:]
+    assert validated == [f"| {name}" for name in meter.VALIDATED]
 
 
 def test_without_redis_the_memory_meter_is_measured_alone_and_the_record_says_so(
@@ -47,6 +56,9 @@ def test_without_redis_the_memory_meter_is_measured_alone_and_the_record_says_so
 ) -> None:
     monkeypatch.setattr(redis_server, "find_binary", lambda: None)
     record = meter.run(meter.QUICK, redis=None, seed=1, say=lambda _message: None)
-    assert {result["subject"] for result in record["results"]} == {meter.MEMORY}
+    assert {result["subject"] for result in record["results"]} == {
+        meter.MEMORY,
+        meter.VALIDATE_MEMORY,
+    }
     assert any("Redis not measured" in note for note in record["notes"])
     assert "| unlimited | " in meter.render_markdown(record)
