@@ -5,6 +5,7 @@ one spent credit being granted again."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -86,3 +87,18 @@ def test_a_call_the_rate_limit_refuses_gives_its_quota_back(
         manager.validate_api_key(new.secret, cost=4)
     manager.close()
     assert _stored_counter(database_url, new.id) == {(4, None)}
+
+
+def test_a_key_without_limits_is_served_the_cached_validation_itself(tmp_path: Path) -> None:
+    with SQLAlchemyKeyManager(f"sqlite:///{tmp_path / 'keys.db'}", cache_ttl=300) as manager:
+        free = manager.create_api_key("user_1", "free")
+        limited = manager.create_api_key("user_1", "limited", rate_limit="9/1h")
+        assert manager.validate_api_key(free.secret) is manager.validate_api_key(free.secret)
+        first = manager.validate_api_key(limited.secret)
+        second = manager.validate_api_key(limited.secret)
+        assert first is not second
+        # The cached validation, shared by every call, never carries one call's usage.
+        cached = manager.cache.lookup(limited.secret)
+        assert cached is not None and cached.usage is None
+        assert first.usage is not None and first.usage.rate_limit is not None
+        assert first.usage.rate_limit.remaining == 8
