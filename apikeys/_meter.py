@@ -200,6 +200,8 @@ def check_cost(cost: object) -> int:
     Raises:
         InvalidInputError: ``field="cost"``.
     """
+    if type(cost) is int and 1 <= cost <= MAX_LIMIT:  # the usual case, answered first
+        return cost
     if not isinstance(cost, int) or isinstance(cost, bool):
         raise InvalidInputError("cost must be a whole number", field="cost")
     if not 1 <= cost <= MAX_LIMIT:

@@ -184,11 +184,6 @@ class VerifiedKey(BaseModel):
 
     _freeze_metadata = field_validator("metadata")(_freeze_metadata)
 
-    @property
-    def limited(self) -> bool:
-        """Whether the key has a rate limit or a quota: its calls are counted."""
-        return self.rate_limit is not None or self.quota is not None
-
     @model_validator(mode="before")
     @classmethod
     def _accept_key_id(cls, data: Any) -> Any:

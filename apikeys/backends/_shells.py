@@ -289,7 +289,7 @@ class SyncShell(FlowBackend):
             presented = self._read_presented(secret)
             self._listening()
             verified = run_sync(self._validate_flow(presented, required), self._perform)
-        if not verified.limited:
+        if verified.rate_limit is None and verified.quota is None:
             return verified
         return run_sync(self._spend_flow(verified, cost), self._perform)
 
@@ -384,7 +384,7 @@ class AsyncShell(FlowBackend):
             presented = self._read_presented(secret)
             self._listening()
             verified = await run_async(self._validate_flow(presented, required), self._perform)
-        if not verified.limited:
+        if verified.rate_limit is None and verified.quota is None:
             return verified
         return await run_async(self._spend_flow(verified, cost), self._perform)
 
