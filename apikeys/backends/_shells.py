@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from apikeys._arguments import KEEP, Keep, check_required_scopes
 from apikeys._cache import VerificationCache
-from apikeys._errors import InsufficientScopeError, InvalidKeyError
+from apikeys._errors import InsufficientScopeError, InvalidKeyError, RateLimitedError
 from apikeys._events import EventReporter
 from apikeys._expiry import Expiration, WallClock
 from apikeys._flow import run_async, run_sync
@@ -159,6 +159,15 @@ class FlowBackend(ABC):
         allowance = yield Spend(verified.meter_id, meter_limits_of(verified), cost)
         return with_usage(verified, allowance)
 
+    def _spending(self, verified: VerifiedKey, cost: int) -> Generator[Any, Any, VerifiedKey]:
+        """:meth:`_spend_flow`, with a refusal naming the key and reported as ``rejected``."""
+        try:
+            return (yield from self._spend_flow(verified, cost))
+        except RateLimitedError as exc:
+            exc.key_id = verified.id
+            self.events.rejected(exc, user_id=verified.user_id)
+            raise
+
     def _spend(self, request: Spend) -> Allowance:
         """Perform a :class:`Spend` for sync callers."""
         return self.meter.spend(request.meter_id, request.limits, request.cost)
@@ -291,7 +300,7 @@ class SyncShell(FlowBackend):
             verified = run_sync(self._validate_flow(presented, required), self._perform)
         if verified.rate_limit is None and verified.quota is None:
             return verified
-        return run_sync(self._spend_flow(verified, cost), self._perform)
+        return run_sync(self._spending(verified, cost), self._perform)
 
     def create_api_key(
         self,
@@ -386,7 +395,7 @@ class AsyncShell(FlowBackend):
             verified = await run_async(self._validate_flow(presented, required), self._perform)
         if verified.rate_limit is None and verified.quota is None:
             return verified
-        return await run_async(self._spend_flow(verified, cost), self._perform)
+        return await run_async(self._spending(verified, cost), self._perform)
 
     async def create_api_key(
         self,

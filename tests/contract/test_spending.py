@@ -3,6 +3,7 @@ shows, sync and async alike (see conftest.py). Clerk's managers here count in Re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -207,3 +208,22 @@ def test_limits_set_later_apply_to_the_next_call(manager: SyncFacade, user_id: s
     assert manager.validate_api_key(fresh.secret).usage.rate_limit.remaining == 0
     with pytest.raises(RateLimitedError):
         manager.validate_api_key(fresh.secret)
+
+
+def test_a_refusal_names_the_key_and_is_reported(
+    manager: SyncFacade, user_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    new = manager.create_api_key(user_id, "reported", quota="1")
+    manager.validate_api_key(new.secret)
+    with (
+        caplog.at_level(logging.INFO, logger="apikeys"),
+        pytest.raises(QuotaExceededError) as refused,
+    ):
+        manager.validate_api_key(new.secret)
+    assert refused.value.key_id == new.id
+    events = [getattr(record, "apikeys_event", None) for record in caplog.records]
+    assert [(event.kind, event.key_id, event.reason) for event in events if event][-1] == (
+        "rejected",
+        new.id,
+        "rate_limited",
+    )
