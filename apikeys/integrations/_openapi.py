@@ -35,7 +35,7 @@ RATE_LIMIT_SCHEMA: Final[dict[str, Any]] = {
 QUOTA_SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["limit", "period"],
+    "required": ["limit"],
     "properties": {
         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
         "period": {
@@ -99,6 +99,15 @@ CREATE_BODY_SCHEMA: Final[dict[str, Any]] = {
         },
         "userId": {"type": "string", "description": "Must be the caller's own user id"},
         "metadata": {"type": "object"},
+        "rateLimit": {
+            "oneOf": [RATE_LIMIT_SCHEMA, {"type": "null"}],
+            "description": "Left out: the calling key's. No looser than the calling key's",
+        },
+        "quota": {
+            "oneOf": [QUOTA_SCHEMA, {"type": "null"}],
+            "description": "Left out: the calling key's. No looser than the calling key's;"
+            " a period left out or null makes a one-off balance",
+        },
     },
 }
 DELETE_BODY_SCHEMA: Final[dict[str, Any]] = {

@@ -39,6 +39,7 @@ EXPECTED_ALL = [
     "KeyManager",
     "KeyNotFoundError",
     "LifetimeEscalationError",
+    "LimitEscalationError",
     "MissingDependencyError",
     "MissingKeyError",
     "NewAPIKey",
