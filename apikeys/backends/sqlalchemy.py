@@ -276,7 +276,8 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         engine = self._reader if isinstance(request, Query) else self.engine
         for attempt in (1, 2):
             with engine.connect() as connection:
-                served = connection.info.get(_SERVED, False)
+                info = connection.info
+                served = info.get(_SERVED, False)
                 try:
                     result = self._run(connection, request)
                 except sa_exc.DBAPIError as exc:
@@ -285,7 +286,7 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
                     raise
                 if not isinstance(request, Query):
                     connection.commit()
-                connection.info[_SERVED] = True
+                info[_SERVED] = True
                 return result
         raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -386,7 +387,8 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
         engine = self._reader if isinstance(request, Query) else self.engine
         for attempt in (1, 2):
             async with engine.connect() as connection:
-                served = connection.info.get(_SERVED, False)
+                info = connection.info
+                served = info.get(_SERVED, False)
                 try:
                     result = await self._run(connection, request)
                 except sa_exc.DBAPIError as exc:
@@ -395,7 +397,7 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
                     raise
                 if not isinstance(request, Query):
                     await connection.commit()
-                connection.info[_SERVED] = True
+                info[_SERVED] = True
                 return result
         raise AssertionError("unreachable: the second attempt returns or raises")
 
