@@ -166,11 +166,12 @@ _SERVED = "apikeys_served"
 def _replayable(exc: sa_exc.DBAPIError, served: bool) -> bool:
     """Whether a request that failed with ``exc`` before any commit may run once more.
 
-    Only when the connection was an idle pooled one that the server had dropped
-    meanwhile (a restart, an idle timeout, a terminated session): the request
-    reached no live session, so nothing of it happened; the engine has
-    invalidated the pool's connections as old as it. A new connection that
-    fails, or any other error, ends the request.
+    Only when the connection lost was a pooled one that had served before, as
+    after a restart, an idle timeout or a terminated session: nothing of the
+    request was committed (a write commits after the guarded part, and a
+    session that ends rolls its transaction back), and the engine has
+    invalidated the pool's connections as old as it. A connection opened for
+    the request that fails, or any other error, ends the request.
     """
     return served and exc.connection_invalidated
 
