@@ -234,6 +234,8 @@ def _decoy_literal(
     """``value`` of ``column`` as SQL text for ``dialect``: stored as the column stores it."""
     if value is None:
         return sa.null()
+    if isinstance(value, int):
+        return sa.literal_column(str(value))
     if dialect.name == "sqlite":
         # SQLite keeps timestamps and JSON as text: the text its bind processors write.
         encode = column.type.dialect_impl(dialect).bind_processor(dialect)
