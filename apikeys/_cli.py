@@ -198,6 +198,13 @@ def _scopes_arg(values: Sequence[str] | None, field: str = "--scope") -> tuple[s
     return normalize_scopes([s for value in values or () for s in value.split()], field=field)
 
 
+def _limit_change_arg(text: str | None) -> str | Keep | None:
+    """``--rate-limit``/``--quota`` of ``limits``: omitted keeps, ``none`` removes."""
+    if text is None:
+        return KEEP
+    return None if text.strip().lower() == "none" else text
+
+
 def _metadata_arg(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -313,6 +320,8 @@ def _details(key: APIKey) -> list[tuple[str, str]]:
         details.append(("revoked", f"{_when(key.revoked_at)} UTC"))
         details.append(("reason", key.revocation_reason or "-"))
     details.append(("created by", key.created_by or "-"))
+    details.append(("rate limit", "-" if key.rate_limit is None else str(key.rate_limit)))
+    details.append(("quota", "-" if key.quota is None else str(key.quota)))
     details.append(("hint", key.hint))
     if key.metadata:
         details.append(("metadata", json.dumps(key.metadata, sort_keys=True)))
@@ -456,7 +465,15 @@ def _cmd_create(args: argparse.Namespace, out: Writer) -> int:
     metadata = _metadata_arg(args.metadata)
     # The one command that may start a database: that is how a new SQLite file begins.
     with _manager(args, may_create=True) as manager:
-        new = manager.create_api_key(args.user_id, args.name, scopes, expiration, metadata=metadata)
+        new = manager.create_api_key(
+            args.user_id,
+            args.name,
+            scopes,
+            expiration,
+            metadata=metadata,
+            rate_limit=args.rate_limit,
+            quota=args.quota,
+        )
         # Printed before the manager closes: the secret exists nowhere else.
         if args.json:
             _write_json(out, new_key_to_json(new))
@@ -559,6 +576,20 @@ def key_id_argument(args: argparse.Namespace, manager: KeyManager) -> str:
 def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
     with _manager(args) as manager:
         key = manager.get_api_key(key_id_argument(args, manager))
+    if args.json:
+        _write_json(out, key_to_json(key))
+    else:
+        _write_details(out, _details(key), indent="")
+    return EXIT_OK
+
+
+def _cmd_limits(args: argparse.Namespace, out: Writer) -> int:
+    rate_limit = _limit_change_arg(args.rate_limit)
+    quota = _limit_change_arg(args.quota)
+    with _manager(args) as manager:
+        key = manager.update_api_key_limits(
+            key_id_argument(args, manager), rate_limit=rate_limit, quota=quota
+        )
     if args.json:
         _write_json(out, key_to_json(key))
     else:
@@ -876,6 +907,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--expires", metavar="WHEN", help=f"expiry (default never): {expires_help}")
     create.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the key")
+    limit_units = "units s, m (minutes), h, d, w"
+    create.add_argument(
+        "--rate-limit",
+        metavar="N/WINDOW",
+        help=f"at most N calls per window, e.g. 100/1m ({limit_units})",
+    )
+    create.add_argument(
+        "--quota",
+        metavar="N/PERIOD",
+        help=f"at most N credits per period, e.g. 100000/30d, or N once ({limit_units})",
+    )
 
     listing = command("list", "list a user's keys (never their secrets)", _cmd_list)
     listing.add_argument("user_id")
@@ -893,6 +935,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = command("show", "show one key (never its secret)", _cmd_show)
     key_argument(show)
+
+    limits = command("limits", "change a key's rate limit and quota", _cmd_limits)
+    key_argument(limits)
+    limits.add_argument(
+        "--rate-limit",
+        metavar="N/WINDOW",
+        help="the new rate limit (100/1m), or 'none' to remove it; omitted: kept",
+    )
+    limits.add_argument(
+        "--quota",
+        metavar="N/PERIOD",
+        help="the new quota (100000/30d, or N once), or 'none' to remove it; omitted: kept."
+        " Setting a quota starts its first period now, with nothing spent",
+    )
 
     revoke = command("revoke", "revoke a key at once (idempotent)", _cmd_revoke)
     key_argument(revoke)

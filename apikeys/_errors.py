@@ -13,7 +13,8 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     │   ├── InsufficientScopeError (403)     valid key lacking a required scope
     │   ├── InsecureTransportError (403)     a key sent over plain HTTP with require_https on
     │   ├── ForeignUserError (403)           a management call named another user
-    │   └── LifetimeEscalationError (403)    a new key would outlive the key creating it
+    │   ├── LifetimeEscalationError (403)    a new key would outlive the key creating it
+    │   └── LimitEscalationError (403)       a new key's limits would be looser than its creator's
     ├── KeyNotFoundError (404)               no key with that id
     ├── KeyLimitReachedError (409)           the owner holds the most active keys allowed
     ├── InvalidInputError (422)              bad arguments; nothing was written
@@ -319,6 +320,13 @@ class LifetimeEscalationError(AuthenticationError):
 
     code = "expiration_beyond_caller"
     default_message = "A new key cannot expire after the API key that creates it"
+
+
+class LimitEscalationError(AuthenticationError):
+    """A new key's rate limit or quota would be looser than the calling key's (403)."""
+
+    code = "limits_beyond_caller"
+    default_message = "A new key's rate limit and quota must be no looser than the calling key's"
 
 
 @dataclass(frozen=True, slots=True)

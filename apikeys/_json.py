@@ -6,7 +6,11 @@ its secret, a key just created carries it once (``secret``). ``status`` spells o
     {"id": "4xJ…", "userId": "user_123", "name": "CI", "scopes": ["read:data"],
      "createdAt": "2026-12-03T07:00:00Z", "expiresAt": null, "lastUsedAt": null,
      "revokedAt": null, "revocationReason": null, "createdBy": null,
-     "active": true, "status": "active", "hint": "apk_14xJ…WNUO", "metadata": {}}
+     "active": true, "status": "active", "hint": "apk_14xJ…WNUO", "metadata": {},
+     "rateLimit": {"limit": 100, "window": 60}, "quota": {"limit": 100000, "period": 2592000}}
+
+``rateLimit`` and ``quota`` are ``null`` for a key without them; windows and periods are
+seconds, and a quota's ``period`` is ``null`` for a one-off balance.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 
 
@@ -48,7 +53,19 @@ def key_to_json(key: APIKey) -> dict[str, Any]:
         "status": key_status(key),
         "hint": key.hint,
         "metadata": dict(key.metadata),
+        "rateLimit": rate_limit_to_json(key.rate_limit),
+        "quota": quota_to_json(key.quota),
     }
+
+
+def rate_limit_to_json(rate_limit: RateLimit | None) -> dict[str, Any] | None:
+    """``{"limit": 100, "window": 60}`` (seconds), or ``None``."""
+    return None if rate_limit is None else rate_limit.model_dump(mode="json")
+
+
+def quota_to_json(quota: Quota | None) -> dict[str, Any] | None:
+    """``{"limit": 100000, "period": 2592000}`` (seconds; ``null`` for a one-off balance), or ``None``."""
+    return None if quota is None else quota.model_dump(mode="json")
 
 
 def new_key_to_json(new_key: NewAPIKey) -> dict[str, Any]:

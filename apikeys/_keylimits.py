@@ -218,6 +218,44 @@ def format_duration(duration: timedelta) -> str:
     return f"{seconds}s"  # pragma: no cover - every whole number of seconds divides by 1 s
 
 
+def _allows_no_more(
+    child: tuple[int, timedelta | None], parent: tuple[int, timedelta | None]
+) -> bool:
+    # Compared as values: no more in one window than the parent's limit, and no faster
+    # on average. A child of 10/1m may have 5/1m, 5/30s or 10/1h; not 20/1h (20 at once)
+    # nor 5/1s (300 a minute). A span of None (a one-off balance) is for ever: only
+    # another one-off fits under it. Each key counts on its own meter, so this bounds
+    # what a child is given, not what a parent and its children spend together.
+    (child_amount, child_span), (parent_amount, parent_span) = child, parent
+    if child_amount > parent_amount:
+        return False
+    if parent_span is None:
+        return child_span is None
+    if child_span is None:
+        return True
+    return child_amount * parent_span.total_seconds() <= parent_amount * child_span.total_seconds()
+
+
+def rate_limit_within(child: RateLimit | None, parent: RateLimit | None) -> bool:
+    """Whether ``child`` is no looser than ``parent``: no more calls per window, no faster
+    on average (``None``: no limit, looser than any)."""
+    if parent is None:
+        return True
+    if child is None:
+        return False
+    return _allows_no_more((child.limit, child.window), (parent.limit, parent.window))
+
+
+def quota_within(child: Quota | None, parent: Quota | None) -> bool:
+    """Whether ``child`` is no looser than ``parent``: no more credits per period, no faster
+    refill on average, and no refill under a one-off balance (``None``: no quota)."""
+    if parent is None:
+        return True
+    if child is None:
+        return False
+    return _allows_no_more((child.limit, child.period), (parent.limit, parent.period))
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """One fixed window of a limit: ``[start, end)``, as Unix seconds."""
@@ -265,5 +303,7 @@ __all__ = [
     "as_utc",
     "format_duration",
     "quota_window",
+    "quota_within",
+    "rate_limit_within",
     "rate_window",
 ]

@@ -157,6 +157,72 @@ def test_create_json_has_every_field_and_the_secret(cli: CLI) -> None:
     assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
 
 
+def test_create_gives_a_key_its_limits_in_short_form(cli: CLI, url: str) -> None:
+    created = create(cli, "--rate-limit", "100/1m", "--quota", "100000/30d")
+    assert created["rateLimit"] == {"limit": 100, "window": 60}
+    assert created["quota"] == {"limit": 100_000, "period": 30 * 86400}
+    once = create(cli, "--quota", "500")
+    assert once["rateLimit"] is None
+    assert once["quota"] == {"limit": 500, "period": None}
+
+    shown = cli("show", created["id"])
+    assert re.search(r"^rate limit +100/1m$", shown.out, re.MULTILINE)
+    assert re.search(r"^quota +100000/30d$", shown.out, re.MULTILINE)
+    assert re.search(r"^rate limit +-$", cli("show", once["id"]).out, re.MULTILINE)
+    with contextlib.closing(apikeys.create_key_manager(url)) as manager:
+        stored = manager.get_api_key(created["id"])
+    assert str(stored.rate_limit) == "100/1m"
+    assert str(stored.quota) == "100000/30d"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [
+        ("--rate-limit", "100", "rate_limit"),
+        ("--rate-limit", "100/1y", "rate_limit"),
+        ("--rate-limit", "0/1m", "rate_limit"),
+        ("--quota", "100000/400d", "quota"),
+        ("--quota", "lots", "quota"),
+    ],
+)
+def test_a_bad_limit_is_refused_and_writes_nothing(
+    cli: CLI, database: Path, flag: str, value: str, field: str
+) -> None:
+    run = cli("create", "user_1", "CI", "--json", flag, value)
+    assert run.code == EXIT_USAGE
+    assert run.out == ""
+    assert run.error()["code"] == "invalid_input"
+    assert run.error()["message"].startswith(field)
+    assert row_count(database) == 0
+
+
+def test_limits_sets_changes_keeps_and_removes(cli: CLI) -> None:
+    key = create(cli, "--rate-limit", "10/1s", "--quota", "500")
+    changed = cli("limits", key["id"], "--rate-limit", "20/1s", "--json").json()
+    assert changed["rateLimit"] == {"limit": 20, "window": 1}
+    assert changed["quota"] == {"limit": 500, "period": None}  # kept: not named
+
+    removed = cli("limits", key["id"], "--quota", "none", "--json").json()
+    assert removed["rateLimit"] == {"limit": 20, "window": 1}
+    assert removed["quota"] is None
+
+    text = cli("limits", key["id"], "--rate-limit", "None", "--quota", "1000/1d")
+    assert text.code == EXIT_OK
+    assert re.search(r"^rate limit +-$", text.out, re.MULTILINE)
+    assert re.search(r"^quota +1000/1d$", text.out, re.MULTILINE)
+
+
+def test_limits_of_a_bad_form_or_an_unknown_key_change_nothing(cli: CLI) -> None:
+    key = create(cli, "--rate-limit", "10/1s")
+    refused = cli("limits", key["id"], "--rate-limit", "ten a second", "--json")
+    assert refused.code == EXIT_USAGE
+    assert refused.error()["message"].startswith("rate_limit 'ten a second' is not of the form")
+    assert cli("show", key["id"], "--json").json()["rateLimit"] == {"limit": 10, "window": 1}
+    unknown = cli("limits", "0" * len(key["id"]), "--quota", "5", "--json")
+    assert unknown.code != EXIT_OK
+    assert unknown.error()["code"] == "api_key_not_found"
+
+
 @pytest.mark.parametrize(
     ("expires", "expected"),
     [

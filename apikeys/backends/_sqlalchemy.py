@@ -11,6 +11,7 @@ perform them on a sync or an async engine, argon2 in a worker thread there.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -202,34 +203,54 @@ _SELECT_OWNED_KEY = _SELECT_KEY.where(api_keys_table.c.user_id == sa.bindparam("
 
 
 # Validation reads the row of the presented id, or, when there is none, a decoy row
-# of the same shape made of bound values: either way one row of the same columns is
-# fetched and decoded (its timestamps and JSON cost tens of microseconds), so a wrong
-# secret for a known id takes the time an unknown id takes (benchmarks/timing.py).
-def _validation_statement(*, encoded_decoy: bool) -> sa.Executable:
+# of the same shape: either way one row of the same columns is fetched and decoded
+# (its timestamps and JSON cost tens of microseconds), so a wrong secret for a known
+# id takes the time an unknown id takes (benchmarks/timing.py).
+def _validation_statement(decoy: Iterable[sa.ColumnElement[Any]]) -> sa.Executable:
     return (
         sa.union_all(
-            sa.select(sa.literal(False).label("decoy"), *api_keys_table.c).where(
+            sa.select(sa.false().label("decoy"), *api_keys_table.c).where(
                 api_keys_table.c.id == sa.bindparam("key_id")
             ),
-            sa.select(
-                sa.literal(True),
-                *(
-                    sa.bindparam(
-                        f"decoy_{column.name}", type_=sa.String() if encoded_decoy else column.type
-                    )
-                    for column in api_keys_table.c
-                ),
-            ),
+            sa.select(sa.true(), *decoy),
         )
         .order_by("decoy")
         .limit(1)
     )
 
 
-_SELECT_FOR_VALIDATION = _validation_statement(encoded_decoy=False)
-# SQLite stores JSON and timestamps as text and matches no types across a UNION,
-# so there the decoy's values are encoded once, not on every validation (20 µs).
-_SELECT_FOR_VALIDATION_ENCODED = _validation_statement(encoded_decoy=True)
+# Elsewhere the decoy's values are bound with their columns' types.
+_SELECT_FOR_VALIDATION = _validation_statement(
+    sa.bindparam(f"decoy_{column.name}", type_=column.type) for column in api_keys_table.c
+)
+# On these, the decoy's values are written into the statement as text, once per
+# manager: each call then binds one value, not thirteen. Either database gives a
+# text literal the type of the column above it in the UNION.
+_INLINE_DECOY_DIALECTS = frozenset({"sqlite", "postgresql"})
+
+
+def _decoy_literal(
+    column: sa.Column[Any], value: Any, dialect: sa.Dialect
+) -> sa.ColumnElement[Any]:
+    """``value`` of ``column`` as SQL text for ``dialect``: stored as the column stores it."""
+    if value is None:
+        return sa.null()
+    if isinstance(value, int):
+        return sa.literal_column(str(value))
+    if dialect.name == "sqlite":
+        # SQLite keeps timestamps and JSON as text: the text its bind processors write.
+        encode = column.type.dialect_impl(dialect).bind_processor(dialect)
+        text = str(value if encode is None else encode(value))
+    elif isinstance(value, datetime):
+        text = value.isoformat()
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value)
+    rendered = sa.literal(text, sa.String()).compile(
+        dialect=dialect, compile_kwargs={"literal_binds": True}
+    )
+    return sa.literal_column(str(rendered))
 
 
 _RECORD_USES = (
@@ -867,8 +888,8 @@ class SQLAlchemyBase(FlowBackend):
         )
         # Read and verified against when the id is unknown, so that case costs what a
         # wrong secret costs: shaped like a typical live key (every timestamp but the
-        # revocation set, a scope, no metadata), so it decodes like one. Bound as the
-        # engine's dialect wants it by _validation_lookup_for, once the engine exists.
+        # revocation set, a scope, no metadata), so it decodes like one. Written into
+        # the statement, or bound, by _validation_lookup_for once the engine exists.
         decoy_time = self.clock()
         self._decoy_row: dict[str, Any] = {
             f"decoy_{name}": value
@@ -1009,15 +1030,14 @@ class SQLAlchemyBase(FlowBackend):
         return Query(statement, {**decoy, "key_id": key_id})
 
     def _validation_lookup_for(self, dialect: sa.Dialect) -> tuple[sa.Executable, dict[str, Any]]:
-        if dialect.name != "sqlite":
+        """The validation statement for ``dialect``, and the decoy values it binds."""
+        if dialect.name not in _INLINE_DECOY_DIALECTS:
             return _SELECT_FOR_VALIDATION, self._decoy_row
-        encoded: dict[str, Any] = {}
-        for column in api_keys_table.c:
-            name = f"decoy_{column.name}"
-            encode = column.type.dialect_impl(dialect).bind_processor(dialect)
-            value = self._decoy_row[name]
-            encoded[name] = value if value is None or encode is None else encode(value)
-        return _SELECT_FOR_VALIDATION_ENCODED, encoded
+        statement = _validation_statement(
+            _decoy_literal(column, self._decoy_row[f"decoy_{column.name}"], dialect)
+            for column in api_keys_table.c
+        )
+        return statement, {}
 
     def _fetch_key(
         self, key_id: str, owner: str | None = None

@@ -50,7 +50,7 @@ from apikeys.backends._sqlalchemy import (
 try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
     from sqlalchemy.pool import StaticPool
 except ImportError as exc:
     raise MissingDependencyError("sqlalchemy", "sqlalchemy") from exc
@@ -112,7 +112,8 @@ def _engine_options(url: sa.URL, timeout: float) -> dict[str, Any]:
             # One shared connection, or each connection would see its own empty database.
             options["poolclass"] = StaticPool
     else:
-        options["pool_pre_ping"] = True
+        # No pre-ping (a round trip on every checkout): a pooled connection found
+        # dead is replaced and its request run again instead (see _replayable).
         options["pool_timeout"] = timeout
         if url.get_driver_name() in ("psycopg", "psycopg2"):
             # libpq counts whole seconds and refuses less than 2.
@@ -155,6 +156,24 @@ def _reader_of(engine: EngineT) -> EngineT:
 
 def _rows_of(result: sa.CursorResult[Any]) -> list[sa.RowMapping]:
     return list(result.mappings().all())
+
+
+# Marks a pooled connection that has served a request; the pool clears it when it
+# replaces the driver connection.
+_SERVED = "apikeys_served"
+
+
+def _replayable(exc: sa_exc.DBAPIError, served: bool) -> bool:
+    """Whether a request that failed with ``exc`` before any commit may run once more.
+
+    Only when the connection lost was a pooled one that had served before, as
+    after a restart, an idle timeout or a terminated session: nothing of the
+    request was committed (a write commits after the guarded part, and a
+    session that ends rolls its transaction back), and the engine has
+    invalidated the pool's connections as old as it. A connection opened for
+    the request that fails, or any other error, ends the request.
+    """
+    return served and exc.connection_invalidated
 
 
 class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
@@ -250,22 +269,42 @@ class SQLAlchemyKeyManager(SyncShell, SQLAlchemyBase):
         try:
             self._ensure_schema()
             with self._io_lock:
-                if isinstance(request, Query):
-                    with self._reader.connect() as connection:
-                        return _rows_of(connection.execute(request.statement, request.parameters))
-                if isinstance(request, Transaction):
-                    with self.engine.begin() as connection:
-                        return request.body(connection)
-                if isinstance(request, WriteMany):
-                    with self.engine.begin() as connection:
-                        connection.execute(request.statement, list(request.rows))
-                    return None
-                with self.engine.begin() as connection:
-                    return [connection.execute(s).rowcount for s in request.statements]
+                return self._execute(request)
         except sa_exc.IntegrityError as exc:
             raise Conflict from exc
         except sa_exc.SQLAlchemyError as exc:
             raise _database_error(exc, self.engine.url) from exc
+
+    def _execute(self, request: Query | Write | WriteMany | Transaction) -> Any:
+        engine = self._reader if isinstance(request, Query) else self.engine
+        for attempt in (1, 2):
+            with engine.connect() as connection:
+                info = connection.info
+                served = info.get(_SERVED, False)
+                try:
+                    result = self._run(connection, request)
+                except sa_exc.DBAPIError as exc:
+                    if attempt == 1 and _replayable(exc, served):
+                        continue
+                    raise
+                if not isinstance(request, Query):
+                    connection.commit()
+                info[_SERVED] = True
+                return result
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    @staticmethod
+    def _run(connection: sa.Connection, request: Query | Write | WriteMany | Transaction) -> Any:
+        """Run ``request`` on ``connection``, a write in a transaction left uncommitted."""
+        if isinstance(request, Query):
+            return _rows_of(connection.execute(request.statement, request.parameters))
+        connection.begin()
+        if isinstance(request, Transaction):
+            return request.body(connection)
+        if isinstance(request, WriteMany):
+            connection.execute(request.statement, list(request.rows))
+            return None
+        return [connection.execute(s).rowcount for s in request.statements]
 
     def close(self) -> None:
         """Write the uses not yet written, stop listening for revocations and dispose
@@ -350,18 +389,37 @@ class AsyncSQLAlchemyKeyManager(AsyncShell, SQLAlchemyBase):
             ) from exc
 
     async def _execute(self, request: Query | Write | WriteMany | Transaction) -> Any:
+        engine = self._reader if isinstance(request, Query) else self.engine
+        for attempt in (1, 2):
+            async with engine.connect() as connection:
+                info = connection.info
+                served = info.get(_SERVED, False)
+                try:
+                    result = await self._run(connection, request)
+                except sa_exc.DBAPIError as exc:
+                    if attempt == 1 and _replayable(exc, served):
+                        continue
+                    raise
+                if not isinstance(request, Query):
+                    await connection.commit()
+                info[_SERVED] = True
+                return result
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    @staticmethod
+    async def _run(
+        connection: AsyncConnection, request: Query | Write | WriteMany | Transaction
+    ) -> Any:
+        """Run ``request`` on ``connection``, a write in a transaction left uncommitted."""
         if isinstance(request, Query):
-            async with self._reader.connect() as connection:
-                return _rows_of(await connection.execute(request.statement, request.parameters))
+            return _rows_of(await connection.execute(request.statement, request.parameters))
+        await connection.begin()
         if isinstance(request, Transaction):
-            async with self.engine.begin() as connection:
-                return await connection.run_sync(request.body)
+            return await connection.run_sync(request.body)
         if isinstance(request, WriteMany):
-            async with self.engine.begin() as connection:
-                await connection.execute(request.statement, list(request.rows))
+            await connection.execute(request.statement, list(request.rows))
             return None
-        async with self.engine.begin() as connection:
-            return [(await connection.execute(s)).rowcount for s in request.statements]
+        return [(await connection.execute(s)).rowcount for s in request.statements]
 
     async def close(self) -> None:
         """Write the uses not yet written, stop listening for revocations and dispose

@@ -36,6 +36,7 @@ from apikeys._creationlimit import CreationLimiter
 from apikeys._errors import APIKeysError, ForeignUserError, LifetimeEscalationError
 from apikeys._flow import Flow, run_async, run_sync
 from apikeys._json import key_to_json, new_key_to_json, page_to_json
+from apikeys._keylimits import Quota, RateLimit
 from apikeys._keystate import check_scopes
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
@@ -113,17 +114,21 @@ class CreateKey:
     expiration: datetime | None
     metadata: dict[str, Any]
     created_by: str
+    rate_limit: RateLimit | None
+    quota: Quota | None
 
     def call_sync(self, manager: KeyManager) -> NewAPIKey:
         return manager.create_api_key(
             self.user_id, self.name, self.scopes, self.expiration,
             metadata=self.metadata, created_by=self.created_by,
+            rate_limit=self.rate_limit, quota=self.quota,
         )  # fmt: skip
 
     async def call_async(self, manager: AsyncKeyManager) -> NewAPIKey:
         return await manager.create_api_key(
             self.user_id, self.name, self.scopes, self.expiration,
             metadata=self.metadata, created_by=self.created_by,
+            rate_limit=self.rate_limit, quota=self.quota,
         )  # fmt: skip
 
 
@@ -199,7 +204,7 @@ def management_flow(
             yield TakeCreation(creation, caller.user_id)
         new_key: NewAPIKey = yield CreateKey(
             caller.user_id, arguments.name, arguments.scopes, arguments.expiration,
-            arguments.metadata, caller.id,
+            arguments.metadata, caller.id, arguments.rate_limit, arguments.quota,
         )  # fmt: skip
         return CoreResponse(201, new_key_to_json(new_key), _NO_STORE)
     if method == "DELETE":

@@ -4,7 +4,9 @@ Bodies are capped in size and checked field by field: wrong types, unknown
 or repeated fields, past expirations → 422 listing every field error. A new
 key's scopes must be covered by the caller's (no escalation; 403
 ``insufficient_scope`` naming what is missing), and it cannot outlive the
-caller: without an expiration it gets the caller's; a later one is 403.
+caller: without an expiration it gets the caller's; a later one is 403. Nor can
+it spend faster: without a ``rateLimit`` or ``quota`` it gets the caller's, and
+looser ones are 403 ``limits_beyond_caller``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from pydantic import ValidationError
+
 from apikeys._arguments import (
+    KEEP,
     MAX_PAGE_SIZE,
+    Keep,
     check_key_id,
     check_metadata,
     check_name,
@@ -30,8 +36,10 @@ from apikeys._errors import (
     InvalidInputError,
     InvalidRequestError,
     LifetimeEscalationError,
+    LimitEscalationError,
 )
 from apikeys._expiry import parse_expiration
+from apikeys._keylimits import Quota, RateLimit, quota_within, rate_limit_within
 from apikeys._models import VerifiedKey
 from apikeys._scopes import missing_scopes, normalize_scopes
 from apikeys.integrations._clients import HeaderSource, text_pairs
@@ -44,7 +52,9 @@ MAX_OFFSET: Final = 999_999_999
 _INTEGER_RE = re.compile(r"[0-9]{1,9}")
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
-_CREATE_FIELDS = frozenset({"name", "scopes", "expiration", "userId", "metadata"})
+_CREATE_FIELDS = frozenset(
+    {"name", "scopes", "expiration", "userId", "metadata", "rateLimit", "quota"}
+)
 _DELETE_FIELDS = frozenset({"id", "reason"})
 
 
@@ -132,6 +142,33 @@ class CreateArguments:
     scopes: tuple[str, ...]
     expiration: datetime | None
     metadata: dict[str, Any]
+    rate_limit: RateLimit | None
+    quota: Quota | None
+
+
+_LimitT = TypeVar("_LimitT", RateLimit, Quota)
+
+
+def _limit_field(
+    errors: list[FieldError], body: Mapping[str, Any], name: str, model: type[_LimitT]
+) -> _LimitT | Keep | None:
+    """A ``rateLimit``/``quota`` field: the JSON form of its model, ``null``, or absent (``KEEP``)."""
+    if name not in body:
+        return KEEP
+    value = body[name]
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        errors.append(FieldError(name, "must be an object or null"))
+        return None
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(f"{name}.{where}" if where else name, message))
+        return None
 
 
 def _field(
@@ -173,6 +210,8 @@ def create_arguments(body: Mapping[str, Any], caller: VerifiedKey) -> CreateArgu
         errors.append(FieldError("metadata", "must be a JSON object"))
     else:
         metadata = _field(errors, "metadata", check_metadata, metadata_value)
+    rate_limit = _limit_field(errors, body, "rateLimit", RateLimit)
+    quota = _limit_field(errors, body, "quota", Quota)
     user_id = body.get("userId")
     if user_id is not None and not isinstance(user_id, str):
         errors.append(FieldError("userId", "must be a string"))
@@ -194,7 +233,15 @@ def create_arguments(body: Mapping[str, Any], caller: VerifiedKey) -> CreateArgu
             expiration = caller.expires_at
         elif expiration > caller.expires_at:
             raise LifetimeEscalationError(key_id=caller.id)
-    return CreateArguments(name, scopes, expiration, metadata or {})
+    # Likewise a key never spends faster than the key that made it: left out, its
+    # limits are the caller's; given, they must be no looser.
+    if isinstance(rate_limit, Keep):
+        rate_limit = caller.rate_limit
+    if isinstance(quota, Keep):
+        quota = caller.quota
+    if not (rate_limit_within(rate_limit, caller.rate_limit) and quota_within(quota, caller.quota)):
+        raise LimitEscalationError(key_id=caller.id)
+    return CreateArguments(name, scopes, expiration, metadata or {}, rate_limit, quota)
 
 
 def delete_arguments(

@@ -11,11 +11,40 @@ from __future__ import annotations
 from typing import Any, Final
 
 from apikeys._arguments import MAX_NAME_LENGTH, MAX_PAGE_SIZE, MAX_REASON_LENGTH
+from apikeys._keylimits import MAX_LIMIT, MAX_QUOTA_PERIOD, MAX_RATE_WINDOW
 from apikeys._scopes import MAX_SCOPE_LENGTH, MAX_SCOPES
 from apikeys.integrations._management import MANAGEMENT_PATH, MAX_OFFSET
 
 # The scope syntax of apikeys._scopes.
 SCOPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*(:\*)?$"
+
+
+RATE_LIMIT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["limit", "window"],
+    "properties": {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        "window": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": int(MAX_RATE_WINDOW.total_seconds()),
+        },
+    },
+}
+QUOTA_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["limit"],
+    "properties": {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        "period": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": int(MAX_QUOTA_PERIOD.total_seconds()),
+        },
+    },
+}
 
 
 def _key_schema(*, with_secret: bool = False) -> dict[str, Any]:
@@ -38,6 +67,15 @@ def _key_schema(*, with_secret: bool = False) -> dict[str, Any]:
         "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
         "hint": {"type": "string"},
         "metadata": {"type": "object"},
+        "rateLimit": {
+            "oneOf": [RATE_LIMIT_SCHEMA, {"type": "null"}],
+            "description": "At most `limit` calls in each `window` seconds, or null",
+        },
+        "quota": {
+            "oneOf": [QUOTA_SCHEMA, {"type": "null"}],
+            "description": "At most `limit` credits in each `period` seconds (null: never"
+            " refilled), or null",
+        },
     }
     if with_secret:
         properties["secret"] = {"type": "string", "description": "Shown only this once"}
@@ -61,6 +99,15 @@ CREATE_BODY_SCHEMA: Final[dict[str, Any]] = {
         },
         "userId": {"type": "string", "description": "Must be the caller's own user id"},
         "metadata": {"type": "object"},
+        "rateLimit": {
+            "oneOf": [RATE_LIMIT_SCHEMA, {"type": "null"}],
+            "description": "Left out: the calling key's. No looser than the calling key's",
+        },
+        "quota": {
+            "oneOf": [QUOTA_SCHEMA, {"type": "null"}],
+            "description": "Left out: the calling key's. No looser than the calling key's;"
+            " a period left out or null makes a one-off balance",
+        },
     },
 }
 DELETE_BODY_SCHEMA: Final[dict[str, Any]] = {

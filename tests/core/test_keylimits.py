@@ -18,6 +18,8 @@ from apikeys._keylimits import (
     RateLimit,
     format_duration,
     quota_window,
+    quota_within,
+    rate_limit_within,
     rate_window,
 )
 
@@ -228,3 +230,53 @@ def test_a_quota_period_counts_from_its_anchor(
 def test_a_one_off_balance_has_no_period() -> None:
     now = datetime(2026, 12, 3, tzinfo=UTC)
     assert quota_window(Quota(limit=500), now, now + timedelta(days=3650)) is None
+
+
+@pytest.mark.parametrize(
+    ("child", "parent", "within"),
+    [
+        (None, None, True),
+        ("5/1m", None, True),
+        (None, "10/1m", False),  # no limit is looser than any
+        ("10/1m", "10/1m", True),
+        ("5/1m", "10/1m", True),
+        ("10/1h", "10/1m", True),
+        ("20/1h", "10/1m", False),  # 20 at once
+        ("5/1s", "10/1m", False),  # 300 a minute
+        ("10/30s", "10/1m", False),  # 20 a minute
+        ("5/30s", "10/1m", True),
+    ],
+)
+def test_a_rate_limit_is_within_another_when_no_looser(
+    child: str | None, parent: str | None, within: bool
+) -> None:
+    def read(text: str | None) -> RateLimit | None:
+        return None if text is None else RateLimit.parse(text)
+
+    assert rate_limit_within(read(child), read(parent)) is within
+
+
+@pytest.mark.parametrize(
+    ("child", "parent", "within"),
+    [
+        ("500", None, True),
+        (None, "500", False),
+        ("500", "500", True),
+        ("100", "500", True),
+        ("600", "500", False),
+        ("100/30d", "500", False),  # refills for ever under a balance that never does
+        ("500", "1000/30d", True),  # once, within one period's worth
+        ("2000", "1000/30d", False),
+        ("1000/60d", "1000/30d", True),
+        ("1000/1d", "1000/30d", False),
+        ("30/1d", "1000/30d", True),
+        ("40/1d", "1000/30d", False),  # 1,200 in 30 days
+    ],
+)
+def test_a_quota_is_within_another_when_no_looser(
+    child: str | None, parent: str | None, within: bool
+) -> None:
+    def read(text: str | None) -> Quota | None:
+        return None if text is None else Quota.parse(text)
+
+    assert quota_within(read(child), read(parent)) is within

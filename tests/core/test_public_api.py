@@ -41,6 +41,7 @@ EXPECTED_ALL = [
     "KeyManager",
     "KeyNotFoundError",
     "LifetimeEscalationError",
+    "LimitEscalationError",
     "MissingDependencyError",
     "MissingKeyError",
     "NewAPIKey",

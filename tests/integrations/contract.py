@@ -583,6 +583,45 @@ class IntegrationContract:
         assert later.json["code"] == "expiration_beyond_caller"
         assert seeded.count_keys() == before
 
+    def test_create_gives_limits_no_looser_than_the_calling_key(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        manager = apikeys.create_key_manager(seeded.url)
+        try:
+            limited = manager.create_api_key(
+                OWNER, "metered", ["read:data", "keys:manage"], rate_limit="10/1m", quota="1000/30d"
+            )
+        finally:
+            manager.close()
+        inherited = post_key(client, limited.secret, {"name": "child"})
+        assert inherited.status == 201, inherited.text
+        assert inherited.json["rateLimit"] == {"limit": 10, "window": 60}
+        assert inherited.json["quota"] == {"limit": 1000, "period": 30 * 86400}
+        tighter = post_key(
+            client,
+            limited.secret,
+            {"name": "c2", "rateLimit": {"limit": 5, "window": 60}, "quota": {"limit": 10}},
+        )
+        assert tighter.status == 201, tighter.text
+        assert tighter.json["rateLimit"] == {"limit": 5, "window": 60}
+        assert tighter.json["quota"] == {"limit": 10, "period": None}
+        before = seeded.count_keys()
+        for looser in (
+            {"rateLimit": None},
+            {"rateLimit": {"limit": 20, "window": 60}},
+            {"rateLimit": {"limit": 5, "window": 1}},
+            {"quota": None},
+            {"quota": {"limit": 1000, "period": 86400}},
+        ):
+            refused = post_key(client, limited.secret, {"name": "c3", **looser})
+            assert refused.status == 403, looser
+            assert refused.json["code"] == "limits_beyond_caller"
+        assert seeded.count_keys() == before
+        # A key without limits mints keys with any, or none.
+        free = post_key(client, seeded.admin.secret, {"name": "c4", "rateLimit": None})
+        assert free.status == 201
+        assert free.json["rateLimit"] is None and free.json["quota"] is None
+
     @pytest.mark.parametrize(
         ("body", "fields"),
         [
@@ -606,11 +645,19 @@ class IntegrationContract:
             (as_json({"name": "a", "admin": True}), ["admin"]),
             (as_json({"name": "a", "owner": "x", "scopes": 3}), ["owner", "scopes"]),
             (as_json({"name": "a" * 100_000}), ["body"]),
+            (as_json({"name": "a", "rateLimit": "100/1m"}), ["rateLimit"]),
+            (as_json({"name": "a", "rateLimit": {"limit": 0, "window": 60}}), ["rateLimit.limit"]),
+            (as_json({"name": "a", "rateLimit": {"limit": 5}}), ["rateLimit.window"]),
+            (as_json({"name": "a", "quota": {"limit": 5, "period": 1.5}}), ["quota.period"]),
+            (as_json({"name": "a", "quota": {"limit": True}}), ["quota.limit"]),
+            (as_json({"name": "a", "quota": {"limit": 5, "every": 60}}), ["quota.every"]),
         ],
         ids=["not-json", "array", "repeated-field", "nan", "deep", "not-utf8", "empty",
              "empty-name", "name-type", "bad-scope", "scope-types", "scopes-object",
              "past-expiration", "unparseable-expiration", "numeric-expiration", "user-id-type",
-             "metadata-type", "unknown-field", "several", "huge"],
+             "metadata-type", "unknown-field", "several", "huge", "rate-limit-text",
+             "rate-limit-zero", "rate-limit-no-window", "quota-fraction", "quota-bool",
+             "quota-unknown-part"],
     )  # fmt: skip
     def test_create_refuses_bad_bodies_and_writes_nothing(
         self, client: Client, seeded: Seeded, body: bytes, fields: list[str]

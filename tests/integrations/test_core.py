@@ -25,6 +25,7 @@ from apikeys import (
     InvalidKeyError,
     KeyLimitReachedError,
     KeyNotFoundError,
+    LimitEscalationError,
     MissingDependencyError,
     MissingKeyError,
     RateLimitedError,
@@ -507,6 +508,7 @@ def test_dot_segments_are_never_exempt(prefix: str, suffix: str, dots: str) -> N
         (AuthenticationError(), 403, "authentication_failed"),
         (ForeignUserError(), 403, "forbidden_user"),
         (LifetimeEscalationError(), 403, "expiration_beyond_caller"),
+        (LimitEscalationError(), 403, "limits_beyond_caller"),
         (KeyNotFoundError(), 404, "api_key_not_found"),
         (KeyLimitReachedError(limit=100), 409, "key_limit_reached"),
         (InvalidInputError("bad", field="user_id"), 422, "invalid_input"),
@@ -622,7 +624,7 @@ def test_body_less_response_has_no_content() -> None:
 def test_manager_calls_show_no_argument() -> None:
     secret = apikeys.generate_key().key
     calls = (
-        CreateKey("u", secret, ("read:data",), None, {"note": secret}, "k"),
+        CreateKey("u", secret, ("read:data",), None, {"note": secret}, "k", None, None),
         RevokeKey("k", secret, "u"),
     )
     for call in calls:
