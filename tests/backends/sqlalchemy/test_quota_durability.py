@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import apikeys
 from apikeys import QuotaExceededError, RateLimitedError
+from apikeys._meter import MemoryMeter
+from apikeys._redis_meter import RedisMeter
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager, api_keys_table
 from tests.redis_server import RedisServer
 
@@ -102,3 +105,18 @@ def test_a_key_without_limits_is_served_the_cached_validation_itself(tmp_path: P
         assert cached is not None and cached.usage is None
         assert first.usage is not None and first.usage.rate_limit is not None
         assert first.usage.rate_limit.remaining == 8
+
+
+def test_the_meter_is_chosen_by_configuration(
+    tmp_path: Path, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    alone = apikeys.create_key_manager(url)
+    assert isinstance(alone, SQLAlchemyKeyManager)
+    assert isinstance(alone.meter, MemoryMeter)
+    alone.close()
+    monkeypatch.setenv("APIKEYS_REDIS_URL", redis.url)
+    shared = apikeys.create_key_manager(url)
+    assert isinstance(shared, SQLAlchemyKeyManager)
+    assert isinstance(shared.meter, RedisMeter)
+    shared.close()
