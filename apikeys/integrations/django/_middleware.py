@@ -65,8 +65,11 @@ class APIKeyMiddleware:
             try:
                 keys.authenticate(request, self.required_scopes)
             except APIKeysError as exc:
-                return keys.response_for(exc)
-        return self.get_response(request)
+                return keys.response_for(exc, request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)  # sync mode: a response
+        keys.with_rate_limit_fields(request, response)
+        return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         keys = APIKeys.current()
@@ -74,17 +77,19 @@ class APIKeyMiddleware:
             try:
                 await keys.aauthenticate(request, self.required_scopes)
             except APIKeysError as exc:
-                return keys.response_for(exc)
-        response = self.get_response(request)
-        assert not isinstance(response, HttpResponseBase)  # async mode: a coroutine
-        return await response
+                return keys.response_for(exc, request)
+        pending = self.get_response(request)
+        assert not isinstance(pending, HttpResponseBase)  # async mode: a coroutine
+        response = await pending
+        keys.with_rate_limit_fields(request, response)
+        return response
 
     def process_exception(
         self, request: HttpRequest, exception: Exception
     ) -> HttpResponseBase | None:
         """Answer an :class:`~apikeys.APIKeysError` raised by any view with its JSON error."""
         if isinstance(exception, APIKeysError):
-            return APIKeys.current().response_for(exception)
+            return APIKeys.current().response_for(exception, request)
         return None
 
 
