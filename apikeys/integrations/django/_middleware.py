@@ -93,4 +93,38 @@ class APIKeyMiddleware:
         return None
 
 
-__all__ = ["APIKeyMiddleware"]
+class RateLimitFieldsMiddleware:
+    """Add the ``RateLimit`` header fields of the request's key to every response.
+
+    :class:`APIKeyMiddleware` and ``require_api_key`` add them themselves; this
+    one is for views they do not wrap, Django REST framework's: add
+    ``"apikeys.integrations.django.RateLimitFieldsMiddleware"`` to ``MIDDLEWARE``.
+    It verifies nothing: a request no key was verified for is left alone.
+    """
+
+    sync_capable: ClassVar[bool] = True
+    async_capable: ClassVar[bool] = True
+
+    def __init__(self, get_response: _GetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)  # sync mode: a response
+        APIKeys.with_rate_limit_fields(request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        pending = self.get_response(request)
+        assert not isinstance(pending, HttpResponseBase)  # async mode: a coroutine
+        response = await pending
+        APIKeys.with_rate_limit_fields(request, response)
+        return response
+
+
+__all__ = ["APIKeyMiddleware", "RateLimitFieldsMiddleware"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from apikeys._errors import APIKeysError, MissingDependencyError, MissingKeyError
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import required_scopes, route_cost
 from apikeys.integrations._responses import error_response
 
 try:
@@ -139,9 +139,14 @@ class HasAPIKeyScopes(BasePermission):
     or, when it has none, the view's ``required_scopes`` attribute. Refusals
     use the apikeys bodies: 401 ``missing_api_key`` without a key, 403
     ``insufficient_scope`` with ``missingScopes``.
+
+    ``cost`` is what a call spends from the key's rate limit and quota (1 to
+    10**12): authentication spends one unit, this permission the rest, once
+    per request. Over the key's limits: 429 with ``Retry-After``.
     """
 
     required_scopes: ClassVar[tuple[str, ...]] = ()
+    cost: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check a subclass's ``required_scopes`` when it is declared.
@@ -153,6 +158,8 @@ class HasAPIKeyScopes(BasePermission):
         super().__init_subclass__(**kwargs)
         if "required_scopes" in cls.__dict__:
             cls.required_scopes = required_scopes(cls.__dict__["required_scopes"])
+        if "cost" in cls.__dict__:
+            cls.cost = route_cost(cls.__dict__["cost"])
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         """Check the key and its scopes; raise the apikeys refusal otherwise."""
@@ -166,20 +173,23 @@ class HasAPIKeyScopes(BasePermission):
                 keys.credentials(request._request).credential(keys.settings)
                 raise MissingKeyError()
             check_scopes(verified, scopes)
+            if self.cost > 1:
+                keys.authenticate(request._request, scopes, self.cost)
         except APIKeysError as exc:
             raise APIKeyException(exc, keys) from None
         return True
 
 
-def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
+def require_scopes(*scopes: str | Iterable[str], cost: int = 1) -> type[HasAPIKeyScopes]:
     """A :class:`HasAPIKeyScopes` requiring ``scopes``: ``permission_classes = [require_scopes("read:data")]``.
 
     Each argument is one scope or a sequence of scopes; ``require_scopes()``
-    requires none.
+    requires none. ``cost`` is what a call spends from the key's limits
+    (``require_scopes("read:data", cost=5)``).
 
     Raises:
         ConfigurationError: ``None``, a blank string, or a blank, malformed
-            or wildcard scope.
+            or wildcard scope; a cost that is not from 1 to 10**12.
     """
     flattened: list[str] = []
     for scope in scopes:
@@ -187,7 +197,7 @@ def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
         flattened.extend([scope] if isinstance(scope, str) else required_scopes(scope))
     needed = required_scopes(flattened)
     name = "HasAPIKeyScopes[" + " ".join(needed) + "]"
-    return type(name, (HasAPIKeyScopes,), {"required_scopes": needed})
+    return type(name, (HasAPIKeyScopes,), {"required_scopes": needed, "cost": route_cost(cost)})
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -202,7 +212,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, APIKeysError):
         exc = APIKeyException(exc, APIKeys.current())
-    return default_handler(exc, context)
+    response = default_handler(exc, context)
+    request = context.get("request")
+    if response is not None and isinstance(request, Request):
+        APIKeys.with_rate_limit_fields(request._request, response)
+    return response
 
 
 __all__ = [
