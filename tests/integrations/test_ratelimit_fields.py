@@ -152,7 +152,7 @@ def test_a_route_cost_from_1_to_10_to_the_12(cost: int) -> None:
 
 
 def _verified() -> apikeys.VerifiedKey:
-    return apikeys.VerifiedKey(id="key_1", user_id="user_1", name="ci", scopes=["read:data"])
+    return apikeys.VerifiedKey(id="key_1", user_id="user_1", name="ci", scopes=("read:data",))
 
 
 @given(charged=st.integers(1, 100), cost=st.integers(1, 100))
