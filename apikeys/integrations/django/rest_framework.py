@@ -102,6 +102,15 @@ class APIKeyUser:
         return hash(self.pk)
 
 
+def _view_cost(request: Request) -> int:
+    """What the view answering ``request`` costs: the highest ``cost`` of its
+    :class:`HasAPIKeyScopes` permissions, so that authentication charges it all at once."""
+    view = (request.parser_context or {}).get("view")
+    permissions = view.get_permissions() if view is not None else ()
+    costs = [p.cost for p in permissions if isinstance(p, HasAPIKeyScopes)]
+    return max(costs, default=1)
+
+
 class APIKeyAuthentication(BaseAuthentication):
     """Authenticate DRF requests by API key: ``(user, VerifiedKey)``.
 
@@ -115,7 +124,7 @@ class APIKeyAuthentication(BaseAuthentication):
         """Verify the request's key; ``None`` if it sent none."""
         keys = APIKeys.current()
         try:
-            verified = keys.authenticate(request._request)
+            verified = keys.authenticate(request._request, (), _view_cost(request))
         except MissingKeyError:
             return None
         except APIKeysError as exc:
@@ -141,8 +150,10 @@ class HasAPIKeyScopes(BasePermission):
     ``insufficient_scope`` with ``missingScopes``.
 
     ``cost`` is what a call spends from the key's rate limit and quota (1 to
-    10**12): authentication spends one unit, this permission the rest, once
-    per request. Over the key's limits: 429 with ``Retry-After``.
+    10**12), once per request: :class:`APIKeyAuthentication` charges it all
+    (after the Django middleware's unit, when that verified the key first; the
+    permission then charges what is left). Over the key's limits: 429 with
+    ``Retry-After``.
     """
 
     required_scopes: ClassVar[tuple[str, ...]] = ()
