@@ -58,7 +58,7 @@ from apikeys.integrations._settings import (
 )
 
 try:
-    from flask import Blueprint, Flask, Response, request
+    from flask import Blueprint, Flask, Response, after_this_request, request
     from flask.globals import app_ctx
 except ImportError as exc:
     raise MissingDependencyError("flask", "flask") from exc
@@ -132,7 +132,6 @@ class APIKeys:
         # g may outlive the request (see _authenticate): g.api_key must not
         # carry one request's key into the next.
         app.teardown_request(_forget_published_key)
-        app.after_request(_add_rate_limit_fields)
 
 
 def _current(proxy: _Proxied) -> _Proxied:
@@ -187,6 +186,9 @@ def _authenticate(scopes: tuple[str, ...] = (), cost: int = 1) -> VerifiedKey:
     state = _state_of(context.app)
 
     def store(admitted: Admission) -> None:
+        if admitted.fields and not _admission(environ).fields:
+            # Only requests of a limited key pay for the hook, once.
+            after_this_request(_add_rate_limit_fields)
         environ[_ADMISSION_ENVIRON_KEY] = admitted
 
     verified = admit_sync(
@@ -199,7 +201,7 @@ def _authenticate(scopes: tuple[str, ...] = (), cost: int = 1) -> VerifiedKey:
 
 
 def _add_rate_limit_fields(response: Response) -> Response:
-    """Add the ``RateLimit`` header fields of the request's key (an ``after_request``
+    """Add the ``RateLimit`` header fields of the request's key (an ``after_this_request``
     function): every answer of a protected route carries them, errors and 429s too."""
     fields = _admission(_current(request).environ).fields
     if fields and "RateLimit" not in response.headers:
