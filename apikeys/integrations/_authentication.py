@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from apikeys._arguments import check_required_scopes
 from apikeys._errors import (
@@ -27,11 +28,14 @@ from apikeys._errors import (
     RateLimitedError,
 )
 from apikeys._events import EventReporter
+from apikeys._expiry import utcnow
 from apikeys._keystate import check_scopes
+from apikeys._meter import check_cost
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys._ratelimit import FailureCounter, counts_as_failure
 from apikeys.integrations._credentials import RequestCredentials
+from apikeys.integrations._ratelimit_fields import HeaderFields, refusal_fields, usage_fields
 from apikeys.integrations._settings import IntegrationSettings, Limiters
 
 API_KEY_ATTRIBUTE = "api_key"
@@ -53,6 +57,38 @@ def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
         return check_required_scopes(scopes)
     except InvalidInputError as exc:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
+
+
+def route_cost(cost: object) -> int:
+    """Validate what a route costs, when the route is declared: a whole number from 1 to 10**12.
+
+    Raises:
+        ConfigurationError: Anything else (``0``, a float, ``True``).
+    """
+    try:
+        return check_cost(cost)
+    except InvalidInputError as exc:
+        raise ConfigurationError(f"invalid route cost: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What authenticating one request has done so far, kept in that request's own storage.
+
+    Attributes:
+        verified: The key verified for the request, or ``None`` before (or without) one.
+        charged: The units already charged to its limits for this request.
+        fields: The ``RateLimit`` header fields its responses carry (none for an
+            unlimited key).
+    """
+
+    verified: VerifiedKey | None = None
+    charged: int = 0
+    fields: HeaderFields = ()
+
+
+NOT_ADMITTED = Admission()
+"""A request nothing has authenticated yet."""
 
 
 def is_async_manager(manager: KeyManager | AsyncKeyManager) -> bool:
@@ -130,11 +166,15 @@ def authenticate_sync(
     *,
     limiters: Limiters,
     source: str = "integration",
+    cost: int = 1,
+    on_limited: Callable[[RateLimitedError], None] | None = None,
 ) -> VerifiedKey:
     """Find the request's key, have the manager validate it, and return the result.
 
     ``scopes`` must come from :func:`required_scopes`; ``limiters`` are the
-    app's (its ``APIKeys``'). Refusals the backend never sees -- no key, a
+    app's (its ``APIKeys``'); ``cost`` what the validation spends from the key's
+    limits, and ``on_limited`` hears the refusal when those limits have no room
+    for it (not when the client is over its own limit). Refusals the backend never sees -- no key, a
     value that cannot be a key, a client over its limit -- are reported as
     ``rejected`` events with ``source``; the backend reports its own.
 
@@ -148,10 +188,15 @@ def authenticate_sync(
         if guard is not None:
             guard[0].check(guard[1])
         secret = credentials.credential(settings)
-        verified = manager.validate_api_key(secret, required_scopes=scopes)
+        if cost == 1:  # the default: managers written before costs existed still work
+            verified = manager.validate_api_key(secret, required_scopes=scopes)
+        else:
+            verified = manager.validate_api_key(secret, required_scopes=scopes, cost=cost)
     except (MissingKeyError, InvalidKeyError, RateLimitedError) as exc:
         if guard is not None and counts_as_failure(exc):
             guard[0].record_failure(guard[1])
+        if secret is not None and isinstance(exc, RateLimitedError) and on_limited is not None:
+            on_limited(exc)
         if secret is None:
             reporter(source).rejected(exc)
         raise
@@ -166,6 +211,8 @@ async def authenticate_async(
     *,
     limiters: Limiters,
     source: str = "integration",
+    cost: int = 1,
+    on_limited: Callable[[RateLimitedError], None] | None = None,
 ) -> VerifiedKey:
     """The async twin of :func:`authenticate_sync`."""
     guard = client_guard(credentials, settings, limiters.client)
@@ -174,22 +221,120 @@ async def authenticate_async(
         if guard is not None:
             await guard[0].check_async(guard[1])
         secret = credentials.credential(settings)
-        verified = await manager.validate_api_key(secret, required_scopes=scopes)
+        if cost == 1:  # the default: managers written before costs existed still work
+            verified = await manager.validate_api_key(secret, required_scopes=scopes)
+        else:
+            verified = await manager.validate_api_key(secret, required_scopes=scopes, cost=cost)
     except (MissingKeyError, InvalidKeyError, RateLimitedError) as exc:
         if guard is not None and counts_as_failure(exc):
             await guard[0].record_failure_async(guard[1])
+        if secret is not None and isinstance(exc, RateLimitedError) and on_limited is not None:
+            on_limited(exc)
         if secret is None:
             reporter(source).rejected(exc)
         raise
     return accepted(verified, scopes)
 
 
+def still_to_charge(admitted: Admission, scopes: tuple[str, ...], cost: int) -> int:
+    """What a route costing ``cost`` still has to charge, given what the request was admitted with.
+
+    A key already verified for this request (by a middleware at cost 1, say) is
+    checked for ``scopes`` and charged only the difference, so that the route's
+    cost is charged once in all, never twice.
+
+    Raises:
+        InsufficientScopeError: The key verified for the request lacks a scope.
+    """
+    if admitted.verified is None:
+        return cost
+    check_scopes(admitted.verified, scopes)
+    return max(0, cost - admitted.charged)
+
+
+def admitted_as(admitted: Admission, verified: VerifiedKey, charged: int) -> Admission:
+    """The request's admission once ``verified`` was charged ``charged`` more units."""
+    fields = usage_fields(verified.usage, utcnow()) if verified.usage is not None else ()
+    return Admission(verified, admitted.charged + charged, fields)
+
+
+def refused_as(admitted: Admission, error: RateLimitedError) -> Admission:
+    """The request's admission once the key's limits refused it: the 429's fields."""
+    return replace(admitted, fields=refusal_fields(error))
+
+
+def admit_sync(
+    manager: KeyManager,
+    credentials: RequestCredentials,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...],
+    cost: int,
+    *,
+    admitted: Admission,
+    store: Callable[[Admission], None],
+    limiters: Limiters,
+    source: str,
+) -> VerifiedKey:
+    """Authenticate a request for a route costing ``cost``, and ``store`` how it went.
+
+    ``admitted`` is what the request's own storage holds; :func:`still_to_charge`
+    says what is left to spend. Each adapter keeps the stored :class:`Admission`
+    and attaches its ``fields`` to the request's response.
+
+    Raises:
+        APIKeysError: As :func:`authenticate_sync`.
+    """
+    extra = still_to_charge(admitted, scopes, cost)
+    if extra == 0:
+        assert admitted.verified is not None  # charged before, so verified before
+        return admitted.verified
+    verified = authenticate_sync(
+        manager, credentials, settings, scopes, limiters=limiters, source=source, cost=extra,
+        on_limited=lambda error: store(refused_as(admitted, error)),
+    )  # fmt: skip
+    store(admitted_as(admitted, verified, extra))
+    return verified
+
+
+async def admit_async(
+    manager: AsyncKeyManager,
+    credentials: RequestCredentials,
+    settings: IntegrationSettings,
+    scopes: tuple[str, ...],
+    cost: int,
+    *,
+    admitted: Admission,
+    store: Callable[[Admission], None],
+    limiters: Limiters,
+    source: str,
+) -> VerifiedKey:
+    """The async twin of :func:`admit_sync`."""
+    extra = still_to_charge(admitted, scopes, cost)
+    if extra == 0:
+        assert admitted.verified is not None  # charged before, so verified before
+        return admitted.verified
+    verified = await authenticate_async(
+        manager, credentials, settings, scopes, limiters=limiters, source=source, cost=extra,
+        on_limited=lambda error: store(refused_as(admitted, error)),
+    )  # fmt: skip
+    store(admitted_as(admitted, verified, extra))
+    return verified
+
+
 __all__ = [
     "API_KEY_ATTRIBUTE",
+    "NOT_ADMITTED",
+    "Admission",
     "accepted",
+    "admit_async",
+    "admit_sync",
+    "admitted_as",
     "authenticate_async",
     "authenticate_sync",
     "client_guard",
     "is_async_manager",
+    "refused_as",
     "required_scopes",
+    "route_cost",
+    "still_to_charge",
 ]

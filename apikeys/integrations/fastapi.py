@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from apikeys._errors import MissingDependencyError
 from apikeys._models import VerifiedKey
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import required_scopes, route_cost
 from apikeys.integrations._management import MANAGEMENT_PATH, ROUTED_METHODS
 from apikeys.integrations._openapi import MANAGEMENT_OPERATIONS
 from apikeys.integrations._settings import IntegrationSettings
@@ -105,28 +105,36 @@ class _APIKeyDependency(SecurityBase):
     :class:`APIKeys` documents the other ways to send a key.
     """
 
-    def __init__(self, scopes: tuple[str, ...] | None) -> None:
+    def __init__(self, scopes: tuple[str, ...] | None, cost: int = 1) -> None:
         self.model = HTTPBearerModel(description="An API key: `Authorization: Bearer <key>`")
         self.scheme_name = _BEARER_SCHEME
         self.scopes = scopes  # None: the management scopes of the app's APIKeys
+        self.cost = cost
 
     async def __call__(self, connection: HTTPConnection) -> VerifiedKey:
         # HTTPConnection, not Request: WebSocket routes can depend on it too.
         keys = APIKeys.of(connection.app)
         scopes = keys.management_scopes if self.scopes is None else self.scopes
-        return await keys.authenticate(connection.scope, scopes)
+        return await keys.authenticate(connection.scope, scopes, self.cost)
 
 
-def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[..., Awaitable[VerifiedKey]]:
+def require_api_key(
+    scopes: Iterable[str] | str = (), *, cost: int = 1
+) -> Callable[..., Awaitable[VerifiedKey]]:
     """Return a dependency that verifies the request's key and returns it.
 
     Args:
         scopes: Scopes the key must hold (validated now, not per request).
+        cost: What a call spends from the key's rate limit and quota (1 to 10**12),
+            charged once per request, the middleware's unit included.
+
+    Raises:
+        ConfigurationError: A malformed scope or cost.
 
     Example:
         ``key: VerifiedKey = Depends(require_api_key(["read:data"]))``
     """
-    return _APIKeyDependency(required_scopes(scopes))
+    return _APIKeyDependency(required_scopes(scopes), route_cost(cost))
 
 
 _management_caller = _APIKeyDependency(None)

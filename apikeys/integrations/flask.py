@@ -30,14 +30,16 @@ from typing import Any, TypeVar, overload
 from apikeys._default import get_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError, MissingDependencyError
 from apikeys._factory import create_key_manager
-from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import KeyManager
 from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    authenticate_sync,
+    NOT_ADMITTED,
+    Admission,
+    admit_sync,
     is_async_manager,
     required_scopes,
+    route_cost,
 )
 from apikeys.integrations._credentials import WSGICredentials
 from apikeys.integrations._management import (
@@ -56,7 +58,7 @@ from apikeys.integrations._settings import (
 )
 
 try:
-    from flask import Blueprint, Flask, Response, request
+    from flask import Blueprint, Flask, Response, after_this_request, request
     from flask.globals import app_ctx
 except ImportError as exc:
     raise MissingDependencyError("flask", "flask") from exc
@@ -64,8 +66,9 @@ except ImportError as exc:
 _View = TypeVar("_View", bound=Callable[..., Any])
 _Proxied = TypeVar("_Proxied")
 _EXTENSION = "apikeys"
-# Where the key verified for a request is kept: its own WSGI environ, never g.
-_VERIFIED_ENVIRON_KEY = "apikeys.verified_key"
+# Where a request's Admission (its verified key, what it was charged) is kept:
+# its own WSGI environ, never g.
+_ADMISSION_ENVIRON_KEY = "apikeys.admission"
 
 
 def to_response(core: CoreResponse) -> Response:
@@ -158,12 +161,18 @@ def _handle_error(exc: APIKeysError) -> Response:
     return to_response(error_response(exc, _state().settings))
 
 
-def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
-    """Verify the current request's key, publish it on ``g.api_key`` and return it.
+def _admission(environ: dict[str, Any]) -> Admission:
+    admitted = environ.get(_ADMISSION_ENVIRON_KEY)
+    return admitted if isinstance(admitted, Admission) else NOT_ADMITTED
+
+
+def _authenticate(scopes: tuple[str, ...] = (), cost: int = 1) -> VerifiedKey:
+    """Verify the current request's key, spend ``cost``, publish it on ``g.api_key`` and return it.
 
     A key already verified for this very request (by the middleware, then a
-    decorated view) is reused, checked for ``scopes``. It is kept in the
-    request's WSGI environ, which no other request shares: ``g`` belongs to the
+    decorated view) is reused, checked for ``scopes`` and charged only what
+    ``cost`` adds to what it was charged. It is kept in the request's WSGI
+    environ, which no other request shares: ``g`` belongs to the
     application context, which may outlive the request (an app context pushed
     at import, a test client inside ``with app.app_context()``), so whatever
     ``g`` holds is never read back, only overwritten.
@@ -174,20 +183,30 @@ def _authenticate(scopes: tuple[str, ...] = ()) -> VerifiedKey:
     """
     environ = _current(request).environ
     context = _current(app_ctx)
-    published = environ.get(_VERIFIED_ENVIRON_KEY)
-    if isinstance(published, VerifiedKey):
-        verified = check_scopes(published, scopes)
-    else:
-        state = _state_of(context.app)
-        credentials = WSGICredentials(environ)
-        verified = authenticate_sync(
-            state.get_manager(), credentials, state.settings, scopes,
-            limiters=state.limiters, source="flask",
-        )  # fmt: skip
-        environ[_VERIFIED_ENVIRON_KEY] = verified
+    state = _state_of(context.app)
+
+    def store(admitted: Admission) -> None:
+        if admitted.fields and not _admission(environ).fields:
+            # Only requests of a limited key pay for the hook, once.
+            after_this_request(_add_rate_limit_fields)
+        environ[_ADMISSION_ENVIRON_KEY] = admitted
+
+    verified = admit_sync(
+        state.get_manager(), WSGICredentials(environ), state.settings, scopes, cost,
+        admitted=_admission(environ), store=store, limiters=state.limiters, source="flask",
+    )  # fmt: skip
     # g keeps its attributes in its __dict__: written there, past g's own __setattr__.
     context.g.__dict__[API_KEY_ATTRIBUTE] = verified
     return verified
+
+
+def _add_rate_limit_fields(response: Response) -> Response:
+    """Add the ``RateLimit`` header fields of the request's key (an ``after_this_request``
+    function): every answer of a protected route carries them, errors and 429s too."""
+    fields = _admission(_current(request).environ).fields
+    if fields and "RateLimit" not in response.headers:
+        response.headers.extend(fields)
+    return response
 
 
 def _forget_published_key(_exc: BaseException | None) -> None:
@@ -202,30 +221,38 @@ def _forget_published_key(_exc: BaseException | None) -> None:
 @overload
 def require_api_key(scopes: _View) -> _View: ...
 @overload
-def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[[_View], _View]: ...
-def require_api_key(scopes: Any = ()) -> Any:
+def require_api_key(
+    scopes: Iterable[str] | str = (), *, cost: int = 1
+) -> Callable[[_View], _View]: ...
+def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
     """Decorate a view (sync or ``async def``) to require a key holding ``scopes``.
 
-    Use it as ``@require_api_key(scopes=["read:data"])`` or bare
-    ``@require_api_key``; the verified key is ``g.api_key``.
+    Use it as ``@require_api_key(scopes=["read:data"], cost=5)`` or bare
+    ``@require_api_key``; the verified key is ``g.api_key``. ``cost`` is what a
+    call spends from the key's rate limit and quota (1 to 10**12), charged once
+    per request, the middleware's unit included.
+
+    Raises:
+        ConfigurationError: A malformed scope or cost (when the view is declared).
     """
     if callable(scopes):
         return require_api_key()(scopes)
     needed = required_scopes(scopes)
+    units = route_cost(cost)
 
     def decorate(view: _View) -> _View:
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                _authenticate(needed)
+                _authenticate(needed, units)
                 return await view(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _authenticate(needed)
+            _authenticate(needed, units)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -18,18 +18,21 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from apikeys._default import get_async_key_manager
 from apikeys._errors import APIKeysError, ConfigurationError, MissingDependencyError
-from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager
 from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    authenticate_async,
+    NOT_ADMITTED,
+    Admission,
+    admit_async,
     is_async_manager,
     required_scopes,
+    route_cost,
 )
 from apikeys.integrations._credentials import ASGICredentials
 from apikeys.integrations._management import (
@@ -51,15 +54,50 @@ try:
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route, Router
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as exc:
     raise MissingDependencyError("starlette", "starlette") from exc
 
 _Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 # The ASGI extension that lets a refused WebSocket handshake get a real HTTP answer.
 _DENIAL = "websocket.http.response"
-# Where the key verified for a connection is kept: its own scope, never the shared state.
-_VERIFIED_SCOPE_KEY = "apikeys.verified_key"
+# Where a connection's Admission (its verified key, what it was charged) is kept:
+# its own scope, never the shared state.
+_ADMISSION_SCOPE_KEY = "apikeys.admission"
+
+
+def _admission(scope: Scope) -> Admission:
+    admitted = scope.get(_ADMISSION_SCOPE_KEY)
+    return admitted if isinstance(admitted, Admission) else NOT_ADMITTED
+
+
+class _RateLimitFields:
+    """Pure-ASGI layer adding the ``RateLimit`` header fields of the request's key to its response.
+
+    Installed by :meth:`APIKeys.init_app` around the whole app, so the fields
+    reach every answer of a protected route: the handler's, an error
+    handler's, a 429. A response that already carries them is left alone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_fields(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                fields = _admission(scope).fields
+                if fields:
+                    headers = list(message.get("headers", ()))
+                    if not any(name.lower() == b"ratelimit" for name, _ in headers):
+                        headers += [(n.lower().encode(), v.encode()) for n, v in fields]
+                        message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
 
 
 def to_response(core: CoreResponse) -> Response:
@@ -121,9 +159,11 @@ class APIKeys:
         return self.settings.management_scopes
 
     def init_app(self, app: Any) -> None:
-        """Attach to ``app``: ``app.state.apikeys`` and the error handler."""
+        """Attach to ``app``: ``app.state.apikeys``, the error handler and the
+        layer adding the ``RateLimit`` header fields to responses."""
         app.state.apikeys = self
         app.add_exception_handler(APIKeysError, self._handle_error)
+        app.add_middleware(_RateLimitFields)
 
     @classmethod
     def of(cls, app: Any) -> APIKeys:
@@ -137,35 +177,43 @@ class APIKeys:
             raise ConfigurationError("call apikeys.integrations.fastapi.APIKeys(app) first")
         return keys
 
-    async def authenticate(self, scope: Scope, scopes: tuple[str, ...] = ()) -> VerifiedKey:
-        """Verify the key of the request in ``scope`` and publish it on its state.
+    async def authenticate(
+        self, scope: Scope, scopes: tuple[str, ...] = (), cost: int = 1
+    ) -> VerifiedKey:
+        """Verify the key of the request in ``scope``, spend ``cost``, and publish it on its state.
 
         A key already verified for this very request or WebSocket connection
         (by the middleware, then a dependency) is reused, checked for
-        ``scopes``. It is kept in the connection's own scope, which no other
-        request shares; ``request.state`` is only written: its values start as
-        a copy of the lifespan state, common to every request.
+        ``scopes`` and charged only what ``cost`` adds to what it was charged
+        (see :func:`~apikeys.integrations._authentication.still_to_charge`). It is
+        kept in the connection's own scope, which no other request shares;
+        ``request.state`` is only written: its values start as a copy of the
+        lifespan state, common to every request.
         """
-        published = scope.get(_VERIFIED_SCOPE_KEY)
-        if isinstance(published, VerifiedKey):
-            verified = check_scopes(published, scopes)
-        else:
-            verified = await authenticate_async(
-                self.manager, ASGICredentials(scope), self.settings, scopes,
-                limiters=self.limiters, source="starlette",
-            )  # fmt: skip
-            scope[_VERIFIED_SCOPE_KEY] = verified
+
+        def store(admitted: Admission) -> None:
+            scope[_ADMISSION_SCOPE_KEY] = admitted
+
+        verified = await admit_async(
+            self.manager, ASGICredentials(scope), self.settings, scopes, cost,
+            admitted=_admission(scope), store=store, limiters=self.limiters, source="starlette",
+        )  # fmt: skip
         state: dict[str, Any] = scope.setdefault("state", {})
         state[API_KEY_ATTRIBUTE] = verified
         return verified
 
-    def response_for(self, exc: APIKeysError) -> Response:
-        """The JSON answer to an error, with its status and headers."""
-        return to_response(error_response(exc, self.settings))
+    def response_for(self, exc: APIKeysError, scope: Scope | None = None) -> Response:
+        """The JSON answer to an error, with its status and headers, and the
+        ``RateLimit`` header fields of the key of the request in ``scope``, if any."""
+        core = error_response(exc, self.settings)
+        fields = () if scope is None else _admission(scope).fields
+        if fields:
+            core = replace(core, headers=core.headers + fields)
+        return to_response(core)
 
     async def _handle_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIKeysError)  # registered for APIKeysError only
-        return self.response_for(exc)
+        return self.response_for(exc, request.scope)
 
     async def read_body(self, request: Request) -> bytes:
         """Read at most ``max_body_bytes + 1`` bytes: the core refuses anything longer."""
@@ -239,28 +287,37 @@ class APIKeyMiddleware:
                 # The server cannot send an HTTP answer to a WebSocket handshake.
                 await send({"type": "websocket.close", "code": 1008})
             else:
-                await keys.response_for(exc)(scope, receive, send)
+                await keys.response_for(exc, scope)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
 def require_api_key(
-    scopes: Iterable[str] | str = (),
+    scopes: Iterable[str] | str = (), *, cost: int = 1
 ) -> Callable[[_Endpoint], _Endpoint]:
     """Decorate a Starlette endpoint ``(request) -> response`` to require a key.
 
     FastAPI apps use the dependency of :mod:`apikeys.integrations.fastapi` instead.
+
+    Args:
+        scopes: Scopes the key must hold.
+        cost: What a call spends from the key's rate limit and quota (1 to 10**12),
+            charged once per request, the middleware's unit included.
+
+    Raises:
+        ConfigurationError: A malformed scope or cost (when the endpoint is declared).
     """
     needed = required_scopes(scopes)
+    units = route_cost(cost)
 
     def decorate(endpoint: _Endpoint) -> _Endpoint:
         @functools.wraps(endpoint)
         async def wrapper(request: Request) -> Response:
             keys = APIKeys.of(request.app)
             try:
-                await keys.authenticate(request.scope, needed)
+                await keys.authenticate(request.scope, needed, units)
             except APIKeysError as exc:
-                return keys.response_for(exc)
+                return keys.response_for(exc, request.scope)
             if inspect.iscoroutinefunction(endpoint):
                 result: Response = await endpoint(request)
             else:
@@ -277,7 +334,7 @@ async def _management_endpoint(request: Request) -> Response:
     try:
         caller = await keys.authenticate(request.scope, keys.management_scopes)
     except APIKeysError as exc:
-        return keys.response_for(exc)
+        return keys.response_for(exc, request.scope)
     return await keys.serve_management(request, caller, request.path_params.get("key_id"))
 
 

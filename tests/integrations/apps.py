@@ -106,6 +106,10 @@ def fastapi_app(url: str, options: AppOptions) -> Any:
     async def rate_limited(_: VerifiedKey = Depends(require_api_key())) -> None:  # noqa: B008
         raise RateLimitedError("slow down", retry_after=7)
 
+    @app.get("/costly")
+    async def costly(key: VerifiedKey = Depends(require_api_key(cost=5))) -> dict[str, str]:  # noqa: B008
+        return {"user": key.user_id}
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -168,6 +172,10 @@ def starlette_app(url: str, options: AppOptions) -> Any:
     async def rate_limited(request: StarletteRequest) -> JSONResponse:
         raise RateLimitedError("slow down", retry_after=7)
 
+    @require_api_key(cost=5)
+    async def costly(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse({"user": published(request).user_id})
+
     async def health(request: StarletteRequest) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -185,6 +193,7 @@ def starlette_app(url: str, options: AppOptions) -> Any:
             Route("/scoped", scoped),
             Route("/admin", admin),
             Route("/rate-limited", rate_limited),
+            Route("/costly", costly),
             Route("/health", health),
             Route("/public/info", public_info),
             Route("/whoami", whoami),
@@ -270,6 +279,11 @@ def flask_app(url: str, options: AppOptions) -> Any:
     @require_api_key
     def rate_limited() -> NoReturn:
         raise RateLimitedError("slow down", retry_after=7)
+
+    @app.get("/costly")
+    @require_api_key(cost=5)
+    def costly() -> dict[str, str]:
+        return {"user": g.api_key.user_id}
 
     @app.get("/health")
     def health() -> dict[str, str]:

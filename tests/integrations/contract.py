@@ -116,6 +116,37 @@ def post_key(client: Client, secret: str, body: object) -> Reply:
 
 PROTECTED = ["/protected", "/protected-sync"]
 
+DAY = 86400
+
+
+def limited_key(
+    seeded: Seeded,
+    *,
+    rate_limit: apikeys.RateLimit | None = None,
+    quota: apikeys.Quota | None = None,
+) -> str:
+    """The secret of a new ``OWNER`` key with ``read:data`` and these limits."""
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        made = manager.create_api_key(
+            OWNER, "limited", ["read:data"], rate_limit=rate_limit, quota=quota
+        )
+    finally:
+        manager.close()
+    return made.secret
+
+
+def parse_fields(value: str) -> dict[str, dict[str, int]]:
+    """A ``RateLimit`` field (a list of sf-string items with integer parameters) by policy."""
+    items: dict[str, dict[str, int]] = {}
+    for member in value.split(", "):
+        name, *parameters = member.split(";")
+        assert name.startswith('"') and name.endswith('"'), value
+        items[name.strip('"')] = {
+            key: int(number) for key, number in (p.split("=") for p in parameters)
+        }
+    return items
+
 
 class IntegrationContract:
     """Behaviour shared by every framework. Subclasses provide ``make_client``."""
@@ -882,3 +913,108 @@ class IntegrationContract:
         assert first.text == ""
         assert second.status == 404
         assert seeded.count_keys() == before - 1
+
+    # --- per-key rate limits and quotas -----------------------------------------------
+    # The keys' windows are a day long and nothing here waits: a window cannot end
+    # mid-test but at midnight UTC, and the counts are read in the fields themselves.
+
+    def test_a_rate_limited_key_counts_down_in_the_fields_then_is_429(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        secret = limited_key(seeded, rate_limit=apikeys.RateLimit(limit=3, window=DAY))
+        replies = [client.request("GET", "/protected", headers=bearer(secret)) for _ in range(4)]
+        assert [reply.status for reply in replies] == [200, 200, 200, 429]
+        for reply in replies[:3]:
+            assert reply.headers["ratelimit-policy"] == '"rate";q=3;w=86400'
+        states = [parse_fields(reply.headers["ratelimit"])["rate"] for reply in replies[:3]]
+        assert [state["r"] for state in states] == [2, 1, 0]
+        assert all(0 < state["t"] <= DAY for state in states)
+        refused = replies[3]
+        assert refused.json["code"] == "rate_limited"
+        retry_after = int(refused.headers["retry-after"])
+        assert 0 < retry_after <= DAY
+        assert refused.json["retryAfter"] == retry_after
+        assert refused.headers["ratelimit"] == f'"rate";r=0;t={retry_after}'
+
+    def test_a_spent_quota_is_429_quota_exceeded(self, client: Client, seeded: Seeded) -> None:
+        secret = limited_key(seeded, quota=apikeys.Quota(limit=2))
+        replies = [client.request("GET", "/protected", headers=bearer(secret)) for _ in range(3)]
+        assert [reply.status for reply in replies] == [200, 200, 429]
+        assert replies[0].headers["ratelimit-policy"] == '"quota";q=2'
+        assert [reply.headers["ratelimit"] for reply in replies] == [
+            '"quota";r=1',
+            '"quota";r=0',
+            '"quota";r=0',
+        ]
+        assert replies[2].json["code"] == "quota_exceeded"
+        assert int(replies[2].headers["retry-after"]) >= 1
+
+    def test_a_route_with_cost_5_spends_5_and_a_refused_call_nothing(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        secret = limited_key(
+            seeded,
+            rate_limit=apikeys.RateLimit(limit=100, window=DAY),
+            quota=apikeys.Quota(limit=12, period=timedelta(days=30)),
+        )
+        costly = [client.request("GET", "/costly", headers=bearer(secret)) for _ in range(3)]
+        assert [reply.status for reply in costly] == [200, 200, 429]
+        remaining = [parse_fields(reply.headers["ratelimit"]) for reply in costly[:2]]
+        assert [(r["rate"]["r"], r["quota"]["r"]) for r in remaining] == [(95, 7), (90, 2)]
+        assert costly[0].headers["ratelimit-policy"] == (
+            '"rate";q=100;w=86400, "quota";q=12;w=2592000'
+        )
+        assert costly[2].json["code"] == "quota_exceeded"
+        assert parse_fields(costly[2].headers["ratelimit"])["quota"]["r"] == 0
+        # A sync view, as /costly is: Django serves those with its sync manager,
+        # whose rate-limit counts (without Redis) are not its async manager's.
+        cheap = client.request("GET", "/protected-sync", headers=bearer(secret))
+        assert cheap.status == 200
+        after = parse_fields(cheap.headers["ratelimit"])
+        assert (after["rate"]["r"], after["quota"]["r"]) == (89, 1)
+
+    def test_behind_the_middleware_a_routes_cost_is_charged_once(
+        self, make_client: ClientFactory, seeded: Seeded
+    ) -> None:
+        secret = limited_key(seeded, quota=apikeys.Quota(limit=12))
+        with make_client(seeded.url, AppOptions(middleware=True)) as guarded:
+            costly = guarded.request("GET", "/costly", headers=bearer(secret))
+            cheap = guarded.request("GET", "/protected", headers=bearer(secret))
+            whoami = guarded.request("GET", "/whoami", headers=bearer(secret))
+        assert (costly.status, cheap.status, whoami.status) == (200, 200, 200)
+        assert [reply.headers["ratelimit"] for reply in (costly, cheap, whoami)] == [
+            '"quota";r=7',
+            '"quota";r=6',
+            '"quota";r=5',
+        ]
+
+    def test_a_handlers_error_carries_the_keys_fields(self, client: Client, seeded: Seeded) -> None:
+        secret = limited_key(seeded, rate_limit=apikeys.RateLimit(limit=10, window=DAY))
+        reply = client.request("GET", "/rate-limited", headers=bearer(secret))
+        assert reply.status == 429
+        assert reply.headers["retry-after"] == "7"
+        assert reply.json["code"] == "rate_limited"
+        assert parse_fields(reply.headers["ratelimit"])["rate"]["r"] == 9
+
+    def test_an_unlimited_key_gets_no_ratelimit_fields(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        for path in ("/protected", "/costly", "/rate-limited"):
+            reply = client.request("GET", path, headers=bearer(seeded.admin.secret))
+            assert reply.status in (200, 429)
+            assert "ratelimit" not in reply.headers
+            assert "ratelimit-policy" not in reply.headers
+
+    def test_refused_keys_are_403_and_spend_nothing(
+        self, client: Client, seeded: Seeded, sync_manager: apikeys.KeyManager
+    ) -> None:
+        quota = apikeys.Quota(limit=5)
+        secret = limited_key(seeded, quota=quota)
+        revoked = sync_manager.create_api_key(OWNER, "revoked", ["read:data"], quota=quota)
+        sync_manager.revoke_api_key(revoked.id)
+        for presented in (revoked.secret, secret[:-4] + "AAAA"):
+            reply = client.request("GET", "/costly", headers=bearer(presented))
+            assert reply.status == 403
+            assert "ratelimit" not in reply.headers
+        first = client.request("GET", "/protected", headers=bearer(secret))
+        assert first.headers["ratelimit"] == '"quota";r=4'

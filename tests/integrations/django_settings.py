@@ -111,6 +111,11 @@ def rate_limited(request: HttpRequest) -> JsonResponse:
     raise RateLimitedError("slow down", retry_after=7)
 
 
+@require_api_key(cost=5)
+def costly(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"user": _key_user(request)})
+
+
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
@@ -149,6 +154,7 @@ _ROUTES = [
     path("scoped", scoped),
     path("admin", admin),
     path("rate-limited", rate_limited),
+    path("costly", costly),
     path("health", health),
     path("public/info", public_info),
     path("whoami", whoami),

@@ -454,6 +454,7 @@ def test_public_surface() -> None:
         "APIKeyMiddleware",
         "APIKeys",
         "IntegrationSettings",
+        "RateLimitFieldsMiddleware",
         "async_management_router",
         "management_router",
         "require_api_key",

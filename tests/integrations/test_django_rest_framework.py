@@ -101,6 +101,9 @@ class DRFURLConf:
             def get(self, request: Request) -> Response:
                 raise KeyNotFoundError()
 
+        class CostlyView(KeyView):
+            permission_classes = (require_scopes("read:data", cost=5),)
+
         cls.urlpatterns = [
             *SyncURLConf.urlpatterns,
             path("drf/key", KeyView.as_view()),
@@ -109,6 +112,7 @@ class DRFURLConf:
             path("drf/view-scopes", ViewScopesView.as_view()),
             path("drf/is-authenticated", IsAuthenticatedView.as_view()),
             path("drf/raising", RaisingView.as_view()),
+            path("drf/costly", CostlyView.as_view()),
         ]
         return cls
 
@@ -412,3 +416,41 @@ def test_api_keys_in_a_drf_project_needs_the_management_scope(
         )
     assert seeded.count_keys() == before
     assert manager_reply.status == 200  # keys:* covers keys:manage
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    ["RateLimitFieldsMiddleware", "APIKeyMiddleware"],
+)
+def test_a_views_cost_is_charged_once_with_the_ratelimit_fields(
+    seeded: Seeded, middleware: str
+) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        secret = manager.create_api_key(
+            OWNER, "limited", ["read:data"], quota=apikeys.Quota(limit=12)
+        ).secret
+    finally:
+        manager.close()
+    changes = {"MIDDLEWARE": [f"apikeys.integrations.django.{middleware}"]}
+    with drf_client(seeded.url, AppOptions(), **changes) as get:
+        replies = [get("/drf/costly", **bearer(secret)) for _ in range(3)]
+        cheap = get("/drf/key", **bearer(secret))
+    assert [reply.status for reply in replies] == [200, 200, 429]
+    assert replies[0].headers["ratelimit-policy"] == '"quota";q=12'
+    assert [reply.headers["ratelimit"] for reply in replies] == [
+        '"quota";r=7',
+        '"quota";r=2',
+        '"quota";r=0',
+    ]
+    assert replies[2].json["code"] == "quota_exceeded"
+    # Behind APIKeyMiddleware the refused call kept the middleware's unit.
+    left = 1 if middleware == "RateLimitFieldsMiddleware" else 0
+    assert cheap.headers["ratelimit"] == f'"quota";r={left}'
+
+
+def test_a_permission_cost_is_checked_when_declared() -> None:
+    from apikeys.integrations.django.rest_framework import require_scopes
+
+    with pytest.raises(apikeys.ConfigurationError, match="invalid route cost"):
+        require_scopes("read:data", cost=0)

@@ -51,7 +51,7 @@ def test_fastapi_page(in_tmp_dir: Path) -> None:
         from starlette.testclient import TestClient
 
         snapshots = run_blocks("fastapi.md")
-        assert len(snapshots) == 3
+        assert len(snapshots) == 4  # the last one checks its own answers
         # The page's first key: "--scope 'read:data keys:manage'".
         secret = _issue_key(["read:data", "keys:manage"])
         reader = {"Authorization": f"Bearer {_issue_key(['read:data'])}"}

@@ -140,3 +140,32 @@ def test_a_key_rotated_with_grace_elsewhere_mints_only_keys_that_end_with_it(
         expires = minted.json()["expiresAt"]
         assert expires is not None, "a key minted by a key with an hour left never expires"
         assert datetime.fromisoformat(expires.replace("Z", "+00:00")) <= cut_off
+
+
+@pytest.mark.parametrize(("command_for", "app"), SERVERS)
+def test_a_limited_keys_fields_and_429_over_real_http(
+    command_for: Callable[[str, int], list[str]], app: str, seeded: Seeded
+) -> None:
+    manager = apikeys.create_key_manager(seeded.url)
+    try:
+        limited = manager.create_api_key(
+            OWNER, "limited", ["read:data"], rate_limit=apikeys.RateLimit(limit=2, window=86400)
+        )
+    finally:
+        manager.close()
+    auth = {"Authorization": f"Bearer {limited.secret}"}
+    with (
+        running_server(command_for, app, seeded.url) as base_url,
+        httpx.Client(base_url=base_url, timeout=10) as http,
+    ):
+        replies = [http.get("/protected", headers=auth) for _ in range(3)]
+        unlimited = http.get("/protected", headers={"X-API-Key": seeded.admin.secret})
+    assert [reply.status_code for reply in replies] == [200, 200, 429]
+    for reply, left in zip(replies[:2], (1, 0), strict=True):
+        assert reply.headers["ratelimit-policy"] == '"rate";q=2;w=86400'
+        assert reply.headers["ratelimit"].startswith(f'"rate";r={left};t=')
+    refused = replies[2]
+    assert refused.json()["code"] == "rate_limited"
+    assert refused.headers["ratelimit"] == f'"rate";r=0;t={refused.headers["retry-after"]}'
+    assert unlimited.status_code == 200
+    assert "ratelimit" not in unlimited.headers

@@ -34,13 +34,14 @@ except ImportError as exc:
 # The adapter's modules, which import Django: imported once Django is known to be there.
 from apikeys.integrations.django._decorators import require_api_key
 from apikeys.integrations.django._extension import APIKeys, to_response
-from apikeys.integrations.django._middleware import APIKeyMiddleware
+from apikeys.integrations.django._middleware import APIKeyMiddleware, RateLimitFieldsMiddleware
 from apikeys.integrations.django.urls import async_management_router, management_router
 
 __all__ = [
     "APIKeyMiddleware",
     "APIKeys",
     "IntegrationSettings",
+    "RateLimitFieldsMiddleware",
     "async_management_router",
     "management_router",
     "require_api_key",

@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import required_scopes, route_cost
 from apikeys.integrations.django._extension import APIKeys
 
 _View = TypeVar("_View", bound=Callable[..., Any])
@@ -19,8 +19,10 @@ _View = TypeVar("_View", bound=Callable[..., Any])
 @overload
 def require_api_key(scopes: _View) -> _View: ...
 @overload
-def require_api_key(scopes: Iterable[str] | str = ()) -> Callable[[_View], _View]: ...
-def require_api_key(scopes: Any = ()) -> Any:
+def require_api_key(
+    scopes: Iterable[str] | str = (), *, cost: int = 1
+) -> Callable[[_View], _View]: ...
+def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
     """Decorate a view (sync or ``async def``) to require a key holding ``scopes``.
 
     Use it as ``@require_api_key(scopes=["read:data"])`` or bare
@@ -32,12 +34,17 @@ def require_api_key(scopes: Any = ()) -> Any:
     browser send. On a class-based view, use
     ``method_decorator(require_api_key(...), name="dispatch")``.
 
+    ``cost`` is what a call spends from the key's rate limit and quota (1 to
+    10**12), charged once per request, the middleware's unit included; every
+    answer carries the key's ``RateLimit`` header fields.
+
     Raises:
-        ConfigurationError: A scope is malformed (when the view is declared).
+        ConfigurationError: A scope or the cost is malformed (when the view is declared).
     """
     if callable(scopes):
         return require_api_key()(scopes)
     needed = required_scopes(scopes)
+    units = route_cost(cost)
 
     def decorate(view: _View) -> _View:
         wrapper: Any
@@ -47,10 +54,12 @@ def require_api_key(scopes: Any = ()) -> Any:
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 keys = APIKeys.current()
                 try:
-                    await keys.aauthenticate(request, needed)
-                    return await view(request, *args, **kwargs)
+                    await keys.aauthenticate(request, needed, units)
+                    response = await view(request, *args, **kwargs)
                 except APIKeysError as exc:
-                    return keys.response_for(exc)
+                    return keys.response_for(exc, request)
+                keys.with_rate_limit_fields(request, response)
+                return response
 
             wrapper = async_wrapper
         else:
@@ -59,10 +68,12 @@ def require_api_key(scopes: Any = ()) -> Any:
             def sync_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 keys = APIKeys.current()
                 try:
-                    keys.authenticate(request, needed)
-                    return view(request, *args, **kwargs)
+                    keys.authenticate(request, needed, units)
+                    response = view(request, *args, **kwargs)
                 except APIKeysError as exc:
-                    return keys.response_for(exc)
+                    return keys.response_for(exc, request)
+                keys.with_rate_limit_fields(request, response)
+                return response
 
             wrapper = sync_wrapper
         # What django.views.decorators.csrf.csrf_exempt sets; set directly because

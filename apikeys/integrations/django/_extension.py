@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from apikeys._errors import APIKeysError, ConfigurationError
-from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
 from apikeys._protocols import AsyncKeyManager, KeyManager
 from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
-    authenticate_async,
-    authenticate_sync,
+    NOT_ADMITTED,
+    Admission,
+    admit_async,
+    admit_sync,
+    still_to_charge,
 )
 from apikeys.integrations._credentials import WSGICredentials
 from apikeys.integrations._management import (
@@ -34,8 +36,21 @@ from apikeys.integrations.django._managers import ProjectManagers
 logger = logging.getLogger("apikeys.integrations.django")
 
 SETTING_NAME = "APIKEYS"
-# Where the key verified for a request is kept, on that request object only.
-_VERIFIED_ATTRIBUTE = "_apikeys_verified_key"
+# Where a request's Admission (its verified key, what it was charged) is kept,
+# on that request object only.
+_ADMISSION_ATTRIBUTE = "_apikeys_admission"
+
+
+def _admission(request: HttpRequest) -> Admission:
+    admitted = getattr(request, _ADMISSION_ATTRIBUTE, None)
+    return admitted if isinstance(admitted, Admission) else NOT_ADMITTED
+
+
+def _storing(request: HttpRequest) -> Callable[[Admission], None]:
+    def store(admitted: Admission) -> None:
+        setattr(request, _ADMISSION_ATTRIBUTE, admitted)
+
+    return store
 
 
 def _publish(request: HttpRequest, verified: VerifiedKey) -> VerifiedKey:
@@ -143,48 +158,63 @@ class APIKeys:
         """
         return WSGICredentials(request.META, lambda: request.scheme)
 
-    def authenticate(self, request: HttpRequest, scopes: tuple[str, ...] = ()) -> VerifiedKey:
-        """Verify the request's key with the sync manager and set ``request.api_key``.
+    def authenticate(
+        self, request: HttpRequest, scopes: tuple[str, ...] = (), cost: int = 1
+    ) -> VerifiedKey:
+        """Verify the request's key with the sync manager, spend ``cost``, and set ``request.api_key``.
 
         A key already verified for this very request (by the middleware, then a
         decorated view or DRF) is reused, checked for ``scopes`` (which must come
-        from :func:`~apikeys.integrations._authentication.required_scopes`). It is read back
+        from :func:`~apikeys.integrations._authentication.required_scopes`) and
+        charged only what ``cost`` adds to what it was charged. It is read back
         only from a private attribute of the request object, which no other
         request shares; ``request.api_key`` is only written.
 
         Raises:
             APIKeysError: The key is missing or refused, or the backend failed.
         """
-        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
-        if isinstance(published, VerifiedKey):
-            return _publish(request, check_scopes(published, scopes))
-        verified = authenticate_sync(
-            self.manager, self.credentials(request), self.settings, scopes,
-            limiters=self.limiters, source="django",
+        admitted = _admission(request)
+        if admitted.verified is not None and still_to_charge(admitted, scopes, cost) == 0:
+            return _publish(request, admitted.verified)
+        verified = admit_sync(
+            self.manager, self.credentials(request), self.settings, scopes, cost,
+            admitted=admitted, store=_storing(request), limiters=self.limiters, source="django",
         )  # fmt: skip
-        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
     async def aauthenticate(
-        self, request: HttpRequest, scopes: tuple[str, ...] = ()
+        self, request: HttpRequest, scopes: tuple[str, ...] = (), cost: int = 1
     ) -> VerifiedKey:
         """Async twin of :meth:`authenticate`, with the async manager."""
-        published = getattr(request, _VERIFIED_ATTRIBUTE, None)
-        if isinstance(published, VerifiedKey):
-            return _publish(request, check_scopes(published, scopes))
+        admitted = _admission(request)
+        if admitted.verified is not None and still_to_charge(admitted, scopes, cost) == 0:
+            return _publish(request, admitted.verified)
         manager = self.managers.async_for(request)
         if manager is None:
-            return await sync_to_async(self.authenticate, thread_sensitive=False)(request, scopes)
-        verified = await authenticate_async(
-            manager, self.credentials(request), self.settings, scopes,
-            limiters=self.limiters, source="django",
+            authenticate = sync_to_async(self.authenticate, thread_sensitive=False)
+            return await authenticate(request, scopes, cost)
+        verified = await admit_async(
+            manager, self.credentials(request), self.settings, scopes, cost,
+            admitted=admitted, store=_storing(request), limiters=self.limiters, source="django",
         )  # fmt: skip
-        setattr(request, _VERIFIED_ATTRIBUTE, verified)
         return _publish(request, verified)
 
-    def response_for(self, exc: APIKeysError) -> HttpResponse:
-        """The JSON answer to an error, with its status and headers."""
-        return to_response(error_response(exc, self.settings))
+    @staticmethod
+    def with_rate_limit_fields(request: HttpRequest, response: HttpResponseBase) -> None:
+        """Add the ``RateLimit`` header fields of the request's key to ``response``,
+        unless it has them: every answer of a protected route carries them."""
+        fields = _admission(request).fields
+        if fields and not response.has_header("RateLimit"):
+            for name, value in fields:
+                response[name] = value
+
+    def response_for(self, exc: APIKeysError, request: HttpRequest | None = None) -> HttpResponse:
+        """The JSON answer to an error, with its status and headers, and the
+        ``RateLimit`` header fields of ``request``'s key, if any."""
+        response = to_response(error_response(exc, self.settings))
+        if request is not None:
+            self.with_rate_limit_fields(request, response)
+        return response
 
     def _management_request(
         self, request: HttpRequest, caller: VerifiedKey, key_id: str | None
@@ -208,8 +238,10 @@ class APIKeys:
                 self.manager, management, self.settings, limiters=self.limiters
             )
         except APIKeysError as exc:
-            return self.response_for(exc)
-        return to_response(core)
+            return self.response_for(exc, request)
+        response = to_response(core)
+        self.with_rate_limit_fields(request, response)
+        return response
 
     async def aserve_management(
         self, request: HttpRequest, key_id: str | None = None
@@ -226,8 +258,10 @@ class APIKeys:
                 manager, management, self.settings, limiters=self.limiters
             )
         except APIKeysError as exc:
-            return self.response_for(exc)
-        return to_response(core)
+            return self.response_for(exc, request)
+        response = to_response(core)
+        self.with_rate_limit_fields(request, response)
+        return response
 
     def close(self) -> None:
         """Close the managers this instance built; they are rebuilt if used again.

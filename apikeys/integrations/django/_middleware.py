@@ -65,8 +65,11 @@ class APIKeyMiddleware:
             try:
                 keys.authenticate(request, self.required_scopes)
             except APIKeysError as exc:
-                return keys.response_for(exc)
-        return self.get_response(request)
+                return keys.response_for(exc, request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)  # sync mode: a response
+        keys.with_rate_limit_fields(request, response)
+        return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         keys = APIKeys.current()
@@ -74,18 +77,54 @@ class APIKeyMiddleware:
             try:
                 await keys.aauthenticate(request, self.required_scopes)
             except APIKeysError as exc:
-                return keys.response_for(exc)
-        response = self.get_response(request)
-        assert not isinstance(response, HttpResponseBase)  # async mode: a coroutine
-        return await response
+                return keys.response_for(exc, request)
+        pending = self.get_response(request)
+        assert not isinstance(pending, HttpResponseBase)  # async mode: a coroutine
+        response = await pending
+        keys.with_rate_limit_fields(request, response)
+        return response
 
     def process_exception(
         self, request: HttpRequest, exception: Exception
     ) -> HttpResponseBase | None:
         """Answer an :class:`~apikeys.APIKeysError` raised by any view with its JSON error."""
         if isinstance(exception, APIKeysError):
-            return APIKeys.current().response_for(exception)
+            return APIKeys.current().response_for(exception, request)
         return None
 
 
-__all__ = ["APIKeyMiddleware"]
+class RateLimitFieldsMiddleware:
+    """Add the ``RateLimit`` header fields of the request's key to every response.
+
+    :class:`APIKeyMiddleware` and ``require_api_key`` add them themselves; this
+    one is for views they do not wrap, Django REST framework's: add
+    ``"apikeys.integrations.django.RateLimitFieldsMiddleware"`` to ``MIDDLEWARE``.
+    It verifies nothing: a request no key was verified for is left alone.
+    """
+
+    sync_capable: ClassVar[bool] = True
+    async_capable: ClassVar[bool] = True
+
+    def __init__(self, get_response: _GetResponse) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.get_response(request)
+        assert isinstance(response, HttpResponseBase)  # sync mode: a response
+        APIKeys.with_rate_limit_fields(request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        pending = self.get_response(request)
+        assert not isinstance(pending, HttpResponseBase)  # async mode: a coroutine
+        response = await pending
+        APIKeys.with_rate_limit_fields(request, response)
+        return response
+
+
+__all__ = ["APIKeyMiddleware", "RateLimitFieldsMiddleware"]

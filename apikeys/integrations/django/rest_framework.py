@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from apikeys._errors import APIKeysError, MissingDependencyError, MissingKeyError
 from apikeys._keystate import check_scopes
 from apikeys._models import VerifiedKey
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import required_scopes, route_cost
 from apikeys.integrations._responses import error_response
 
 try:
@@ -102,6 +102,15 @@ class APIKeyUser:
         return hash(self.pk)
 
 
+def _view_cost(request: Request) -> int:
+    """What the view answering ``request`` costs: the highest ``cost`` of its
+    :class:`HasAPIKeyScopes` permissions, so that authentication charges it all at once."""
+    view = (request.parser_context or {}).get("view")
+    permissions = view.get_permissions() if view is not None else ()
+    costs = [p.cost for p in permissions if isinstance(p, HasAPIKeyScopes)]
+    return max(costs, default=1)
+
+
 class APIKeyAuthentication(BaseAuthentication):
     """Authenticate DRF requests by API key: ``(user, VerifiedKey)``.
 
@@ -115,7 +124,7 @@ class APIKeyAuthentication(BaseAuthentication):
         """Verify the request's key; ``None`` if it sent none."""
         keys = APIKeys.current()
         try:
-            verified = keys.authenticate(request._request)
+            verified = keys.authenticate(request._request, (), _view_cost(request))
         except MissingKeyError:
             return None
         except APIKeysError as exc:
@@ -139,9 +148,16 @@ class HasAPIKeyScopes(BasePermission):
     or, when it has none, the view's ``required_scopes`` attribute. Refusals
     use the apikeys bodies: 401 ``missing_api_key`` without a key, 403
     ``insufficient_scope`` with ``missingScopes``.
+
+    ``cost`` is what a call spends from the key's rate limit and quota (1 to
+    10**12), once per request: :class:`APIKeyAuthentication` charges it all
+    (after the Django middleware's unit, when that verified the key first; the
+    permission then charges what is left). Over the key's limits: 429 with
+    ``Retry-After``.
     """
 
     required_scopes: ClassVar[tuple[str, ...]] = ()
+    cost: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check a subclass's ``required_scopes`` when it is declared.
@@ -153,6 +169,8 @@ class HasAPIKeyScopes(BasePermission):
         super().__init_subclass__(**kwargs)
         if "required_scopes" in cls.__dict__:
             cls.required_scopes = required_scopes(cls.__dict__["required_scopes"])
+        if "cost" in cls.__dict__:
+            cls.cost = route_cost(cls.__dict__["cost"])
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         """Check the key and its scopes; raise the apikeys refusal otherwise."""
@@ -166,20 +184,23 @@ class HasAPIKeyScopes(BasePermission):
                 keys.credentials(request._request).credential(keys.settings)
                 raise MissingKeyError()
             check_scopes(verified, scopes)
+            if self.cost > 1:
+                keys.authenticate(request._request, scopes, self.cost)
         except APIKeysError as exc:
             raise APIKeyException(exc, keys) from None
         return True
 
 
-def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
+def require_scopes(*scopes: str | Iterable[str], cost: int = 1) -> type[HasAPIKeyScopes]:
     """A :class:`HasAPIKeyScopes` requiring ``scopes``: ``permission_classes = [require_scopes("read:data")]``.
 
     Each argument is one scope or a sequence of scopes; ``require_scopes()``
-    requires none.
+    requires none. ``cost`` is what a call spends from the key's limits
+    (``require_scopes("read:data", cost=5)``).
 
     Raises:
         ConfigurationError: ``None``, a blank string, or a blank, malformed
-            or wildcard scope.
+            or wildcard scope; a cost that is not from 1 to 10**12.
     """
     flattened: list[str] = []
     for scope in scopes:
@@ -187,7 +208,7 @@ def require_scopes(*scopes: str | Iterable[str]) -> type[HasAPIKeyScopes]:
         flattened.extend([scope] if isinstance(scope, str) else required_scopes(scope))
     needed = required_scopes(flattened)
     name = "HasAPIKeyScopes[" + " ".join(needed) + "]"
-    return type(name, (HasAPIKeyScopes,), {"required_scopes": needed})
+    return type(name, (HasAPIKeyScopes,), {"required_scopes": needed, "cost": route_cost(cost)})
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -202,7 +223,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, APIKeysError):
         exc = APIKeyException(exc, APIKeys.current())
-    return default_handler(exc, context)
+    response = default_handler(exc, context)
+    request = context.get("request")
+    if response is not None and isinstance(request, Request):
+        APIKeys.with_rate_limit_fields(request._request, response)
+    return response
 
 
 __all__ = [
