@@ -573,14 +573,19 @@ def key_id_argument(args: argparse.Namespace, manager: KeyManager) -> str:
     return text
 
 
-def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
-    with _manager(args) as manager:
-        key = manager.get_api_key(key_id_argument(args, manager))
+def _write_key(args: argparse.Namespace, out: Writer, key: APIKey) -> int:
+    """One key's details (``show``, ``limits``), or its JSON with ``--json``."""
     if args.json:
         _write_json(out, key_to_json(key))
     else:
         _write_details(out, _details(key), indent="")
     return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, out: Writer) -> int:
+    with _manager(args) as manager:
+        key = manager.get_api_key(key_id_argument(args, manager))
+    return _write_key(args, out, key)
 
 
 def _cmd_limits(args: argparse.Namespace, out: Writer) -> int:
@@ -590,11 +595,7 @@ def _cmd_limits(args: argparse.Namespace, out: Writer) -> int:
         key = manager.update_api_key_limits(
             key_id_argument(args, manager), rate_limit=rate_limit, quota=quota
         )
-    if args.json:
-        _write_json(out, key_to_json(key))
-    else:
-        _write_details(out, _details(key), indent="")
-    return EXIT_OK
+    return _write_key(args, out, key)
 
 
 def _cmd_revoke(args: argparse.Namespace, out: Writer) -> int:

@@ -199,13 +199,19 @@ def _capped(digits: str, cap: int) -> int:
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+def first_problem(error: ValidationError) -> tuple[str, str]:
+    """Where the first problem of a limit's validation lies (``"window"``), and what it is,
+    without pydantic's ``Value error,`` prefix."""
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    return where, problem["msg"].removeprefix("Value error, ")
+
+
 def _build(model: type[_Model], field: str, **values: Any) -> _Model:
     try:
         return model(**values)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
+        where, message = first_problem(exc)
         raise InvalidInputError(f"{field}.{where}: {message}", field=field) from None
 
 
@@ -301,6 +307,7 @@ __all__ = [
     "RateLimit",
     "Window",
     "as_utc",
+    "first_problem",
     "format_duration",
     "quota_window",
     "quota_within",

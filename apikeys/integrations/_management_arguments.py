@@ -39,7 +39,13 @@ from apikeys._errors import (
     LimitEscalationError,
 )
 from apikeys._expiry import parse_expiration
-from apikeys._keylimits import Quota, RateLimit, quota_within, rate_limit_within
+from apikeys._keylimits import (
+    Quota,
+    RateLimit,
+    first_problem,
+    quota_within,
+    rate_limit_within,
+)
 from apikeys._models import VerifiedKey
 from apikeys._scopes import missing_scopes, normalize_scopes
 from apikeys.integrations._clients import HeaderSource, text_pairs
@@ -164,9 +170,7 @@ def _limit_field(
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
+        where, message = first_problem(exc)
         errors.append(FieldError(f"{name}.{where}" if where else name, message))
         return None
 
