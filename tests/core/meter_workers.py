@@ -1,18 +1,14 @@
-"""A worker process spending on a shared Redis meter, for the exactness test.
-
-Started with the ``spawn`` method: a fresh interpreter, its own connections,
-as a worker of a real deployment. Every worker reads the same fixed clock for
-each window, so the windows are the same for all of them whatever the timing.
-"""
+"""A worker process spending on a shared Redis meter, for the exactness test
+(see :mod:`tests.hammering`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from apikeys._errors import RateLimitedError
 from apikeys._meter import KeyLimits
 from apikeys._redis_meter import RedisMeter
+from tests.hammering import Accepted, count_accepted
 
 
 def hammer(
@@ -27,18 +23,12 @@ def hammer(
     starting each window together; put ``{(meter id, window): calls accepted}`` on ``results``."""
     now = [windows[0]]
     meter = RedisMeter(url, clock=lambda: now[0])
-    accepted: dict[tuple[str, int], int] = {}
+    accepted: Accepted = {}
     try:
-        for number, moment in enumerate(windows):
-            now[0] = moment + timedelta(seconds=1)
-            barrier.wait(timeout=60)
-            for _ in range(attempts):
-                for meter_id, key_limits in limits.items():
-                    try:
-                        meter.spend(meter_id, key_limits)
-                    except RateLimitedError:
-                        continue
-                    accepted[meter_id, number] = accepted.get((meter_id, number), 0) + 1
+        count_accepted(
+            lambda meter_id: meter.spend(meter_id, limits[meter_id]),
+            limits, windows, attempts, now, barrier, accepted,
+        )  # fmt: skip
     finally:
         meter.close()
         results.put(accepted)

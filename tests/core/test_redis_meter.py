@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import redis as redis_client
 from apikeys._redis import COUNTER_TIMEOUT, RETRY_REDIS_AFTER
 from apikeys._redis_meter import RedisMeter
 from tests.core.meter_workers import hammer
+from tests.hammering import hammer_in_processes
 
 RATE = KeyLimits(rate_limit=RateLimit(limit=2, window=60))
 QUOTA = KeyLimits(quota=Quota(limit=5, period=3600), quota_anchor=START)
@@ -168,24 +168,9 @@ def test_four_processes_admit_exactly_the_limit_per_window_and_the_quota_over_th
         "both": KeyLimits(RateLimit(limit=50, window=60), Quota(limit=120), START),
     }
     moments = [START + timedelta(minutes=number) for number in range(windows)]
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(workers)
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=hammer, args=(redis.url, limits, moments, attempts, barrier, results)
-        )
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    accepted: dict[tuple[str, int], int] = {}
-    for _ in processes:
-        for where, count in results.get(timeout=120).items():
-            accepted[where] = accepted.get(where, 0) + count
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    accepted = hammer_in_processes(
+        hammer, (redis.url, limits, moments, attempts), workers, timeout=120
+    )
     # 160 attempts per window against each id, from four processes at once.
     assert [accepted.get(("rate", number), 0) for number in range(windows)] == [50, 50, 50]
     assert sum(accepted.get(("quota", number), 0) for number in range(windows)) == 120

@@ -4,13 +4,13 @@ over the run, never one more."""
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
 from tests.backends.sqlalchemy.validation_workers import CHEAP_HASHER, hammer
+from tests.hammering import hammer_in_processes
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.sqlalchemy, pytest.mark.slow]
@@ -31,25 +31,9 @@ def test_four_processes_accept_exactly_the_limit_per_window_and_the_quota_over_t
             "both": manager.create_api_key("user_1", "both", rate_limit="50/1m", quota="70").secret,
         }
     moments = [START + timedelta(minutes=number) for number in range(windows)]
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(workers)
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=hammer,
-            args=(database_url, redis.url, secrets, moments, attempts, barrier, results),
-        )
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    accepted: dict[tuple[str, int], int] = {}
-    for _ in processes:
-        for where, count in results.get(timeout=300).items():
-            accepted[where] = accepted.get(where, 0) + count
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    accepted = hammer_in_processes(
+        hammer, (database_url, redis.url, secrets, moments, attempts), workers, timeout=300
+    )
     # 120 attempts per window against each key, from four processes at once.
     assert [accepted.get(("rate", number), 0) for number in range(windows)] == [50, 50, 50]
     assert sum(accepted.get(("quota", number), 0) for number in range(windows)) == 100

@@ -1,19 +1,15 @@
-"""A worker process validating keys on a shared database and Redis, for the exactness test.
-
-Started with the ``spawn`` method: a fresh interpreter, its own connections and
-manager, as a worker of a real deployment. Every worker reads the same fixed clock
-for each window, so the windows are the same for all of them whatever the timing.
-"""
+"""A worker process validating keys on a shared database and Redis, for the exactness test
+(see :mod:`tests.hammering`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 
-from apikeys._errors import RateLimitedError
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
+from tests.hammering import Accepted, count_accepted
 
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 """Hashes cheap enough that the test measures counting, not argon2."""
@@ -35,18 +31,12 @@ def hammer(
     manager = SQLAlchemyKeyManager(
         database_url, redis_url=redis_url, clock=lambda: now[0], password_hasher=CHEAP_HASHER
     )
-    accepted: dict[tuple[str, int], int] = {}
+    accepted: Accepted = {}
     try:
-        for number, moment in enumerate(windows):
-            now[0] = moment + timedelta(seconds=1)
-            barrier.wait(timeout=60)
-            for _ in range(attempts):
-                for name, secret in secrets.items():
-                    try:
-                        manager.validate_api_key(secret)
-                    except RateLimitedError:
-                        continue
-                    accepted[name, number] = accepted.get((name, number), 0) + 1
+        count_accepted(
+            lambda name: manager.validate_api_key(secrets[name]),
+            secrets, windows, attempts, now, barrier, accepted,
+        )  # fmt: skip
     finally:
         manager.close()
         results.put(accepted)
