@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apikeys._keyformat import parse_key
+from apikeys.backends._sqlalchemy import api_keys_table
 from apikeys.backends.sqlalchemy import SQLAlchemyKeyManager
 from benchmarks.harness import Case, run_interleaved, timer_overhead_ns
 from benchmarks.report import format_figure, machine_info
@@ -49,10 +51,12 @@ RECORD_SCHEMA = 1
 FLUSHED = "apikeys"
 WRITTEN = "apikeys-write-in-validation"
 DRF = "drf-api-key"
+FLOOR = "floor"
 SUBJECT_TITLES = {
     FLUSHED: "apikeys (default: last_used_at flushed in the background)",
     WRITTEN: "apikeys, last_used_interval=0 (last_used_at committed in the validation)",
     DRF: "djangorestframework-api-key `is_valid`",
+    FLOOR: "floor: one driver round trip + one argon2id verify",
 }
 TARGET_RATIO = 2.0
 
@@ -104,6 +108,40 @@ def _apikeys_case(url: str, database: str, subject: str, profile: Profile) -> tu
     return Case(
         subject=subject, size=profile.keys_needed, workload=database, ops=profile.ops, op=validate
     ), manager
+
+
+def _floor_case(url: str, database: str, profile: Profile) -> tuple[Case, Any]:
+    """The least any argon2id-hashed lookup costs: the stored hash read by primary key on
+    an open driver connection (no pool, no SQLAlchemy, no decoy, no model), then one
+    argon2id verify with the manager's parameters. apikeys cannot go below it."""
+    manager = SQLAlchemyKeyManager(url, last_used_interval=60.0, max_active_keys_per_owner=0)
+    secrets = [
+        manager.create_api_key(f"first-{FLOOR}", f"k{n}").secret for n in range(profile.keys_needed)
+    ]
+    take = fresh_keys(secrets)
+    connection = manager.engine.raw_connection()
+    marker = "?" if database == "sqlite" else "%s"
+    if database != "sqlite":
+        connection.driver_connection.autocommit = True  # type: ignore[union-attr]
+    table = api_keys_table.name
+    statement = f"SELECT secret_hash FROM {table} WHERE id = {marker}"
+    hasher = manager.hasher
+
+    def validate(index: int) -> object:
+        secret = str(take(index))
+        cursor = connection.cursor()
+        cursor.execute(statement, (parse_key(secret).id,))
+        row = cursor.fetchone()
+        cursor.close()
+        return row is not None and hasher.verify(row[0], secret)
+
+    def close() -> None:
+        connection.close()
+        manager.close()
+
+    return Case(
+        subject=FLOOR, size=profile.keys_needed, workload=database, ops=profile.ops, op=validate
+    ), close
 
 
 def _django_database(url: str) -> dict[str, Any]:
@@ -207,6 +245,12 @@ def run(
                 case, manager = _apikeys_case(subject_url, database, subject, profile)
                 stack.callback(manager.close)
                 cases.append(case)
+            say(f"issuing {profile.keys_needed:,} keys for {FLOOR} on {database} ...")
+            floor, close = _floor_case(
+                url or f"sqlite:///{directory / 'floor.db'}", database, profile
+            )
+            stack.callback(close)
+            cases.append(floor)
         peer = drf_available()
         if peer:
             say("seeding djangorestframework-api-key ...")
@@ -243,6 +287,7 @@ def run(
                 "apikeys_p50_us": ours,
                 "peer_p50_us": theirs,
                 "written_in_validation_p50_us": p50.get((WRITTEN, database)),
+                "floor_p50_us": p50.get((FLOOR, database)),
             }
         )
     notes = [
@@ -280,8 +325,10 @@ def render_markdown(record: dict[str, Any]) -> str:
     lines = [
         "| database | "
         + " | ".join(SUBJECT_TITLES[s] for s in (FLUSHED, WRITTEN, DRF))
-        + " | peer ÷ apikeys | target |",
-        "|---|---|---|---|---|---|",
+        + " | peer ÷ apikeys | target | "
+        + SUBJECT_TITLES[FLOOR]
+        + " | peer ÷ floor |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     verdicts = {t["database"]: t for t in record["targets"]}
     for database in ("sqlite", "postgresql"):
@@ -292,8 +339,13 @@ def render_markdown(record: dict[str, Any]) -> str:
         verdict = verdicts.get(database)
         ratio = f"{verdict['ratio']:.2f}×" if verdict else "-"
         met = ("met" if verdict["passed"] else "**missed**") if verdict else "-"
+        floor = p50.get((FLOOR, database))
+        floor_cell = f"{format_figure(floor)} µs" if floor is not None else "-"
+        floor_ratio = f"{figures[2] / floor:.2f}×" if floor is not None and figures[2] else "-"
         lines.append(
-            f"| {database} | " + " | ".join(cells) + f" | {ratio} | ≥ {TARGET_RATIO:g}×: {met} |"
+            f"| {database} | "
+            + " | ".join(cells)
+            + f" | {ratio} | ≥ {TARGET_RATIO:g}×: {met} | {floor_cell} | {floor_ratio} |"
         )
     return "\n".join(lines)
 

@@ -15,13 +15,17 @@ from benchmarks import first_validation
 pytestmark = pytest.mark.sqlalchemy
 
 
-def test_a_quick_run_times_both_apikeys_settings_on_fresh_keys() -> None:
+def test_a_quick_run_times_both_apikeys_settings_and_the_floor_on_fresh_keys() -> None:
     messages: list[str] = []
     record = first_validation.run(
         first_validation.QUICK, postgres_url=None, use_postgres=False, seed=1, say=messages.append
     )
     cases = {(result["subject"], result["workload"]) for result in record["results"]}
-    assert {(first_validation.FLUSHED, "sqlite"), (first_validation.WRITTEN, "sqlite")} <= cases
+    assert {
+        (first_validation.FLUSHED, "sqlite"),
+        (first_validation.WRITTEN, "sqlite"),
+        (first_validation.FLOOR, "sqlite"),
+    } <= cases
     for result in record["results"]:
         assert result["ops"] == first_validation.QUICK.ops
         assert len(result["samples"]) == first_validation.QUICK.repeats
