@@ -15,8 +15,11 @@ in memory (``validate-memory``) beside one counting them in Redis
 per call.
 
 For the Redis cases the record also counts the scripts Redis ran per call (its
-``commandstats``): one for a limited key, none for a key without limits. A bare
-round trip to the same server (``PING``) is timed alongside, for comparison.
+``commandstats``): one for a limited key, none for a key without limits; the
+meter sends Redis nothing else. A bare round trip to the same server (``PING``)
+is timed alongside, for comparison. The record's targets: a validation of a
+rate-limited key runs at most one script (one round trip), one of a key without
+limits none.
 
 Redis comes from ``--redis URL`` (or ``APIKEYS_BENCH_REDIS_URL``), else a
 throwaway ``redis-server`` started on loopback; without one the Redis cases
@@ -43,7 +46,7 @@ from typing import Any
 
 from apikeys._keylimits import MAX_LIMIT, Quota, RateLimit
 from apikeys._meter import KeyLimits, MemoryMeter, Meter
-from benchmarks.harness import Case, run_interleaved, timer_overhead_ns
+from benchmarks.harness import Case, CaseResult, run_interleaved, timer_overhead_ns
 from benchmarks.report import format_figure, machine_info
 from tests import redis_server
 
@@ -236,8 +239,38 @@ def run(
         "machine": machine_info(ROOT, argon2_parameters={}),
         "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
         "results": [result.as_dict() for result in results],
+        "targets": round_trip_targets(results),
         "notes": notes,
     }
+
+
+ROUND_TRIPS_ALLOWED = {"unlimited": 0, "rate_limited": 1}
+"""Redis scripts (round trips) one cached validation may run, per key: none for
+a key without limits, one for a rate-limited key."""
+
+
+def round_trip_targets(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
+    """One check per :data:`ROUND_TRIPS_ALLOWED` workload of ``validate-redis``."""
+    by_workload = {r.workload: r for r in results if r.subject == VALIDATE_REDIS}
+    baseline = by_workload.get("unlimited")
+    ping = next((r for r in results if r.workload == ROUND_TRIP), None)
+    targets = []
+    for workload, allowed in ROUND_TRIPS_ALLOWED.items():
+        result = by_workload.get(workload)
+        if result is None or result.io_calls_per_op is None:
+            continue
+        targets.append(
+            {
+                "workload": workload,
+                "allowed": allowed,
+                "scripts_per_call": result.io_calls_per_op,
+                "passed": result.io_calls_per_op <= allowed,
+                "p50_us": result.p50_us,
+                "unlimited_p50_us": baseline.p50_us if baseline else None,
+                "ping_p50_us": ping.p50_us if ping else None,
+            }
+        )
+    return targets
 
 
 def render_markdown(record: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from the records.
 
 A record's kind is the harness that wrote it, read from its ``command``:
 ``core`` (``python -m benchmarks``), ``compare``, ``timing``, ``abuse``,
-``instructions`` and ``fleet``. Given several records of one kind, the newest counts. A
+``instructions``, ``fleet`` and ``meter``. Given several records of one kind, the newest counts. A
 target whose harness left no record is listed as not measured.
 """
 
@@ -41,6 +41,7 @@ KINDS = {
     "benchmarks.http_instructions": "instructions",
     "benchmarks.first_validation": "first_validation",
     "benchmarks.fleet": "fleet",
+    "benchmarks.meter": "meter",
 }
 """The harness module named in a record's ``command``, and the kind of record it writes."""
 
@@ -52,6 +53,7 @@ HARNESS_TITLES = {
     "instructions": "`python -m benchmarks.http_instructions`",
     "first_validation": "`python -m benchmarks.first_validation`",
     "fleet": "`python -m benchmarks.fleet`",
+    "meter": "`python -m benchmarks.meter`",
 }
 
 PEER_NAMES = {
@@ -552,6 +554,36 @@ def _fleet_rows(records: Records) -> list[SummaryRow]:
     return rows
 
 
+def _meter_rows(records: Records) -> list[SummaryRow]:
+    """What counting a limited key's call adds to a cached validation, in Redis round trips and time."""
+    titles = {
+        "unlimited": "Key without limits, cache on: no Redis round trip per validation",
+        "rate_limited": "Rate-limited key, cache on: at most one Redis round trip per validation",
+    }
+    checks = {check["workload"]: check for check in _checks(records, "meter")}
+    rows = []
+    for workload, title in titles.items():
+        check = checks.get(workload)
+        if check is None:
+            rows.append(SummaryRow(title, "not measured", "", None, ("meter",)))
+            continue
+        compared = []
+        if workload != "unlimited" and check.get("unlimited_p50_us") is not None:
+            compared.append(f"no limits {format_figure(check['unlimited_p50_us'])} µs")
+        if check.get("ping_p50_us") is not None:
+            compared.append(f"Redis PING {format_figure(check['ping_p50_us'])} µs")
+        rows.append(
+            SummaryRow(
+                title,
+                f"{check['scripts_per_call']:g} Redis scripts per call (p50 {format_figure(check['p50_us'])} µs)",
+                "; ".join(compared),
+                bool(check["passed"]),
+                ("meter",),
+            )
+        )
+    return rows
+
+
 def summary_rows(records: Records) -> list[SummaryRow]:
     """Every target, in the page's order, from ``records`` alone."""
     return [
@@ -566,6 +598,7 @@ def summary_rows(records: Records) -> list[SummaryRow]:
         *_timing_rows(records),
         _abuse_row(records),
         *_fleet_rows(records),
+        *_meter_rows(records),
     ]
 
 

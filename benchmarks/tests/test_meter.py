@@ -44,6 +44,9 @@ def test_a_quick_run_times_every_workload_on_each_meter(tmp_path: Path) -> None:
             # Only the rate limit reaches Redis: the database holds the quota.
             scripts = 1 if result["workload"] == "rate_limited" else 0
             assert result["io_calls_per_op"] == scripts, result["workload"]
+    if meter.REDIS in subjects:
+        verdicts = {target["workload"]: target["passed"] for target in record["targets"]}
+        assert verdicts == {"unlimited": True, "rate_limited": True}
     table = meter.render_markdown(record).splitlines()
     assert table[0].startswith("| key | memory p50 |")
     assert [row.split(" | ")[0] for row in table[2:6]] == [f"| {name}" for name in meter.WORKLOADS]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import compare, fleet, report, run, summary, targets
+from benchmarks import compare, fleet, meter, report, run, summary, targets
 from benchmarks.harness import CaseResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,7 +225,31 @@ def fixture_records(*, cache_hit_scale: float = 1.0) -> dict[str, dict[str, Any]
             "arms": fleet_arms,
             "targets": fleet.target_checks(fleet_arms),
         },
+        "meter": {
+            "started_at": "2026-12-01 09:40 UTC",
+            "command": _command("benchmarks.meter"),
+            "targets": meter.round_trip_targets(
+                [
+                    _meter_result(meter.VALIDATE_REDIS, "unlimited", 2.3, 0.0),
+                    _meter_result(meter.VALIDATE_REDIS, "rate_limited", 205.0, 1.0),
+                    _meter_result(meter.REDIS, meter.ROUND_TRIP, 74.0, 0.0),
+                ]
+            ),
+        },
     }
+
+
+def _meter_result(subject: str, workload: str, p50: float, scripts: float) -> CaseResult:
+    return CaseResult(
+        subject=subject,
+        size=1,
+        workload=workload,
+        ops=1,
+        p50_us=p50,
+        p99_us=p50,
+        ops_per_s=1e6 / p50,
+        io_calls_per_op=scripts,
+    )
 
 
 def write_run(directory: Path, records: dict[str, dict[str, Any]]) -> Path:
@@ -310,6 +334,13 @@ def test_the_table_holds_the_fixture_runs_figures_side_by_side(generated: str) -
         "met",
         "2026-12-01",
     ]
+    assert rows["Rate-limited key, cache on: at most one Redis round trip per validation"] == [
+        "1 Redis scripts per call (p50 205 µs)",
+        "no limits 2.30 µs; Redis PING 74.0 µs",
+        "met",
+        "2026-12-01",
+    ]
+    assert rows["Key without limits, cache on: no Redis round trip per validation"][2] == "met"
     timing = rows["Wrong secret for a known id against unknown id: same answer, time within noise"]
     assert timing[:3] == [
         "median difference sqlite-sync +3.3 µs",
