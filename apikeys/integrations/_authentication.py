@@ -6,9 +6,9 @@ only in how they call the manager; every step that does no IO is a helper here.
 Per client: keys over plain HTTP refused (403 ``https_required``,
 ``require_https``, off by default); repeated failures from one client address
 answered 429 with ``Retry-After`` (``client_max_failures``, on by default for
-Clerk managers only). The client address and scheme
-come from the connection, or from ``X-Forwarded-For`` / ``X-Forwarded-Proto``
-when the connection comes from a ``trusted_proxies`` address.
+Clerk managers only). The client address and scheme come from the connection,
+or from ``X-Forwarded-For`` / ``X-Forwarded-Proto`` when the connection comes
+from a ``trusted_proxies`` address.
 """
 
 from __future__ import annotations
