@@ -15,7 +15,9 @@ fails here, with the extra to install, and never at ``import apikeys``.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 from importlib.metadata import entry_points
 from typing import Any, cast
 
@@ -50,6 +52,34 @@ def backend_scheme(url: str) -> str | None:
     if dialect in _SQL_DIALECTS:
         return "sqlalchemy"
     return scheme
+
+
+def builtin_backend_of(manager: object) -> str | None:
+    """The built-in backend (``clerk``, ``sqlalchemy``) ``manager`` belongs to, or ``None``.
+
+    An instance of a subclass of a built-in manager belongs to that backend.
+    Nothing is imported: a backend whose module is not loaded has no managers yet.
+
+    Example:
+        >>> builtin_backend_of(create_key_manager("sqlite:///:memory:"))
+        'sqlalchemy'
+        >>> builtin_backend_of(object()) is None
+        True
+    """
+    # Classes are hashable; typeshed's lru_cache asks for Hashable, which type[...] is not to mypy.
+    return _backend_of_class(type(manager))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=64)
+def _backend_of_class(manager_class: type[Any]) -> str | None:
+    # Cached: every request of an integration asks, and ABC subclass checks are slow.
+    for scheme, paths in _BUILTIN_BACKENDS.items():
+        for path in paths:
+            module_name, _, attribute = path.partition(":")
+            known = getattr(sys.modules.get(module_name), attribute, None)
+            if isinstance(known, type) and issubclass(manager_class, known):
+                return scheme
+    return None
 
 
 def _import_path(path: str) -> Any:
@@ -154,4 +184,4 @@ def create_async_key_manager(url: str | None = None, **options: Any) -> AsyncKey
     return cast(AsyncKeyManager, _build(manager_class, chosen, settings))
 
 
-__all__ = ["create_async_key_manager", "create_key_manager"]
+__all__ = ["builtin_backend_of", "create_async_key_manager", "create_key_manager"]

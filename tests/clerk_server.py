@@ -25,6 +25,9 @@ class _RelayToFake(BaseHTTPRequestHandler):
     """Hands each HTTP request to the fake's transport and writes its answer back."""
 
     protocol_version = "HTTP/1.1"
+    # The answer goes out in several small writes: with Nagle's algorithm each keep-alive
+    # request would wait for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _FakeClerkServer
 
     def _relay(self) -> None:

@@ -3,11 +3,12 @@
 :func:`authenticate_sync` and :func:`authenticate_async` are twins that differ
 only in how they call the manager; every step that does no IO is a helper here.
 
-Optional, per client: keys over plain HTTP refused (403 ``https_required``,
-``require_https``); repeated failures from one client address answered 429
-with ``Retry-After`` (``client_max_failures``). The client address and scheme
-come from the connection, or from ``X-Forwarded-For`` / ``X-Forwarded-Proto``
-when the connection comes from a ``trusted_proxies`` address.
+Per client: keys over plain HTTP refused (403 ``https_required``,
+``require_https``, off by default); repeated failures from one client address
+answered 429 with ``Retry-After`` (``client_max_failures``, on by default for
+Clerk managers only). The client address and scheme come from the connection,
+or from ``X-Forwarded-For`` / ``X-Forwarded-Proto`` when the connection comes
+from a ``trusted_proxies`` address.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def client_guard(
 ) -> tuple[FailureCounter, str] | None:
     """Refuse plain HTTP when HTTPS is required; return whom this request's failures count against.
 
-    ``require_https`` and ``client_max_failures`` need the client's address and
+    ``require_https`` and a per-client ``limiter`` need the client's address and
     scheme; a request whose client is unknown counts as plain HTTP from an
     unknown address (refused when HTTPS is required, never limited).
 
@@ -134,7 +135,7 @@ def client_guard(
     Raises:
         InsecureTransportError: ``require_https`` is on and the key came over HTTP.
     """
-    if not (settings.require_https or settings.client_max_failures):
+    if not settings.require_https and limiter is None:
         return None
     client = credentials.client(settings)
     if settings.require_https and (client is None or not client.secure):
@@ -182,7 +183,7 @@ def authenticate_sync(
         APIKeysError: No key, a refused key or client, a missing scope, or a
             backend failure.
     """
-    guard = client_guard(credentials, settings, limiters.client)
+    guard = client_guard(credentials, settings, limiters.client_for(manager))
     secret = None
     try:
         if guard is not None:
@@ -215,7 +216,7 @@ async def authenticate_async(
     on_limited: Callable[[RateLimitedError], None] | None = None,
 ) -> VerifiedKey:
     """The async twin of :func:`authenticate_sync`."""
-    guard = client_guard(credentials, settings, limiters.client)
+    guard = client_guard(credentials, settings, limiters.client_for(manager))
     secret = None
     try:
         if guard is not None:

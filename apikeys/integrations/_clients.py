@@ -168,7 +168,7 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
         if hops:
             _diagnose_untrusted_forwarding(peer_ip, hops, settings)
         return peer
-    if not hops and settings.client_max_failures:
+    if not hops and settings.client_max_failures != 0:  # unset: on for Clerk
         _warn_once(
             "no_forwarded_for",
             "apikeys: a request from trusted proxy %s carried no X-Forwarded-For, so the "

@@ -18,6 +18,7 @@ from apikeys._creationlimit import (
     CreationLimiter,
 )
 from apikeys._errors import ConfigurationError
+from apikeys._factory import builtin_backend_of
 from apikeys._ratelimit import FailureCounter, FailureLimiter
 from apikeys._scopes import MANAGEMENT_SCOPE, normalize_scopes
 from apikeys.integrations._clients import Network, ip_network
@@ -92,11 +93,14 @@ class IntegrationSettings(BaseModel):
             does not say.
         client_max_failures: Failed validations (malformed, unknown or wrong
             keys) one client address may make in a burst before it is
-            answered 429 with ``Retry-After``; ``0`` (default) turns the
-            per-client limit off. Counted per process, or for every
-            worker with ``redis_url``. Requests in flight together are
-            checked before any of them is counted: a client sending ``N`` at
-            once may fail up to ``N`` times past the limit, once.
+            answered 429 with ``Retry-After``; ``0`` turns the per-client
+            limit off. Unset (``None``), it is
+            :data:`CLERK_CLIENT_MAX_FAILURES` for a Clerk manager, whose every
+            unknown key costs a call to Clerk, and off for the others.
+            Counted per process, or for every worker with ``redis_url``.
+            Requests in flight together are checked before any of them is
+            counted: a client sending ``N`` at once may fail up to ``N``
+            times past the limit, once.
         client_failure_window: Seconds for a client's allowance to grow back
             completely (see :class:`~apikeys._ratelimit.FailureLimiter`).
         trusted_proxies: Addresses or networks (``10.0.0.0/8``) of reverse
@@ -125,7 +129,7 @@ class IntegrationSettings(BaseModel):
     max_key_creations: int = Field(default=DEFAULT_MAX_KEY_CREATIONS, ge=0, le=1_000_000)
     key_creation_window: float = Field(default=DEFAULT_KEY_CREATION_WINDOW, gt=0, le=86400)
     retry_after: int = Field(default=5, ge=1, le=86400)
-    client_max_failures: int = Field(default=0, ge=0, le=1_000_000)
+    client_max_failures: int | None = Field(default=None, ge=0, le=1_000_000)
     client_failure_window: float = Field(default=60.0, gt=0, le=86400)
     trusted_proxies: tuple[str, ...] = ()
     require_https: bool = False
@@ -226,6 +230,11 @@ class IntegrationSettings(BaseModel):
 
 DEFAULT_SETTINGS = IntegrationSettings()
 
+CLERK_CLIENT_MAX_FAILURES = 10
+"""``client_max_failures`` when it is unset and the manager is Clerk's: a tenth of the
+100 calls per 10 seconds of a Clerk development instance, then one more every
+``client_failure_window / 10`` seconds."""
+
 
 @dataclass(frozen=True, slots=True)
 class Limiters:
@@ -236,26 +245,41 @@ class Limiters:
             or ``None`` when that limit is off.
         creation: ``POST /api-keys`` creations per owner (``max_key_creations``),
             or ``None`` when that limit is off.
+        client_for_clerk_only: ``client`` is the default limit
+            (``client_max_failures`` unset), which counts for Clerk managers only.
     """
 
     client: FailureCounter | None = None
     creation: CreationLimiter | None = None
+    client_for_clerk_only: bool = False
+
+    def client_for(self, manager: object) -> FailureCounter | None:
+        """The per-client limiter of requests that ``manager`` validates, or ``None`` when off."""
+        if self.client_for_clerk_only and builtin_backend_of(manager) != "clerk":
+            return None
+        return self.client
 
     @classmethod
     def of(cls, settings: IntegrationSettings) -> Limiters:
         """Fresh limiters for ``settings``: each app counts its own requests.
 
         With a Redis URL (``settings.redis_url``, else ``APIKEYS_REDIS_URL``)
-        they count in Redis, for every process of the deployment at once.
+        they count in Redis, for every process of the deployment at once. With
+        ``client_max_failures`` unset, the client limiter counts
+        :data:`CLERK_CLIENT_MAX_FAILURES` and serves Clerk managers only (see
+        :meth:`client_for`).
         """
         redis_url = (
             settings.redis_url.get_secret_value()
             if settings.redis_url is not None
             else os.environ.get("APIKEYS_REDIS_URL") or None
         )
+        max_failures = settings.client_max_failures
+        if max_failures is None:
+            max_failures = CLERK_CLIENT_MAX_FAILURES
         client: FailureCounter | None = None
-        if settings.client_max_failures:
-            client = FailureLimiter(settings.client_max_failures, settings.client_failure_window)
+        if max_failures:
+            client = FailureLimiter(max_failures, settings.client_failure_window)
             if redis_url is not None:
                 from apikeys._redis import RedisFailureLimiter
 
@@ -267,7 +291,7 @@ class Limiters:
             if settings.max_key_creations
             else None
         )
-        return cls(client, creation)
+        return cls(client, creation, client_for_clerk_only=settings.client_max_failures is None)
 
 
 def split_config(
@@ -338,6 +362,7 @@ def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
 
 
 __all__ = [
+    "CLERK_CLIENT_MAX_FAILURES",
     "DEFAULT_SETTINGS",
     "HeaderPlan",
     "IntegrationSettings",

@@ -365,7 +365,8 @@ def test_settings_are_values_and_each_app_counts_with_its_own_limiters() -> None
     one_app, another_app = Limiters.of(built), Limiters.of(again)
     assert one_app.client is not None and another_app.client is not None
     assert one_app.client is not another_app.client  # one limiter per app
-    assert Limiters.of(IntegrationSettings()).client is None  # off by default
+    # Off by default, but for Clerk managers (tests/integrations/test_clerk_client_limits.py).
+    assert Limiters.of(IntegrationSettings()).client_for(object()) is None
 
 
 # --- IPv6 grouping and IPv4-mapped addresses ------------------------------------------------
