@@ -28,7 +28,6 @@ from apikeys._errors import (
     RateLimitedError,
 )
 from apikeys._events import EventReporter
-from apikeys._expiry import utcnow
 from apikeys._keystate import check_scopes
 from apikeys._meter import check_cost
 from apikeys._models import VerifiedKey
@@ -254,7 +253,7 @@ def still_to_charge(admitted: Admission, scopes: tuple[str, ...], cost: int) -> 
 
 def admitted_as(admitted: Admission, verified: VerifiedKey, charged: int) -> Admission:
     """The request's admission once ``verified`` was charged ``charged`` more units."""
-    fields = usage_fields(verified.usage, utcnow()) if verified.usage is not None else ()
+    fields = usage_fields(verified.usage) if verified.usage is not None else ()
     return Admission(verified, admitted.charged + charged, fields)
 
 
