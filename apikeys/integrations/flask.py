@@ -34,9 +34,11 @@ from apikeys._models import VerifiedKey
 from apikeys._protocols import KeyManager
 from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
+    COST_ATTRIBUTE,
     NOT_ADMITTED,
     Admission,
     admit_sync,
+    declared_cost,
     is_async_manager,
     required_scopes,
     route_cost,
@@ -230,7 +232,8 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
     Use it as ``@require_api_key(scopes=["read:data"], cost=5)`` or bare
     ``@require_api_key``; the verified key is ``g.api_key``. ``cost`` is what a
     call spends from the key's rate limit and quota (1 to 10**12), charged once
-    per request, the middleware's unit included.
+    per request: behind :class:`APIKeyMiddleware`, the middleware charges it
+    all, so a call refused by the key's limits charges nothing.
 
     Raises:
         ConfigurationError: A malformed scope or cost (when the view is declared).
@@ -248,6 +251,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
                 _authenticate(needed, units)
                 return await view(*args, **kwargs)
 
+            setattr(async_wrapper, COST_ATTRIBUTE, units)  # read by APIKeyMiddleware
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(view)
@@ -255,6 +259,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
             _authenticate(needed, units)
             return view(*args, **kwargs)
 
+        setattr(wrapper, COST_ATTRIBUTE, units)  # read by APIKeyMiddleware
         return wrapper  # type: ignore[return-value]
 
     return decorate
@@ -264,7 +269,10 @@ class APIKeyMiddleware:
     """Require a valid key on every request of ``app`` but exempt paths.
 
     A ``before_request`` hook: Flask's way to act on every request while ``g``
-    exists, so the verified key lands on ``g.api_key``.
+    exists, so the verified key lands on ``g.api_key``. Flask has routed the
+    request by then: a view decorated with ``require_api_key(cost=...)`` is
+    charged its cost here, all at once, so that a request its key's limits
+    refuse charges nothing.
 
     Args:
         app: The app to protect.
@@ -289,7 +297,9 @@ class APIKeyMiddleware:
         if exempt is None:
             exempt = _state().settings.exempt_paths
         if not is_exempt(request.path, exempt):
-            _authenticate(self.scopes)
+            endpoint = request.endpoint
+            view = None if endpoint is None else _current(app_ctx).app.view_functions.get(endpoint)
+            _authenticate(self.scopes, declared_cost(view))
 
 
 management_router = Blueprint("apikeys_management", __name__)

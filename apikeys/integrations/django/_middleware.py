@@ -7,13 +7,28 @@ from typing import ClassVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import declared_cost, required_scopes
 from apikeys.integrations._settings import check_exempt_paths, is_exempt
 from apikeys.integrations.django._extension import APIKeys
 
 _GetResponse = Callable[[HttpRequest], "HttpResponseBase | Awaitable[HttpResponseBase]"]
+
+
+def view_cost(request: HttpRequest) -> int:
+    """What the view that will answer ``request`` costs: what ``require_api_key(cost=...)``
+    declared on it (or on a class-based view's ``dispatch``); 1 for any other view, or none.
+
+    Read before the view runs, with the URLconf Django will route ``request`` by.
+    """
+    try:
+        match = get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+    except Resolver404:
+        return 1
+    dispatch = getattr(getattr(match.func, "view_class", None), "dispatch", None)
+    return max(declared_cost(match.func), declared_cost(dispatch))
 
 
 class APIKeyMiddleware:
@@ -36,6 +51,9 @@ class APIKeyMiddleware:
         scopes: Scopes every request must hold.
         exempt_paths: Paths let through without a key; ``None`` means the
             ``EXEMPT_PATHS`` setting.
+
+    A view decorated with ``require_api_key(cost=...)`` is charged its cost here,
+    all at once, so that a request its key's limits refuse charges nothing.
     """
 
     sync_capable: ClassVar[bool] = True
@@ -63,7 +81,7 @@ class APIKeyMiddleware:
         keys = APIKeys.current()
         if not self._exempt(request, keys):
             try:
-                keys.authenticate(request, self.required_scopes)
+                keys.authenticate(request, self.required_scopes, view_cost(request))
             except APIKeysError as exc:
                 return keys.response_for(exc, request)
         response = self.get_response(request)
@@ -75,7 +93,7 @@ class APIKeyMiddleware:
         keys = APIKeys.current()
         if not self._exempt(request, keys):
             try:
-                await keys.aauthenticate(request, self.required_scopes)
+                await keys.aauthenticate(request, self.required_scopes, view_cost(request))
             except APIKeysError as exc:
                 return keys.response_for(exc, request)
         pending = self.get_response(request)
