@@ -58,17 +58,36 @@ def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
 
 
-COST_ATTRIBUTE = "apikeys_cost"
-"""Where a view decorator records what its route costs, so that a middleware
-which knows the view before it runs (Django's, Flask's) charges that cost
-itself, in one all-or-nothing spend, rather than one unit before the view
-asks for the rest: then a refused request has charged nothing."""
+@dataclass(frozen=True, slots=True)
+class RouteDemand:
+    """What a decorated view demands of a request's key: the scopes it must hold
+    (from :func:`required_scopes`) and what a call costs (from :func:`route_cost`)."""
+
+    scopes: tuple[str, ...] = ()
+    cost: int = 1
+
+    def with_scopes(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """``scopes`` (a middleware's), then this route's that they lack."""
+        if not self.scopes:
+            return scopes
+        return scopes + tuple(scope for scope in self.scopes if scope not in scopes)
 
 
-def declared_cost(view: object) -> int:
-    """What ``view`` declares its route costs (its :data:`COST_ATTRIBUTE`), else 1."""
-    cost = getattr(view, COST_ATTRIBUTE, 1)
-    return cost if type(cost) is int and cost >= 1 else 1
+ANY_ROUTE = RouteDemand()
+"""The demand of a view no decorator declared anything for."""
+
+DEMAND_ATTRIBUTE = "apikeys_demand"
+"""Where a view decorator records its :class:`RouteDemand`, so that a middleware
+which knows the view before it runs (Django's, Flask's) validates the key for
+the route's scopes and charges its cost itself, in one validation, rather than
+one unit before the view asks for the rest: a request refused for a missing
+scope or by the key's limits then charges nothing."""
+
+
+def declared_demand(view: object) -> RouteDemand:
+    """What ``view`` declares (its :data:`DEMAND_ATTRIBUTE`), else :data:`ANY_ROUTE`."""
+    demand = getattr(view, DEMAND_ATTRIBUTE, None)
+    return demand if isinstance(demand, RouteDemand) else ANY_ROUTE
 
 
 def route_cost(cost: object) -> int:
@@ -334,10 +353,12 @@ async def admit_async(
 
 
 __all__ = [
+    "ANY_ROUTE",
     "API_KEY_ATTRIBUTE",
-    "COST_ATTRIBUTE",
+    "DEMAND_ATTRIBUTE",
     "NOT_ADMITTED",
     "Admission",
+    "RouteDemand",
     "accepted",
     "admit_async",
     "admit_sync",
@@ -345,7 +366,7 @@ __all__ = [
     "authenticate_async",
     "authenticate_sync",
     "client_guard",
-    "declared_cost",
+    "declared_demand",
     "is_async_manager",
     "refused_as",
     "required_scopes",

@@ -81,10 +81,9 @@ def usage_fields(usage: Allowance | None, now: datetime | None = None) -> Header
     balances were read (``usage.at``), else from the wall clock's now.
     """
     balances = [] if usage is None else _balances(usage)
-    if not balances:
+    if usage is None or not balances:
         return ()
     if now is None:
-        assert usage is not None  # it has balances
         now = usage.at if usage.at is not None else utcnow()
     policies = ", ".join(
         _item(policy, q=balance.limit, w=_length(balance.window)) for policy, balance in balances

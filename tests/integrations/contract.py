@@ -152,13 +152,17 @@ def assert_a_refused_costly_call_charges_nothing(
     make_guarded: Callable[[], AbstractContextManager[Client]], seeded: Seeded, path: str
 ) -> None:
     """Behind the middleware (``make_guarded``), a key with 3 calls left asks for ``path``,
-    which costs 5: it is refused with 429, and the key still has 3 left."""
+    which costs 5, and for ``/admin``, whose scope it lacks: they are refused with
+    429 and 403, and the key still has 3 left."""
     secret = limited_key(seeded, rate_limit=apikeys.RateLimit(limit=4, window=DAY))
     with make_guarded() as guarded:
         first = guarded.request("GET", "/whoami", headers=bearer(secret))
         refused = guarded.request("GET", path, headers=bearer(secret))
+        unscoped = guarded.request("GET", "/admin", headers=bearer(secret))
         after = guarded.request("GET", "/whoami", headers=bearer(secret))
-    assert (first.status, refused.status, after.status) == (200, 429, 200)
+    assert (first.status, refused.status, unscoped.status, after.status) == (200, 429, 403, 200)
+    assert unscoped.json["code"] == "insufficient_scope"
+    assert unscoped.json["missingScopes"] == ["admin:write"]
     assert parse_fields(first.headers["ratelimit"])["rate"]["r"] == 3
     assert refused.json["code"] == "rate_limited"
     assert refused.headers["ratelimit-policy"] == '"rate";q=4;w=86400'
