@@ -32,6 +32,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apikeys._meter import Allowance
 
 
 class APIKeysError(Exception):
@@ -174,7 +178,16 @@ class InvalidInputError(APIKeysError, ValueError):
 
 
 class RateLimitedError(APIKeysError):
-    """Too many attempts; retry after ``retry_after`` seconds."""
+    """Too many attempts; retry after ``retry_after`` seconds.
+
+    Attributes:
+        retry_after: Seconds until a retry may pass, when known.
+        usage: When a key's own limits refused the call: what each of them had
+            left at the refusal, as the refused call charged nothing (so the
+            ``RateLimit`` header fields of the 429 can say it). ``None`` for
+            other refusals (too many failures from one client, too many keys
+            created), which are not counted against a key.
+    """
 
     status_code = 429
     code = "rate_limited"
@@ -186,8 +199,10 @@ class RateLimitedError(APIKeysError):
         *,
         key_id: str | None = None,
         retry_after: float | None = None,
+        usage: Allowance | None = None,
     ) -> None:
         self.retry_after = retry_after
+        self.usage = usage
         super().__init__(message, key_id=key_id)
 
 
@@ -210,9 +225,10 @@ class QuotaExceededError(RateLimitedError):
         key_id: str | None = None,
         refills_at: datetime | None = None,
         retry_after: float | None = None,
+        usage: Allowance | None = None,
     ) -> None:
         self.refills_at = refills_at
-        super().__init__(message, key_id=key_id, retry_after=retry_after)
+        super().__init__(message, key_id=key_id, retry_after=retry_after, usage=usage)
 
 
 class ConfigurationError(APIKeysError):

@@ -15,7 +15,8 @@ nothing else:
 3. :func:`settle` turns the counts into an :class:`Allowance` (what is left of
    each limit and when it resets, as the ``RateLimit`` header fields report it),
    or raises :class:`~apikeys.RateLimitedError` /
-   :class:`~apikeys._errors.QuotaExceededError`.
+   :class:`~apikeys._errors.QuotaExceededError` carrying the allowance the
+   refused call left untouched (its ``usage``).
 
 The meter id is chosen by the caller (a key's lineage, so that rotating a key
 does not refill its quota); counters are named after it and their window:
@@ -42,7 +43,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -176,18 +177,31 @@ class Balance:
         """Seconds from ``now`` until :attr:`resets_at`; ``None``: never."""
         return None if self.window is None else self.window.seconds_left(now)
 
+    def given_back(self, cost: int) -> Balance:
+        """This balance with ``cost`` given back: what it was before a call that was undone."""
+        return replace(self, remaining=min(self.limit, self.remaining + cost))
+
 
 @dataclass(frozen=True, slots=True)
 class Allowance:
-    """What a key has left once a call is accepted: enough for the ``RateLimit`` header fields.
+    """What a key has left of its limits: enough for the ``RateLimit`` header fields.
+
+    After an accepted call, what that call left; on a refused call (the
+    ``usage`` of its :class:`~apikeys.RateLimitedError`), what the key still
+    had, since a refused call charges nothing.
 
     Attributes:
         rate_limit: The rate limit's balance in its current window, or ``None`` without one.
         quota: The quota's balance, or ``None`` without one.
+        at: When the balances were read, by the clock the manager counts with
+            (the seconds to each reset are counted from it); ``None`` when
+            unknown. Two allowances with the same balances are equal whenever
+            they were read.
     """
 
     rate_limit: Balance | None = None
     quota: Balance | None = None
+    at: datetime | None = field(default=None, compare=False)
 
 
 UNLIMITED = Allowance()
@@ -249,15 +263,8 @@ def settle(plan: SpendPlan, spent: bool, counts: Sequence[int]) -> Allowance:
     Raises:
         QuotaExceededError: The quota has no room for the cost.
         RateLimitedError: The rate limit's window has no room for the cost.
+        Either carries, as its ``usage``, what every limit still has.
     """
-    if not spent:
-        refused = [
-            (counter, count)
-            for counter, count in zip(plan.counters, counts, strict=True)
-            if count + plan.cost > counter.limit
-        ]
-        counter, count = max(refused, key=lambda pair: pair[0].kind == "quota")
-        raise _refusal(plan, counter, count)
     rate_limit = quota = None
     for counter, count in zip(plan.counters, counts, strict=True):
         balance = Balance(counter.limit, max(0, counter.limit - count), counter.window)
@@ -265,10 +272,19 @@ def settle(plan: SpendPlan, spent: bool, counts: Sequence[int]) -> Allowance:
             rate_limit = balance
         else:
             quota = balance
-    return Allowance(rate_limit, quota)
+    usage = Allowance(rate_limit, quota, plan.now)
+    if not spent:
+        refused = [
+            (counter, count)
+            for counter, count in zip(plan.counters, counts, strict=True)
+            if count + plan.cost > counter.limit
+        ]
+        counter, count = max(refused, key=lambda pair: pair[0].kind == "quota")
+        raise _refusal(plan, counter, count, usage)
+    return usage
 
 
-def _refusal(plan: SpendPlan, counter: Counter, count: int) -> RateLimitedError:
+def _refusal(plan: SpendPlan, counter: Counter, count: int, usage: Allowance) -> RateLimitedError:
     left = max(0, counter.limit - count)
     # Rounded up to the millisecond, so that a retry at retry_after lands in the next window.
     retry_after = (
@@ -282,10 +298,12 @@ def _refusal(plan: SpendPlan, counter: Counter, count: int) -> RateLimitedError:
             f"Quota exceeded: {left} of {counter.limit} left; {when}",
             refills_at=None if counter.window is None else as_utc(counter.window.end),
             retry_after=retry_after,
+            usage=usage,
         )
     return RateLimitedError(
         f"Rate limit exceeded: {left} of {counter.limit} left in this window",
         retry_after=retry_after,
+        usage=usage,
     )
 
 

@@ -8,7 +8,9 @@ manager's ``_perform``, so a backend's twins only add ``_perform`` and
 without a flow; on a miss the backend reads the presented string without IO
 (``_read_presented``), then its ``_validate_flow`` runs. A key with limits then
 spends the call's cost (``_spend_flow``), on a hit as on a miss; a key without
-limits is returned as it is, with no counting at all.
+limits is returned as it is, with no counting at all. Only then is the call
+reported ``validated``: a call its key's limits refuse is reported once, as
+``rejected``.
 """
 
 from __future__ import annotations
@@ -201,12 +203,16 @@ class FlowBackend(ABC):
         return refusal
 
     def _accepted(self, verified: VerifiedKey, required: tuple[str, ...]) -> VerifiedKey:
-        """Check the scopes one caller needs, and report the outcome."""
+        """Check the scopes one caller needs, and report a refusal."""
         try:
             check_scopes(verified, required)
         except InsufficientScopeError as exc:
             self.events.rejected(exc, user_id=verified.user_id)
             raise
+        return verified
+
+    def _validated(self, verified: VerifiedKey) -> VerifiedKey:
+        """Report a validation that passed in full: verified, scopes held, cost spent."""
         self.events.report("validated", verified.id, user_id=verified.user_id)
         return verified
 
@@ -221,7 +227,7 @@ class FlowBackend(ABC):
     ) -> Generator[Any, Any, VerifiedKey]:
         """Validate what :meth:`_read_presented` read from a secret the cache does
         not hold: verify it, check its state and ``required`` scopes, cache it,
-        and report the outcome."""
+        and report a refusal (the shells report success, once the cost is spent)."""
 
     @abstractmethod
     def _create_flow(
@@ -298,9 +304,9 @@ class SyncShell(FlowBackend):
             presented = self._read_presented(secret)
             self._listening()
             verified = run_sync(self._validate_flow(presented, required), self._perform)
-        if verified.rate_limit is None and verified.quota is None:
-            return verified
-        return run_sync(self._spending(verified, cost), self._perform)
+        if verified.rate_limit is not None or verified.quota is not None:
+            verified = run_sync(self._spending(verified, cost), self._perform)
+        return self._validated(verified)
 
     def create_api_key(
         self,
@@ -393,9 +399,9 @@ class AsyncShell(FlowBackend):
             presented = self._read_presented(secret)
             self._listening()
             verified = await run_async(self._validate_flow(presented, required), self._perform)
-        if verified.rate_limit is None and verified.quota is None:
-            return verified
-        return await run_async(self._spending(verified, cost), self._perform)
+        if verified.rate_limit is not None or verified.quota is not None:
+            verified = await run_async(self._spending(verified, cost), self._perform)
+        return self._validated(verified)
 
     async def create_api_key(
         self,

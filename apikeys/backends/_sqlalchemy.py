@@ -50,6 +50,7 @@ from apikeys._errors import (
     KeyLimitReachedError,
     KeyNotFoundError,
     MissingDependencyError,
+    RateLimitedError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import (
@@ -1151,7 +1152,6 @@ class SQLAlchemyBase(FlowBackend):
         except APIKeysError as exc:
             self.events.rejected(exc, key_id=key_id, user_id=user_id)
             raise
-        self.events.report("validated", verified.id, user_id=verified.user_id)
         return verified
 
     def _accept(self, row: Mapping[str, Any], secret: str, generation: int) -> VerifiedKey:
@@ -1198,15 +1198,15 @@ class SQLAlchemyBase(FlowBackend):
         only if it has room, so no restart, crash or Redis loss can grant what was
         spent. Should the rate limit then refuse, a second ``UPDATE`` gives the quota
         back, in the same call; a crash between the two can only leave the quota
-        charged for a call that was refused (granting less, never more).
+        charged for a call that was refused (granting less, never more). The
+        refusal then reports the quota as it was before the call.
         """
         limits = meter_limits_of(verified)
         charged: SpendPlan | None = None
         quota = rate_limit = None
+        now = self.clock()
         if limits.quota is not None:
-            plan = plan_spend(
-                verified.meter_id, replace(limits, rate_limit=None), cost, self.clock()
-            )
+            plan = plan_spend(verified.meter_id, replace(limits, rate_limit=None), cost, now)
             count = yield Transaction(_spend_quota_in(plan))
             spent = count is not None
             if not spent:
@@ -1217,12 +1217,15 @@ class SQLAlchemyBase(FlowBackend):
             only_rate = replace(limits, quota=None, quota_anchor=None)
             try:
                 allowance = yield Spend(verified.meter_id, only_rate, cost)
-            except BaseException:
+            except BaseException as exc:
                 if charged is not None:
                     yield from self._refund_quota(charged)
+                if isinstance(exc, RateLimitedError) and exc.usage is not None:
+                    before = None if quota is None else quota.given_back(cost)
+                    exc.usage = replace(exc.usage, quota=before)
                 raise
             rate_limit = allowance.rate_limit
-        return with_usage(verified, Allowance(rate_limit, quota))
+        return with_usage(verified, Allowance(rate_limit, quota, now))
 
     @staticmethod
     def _quota_count(plan: SpendPlan) -> Generator[Any, Any, int]:

@@ -29,7 +29,6 @@ from apikeys._errors import (
     RateLimitedError,
 )
 from apikeys._events import EventReporter
-from apikeys._expiry import utcnow
 from apikeys._keystate import check_scopes
 from apikeys._meter import check_cost
 from apikeys._models import VerifiedKey
@@ -58,6 +57,38 @@ def required_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
         return check_required_scopes(scopes)
     except InvalidInputError as exc:
         raise ConfigurationError(f"invalid required scopes: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDemand:
+    """What a decorated view demands of a request's key: the scopes it must hold
+    (from :func:`required_scopes`) and what a call costs (from :func:`route_cost`)."""
+
+    scopes: tuple[str, ...] = ()
+    cost: int = 1
+
+    def with_scopes(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """``scopes`` (a middleware's), then this route's that they lack."""
+        if not self.scopes:
+            return scopes
+        return scopes + tuple(scope for scope in self.scopes if scope not in scopes)
+
+
+ANY_ROUTE = RouteDemand()
+"""The demand of a view no decorator declared anything for."""
+
+DEMAND_ATTRIBUTE = "apikeys_demand"
+"""Where a view decorator records its :class:`RouteDemand`, so that a middleware
+which knows the view before it runs (Django's, Flask's) validates the key for
+the route's scopes and charges its cost itself, in one validation, rather than
+one unit before the view asks for the rest: a request refused for a missing
+scope or by the key's limits then charges nothing."""
+
+
+def declared_demand(view: object) -> RouteDemand:
+    """What ``view`` declares (its :data:`DEMAND_ATTRIBUTE`), else :data:`ANY_ROUTE`."""
+    demand = getattr(view, DEMAND_ATTRIBUTE, None)
+    return demand if isinstance(demand, RouteDemand) else ANY_ROUTE
 
 
 def route_cost(cost: object) -> int:
@@ -255,7 +286,7 @@ def still_to_charge(admitted: Admission, scopes: tuple[str, ...], cost: int) -> 
 
 def admitted_as(admitted: Admission, verified: VerifiedKey, charged: int) -> Admission:
     """The request's admission once ``verified`` was charged ``charged`` more units."""
-    fields = usage_fields(verified.usage, utcnow()) if verified.usage is not None else ()
+    fields = usage_fields(verified.usage) if verified.usage is not None else ()
     return Admission(verified, admitted.charged + charged, fields)
 
 
@@ -323,9 +354,12 @@ async def admit_async(
 
 
 __all__ = [
+    "ANY_ROUTE",
     "API_KEY_ATTRIBUTE",
+    "DEMAND_ATTRIBUTE",
     "NOT_ADMITTED",
     "Admission",
+    "RouteDemand",
     "accepted",
     "admit_async",
     "admit_sync",
@@ -333,6 +367,7 @@ __all__ = [
     "authenticate_async",
     "authenticate_sync",
     "client_guard",
+    "declared_demand",
     "is_async_manager",
     "refused_as",
     "required_scopes",

@@ -8,9 +8,14 @@ name, ``"rate"`` for its rate limit and ``"quota"`` for its quota::
     RateLimit: "rate";r=42;t=18, "quota";r=99000;t=2000000
 
 ``q`` is the limit, ``w`` the window (or period) in seconds, ``r`` what is left
-and ``t`` the seconds until the window resets, rounded up. A one-off quota
+and ``t`` the seconds until the window resets, rounded up, counted from when
+the manager read the balances, by the clock it counts with. A one-off quota
 never resets: its items have neither ``w`` nor ``t``. A key without limits gets
 no fields at all.
+
+A 429 of a key's own limits carries both fields too: every limit of the key,
+the one that refused the call at ``r=0`` (no room for it), the others with what
+they still have, since a refused call charges nothing.
 
 Example:
     >>> from datetime import UTC, datetime
@@ -25,9 +30,11 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime
 
 from apikeys._errors import QuotaExceededError, RateLimitedError
+from apikeys._expiry import utcnow
 from apikeys._keylimits import Window
 from apikeys._meter import Allowance, Balance
 
@@ -67,11 +74,17 @@ def _balances(usage: Allowance) -> list[tuple[str, Balance]]:
     return [(policy, balance) for policy, balance in pairs if balance is not None]
 
 
-def usage_fields(usage: Allowance | None, now: datetime) -> HeaderFields:
-    """The fields for what a limited key has left at ``now``; none for ``None`` or no limits."""
+def usage_fields(usage: Allowance | None, now: datetime | None = None) -> HeaderFields:
+    """The fields for what a limited key has left; none for ``None`` or no limits.
+
+    The seconds to each reset count from ``now``: by default from when the
+    balances were read (``usage.at``), else from the wall clock's now.
+    """
     balances = [] if usage is None else _balances(usage)
-    if not balances:
+    if usage is None or not balances:
         return ()
+    if now is None:
+        now = usage.at if usage.at is not None else utcnow()
     policies = ", ".join(
         _item(policy, q=balance.limit, w=_length(balance.window)) for policy, balance in balances
     )
@@ -83,14 +96,23 @@ def usage_fields(usage: Allowance | None, now: datetime) -> HeaderFields:
 
 
 def refusal_fields(error: RateLimitedError) -> HeaderFields:
-    """The ``RateLimit`` field of a key's limit that refused a call: ``r=0`` for that policy.
+    """The fields of a 429 answered because a key's own limits refused a call.
 
     The error tells which limit refused (a :class:`~apikeys.QuotaExceededError`
-    is the quota) and when it resets (``retry_after``, rounded up; none for a
-    one-off quota), but neither the limit nor the other limit's balance: so
-    the 429 carries this one ``RateLimit`` item and no ``RateLimit-Policy``.
+    is the quota) and its ``usage`` what every limit had left: the fields name
+    them all, the refusing one at ``r=0`` (whatever smaller calls it may still
+    let through, it has no room for this one). An error without ``usage``, from
+    a manager that does not report it, tells only when the refusing limit
+    resets (``retry_after``, rounded up; none for a one-off quota): the 429
+    then carries that one ``RateLimit`` item, and no ``RateLimit-Policy``.
     """
-    policy = QUOTA_POLICY if isinstance(error, QuotaExceededError) else RATE_POLICY
+    is_quota = isinstance(error, QuotaExceededError)
+    usage = error.usage
+    if usage is not None and is_quota and usage.quota is not None:
+        return usage_fields(replace(usage, quota=replace(usage.quota, remaining=0)))
+    if usage is not None and not is_quota and usage.rate_limit is not None:
+        return usage_fields(replace(usage, rate_limit=replace(usage.rate_limit, remaining=0)))
+    policy = QUOTA_POLICY if is_quota else RATE_POLICY
     retry_after = error.retry_after
     seconds = None
     if retry_after is not None and math.isfinite(retry_after):

@@ -34,9 +34,12 @@ from apikeys._models import VerifiedKey
 from apikeys._protocols import KeyManager
 from apikeys.integrations._authentication import (
     API_KEY_ATTRIBUTE,
+    DEMAND_ATTRIBUTE,
     NOT_ADMITTED,
     Admission,
+    RouteDemand,
     admit_sync,
+    declared_demand,
     is_async_manager,
     required_scopes,
     route_cost,
@@ -230,7 +233,9 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
     Use it as ``@require_api_key(scopes=["read:data"], cost=5)`` or bare
     ``@require_api_key``; the verified key is ``g.api_key``. ``cost`` is what a
     call spends from the key's rate limit and quota (1 to 10**12), charged once
-    per request, the middleware's unit included.
+    per request: behind :class:`APIKeyMiddleware`, the middleware checks the
+    scopes and charges the cost itself, so a call refused for a missing scope
+    or by the key's limits charges nothing.
 
     Raises:
         ConfigurationError: A malformed scope or cost (when the view is declared).
@@ -239,6 +244,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
         return require_api_key()(scopes)
     needed = required_scopes(scopes)
     units = route_cost(cost)
+    demand = RouteDemand(needed, units)
 
     def decorate(view: _View) -> _View:
         if inspect.iscoroutinefunction(view):
@@ -248,6 +254,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
                 _authenticate(needed, units)
                 return await view(*args, **kwargs)
 
+            setattr(async_wrapper, DEMAND_ATTRIBUTE, demand)  # for APIKeyMiddleware
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(view)
@@ -255,6 +262,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
             _authenticate(needed, units)
             return view(*args, **kwargs)
 
+        setattr(wrapper, DEMAND_ATTRIBUTE, demand)  # for APIKeyMiddleware
         return wrapper  # type: ignore[return-value]
 
     return decorate
@@ -264,7 +272,11 @@ class APIKeyMiddleware:
     """Require a valid key on every request of ``app`` but exempt paths.
 
     A ``before_request`` hook: Flask's way to act on every request while ``g``
-    exists, so the verified key lands on ``g.api_key``.
+    exists, so the verified key lands on ``g.api_key``. Flask has routed the
+    request by then: for a view decorated with ``require_api_key``, the key is
+    validated here for the view's scopes too and charged the view's cost, in
+    one validation, so that a request refused for a missing scope or by its
+    key's limits charges nothing.
 
     Args:
         app: The app to protect.
@@ -289,7 +301,10 @@ class APIKeyMiddleware:
         if exempt is None:
             exempt = _state().settings.exempt_paths
         if not is_exempt(request.path, exempt):
-            _authenticate(self.scopes)
+            endpoint = request.endpoint
+            view = None if endpoint is None else _current(app_ctx).app.view_functions.get(endpoint)
+            demand = declared_demand(view)
+            _authenticate(demand.with_scopes(self.scopes), demand.cost)
 
 
 management_router = Blueprint("apikeys_management", __name__)

@@ -302,7 +302,9 @@ def require_api_key(
     Args:
         scopes: Scopes the key must hold.
         cost: What a call spends from the key's rate limit and quota (1 to 10**12),
-            charged once per request, the middleware's unit included.
+            charged once per request, the middleware's unit included; the
+            middleware runs before routing, so when the rest is refused its
+            unit stays spent.
 
     Raises:
         ConfigurationError: A malformed scope or cost (when the endpoint is declared).

@@ -13,9 +13,12 @@ from apikeys import (
     InsufficientScopeError,
     InvalidInputError,
     InvalidKeyError,
+    KeyEvent,
     QuotaExceededError,
     RateLimitedError,
     RevokedKeyError,
+    add_event_listener,
+    remove_event_listener,
 )
 from tests.contract.backends import BackendCase, MovableClock, SyncFacade
 
@@ -108,6 +111,56 @@ def test_a_call_the_quota_refuses_spends_no_rate_limit(manager: SyncFacade, user
         manager.validate_api_key(new.secret, cost=2)
     usage = manager.validate_api_key(new.secret, cost=1).usage
     assert (usage.rate_limit.remaining, usage.quota.remaining) == (7, 0)
+
+
+def test_a_refusal_carries_what_the_limits_still_have(
+    manager: SyncFacade, user_id: str, clock: MovableClock
+) -> None:
+    new = manager.create_api_key(user_id, "both", rate_limit="3/1h", quota="10")
+    manager.validate_api_key(new.secret, cost=2)
+    with pytest.raises(RateLimitedError) as refused:
+        manager.validate_api_key(new.secret, cost=2)
+    usage = refused.value.usage
+    assert usage is not None and usage.rate_limit is not None and usage.quota is not None
+    # As before the call, which spent nothing: 1 of 3 in the window, 8 of 10 credits.
+    assert (usage.rate_limit.limit, usage.rate_limit.remaining) == (3, 1)
+    assert (usage.quota.limit, usage.quota.remaining) == (10, 8)
+    assert usage.at == clock()  # read by the manager's clock
+    assert usage.rate_limit.seconds_left(usage.at) == 3600
+    assert refused.value.key_id == new.id
+    assert new.secret not in repr(refused.value) and new.secret not in str(refused.value)
+    usage = manager.validate_api_key(new.secret, cost=1).usage
+    assert (usage.rate_limit.remaining, usage.quota.remaining, usage.at) == (0, 7, clock())
+
+
+def test_a_quota_refusal_carries_what_the_quota_still_has(
+    manager: SyncFacade, user_id: str
+) -> None:
+    new = manager.create_api_key(user_id, "credits", quota="5/30d")
+    manager.validate_api_key(new.secret, cost=3)
+    with pytest.raises(QuotaExceededError) as refused:
+        manager.validate_api_key(new.secret, cost=3)
+    usage = refused.value.usage
+    assert usage is not None and usage.quota is not None
+    assert (usage.quota.limit, usage.quota.remaining) == (5, 2)
+    assert usage.quota.resets_at == refused.value.refills_at
+
+
+def test_a_call_its_limits_refuse_is_reported_once_as_rejected(
+    make_manager: Callable[..., SyncFacade], user_id: str
+) -> None:
+    manager = make_manager(cache_ttl=300)  # the second call is a cache hit
+    new = manager.create_api_key(user_id, "reported", rate_limit="1/1h")
+    seen: list[KeyEvent] = []
+    listener = add_event_listener(seen.append)
+    try:
+        manager.validate_api_key(new.secret)
+        with pytest.raises(RateLimitedError):
+            manager.validate_api_key(new.secret)
+    finally:
+        remove_event_listener(listener)
+    reported = [(event.kind, event.key_id, event.reason) for event in seen]
+    assert reported == [("validated", new.id, None), ("rejected", new.id, "rate_limited")]
 
 
 def test_refused_keys_are_refused_as_before_and_spend_nothing(

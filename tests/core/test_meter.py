@@ -209,6 +209,32 @@ def test_a_cost_above_the_limit_is_always_refused(spend: Spender) -> None:
     assert spend("k", both(5, 5), cost=5) == Allowance(Balance(5, 0, MINUTE), Balance(5, 0, None))
 
 
+def test_a_refusal_carries_what_every_limit_still_has(spend: Spender, clock: MovedClock) -> None:
+    limits = both(10, 12, period=3600)
+    spend("k", limits, cost=4)
+    with pytest.raises(RateLimitedError) as refused:
+        spend("k", limits, cost=7)  # the rate limit has 6 left, the quota 8
+    assert type(refused.value) is RateLimitedError
+    hour = Window(int(START.timestamp()), int(START.timestamp()) + 3600)
+    assert refused.value.usage == Allowance(Balance(10, 6, MINUTE), Balance(12, 8, hour))
+    assert refused.value.usage.at == clock()  # read by the meter's clock
+    with pytest.raises(QuotaExceededError) as spent:
+        spend("k", limits, cost=9)  # both are short: the quota is reported
+    assert spent.value.usage == Allowance(Balance(10, 6, MINUTE), Balance(12, 8, hour))
+    assert spend("k", limits, cost=6) == Allowance(Balance(10, 0, MINUTE), Balance(12, 2, hour))
+    # What a refusal carries is about limits, never the key: no secret to show.
+    assert repr(spent.value) == f"QuotaExceededError({spent.value.message!r}, key_id=None)"
+
+
+def test_an_allowance_is_read_by_the_meters_clock(spend: Spender, clock: MovedClock) -> None:
+    clock.advance(3.5)
+    allowance = spend("k", rate(3))
+    assert allowance.at == clock()
+    assert allowance.rate_limit is not None
+    assert allowance.rate_limit.seconds_left(allowance.at) == 41.5
+    assert spend("k", KeyLimits()).at is None  # nothing was read
+
+
 @pytest.mark.parametrize("cost", [0, -1, True, 1.0, "1", None, 10**12 + 1])
 def test_a_cost_outside_one_to_a_trillion_is_invalid(spend: Spender, cost: object) -> None:
     with pytest.raises(InvalidInputError) as refused:

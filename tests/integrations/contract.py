@@ -148,6 +148,28 @@ def parse_fields(value: str) -> dict[str, dict[str, int]]:
     return items
 
 
+def assert_a_refused_costly_call_charges_nothing(
+    make_guarded: Callable[[], AbstractContextManager[Client]], seeded: Seeded, path: str
+) -> None:
+    """Behind the middleware (``make_guarded``), a key with 3 calls left asks for ``path``,
+    which costs 5, and for ``/admin``, whose scope it lacks: they are refused with
+    429 and 403, and the key still has 3 left."""
+    secret = limited_key(seeded, rate_limit=apikeys.RateLimit(limit=4, window=DAY))
+    with make_guarded() as guarded:
+        first = guarded.request("GET", "/whoami", headers=bearer(secret))
+        refused = guarded.request("GET", path, headers=bearer(secret))
+        unscoped = guarded.request("GET", "/admin", headers=bearer(secret))
+        after = guarded.request("GET", "/whoami", headers=bearer(secret))
+    assert (first.status, refused.status, unscoped.status, after.status) == (200, 429, 403, 200)
+    assert unscoped.json["code"] == "insufficient_scope"
+    assert unscoped.json["missingScopes"] == ["admin:write"]
+    assert parse_fields(first.headers["ratelimit"])["rate"]["r"] == 3
+    assert refused.json["code"] == "rate_limited"
+    assert refused.headers["ratelimit-policy"] == '"rate";q=4;w=86400'
+    assert parse_fields(refused.headers["ratelimit"])["rate"]["r"] == 0
+    assert parse_fields(after.headers["ratelimit"])["rate"]["r"] == 2  # 3 were still left
+
+
 class IntegrationContract:
     """Behaviour shared by every framework. Subclasses provide ``make_client``."""
 
@@ -948,6 +970,39 @@ class IntegrationContract:
         ]
         assert replies[2].json["code"] == "quota_exceeded"
         assert int(replies[2].headers["retry-after"]) >= 1
+
+    def test_a_429_of_a_limited_key_names_every_limit_with_what_it_still_has(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        secret = limited_key(
+            seeded,
+            rate_limit=apikeys.RateLimit(limit=2, window=DAY),
+            quota=apikeys.Quota(limit=10, period=timedelta(days=30)),
+        )
+        replies = [client.request("GET", "/protected", headers=bearer(secret)) for _ in range(4)]
+        assert [reply.status for reply in replies] == [200, 200, 429, 429]
+        policy = '"rate";q=2;w=86400, "quota";q=10;w=2592000'
+        assert [reply.headers["ratelimit-policy"] for reply in replies] == [policy] * 4
+        for refused in replies[2:]:
+            assert refused.json["code"] == "rate_limited"
+            retry_after = int(refused.headers["retry-after"])
+            fields = parse_fields(refused.headers["ratelimit"])
+            assert fields["rate"] == {"r": 0, "t": retry_after}
+            # The refused calls spent nothing: the quota is where the second call left it.
+            assert fields["quota"]["r"] == 8
+            assert 0 < fields["quota"]["t"] <= 30 * DAY
+
+    def test_a_429_of_a_spent_quota_carries_its_policy(
+        self, client: Client, seeded: Seeded
+    ) -> None:
+        secret = limited_key(seeded, quota=apikeys.Quota(limit=5, period=timedelta(days=1)))
+        assert client.request("GET", "/costly", headers=bearer(secret)).status == 200
+        refused = client.request("GET", "/protected", headers=bearer(secret))
+        assert refused.status == 429
+        assert refused.json["code"] == "quota_exceeded"
+        assert refused.headers["ratelimit-policy"] == '"quota";q=5;w=86400'
+        retry_after = int(refused.headers["retry-after"])
+        assert refused.headers["ratelimit"] == f'"quota";r=0;t={retry_after}'
 
     def test_a_route_with_cost_5_spends_5_and_a_refused_call_nothing(
         self, client: Client, seeded: Seeded

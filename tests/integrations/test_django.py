@@ -9,26 +9,35 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
+from django.http import HttpRequest, JsonResponse
+from django.urls import path as route
+from django.utils.decorators import method_decorator
+from django.views import View
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import apikeys
 from apikeys import ConfigurationError
 from apikeys.integrations._settings import IntegrationSettings
+from apikeys.integrations.django import require_api_key
 from tests.integrations.conftest import OWNER, Seeded
 from tests.integrations.contract import (
     AppOptions,
+    Client,
     ClientFactory,
     IntegrationContract,
     as_json,
+    assert_a_refused_costly_call_charges_nothing,
     bearer,
 )
 from tests.integrations.django_settings import (
+    SyncURLConf,
     configured,
     django_client,
 )
@@ -203,6 +212,36 @@ def test_middleware_answers_api_key_errors_raised_by_any_view(
     assert reply.status == 429
     assert reply.headers["retry-after"] == "3"
     assert reply.json == {"code": "rate_limited", "message": "slow down", "retryAfter": 3}
+
+
+@method_decorator(require_api_key(cost=5), name="dispatch")
+class CostlyClassBasedView(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"user": request.api_key.user_id})  # type: ignore[attr-defined]
+
+
+class CostlyURLConf:
+    """The demo app, plus a class-based view that costs 5."""
+
+    urlpatterns: ClassVar[list[Any]] = [
+        route("costly-class-based", CostlyClassBasedView.as_view()),
+        *SyncURLConf.urlpatterns,
+    ]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("path", ["/costly", "/costly-class-based"])
+def test_behind_the_middleware_a_costly_call_its_limits_refuse_charges_nothing(
+    seeded: Seeded, asynchronous: bool, path: str
+) -> None:
+    options = AppOptions(middleware=True)
+
+    def guarded() -> AbstractContextManager[Client]:
+        return django_client(
+            seeded.url, options, asynchronous=asynchronous, ROOT_URLCONF=CostlyURLConf
+        )
+
+    assert_a_refused_costly_call_charges_nothing(guarded, seeded, path)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])

@@ -18,7 +18,12 @@ from apikeys.integrations.flask import (
 )
 from tests.integrations.apps import flask_app, flask_client
 from tests.integrations.conftest import OWNER, Seeded
-from tests.integrations.contract import ClientFactory, IntegrationContract
+from tests.integrations.contract import (
+    AppOptions,
+    ClientFactory,
+    IntegrationContract,
+    assert_a_refused_costly_call_charges_nothing,
+)
 
 pytestmark = pytest.mark.flask
 
@@ -39,6 +44,13 @@ def _protected_app(app: Flask) -> Flask:
         return {"user": g.api_key.user_id}
 
     return app
+
+
+def test_behind_the_middleware_a_costly_call_its_limits_refuse_charges_nothing(
+    seeded: Seeded,
+) -> None:
+    app = flask_app(seeded.url, AppOptions(middleware=True))
+    assert_a_refused_costly_call_charges_nothing(lambda: flask_client(app), seeded, "/costly")
 
 
 def test_settings_come_from_app_config(seeded: Seeded) -> None:

@@ -1,7 +1,9 @@
-"""The RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-10), without a framework."""
+"""The RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-10), without a framework,
+then their clock through Flask's and Starlette's own test clients."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 import apikeys
 from apikeys._keylimits import MAX_LIMIT, Window
 from apikeys._meter import Allowance, Balance
+from apikeys.backends.sqlalchemy import AsyncSQLAlchemyKeyManager, SQLAlchemyKeyManager
 from apikeys.integrations._authentication import (
     NOT_ADMITTED,
     Admission,
@@ -127,6 +130,34 @@ def test_a_spent_one_off_quota_never_resets() -> None:
     assert refusal_fields(apikeys.QuotaExceededError()) == (("RateLimit", '"quota";r=0'),)
 
 
+def test_seconds_to_the_reset_count_from_when_the_balances_were_read() -> None:
+    usage = Allowance(rate_limit=Balance(10, 9, Window(START, START + 60)), at=NOW)
+    assert usage_fields(usage)[1] == ("RateLimit", '"rate";r=9;t=18')  # not the wall clock's
+
+
+def test_a_refusal_with_usage_names_every_limit_the_refusing_one_at_zero() -> None:
+    usage = Allowance(
+        rate_limit=Balance(100, 3, Window(START, START + 60)),
+        quota=Balance(500, 495, None),
+        at=NOW,
+    )
+    rate = refusal_fields(apikeys.RateLimitedError(retry_after=18, usage=usage))
+    assert rate == (
+        ("RateLimit-Policy", '"rate";q=100;w=60, "quota";q=500'),
+        ("RateLimit", '"rate";r=0;t=18, "quota";r=495'),
+    )
+    quota = refusal_fields(apikeys.QuotaExceededError(usage=usage))
+    assert quota == (
+        ("RateLimit-Policy", '"rate";q=100;w=60, "quota";q=500'),
+        ("RateLimit", '"rate";r=3;t=18, "quota";r=0'),
+    )
+    # A refusal whose usage lacks the refusing limit is answered as one without usage.
+    only_quota = Allowance(quota=Balance(500, 495, None), at=NOW)
+    assert refusal_fields(apikeys.RateLimitedError(retry_after=5, usage=only_quota)) == (
+        ("RateLimit", '"rate";r=0;t=5'),
+    )
+
+
 def test_both_refusals_are_429_with_retry_after_and_their_code() -> None:
     rate = error_response(apikeys.RateLimitedError("over", retry_after=17.2))
     assert (rate.status, rate.body, dict(rate.headers)) == (
@@ -165,3 +196,72 @@ def test_a_request_is_charged_its_routes_cost_once_in_all(charged: int, cost: in
 def test_a_key_verified_before_is_still_checked_for_the_routes_scopes() -> None:
     with pytest.raises(apikeys.InsufficientScopeError):
         still_to_charge(Admission(_verified(), 1), ("admin:write",), 1)
+
+
+# --- t by the manager's clock, through real test clients ----------------------------------------
+
+STILL = datetime.fromtimestamp(START + 15, UTC)  # 15 s into a minute, in 2027
+"""The managers' clock here: it stands still, far from the wall clock."""
+
+RATE = apikeys.RateLimit(limit=2, window=60)
+QUOTA = apikeys.Quota(limit=10, period=timedelta(hours=1))
+
+# Counted from STILL: 45 s to the minute's end, an hour to the quota's (anchored at STILL).
+EXPECTED = [
+    '"rate";r=1;t=45, "quota";r=9;t=3600',
+    '"rate";r=0;t=45, "quota";r=8;t=3600',
+    '"rate";r=0;t=45, "quota";r=8;t=3600',  # the 429: the refused call spent nothing
+]
+
+
+def test_flask_counts_t_by_the_managers_clock(db_url: str) -> None:
+    from flask import Flask, g
+
+    from apikeys.integrations.flask import APIKeys, require_api_key
+
+    manager = SQLAlchemyKeyManager(db_url, clock=lambda: STILL)
+    new = manager.create_api_key("user_1", "ci", rate_limit=RATE, quota=QUOTA)
+    app = Flask(__name__)
+    APIKeys(app, manager=manager)
+
+    @app.get("/protected")
+    @require_api_key
+    def protected() -> dict[str, str]:
+        return {"user": g.api_key.user_id}
+
+    client = app.test_client()
+    try:
+        replies = [client.get("/protected", headers={"X-API-Key": new.secret}) for _ in range(3)]
+    finally:
+        manager.close()
+    assert [reply.status_code for reply in replies] == [200, 200, 429]
+    assert [reply.headers["RateLimit"] for reply in replies] == EXPECTED
+    assert replies[2].headers["Retry-After"] == "45"
+
+
+def test_starlette_counts_t_by_the_managers_clock(db_url: str) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from apikeys.integrations.starlette import APIKeys, require_api_key
+
+    manager = AsyncSQLAlchemyKeyManager(db_url, clock=lambda: STILL)
+
+    @require_api_key()
+    async def protected(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.state.api_key.user_id})
+
+    app = Starlette(routes=[Route("/protected", protected)])
+    APIKeys(app, manager=manager)
+    with TestClient(app) as client:
+        assert client.portal is not None  # the app's event loop, while the client is open
+        create = functools.partial(manager.create_api_key, rate_limit=RATE, quota=QUOTA)
+        new = client.portal.call(create, "user_1", "ci")
+        replies = [client.get("/protected", headers={"X-API-Key": new.secret}) for _ in range(3)]
+        client.portal.call(manager.close)
+    assert [reply.status_code for reply in replies] == [200, 200, 429]
+    assert [reply.headers["RateLimit"] for reply in replies] == EXPECTED
+    assert replies[2].headers["Retry-After"] == "45"

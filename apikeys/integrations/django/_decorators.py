@@ -10,7 +10,12 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._authentication import required_scopes, route_cost
+from apikeys.integrations._authentication import (
+    DEMAND_ATTRIBUTE,
+    RouteDemand,
+    required_scopes,
+    route_cost,
+)
 from apikeys.integrations.django._extension import APIKeys
 
 _View = TypeVar("_View", bound=Callable[..., Any])
@@ -35,7 +40,9 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
     ``method_decorator(require_api_key(...), name="dispatch")``.
 
     ``cost`` is what a call spends from the key's rate limit and quota (1 to
-    10**12), charged once per request, the middleware's unit included; every
+    10**12), charged once per request: behind ``APIKeyMiddleware``, the
+    middleware checks the scopes and charges the cost itself, so a call
+    refused for a missing scope or by the key's limits charges nothing. Every
     answer carries the key's ``RateLimit`` header fields.
 
     Raises:
@@ -79,6 +86,7 @@ def require_api_key(scopes: Any = (), *, cost: int = 1) -> Any:
         # What django.views.decorators.csrf.csrf_exempt sets; set directly because
         # Django 4.2's csrf_exempt turns an async view into a sync one.
         wrapper.csrf_exempt = True
+        setattr(wrapper, DEMAND_ATTRIBUTE, RouteDemand(needed, units))  # for APIKeyMiddleware
         return cast(_View, wrapper)
 
     return decorate

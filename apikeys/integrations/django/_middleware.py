@@ -7,13 +7,35 @@ from typing import ClassVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver
 
 from apikeys._errors import APIKeysError
-from apikeys.integrations._authentication import required_scopes
+from apikeys.integrations._authentication import (
+    ANY_ROUTE,
+    RouteDemand,
+    declared_demand,
+    required_scopes,
+)
 from apikeys.integrations._settings import check_exempt_paths, is_exempt
 from apikeys.integrations.django._extension import APIKeys
 
 _GetResponse = Callable[[HttpRequest], "HttpResponseBase | Awaitable[HttpResponseBase]"]
+
+
+def view_demand(request: HttpRequest) -> RouteDemand:
+    """What the view that will answer ``request`` demands: what ``require_api_key``
+    declared on it (or on a class-based view's ``dispatch``); nothing for any other view, or none.
+
+    Read before the view runs, with the URLconf Django will route ``request`` by.
+    """
+    try:
+        match = get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+    except Resolver404:
+        return ANY_ROUTE
+    demand = declared_demand(match.func)
+    if demand is ANY_ROUTE:
+        demand = declared_demand(getattr(getattr(match.func, "view_class", None), "dispatch", None))
+    return demand
 
 
 class APIKeyMiddleware:
@@ -36,6 +58,10 @@ class APIKeyMiddleware:
         scopes: Scopes every request must hold.
         exempt_paths: Paths let through without a key; ``None`` means the
             ``EXEMPT_PATHS`` setting.
+
+    For a view decorated with ``require_api_key``, the key is validated here for
+    the view's scopes too and charged the view's cost, in one validation, so that
+    a request refused for a missing scope or by its key's limits charges nothing.
     """
 
     sync_capable: ClassVar[bool] = True
@@ -62,8 +88,9 @@ class APIKeyMiddleware:
             return self.__acall__(request)
         keys = APIKeys.current()
         if not self._exempt(request, keys):
+            demand = view_demand(request)
             try:
-                keys.authenticate(request, self.required_scopes)
+                keys.authenticate(request, demand.with_scopes(self.required_scopes), demand.cost)
             except APIKeysError as exc:
                 return keys.response_for(exc, request)
         response = self.get_response(request)
@@ -74,8 +101,10 @@ class APIKeyMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         keys = APIKeys.current()
         if not self._exempt(request, keys):
+            demand = view_demand(request)
+            scopes = demand.with_scopes(self.required_scopes)
             try:
-                await keys.aauthenticate(request, self.required_scopes)
+                await keys.aauthenticate(request, scopes, demand.cost)
             except APIKeysError as exc:
                 return keys.response_for(exc, request)
         pending = self.get_response(request)
