@@ -1,0 +1,126 @@
+"""A key's rate limit and quota hold exactly across a fleet's workers, sharing Redis.
+
+Real servers with four workers (``uvicorn --workers 4`` for FastAPI,
+``gunicorn -w 4`` for Flask and Django, see :mod:`tests.reliability.fleet`),
+one real Redis counting rate limits for all of them, and the keys in
+PostgreSQL or in one SQLite file. One key is hammered with concurrent
+requests, each on a new connection, so that several workers answer: the
+fleet accepts exactly the key's limit in its window, never one more, and
+refuses every other call with 429 and ``Retry-After``; a quota is charged
+exactly once per accepted call, in the database.
+
+Rate-limit windows are aligned on the epoch: each test picks a window with
+minutes left in it, so that the whole run is counted in one window, and checks
+that every reply was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import apikeys
+from apikeys import KeyManager
+from tests.redis_server import RedisServer
+from tests.reliability.fleet import serving
+from tests.reliability.fleet_apps import SPEND_COST
+from tests.reliability.metering import ask_many, quota_used, window_with_room
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.sqlalchemy]
+
+pytest.importorskip("redis")
+
+logger = logging.getLogger(__name__)
+"""What each run counted (shown with ``--log-cli-level=INFO``)."""
+ROOM = 300.0
+"""Seconds a test's window has left when it starts: far longer than the test."""
+LIMIT = 20
+"""The rate limit hammered: calls per window."""
+CALLS = 15
+"""Calls the quota hammered has room for (at :data:`SPEND_COST` units each)."""
+FLEETS = [
+    pytest.param(
+        ("fastapi", "postgres"),
+        marks=[pytest.mark.fastapi, pytest.mark.postgres],
+        id="fastapi-postgres",
+    ),
+    pytest.param(("flask", "sqlite"), marks=pytest.mark.flask, id="flask-sqlite"),
+    pytest.param(
+        ("django", "postgres"),
+        marks=[pytest.mark.django, pytest.mark.postgres],
+        id="django-postgres",
+    ),
+]
+
+
+@dataclass
+class Fleet:
+    port: int
+    database_url: str
+    admin: KeyManager
+
+
+@pytest.fixture(scope="module", params=FLEETS)
+def fleet(
+    request: pytest.FixtureRequest,
+    shared_redis: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    """One server for the module's tests, per framework and store; each test makes its own keys."""
+    framework, store = request.param
+    directory = tmp_path_factory.mktemp(f"fleet-{framework}")
+    if store == "postgres":
+        database_url = str(request.getfixturevalue("postgres_url"))
+    else:
+        database_url = f"sqlite:///{directory / 'keys.db'}"
+    env = {"APIKEYS_BACKEND": database_url, "APIKEYS_REDIS_URL": shared_redis.url}
+    admin = apikeys.create_key_manager(database_url)  # makes the tables before the workers start
+    try:
+        with serving(framework, env, directory / "server.log") as port:
+            yield Fleet(port, database_url, admin)
+    finally:
+        admin.close()
+
+
+def test_the_workers_accept_exactly_the_rate_limit_in_its_window(fleet: Fleet) -> None:
+    started = time.time()
+    window = window_with_room(ROOM, started)
+    limited = fleet.admin.create_api_key(
+        "user_fleet", "limited", rate_limit=apikeys.RateLimit(limit=LIMIT, window=window)
+    )
+    replies = ask_many(fleet.port, "/whoami", limited.secret, 4 * LIMIT)
+    assert {reply.window(window) for reply in replies} == {int(started // window)}
+    accepted = [reply for reply in replies if reply.status == 200]
+    refused = [reply for reply in replies if reply.status != 200]
+    logger.info(
+        "rate limit %d per %d s: %d accepted by %d workers, %d refused",
+        LIMIT, window, len(accepted), len({reply.worker for reply in accepted}), len(refused),
+    )  # fmt: skip
+    assert len(accepted) == LIMIT
+    assert len({reply.worker for reply in accepted}) > 1, accepted
+    for reply in refused:
+        assert (reply.status, reply.code) == (429, "rate_limited"), reply
+        assert reply.retry_after is not None and 1 <= int(reply.retry_after) <= window, reply
+
+
+def test_the_workers_charge_a_quota_once_per_accepted_call(fleet: Fleet) -> None:
+    metered = fleet.admin.create_api_key(
+        "user_fleet", "metered", quota=apikeys.Quota(limit=CALLS * SPEND_COST)
+    )
+    replies = ask_many(fleet.port, "/spend", metered.secret, 3 * CALLS)
+    accepted = [reply for reply in replies if reply.status == 200]
+    used = quota_used(fleet.database_url, metered.id)
+    logger.info(
+        "quota of %d calls: %d accepted, %d charged in the database",
+        CALLS, len(accepted), used // SPEND_COST,
+    )  # fmt: skip
+    assert len(accepted) == CALLS
+    assert len({reply.worker for reply in accepted}) > 1, accepted
+    assert used == len(accepted) * SPEND_COST
+    for reply in (reply for reply in replies if reply.status != 200):
+        assert (reply.status, reply.code) == (429, "quota_exceeded"), reply
+        assert reply.retry_after is not None, reply
