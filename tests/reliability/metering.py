@@ -13,7 +13,7 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -87,16 +87,17 @@ class Flow:
         port: The server's port.
         path: What every request asks for.
         key: The secret every request sends.
+        senders: Requests in flight at once.
     """
 
-    def __init__(self, port: int, path: str, key: str) -> None:
+    def __init__(self, port: int, path: str, key: str, *, senders: int = SENDERS) -> None:
         self.replies: list[Reply] = []
         self._request = (port, path, key)
         self._flowing = threading.Event()
         self._stopped = False
         self._idle = threading.Condition()
         self._in_flight = 0
-        self._senders = [threading.Thread(target=self._send, daemon=True) for _ in range(SENDERS)]
+        self._senders = [threading.Thread(target=self._send, daemon=True) for _ in range(senders)]
 
     def __enter__(self) -> Flow:
         self._flowing.set()
@@ -148,6 +149,20 @@ class Flow:
 
     def accepted(self) -> int:
         return self.count(lambda reply: reply.status == 200)
+
+    def workers(self) -> set[int]:
+        """The workers that answered so far."""
+        with self._idle:
+            return {reply.worker for reply in self.replies if reply.status != LOST}
+
+    def last_worker(self, *, besides: Collection[int] = ()) -> int:
+        """The worker that answered last, of those not in ``besides``."""
+        with self._idle:
+            return next(
+                reply.worker
+                for reply in reversed(self.replies)
+                if reply.status != LOST and reply.worker not in besides
+            )
 
 
 def quota_used(database_url: str, meter_id: str) -> int:
