@@ -124,3 +124,28 @@ def test_the_workers_charge_a_quota_once_per_accepted_call(fleet: Fleet) -> None
     for reply in (reply for reply in replies if reply.status != 200):
         assert (reply.status, reply.code) == (429, "quota_exceeded"), reply
         assert reply.retry_after is not None, reply
+
+
+def test_calls_the_rate_limit_refuses_leave_the_quota_as_it_was(fleet: Fleet) -> None:
+    """Each call charges the quota in the database first, and gives it back when the rate
+    limit (in Redis) then refuses: what the database holds is what was accepted."""
+    started = time.time()
+    window = window_with_room(ROOM, started)
+    both = fleet.admin.create_api_key(
+        "user_fleet",
+        "both",
+        rate_limit=apikeys.RateLimit(limit=CALLS * SPEND_COST, window=window),
+        quota=apikeys.Quota(limit=10 * CALLS * SPEND_COST),
+    )
+    replies = ask_many(fleet.port, "/spend", both.secret, 3 * CALLS)
+    assert {reply.window(window) for reply in replies} == {int(started // window)}
+    accepted = [reply for reply in replies if reply.status == 200]
+    used = quota_used(fleet.database_url, both.id)
+    logger.info(
+        "rate limit of %d calls over a quota of %d: %d accepted, %d charged in the database",
+        CALLS, 10 * CALLS, len(accepted), used // SPEND_COST,
+    )  # fmt: skip
+    assert len(accepted) == CALLS
+    assert used == len(accepted) * SPEND_COST
+    for reply in (reply for reply in replies if reply.status != 200):
+        assert (reply.status, reply.code) == (429, "rate_limited"), reply
