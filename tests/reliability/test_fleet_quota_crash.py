@@ -1,12 +1,14 @@
 """Quotas are money: no crash in a fleet grants a credit twice.
 
 Real servers with four workers (see :mod:`tests.reliability.fleet`) on
-PostgreSQL, with a real Redis counting rate limits. One key with a quota and
-a rate limit is spent without a pause, by concurrent requests spread over the
-workers, while the test kills Redis, or kills a worker with SIGKILL (the
-master starts another). The database holds the quota, so:
+PostgreSQL or a SQLite file, with a real Redis counting rate limits. One key
+with a quota and a rate limit is spent without a pause, by concurrent requests
+spread over the workers, while the test kills or pauses Redis, or kills a
+worker with SIGKILL (the master starts another). The database holds the
+quota, so:
 
-- the fleet accepts at most the quota, and no request is answered with a 500;
+- the fleet accepts at most the quota, and no request is answered with a 500
+  (nor a 503: on SQL, Redis never counts the quota);
 - afterwards the database has charged what was accepted, more only for calls
   whose answer was lost (a request in flight to the killed worker may have
   been charged before the worker died), never less;
@@ -108,9 +110,12 @@ def statuses_by_worker(
 
 @pytest.mark.fastapi
 @pytest.mark.postgres
-def test_redis_killed_mid_run_grants_no_credit_twice(
-    tmp_path: Path, redis: RedisServer, postgres_url: str
+@pytest.mark.parametrize("fault", ["killed", "paused"])
+def test_redis_lost_mid_run_grants_no_credit_twice(
+    fault: str, tmp_path: Path, redis: RedisServer, postgres_url: str
 ) -> None:
+    """Redis killed (its connections close), or paused (SIGSTOP: nothing closes, nothing
+    answers, as behind a network partition) while the quota is spent."""
     window = window_with_room(ROOM, time.time())
     env = {"APIKEYS_BACKEND": postgres_url, "APIKEYS_REDIS_URL": redis.url}
     admin = apikeys.create_key_manager(postgres_url)
@@ -137,7 +142,10 @@ def test_redis_killed_mid_run_grants_no_credit_twice(
             Flow(port, "/spend", metered.secret) as flow,
         ):
             eventually(lambda: flow.accepted() >= CALLS // 4)
-            redis.kill()
+            if fault == "killed":
+                redis.kill()
+            else:
+                redis.pause()
             at_the_kill = flow.accepted()
             try:
                 # The quota is still spent, in the database alone.
@@ -146,7 +154,10 @@ def test_redis_killed_mid_run_grants_no_credit_twice(
                 # A rate limit counts in each worker: each admits the whole limit.
                 alone = statuses_by_worker(pinned, during.secret, LIMIT + 1)
             finally:
-                redis.start()  # empty: Redis never held the quota
+                if fault == "killed":
+                    redis.start()  # empty: Redis never held the quota
+                else:
+                    redis.resume()
             back: set[int] = set()
 
             def every_worker_counts_in_redis() -> bool:
@@ -171,8 +182,8 @@ def test_redis_killed_mid_run_grants_no_credit_twice(
     accepted = sum(reply.status == 200 for reply in replies)
     used = quota_used(postgres_url, metered.id)
     logger.info(
-        "quota of %d calls, Redis killed after %d: %d accepted, %d charged in the database",
-        CALLS, at_the_kill, accepted, used // SPEND_COST,
+        "quota of %d calls, Redis %s after %d: %d accepted, %d charged in the database",
+        CALLS, fault, at_the_kill, accepted, used // SPEND_COST,
     )  # fmt: skip
     assert not [reply for reply in replies if reply.status == LOST]
     assert_refused_for_the_quota(replies)
