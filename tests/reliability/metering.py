@@ -13,9 +13,10 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import sqlalchemy as sa
 
@@ -44,18 +45,16 @@ class Reply:
         return first if first == last else None
 
 
-def ask(port: int, path: str, key: str) -> Reply:
-    """GET ``path`` with ``key`` on a new connection, which the server hands to any worker."""
+def reply_on(connection: http.client.HTTPConnection, path: str, key: str) -> Reply:
+    """GET ``path`` with ``key`` on ``connection``; the reply is read whole, so the
+    connection may serve another."""
     asked = time.time()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("GET", path, headers={"Authorization": f"Bearer {key}"})
         response = connection.getresponse()
         body = response.read()
     except (http.client.HTTPException, OSError):
         return Reply(LOST, 0, None, None, asked, time.time())
-    finally:
-        connection.close()
     code = json.loads(body).get("code") if response.status >= 400 else None
     worker = int(response.getheader(WORKER_HEADER) or 0)
     return Reply(
@@ -63,10 +62,33 @@ def ask(port: int, path: str, key: str) -> Reply:
     )
 
 
+def ask(port: int, path: str, key: str) -> Reply:
+    """GET ``path`` with ``key`` on a new connection, which the server hands to any worker."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        return reply_on(connection, path, key)
+    finally:
+        connection.close()
+
+
 def ask_many(port: int, path: str, key: str, times: int) -> list[Reply]:
-    """``times`` requests, :data:`SENDERS` of them in flight at once."""
+    """``times`` requests, :data:`SENDERS` of them in flight at once, each on a new
+    connection (gunicorn's sync workers take one connection each at a time)."""
     with ThreadPoolExecutor(SENDERS) as pool:
         return list(pool.map(lambda _: ask(port, path, key), range(times)))
+
+
+def ask_every_worker(
+    pinned: Mapping[int, http.client.HTTPConnection], path: str, key: str, rounds: int
+) -> list[Reply]:
+    """``rounds`` requests on each worker's kept-alive connection, every worker at once
+    (uvicorn's workers take new connections unevenly: one of them may take them all)."""
+
+    def one_worker(connection: http.client.HTTPConnection) -> list[Reply]:
+        return [reply_on(connection, path, key) for _ in range(rounds)]
+
+    with ThreadPoolExecutor(len(pinned)) as pool:
+        return [reply for replies in pool.map(one_worker, pinned.values()) for reply in replies]
 
 
 def window_with_room(room: float, now: float) -> int:
@@ -79,25 +101,43 @@ def window_with_room(room: float, now: float) -> int:
 
 
 class Flow:
-    """Requests of one key sent without a pause by :data:`SENDERS` threads, each on a new
-    connection, while the test kills things; :meth:`pause` and :meth:`resume` hold it
-    between phases, :meth:`stop` ends it.
+    """Requests of one key sent without a pause by several threads while the test kills
+    things; :meth:`pause` and :meth:`resume` hold it between phases, :meth:`stop` ends it.
+
+    Each thread sends on a new connection per request (gunicorn's sync workers take one
+    connection each at a time), or, given ``pinned``, one thread per worker sends on its
+    kept-alive connection (uvicorn's workers take new connections unevenly).
 
     Args:
         port: The server's port.
         path: What every request asks for.
         key: The secret every request sends.
-        senders: Requests in flight at once.
+        senders: Requests in flight at once, on new connections.
+        pinned: A kept-alive connection to each worker, used by this flow alone.
     """
 
-    def __init__(self, port: int, path: str, key: str, *, senders: int = SENDERS) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        key: str,
+        *,
+        senders: int = SENDERS,
+        pinned: Mapping[int, http.client.HTTPConnection] | None = None,
+    ) -> None:
         self.replies: list[Reply] = []
-        self._request = (port, path, key)
         self._flowing = threading.Event()
         self._stopped = False
         self._idle = threading.Condition()
         self._in_flight = 0
-        self._senders = [threading.Thread(target=self._send, daemon=True) for _ in range(senders)]
+        sends: list[Callable[[], Reply]]
+        if pinned is None:
+            sends = [partial(ask, port, path, key)] * senders
+        else:
+            sends = [partial(reply_on, connection, path, key) for connection in pinned.values()]
+        self._senders = [
+            threading.Thread(target=self._send, args=(send,), daemon=True) for send in sends
+        ]
 
     def __enter__(self) -> Flow:
         self._flowing.set()
@@ -108,7 +148,7 @@ class Flow:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def _send(self) -> None:
+    def _send(self, send: Callable[[], Reply]) -> None:
         while True:
             self._flowing.wait()
             with self._idle:
@@ -118,7 +158,7 @@ class Flow:
                     continue
                 self._in_flight += 1
             try:
-                reply = ask(*self._request)
+                reply = send()
             finally:
                 with self._idle:
                     self._in_flight -= 1
@@ -184,7 +224,9 @@ __all__ = [
     "Flow",
     "Reply",
     "ask",
+    "ask_every_worker",
     "ask_many",
     "quota_used",
+    "reply_on",
     "window_with_room",
 ]

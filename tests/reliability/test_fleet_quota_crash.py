@@ -139,7 +139,8 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
         with (
             serving("fastapi", env, tmp_path / "server.log") as port,
             one_connection_per_worker(port) as pinned,
-            Flow(port, "/spend", metered.secret) as flow,
+            one_connection_per_worker(port) as flowing,
+            Flow(port, "/spend", metered.secret, pinned=flowing) as flow,
         ):
             eventually(lambda: flow.accepted() >= CALLS // 4)
             if fault == "killed":
@@ -182,10 +183,11 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
     accepted = sum(reply.status == 200 for reply in replies)
     used = quota_used(postgres_url, metered.id)
     logger.info(
-        "quota of %d calls, Redis %s after %d: %d accepted, %d charged in the database",
-        CALLS, fault, at_the_kill, accepted, used // SPEND_COST,
+        "quota of %d calls over %d workers, Redis %s after %d: %d accepted, %d charged",
+        CALLS, len(flow.workers()), fault, at_the_kill, accepted, used // SPEND_COST,
     )  # fmt: skip
     assert not [reply for reply in replies if reply.status == LOST]
+    assert len(flow.workers()) == WORKERS
     assert_refused_for_the_quota(replies)
     # Exactly the quota, before, during and after the outage; charged exactly once each.
     assert accepted == CALLS
@@ -252,8 +254,8 @@ def test_a_worker_killed_mid_run_grants_no_credit_twice(
     lost_answers = flow.count(lost)
     used = quota_used(database_url, metered.id)
     logger.info(
-        "%s on %s, quota of %d calls, %d workers killed: %d accepted, %d answers lost, %d charged",
-        framework, store, CALLS, len(victims), accepted, lost_answers, used // SPEND_COST,
+        "%s on %s, quota of %d calls over %d workers, %d killed: %d accepted, %d lost, %d charged",
+        framework, store, CALLS, len(flow.workers()), len(victims), accepted, lost_answers, used // SPEND_COST,
     )  # fmt: skip
     assert_refused_for_the_quota(replies)
     assert used == CALLS * SPEND_COST  # spent to the end
