@@ -29,10 +29,12 @@ import pytest
 
 import apikeys
 from apikeys import KeyManager
+from tests.eventually import WAIT, eventually
 from tests.redis_server import RedisServer
 from tests.reliability.fleet import one_connection_per_worker, serving
 from tests.reliability.fleet_apps import SPEND_COST
 from tests.reliability.metering import (
+    Flow,
     Reply,
     ask_every_worker,
     ask_many,
@@ -182,3 +184,36 @@ def test_calls_the_rate_limit_refuses_leave_the_quota_as_it_was(fleet: Fleet) ->
     assert used == len(accepted) * SPEND_COST
     for reply in (reply for reply in replies if reply.status != 200):
         assert (reply.status, reply.code) == (429, "rate_limited"), reply
+
+
+def test_every_window_accepts_exactly_the_rate_limit_again(fleet: Fleet) -> None:
+    """A flow of calls through the workers across short windows: each window it covers whole
+    accepts the limit again, never one more. A call is counted at some moment between its
+    request and its answer: one asked in a window and answered in the next may belong to
+    either (the calls in flight as a window ends are the first counted in the next, so the
+    limit is more than the calls in flight at once)."""
+    window, limit, whole = 3, LIMIT, 2
+    limited = fleet.admin.create_api_key(
+        "user_fleet", "refilled", rate_limit=apikeys.RateLimit(limit=limit, window=window)
+    )
+    first = int(time.time() // window) + 1  # the first window the flow covers whole
+    end = (first + whole) * window
+    with Flow(fleet.port, "/whoami", limited.secret, pinned=fleet.pinned) as flow:
+        eventually(
+            lambda: flow.count(lambda reply: reply.asked >= end) > 0,
+            timeout=end - time.time() + WAIT,
+        )
+    accepted = [reply for reply in flow.replies if reply.status == 200]
+    for number in range(first, first + whole):
+        inside = sum(reply.window(window) == number for reply in accepted)
+        across = sum(
+            reply.window(window) is None
+            and number in (reply.asked // window, reply.answered // window)
+            for reply in accepted
+        )
+        logger.info("window of %d s: %d accepted in it, %d maybe", window, inside, across)
+        assert inside <= limit <= inside + across, (number, inside, across)
+    for reply in flow.replies:
+        if reply.status != 200:
+            assert (reply.status, reply.code) == (429, "rate_limited"), reply
+            assert reply.retry_after is not None and 1 <= int(reply.retry_after) <= window, reply
