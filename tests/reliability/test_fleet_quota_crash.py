@@ -159,6 +159,7 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
                     redis.start()  # empty: Redis never held the quota
                 else:
                     redis.resume()
+                restarted = time.monotonic()
             back: set[int] = set()
 
             def every_worker_counts_in_redis() -> bool:
@@ -172,6 +173,7 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
 
             # Each worker tries Redis again after a wait that doubles with each failed try.
             eventually(every_worker_counts_in_redis, timeout=MAX_RETRY_REDIS_AFTER + WAIT)
+            back_after = time.monotonic() - restarted
             shared = statuses_by_worker(pinned, after.secret, LIMIT)
             flow.resume()
             eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS)
@@ -182,8 +184,10 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
     accepted = sum(reply.status == 200 for reply in replies)
     used = quota_used(postgres_url, metered.id)
     logger.info(
-        "quota of %d calls over %d workers, Redis %s after %d: %d accepted, %d charged",
+        "quota of %d calls over %d workers, Redis %s after %d: %d accepted, %d charged;"
+        " every worker counting in Redis again %.1f s after it was back",
         CALLS, len(flow.workers()), fault, before_the_loss, accepted, used // SPEND_COST,
+        back_after,
     )  # fmt: skip
     assert not [reply for reply in replies if reply.status == LOST]
     assert len(flow.workers()) == WORKERS
