@@ -34,6 +34,7 @@ import apikeys
 from tests.eventually import WAIT, eventually
 from tests.redis_server import RedisServer
 from tests.reliability.fleet import (
+    STARTUP_SECONDS,
     WORKERS,
     answer_of,
     one_connection_per_worker,
@@ -67,6 +68,8 @@ LIMIT = 3
 ROOM = 600.0
 """Seconds the rate limits' window has left when a test starts: far longer than the test."""
 SPENT_QUOTA = (429, "quota_exceeded")
+FLOWING = 60.0
+"""Seconds a flow may take to reach a count on a loaded machine (it stops waiting as soon as it does)."""
 KILLS = 4
 """Workers killed at most, one after another, until a request in flight is lost with one."""
 
@@ -142,7 +145,7 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
             one_connection_per_worker(port) as flowing,
             Flow(port, "/spend", metered.secret, pinned=flowing) as flow,
         ):
-            eventually(lambda: flow.accepted() >= CALLS // 4)
+            eventually(lambda: flow.accepted() >= CALLS // 4, timeout=FLOWING)
             if fault == "killed":
                 redis.kill()
             else:
@@ -150,7 +153,7 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
             before_the_loss = flow.accepted()
             try:
                 # The quota is still spent, in the database alone.
-                eventually(lambda: flow.accepted() >= before_the_loss + CALLS // 4)
+                eventually(lambda: flow.accepted() >= before_the_loss + CALLS // 4, timeout=FLOWING)
                 flow.pause()
                 # A rate limit counts in each worker: each admits the whole limit.
                 alone = statuses_by_worker(pinned, during.secret, LIMIT + 1)
@@ -176,7 +179,7 @@ def test_redis_lost_mid_run_grants_no_credit_twice(
             back_after = time.monotonic() - restarted
             shared = statuses_by_worker(pinned, after.secret, LIMIT)
             flow.resume()
-            eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS)
+            eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS, timeout=FLOWING)
     finally:
         counters.close()
         admin.close()
@@ -210,11 +213,11 @@ def kill_a_worker(flow: Flow, accepted: int, seen: set[int], killed: list[int]) 
     last (not one ``killed`` already); return its id once another one (gunicorn's master
     starts it) answers the flow. ``seen``: the workers seen so far, to which the new one
     is added."""
-    eventually(lambda: flow.accepted() >= accepted)
+    eventually(lambda: flow.accepted() >= accepted, timeout=FLOWING)
     victim = flow.last_worker(besides=killed)
     os.kill(victim, signal.SIGKILL)
     eventually(lambda: gone(victim))
-    eventually(lambda: bool(flow.workers() - seen))
+    eventually(lambda: bool(flow.workers() - seen), timeout=STARTUP_SECONDS)
     seen.update(flow.workers())
     return victim
 
@@ -249,7 +252,7 @@ def test_a_worker_killed_mid_run_grants_no_credit_twice(
                 while len(victims) < KILLS and not flow.count(lost):
                     share = (len(victims) + 1) * CALLS // (KILLS + 2)
                     victims.append(kill_a_worker(flow, share, seen, victims))
-                eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS)
+                eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS, timeout=FLOWING)
     finally:
         admin.close()
     replies = flow.replies
