@@ -195,13 +195,13 @@ class Flow:
         with self._idle:
             return {reply.worker for reply in self.replies if reply.status != LOST}
 
-    def last_worker(self, *, besides: Collection[int] = ()) -> int:
-        """The worker that answered last, of those not in ``besides``."""
+    def last_worker(self, *, among: Collection[int]) -> int:
+        """The worker of ``among`` that answered last."""
         with self._idle:
             return next(
                 reply.worker
                 for reply in reversed(self.replies)
-                if reply.status != LOST and reply.worker not in besides
+                if reply.status != LOST and reply.worker in among
             )
 
 

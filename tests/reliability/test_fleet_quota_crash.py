@@ -37,6 +37,7 @@ from tests.reliability.fleet import (
     STARTUP_SECONDS,
     WORKERS,
     answer_of,
+    batch,
     one_connection_per_worker,
     serving,
     warm_every_worker,
@@ -208,17 +209,23 @@ def gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-def kill_a_worker(flow: Flow, accepted: int, seen: set[int], killed: list[int]) -> int:
-    """Once ``accepted`` calls of ``flow`` were accepted, SIGKILL the worker that answered
-    last (not one ``killed`` already); return its id once another one (gunicorn's master
-    starts it) answers the flow. ``seen``: the workers seen so far, to which the new one
-    is added."""
+def kill_a_worker(flow: Flow, accepted: int, port: int, probe: str, alive: set[int]) -> int:
+    """Once ``accepted`` calls of ``flow`` were accepted, SIGKILL the worker of ``alive``
+    that answered last; hold the flow until gunicorn's master has started another, which
+    answers ``probe``'s key; return the killed worker (``alive`` is updated)."""
     eventually(lambda: flow.accepted() >= accepted, timeout=FLOWING)
-    victim = flow.last_worker(besides=killed)
+    victim = flow.last_worker(among=alive)
     os.kill(victim, signal.SIGKILL)
     eventually(lambda: gone(victim))
-    eventually(lambda: bool(flow.workers() - seen), timeout=STARTUP_SECONDS)
-    seen.update(flow.workers())
+    flow.pause()
+    alive.discard(victim)
+
+    def respawned() -> bool:
+        alive.update(answer.worker for answer in batch(port, probe))
+        return len(alive) == WORKERS
+
+    eventually(respawned, timeout=STARTUP_SECONDS)
+    flow.resume()
     return victim
 
 
@@ -233,7 +240,8 @@ def test_a_worker_killed_mid_run_grants_no_credit_twice(
     framework: str, store: str, tmp_path: Path, redis: RedisServer, request: pytest.FixtureRequest
 ) -> None:
     """SIGKILL a worker while the flow goes on, up to :data:`KILLS` times (one after another,
-    each once its replacement serves), until a request in flight was lost with its worker."""
+    each once its replacement serves), until a request in flight was lost with its worker.
+    Each time the flow waits for the new worker, which then spends from the same quota."""
     if store == "postgres":
         database_url = str(request.getfixturevalue("postgres_url"))
     else:
@@ -246,12 +254,12 @@ def test_a_worker_killed_mid_run_grants_no_credit_twice(
         kept = admin.create_api_key("user_fleet", "kept")
         with serving(framework, env, tmp_path / "server.log") as port:
             first = warm_every_worker(port, kept.secret)
-            seen = set(first)
+            alive = set(first)
             # More requests at once than workers: each worker has one in hand most of the time.
             with Flow(port, "/spend", metered.secret, senders=4 * WORKERS) as flow:
                 while len(victims) < KILLS and not flow.count(lost):
                     share = (len(victims) + 1) * CALLS // (KILLS + 2)
-                    victims.append(kill_a_worker(flow, share, seen, victims))
+                    victims.append(kill_a_worker(flow, share, port, kept.secret, alive))
                 eventually(lambda: flow.count(spent_quota) >= 2 * SENDERS, timeout=FLOWING)
     finally:
         admin.close()
