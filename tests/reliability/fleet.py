@@ -227,6 +227,7 @@ __all__ = [
     "BOUND",
     "CACHE_TTL",
     "FRAMEWORKS",
+    "STARTUP_SECONDS",
     "WORKERS",
     "Answer",
     "Propagation",

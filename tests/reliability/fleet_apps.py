@@ -3,7 +3,8 @@
 Configured from the environment alone (``APIKEYS_BACKEND``, ``APIKEYS_REDIS_URL``,
 ``APIKEYS_CACHE_TTL``, ...), as a deployment would be; the integration settings
 (``client_max_failures``, ...) as a JSON object in ``FLEET_SETTINGS``. ``GET /whoami`` answers
-with the key's id, and every answer carries the serving worker's process id
+with the key's id, ``GET /spend`` too but spends :data:`SPEND_COST` units of the
+key's limits, and every answer carries the serving worker's process id
 (``X-Worker``), so a test can tell the workers apart.
 
 - FastAPI: ``uvicorn --factory tests.reliability.fleet_apps:fastapi_app --workers 4``
@@ -22,6 +23,8 @@ from typing import Any
 WORKER_HEADER = "X-Worker"
 """Every answer names the process that served it, refusals included."""
 SETTINGS_VARIABLE = "FLEET_SETTINGS"
+SPEND_COST = 2
+"""What one call of ``GET /spend`` spends from the key's rate limit and quota."""
 
 
 def integration_options() -> dict[str, Any]:
@@ -59,6 +62,12 @@ def fastapi_app() -> Any:
     async def whoami(key: apikeys.VerifiedKey = Depends(require_api_key())) -> dict[str, Any]:  # noqa: B008
         return {"pid": os.getpid(), "key": key.id}
 
+    @app.get("/spend")
+    async def spend(
+        key: apikeys.VerifiedKey = Depends(require_api_key(cost=SPEND_COST)),  # noqa: B008
+    ) -> dict[str, Any]:
+        return {"pid": os.getpid(), "key": key.id}
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -92,6 +101,11 @@ def flask_app() -> Any:
     @app.get("/whoami")
     @require_api_key
     def whoami() -> Any:
+        return jsonify(pid=os.getpid(), key=g.api_key.id)
+
+    @app.get("/spend")
+    @require_api_key(cost=SPEND_COST)
+    def spend() -> Any:
         return jsonify(pid=os.getpid(), key=g.api_key.id)
 
     @app.get("/health")

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 from apikeys.integrations.django import management_router, require_api_key
-from tests.reliability.fleet_apps import WORKER_HEADER, integration_options
+from tests.reliability.fleet_apps import SPEND_COST, WORKER_HEADER, integration_options
 
 settings.configure(
     DEBUG=False,
@@ -47,12 +47,18 @@ def whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pid": os.getpid(), "key": request.api_key.id})  # type: ignore[attr-defined]
 
 
+@require_api_key(cost=SPEND_COST)
+def spend(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pid": os.getpid(), "key": request.api_key.id})  # type: ignore[attr-defined]
+
+
 def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
 urlpatterns = [
     path("whoami", whoami),
+    path("spend", spend),
     path("health", health),
     path("", include(management_router)),
 ]
