@@ -72,16 +72,29 @@ def test_statuses_over_clerk(web: Any, fake: FakeClerk, user_id: str) -> None:
 
 def test_clerk_down_is_503_with_retry_after(web: Any, fake: FakeClerk, user_id: str) -> None:
     secret = fake.key_manager().create_api_key(user_id, "reader", ["read:data"]).secret
-    fake.rate_limit(retry_after="30")  # longer than max_retry_wait: no retry
+    fake.raise_next(httpx.ConnectError, times=3)  # every attempt
     status, body, answer = _get(web, secret)
     assert (status, body["code"]) == (503, "backend_unavailable")
-    assert answer.headers["Retry-After"] == "30"
-    fake.raise_next(httpx.ConnectError, times=3)  # every attempt
-    status, body, _ = _get(web, secret)
-    assert (status, body["code"]) == (503, "backend_unavailable")
+    assert answer.headers["Retry-After"] == "1"
     assert secret not in str(body)
     status, _, _ = _get(web, secret)  # Clerk is back
     assert status == 200
+
+
+def test_clerk_429_is_503_with_retry_after_and_pauses_the_next(
+    web: Any, fake: FakeClerk, user_id: str
+) -> None:
+    secret = fake.key_manager().create_api_key(user_id, "reader", ["read:data"]).secret
+    fake.rate_limit(retry_after="30")
+    status, body, answer = _get(web, secret)
+    assert (status, body["code"]) == (503, "backend_unavailable")
+    assert answer.headers["Retry-After"] == "30"
+    calls = fake.count()
+    status, body, answer = _get(web, secret)  # within the pause: not sent to Clerk
+    assert (status, body["code"]) == (503, "backend_unavailable")
+    assert 0 < int(answer.headers["Retry-After"]) <= 30
+    assert fake.count() == calls
+    assert secret not in str(body)
 
 
 def test_a_wrong_instance_key_is_a_server_error_not_a_client_one(
