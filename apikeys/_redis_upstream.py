@@ -5,8 +5,7 @@
 - a known secret is one key per digest (``apikeys:<namespace>:known:<hex>``)
   living :data:`~apikeys._upstream.KNOWN_SECRET_TTL`; the digest is keyed by
   the store's own credentials, so what Redis holds tells nothing of a secret;
-- the budget is a moving window of the ``limits`` library
-  (:class:`~apikeys._redis.RedisFailureLimiter`).
+- the budget is a moving window of the ``limits`` library, atomic in Redis.
 
 One round trip asks for the pause and a digest together. Every answer is
 written to the process's own guard as well; while Redis cannot be reached
@@ -24,17 +23,21 @@ import weakref
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from apikeys._errors import MissingDependencyError, RateLimitedError
+from apikeys._errors import MissingDependencyError
 from apikeys._upstream import BUDGET_KEY, KNOWN_SECRET_TTL, MemoryUpstreamGuard, Outlook
 
 try:
+    import limits
+    import limits.aio.strategies
+    import limits.errors
+    import limits.strategies
     import redis
     import redis.asyncio
 
     from apikeys._redis import (
         COUNTER_TIMEOUT,
         RedisBackoff,
-        RedisFailureLimiter,
+        RedisCounters,
         closed_with_the_loop,
         connect,
     )
@@ -73,10 +76,13 @@ class RedisUpstreamGuard:
             meanwhile="keeping them in this process",
             clock=outage_clock,
         )
-        self._budget: RedisFailureLimiter | None = None
-        if local.limiter is not None:
-            self._budget = RedisFailureLimiter(
-                url, f"{namespace}-budget", local.limiter, clock=outage_clock
+        self._counters = RedisCounters(url, f"{namespace}-budget", clock=outage_clock)
+        self._budget: limits.RateLimitItem | None = None
+        if local.budget is not None:
+            self._budget = limits.RateLimitItemPerSecond(
+                local.budget.limit,
+                int(local.budget.window.total_seconds()),
+                namespace=f"{namespace}-budget",
             )
         # redis.asyncio connections belong to one event loop: a client per loop.
         self._async_clients: weakref.WeakKeyDictionary[
@@ -123,23 +129,36 @@ class RedisUpstreamGuard:
 
     def draw(self) -> float | None:
         """See :meth:`~apikeys._upstream.UpstreamGuard.draw`."""
-        if self._budget is None:
-            return None
-        try:
-            self._budget.take(BUDGET_KEY)
-        except RateLimitedError as exc:
-            return exc.retry_after
-        return None
+        if self._budget is not None and self._counters.up():
+            window = limits.strategies.MovingWindowRateLimiter(self._counters.storage)
+            try:
+                drawn = window.hit(self._budget, BUDGET_KEY)
+                stats = None if drawn else window.get_window_stats(self._budget, BUDGET_KEY)
+            except limits.errors.StorageError as exc:
+                self._counters.failed(exc)
+            else:
+                return self._answered(stats)
+        return self.local.draw()
 
     async def draw_async(self) -> float | None:
         """The async twin of :meth:`draw`."""
-        if self._budget is None:
-            return None
-        try:
-            await self._budget.take_async(BUDGET_KEY)
-        except RateLimitedError as exc:
-            return exc.retry_after
-        return None
+        if self._budget is not None and self._counters.up():
+            storage = await self._counters.async_storage()
+            window = limits.aio.strategies.MovingWindowRateLimiter(storage)
+            try:
+                drawn = await window.hit(self._budget, BUDGET_KEY)
+                stats = None if drawn else await window.get_window_stats(self._budget, BUDGET_KEY)
+            except limits.errors.StorageError as exc:
+                self._counters.failed(exc)
+            else:
+                return self._answered(stats)
+        return self.local.draw()
+
+    def _answered(self, refused: limits.WindowStats | None) -> float | None:
+        """``None`` when drawn, else the seconds until the shared window has room
+        (``limits`` keeps its windows by the wall clock)."""
+        self._counters.succeeded()
+        return None if refused is None else max(refused.reset_time - time.time(), 0.001)
 
     def learn(self, digest: bytes, succeeded: bool) -> None:
         """See :meth:`~apikeys._upstream.UpstreamGuard.learn`."""
@@ -218,8 +237,7 @@ class RedisUpstreamGuard:
         entry = self._async_clients.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry[1].aclose()
-        if self._budget is not None:
-            await self._budget.aclose()
+        await self._counters.aclose()
 
 
 __all__ = ["RedisUpstreamGuard"]

@@ -9,9 +9,10 @@ three things to prevent that:
   secrets, of those that verified in the last :data:`KNOWN_SECRET_TTL` seconds,
   however long ago their cache entry expired. Their verifications are never
   held back;
-- **a budget for the others**: at most ``limit`` verifications per ``window``
-  (a :class:`~apikeys._ratelimit.FailureLimiter` bucket in the process, a moving
-  window of the ``limits`` library in Redis). Past it, such a secret is refused
+- **a budget for the others**: at most ``limit`` verifications in any
+  ``window`` seconds, as Clerk counts its own limit (a moving window:
+  :class:`MovingWindow` in the process, the ``limits`` library's in Redis).
+  Past it, such a secret is refused
   with :class:`~apikeys.VerificationBudgetSpentError` (503 with ``Retry-After``),
   and the first refusal after a quiet window is reported as a ``flood`` event
   (:class:`FloodWatch`);
@@ -29,14 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from apikeys._errors import InvalidInputError, RateLimitedError
+from apikeys._errors import InvalidInputError
 from apikeys._keylimits import RateLimit
-from apikeys._ratelimit import FailureLimiter
 
 DEFAULT_VERIFICATION_BUDGET = "20/10s"
 """Verifications of secrets not seen succeed recently, per window: a fifth of the
@@ -168,6 +168,31 @@ class KnownSecrets:
             self._until.pop(digest, None)
 
 
+class MovingWindow:
+    """At most ``limit`` takes in any ``window`` seconds: it remembers when the last
+    ``limit`` were taken, and the oldest must be ``window`` old before another is."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._taken: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> float | None:
+        """Take one: ``None`` if taken, else the seconds until one may be (nothing taken)."""
+        with self._lock:
+            now = self._clock()
+            while self._taken and self._taken[0] <= now - self.window:
+                self._taken.popleft()
+            if len(self._taken) >= self.limit:
+                return self._taken[0] + self.window - now
+            self._taken.append(now)
+            return None
+
+
 class FloodWatch:
     """Tell which refusal starts a flood: the first after ``window`` seconds without one."""
 
@@ -204,11 +229,9 @@ class MemoryUpstreamGuard:
     ) -> None:
         self.budget = budget
         self.known = KnownSecrets(max_known, clock=clock)
-        self.limiter: FailureLimiter | None = None
+        self.window: MovingWindow | None = None
         if budget is not None:
-            self.limiter = FailureLimiter(
-                budget.limit, budget.window.total_seconds(), max_tracked=1, clock=clock
-            )
+            self.window = MovingWindow(budget.limit, budget.window.total_seconds(), clock)
         self._clock = clock
         self._paused_until = 0.0
         self._lock = threading.Lock()
@@ -220,13 +243,7 @@ class MemoryUpstreamGuard:
 
     def draw(self) -> float | None:
         """See :meth:`UpstreamGuard.draw`."""
-        if self.limiter is None:
-            return None
-        try:
-            self.limiter.take(BUDGET_KEY)
-        except RateLimitedError as exc:
-            return exc.retry_after
-        return None
+        return None if self.window is None else self.window.take()
 
     def learn(self, digest: bytes, succeeded: bool) -> None:
         """See :meth:`UpstreamGuard.learn`."""
@@ -350,6 +367,7 @@ __all__ = [
     "Learn",
     "Look",
     "MemoryUpstreamGuard",
+    "MovingWindow",
     "Outlook",
     "Pause",
     "UpstreamGuard",

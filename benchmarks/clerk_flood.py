@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import shlex
 import string
@@ -374,7 +375,7 @@ QUICK = FloodProfile(flood=100, clients=(1, 5))
 
 
 def problems_of(phases: Sequence[dict[str, Any]]) -> list[str]:
-    """A known key refused, or flood calls past the budget (plus its refill over the phase)."""
+    """A known key refused, or flood calls past the budget of each window the phase spanned."""
     problems = []
     for phase in phases:
         name = f"{phase['target']} {phase['flavour']} {phase['clients']} client(s)"
@@ -383,8 +384,8 @@ def problems_of(phases: Sequence[dict[str, Any]]) -> list[str]:
             problems.append(f"{name}: the known key was refused: {refused}")
         budget = parse_verification_budget(None if phase["budget"] == "off" else phase["budget"])
         if budget is not None:
-            window = budget.window.total_seconds()
-            allowed = budget.limit * (1 + phase["seconds"] / window)
+            windows = max(1, math.ceil(phase["seconds"] / budget.window.total_seconds()))
+            allowed = budget.limit * windows
             if phase["flood_calls"] > allowed:
                 problems.append(f"{name}: {phase['flood_calls']} flood calls, past the budget")
     return problems

@@ -81,21 +81,23 @@ def test_a_spent_budget_refuses_strangers_with_503_and_when_to_retry(
     error = caught.value
     assert isinstance(error, BackendUnavailableError) and error.status_code == 503
     assert error.code == "verification_budget_spent"
-    assert error.retry_after == pytest.approx(2.0)  # one verification grows back per 10/5 s
+    assert error.retry_after == pytest.approx(10.0)  # when the first of the window leaves it
     assert stranger(99) not in str(error) and stranger(99) not in repr(error)
 
 
-def test_the_budget_refills_with_the_clock(
+def test_the_budget_is_a_moving_window(
     make: Callable[..., Twin], fake: FakeClerk, now: Clock
 ) -> None:
     twin = make(verification_budget="5/10s")
-    for index in range(6):
+    for index in range(3):
         present(twin, stranger(index))
-    now.advance(2)
-    assert present(twin, stranger(6)) == "invalid_api_key"  # one grew back
-    assert present(twin, stranger(7)) == "verification_budget_spent"
-    now.advance(10)
-    assert [present(twin, stranger(8 + i)) for i in range(6)].count("invalid_api_key") == 5
+    now.advance(6)
+    assert [present(twin, stranger(3 + i)) for i in range(3)].count("invalid_api_key") == 2
+    now.advance(3.9)  # never more than 5 in any 10 s
+    assert present(twin, stranger(6)) == "verification_budget_spent"
+    now.advance(0.1)  # the first 3 have left the window
+    assert [present(twin, stranger(7 + i)) for i in range(4)].count("invalid_api_key") == 3
+    assert fake.count(VERIFY) == 8
 
 
 def test_a_known_key_whose_cache_entry_expired_is_never_held_back(
