@@ -25,7 +25,7 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     │   └── MissingDependencyError (500)     an optional extra is not installed
     └── BackendUnavailableError (503)        the key store cannot answer
         ├── RevocationIncompleteError (503)  a revocation left keys it should end active
-        └── VerificationBudgetSpentError (503)  too many unknown keys to ask the store about
+        └── VerificationBudgetSpentError (503)  too many unknown keys to ask Clerk about
 """
 
 from __future__ import annotations
