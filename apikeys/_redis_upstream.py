@@ -33,6 +33,8 @@ try:
     import limits.strategies
     import redis
     import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
 
     from apikeys._redis import (
         COUNTER_TIMEOUT,
@@ -218,8 +220,10 @@ class RedisUpstreamGuard:
         loop = asyncio.get_running_loop()
         entry = self._async_clients.get(loop)
         if entry is None:
+            # No silent retry: a Redis that does not answer holds a request up once, briefly.
             client = redis.asyncio.Redis.from_url(
                 self._url,
+                retry=AsyncRetry(NoBackoff(), 0),
                 socket_connect_timeout=COUNTER_TIMEOUT,
                 socket_timeout=COUNTER_TIMEOUT,
             )
