@@ -16,6 +16,7 @@ import pytest
 
 from apikeys import RateLimit
 from apikeys._upstream import DEFAULT_VERIFICATION_BUDGET
+from apikeys.testing import FakeClerk
 from benchmarks.clerk_flood import (
     ACCEPTED,
     CLERK_DEVELOPMENT_LIMIT,
@@ -37,6 +38,17 @@ REFUSALS = {"invalid_api_key", "verification_budget_spent"}
 def test_the_default_budget_is_a_fifth_of_a_development_instance() -> None:
     assert RateLimit(limit=20, window=10) == BUDGET
     assert BUDGET.limit * 5 == CLERK_DEVELOPMENT_LIMIT
+
+
+def test_the_fake_enforces_an_instance_rate_limit() -> None:
+    clock = Clock(frozen=True)
+    fake = FakeClerk(clock=clock, rate_limit=RateLimit(limit=2, window=10))
+    with fake.client() as client:
+        answers = [client.get(f"{fake.api_url}/api_keys/ak_{'0' * 32}") for _ in range(3)]
+        assert [answer.status_code for answer in answers] == [401, 401, 429]
+        assert answers[2].headers["Retry-After"] == "10"
+        clock.advance(10)
+        assert client.get(f"{fake.api_url}/api_keys/ak_{'0' * 32}").status_code == 401
 
 
 def test_a_flood_spends_at_most_the_budget_and_never_holds_back_a_known_key(
@@ -74,11 +86,22 @@ def test_a_flood_against_prism_spends_at_most_the_budget(prism_url: str, flavour
         assert phase.flood_outcomes["invalid_api_key"] == BUDGET.limit
 
 
-def test_without_a_budget_every_flood_key_reaches_clerk() -> None:
+def test_without_a_budget_a_flood_takes_clerks_window_and_its_429_stops_everyone_once(
+    flavour: str,
+) -> None:
     clock = Clock(frozen=True)
-    keys = flood_keys(random.Random(18), 200)
-    (phase,) = run_phases(
-        fake_upstream(clock), "sync", clock=clock, keys=keys, clients=(1,), budget=None
+    keys = flood_keys(random.Random(18), FLOOD)
+    one, many = run_phases(
+        fake_upstream(clock), flavour, clock=clock, keys=keys, clients=CLIENTS, budget=None
     )
-    assert phase.flood_calls == 200 and phase.flood_outcomes == {"invalid_api_key": 200}
-    assert phase.new_outcomes == [ACCEPTED]
+    # The window's 100 requests go to 100 flood keys; Clerk's 429 to the next pauses every
+    # call: none is sent after it.
+    assert one.flood_calls == one.upstream_calls == CLERK_DEVELOPMENT_LIMIT + 1
+    assert one.flood_outcomes == {"invalid_api_key": 100, "backend_unavailable": FLOOD - 100}
+    assert one.left_in_development_window == 0
+    # Legitimate clients pay for it: refused with 503 for the pause.
+    assert one.known_outcomes == ["backend_unavailable"] * 2
+    assert one.new_outcomes == ["backend_unavailable"]
+    # From 50 clients, the calls in flight when the 429 came get one each, then none.
+    assert CLERK_DEVELOPMENT_LIMIT + 1 <= many.flood_calls <= CLERK_DEVELOPMENT_LIMIT + 50
+    assert set(many.known_outcomes) == {"backend_unavailable"}
