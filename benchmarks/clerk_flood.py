@@ -1,6 +1,6 @@
 """A flood of random well-shaped keys against the Clerk backend: what it costs Clerk's rate limit.
 
-``python -m benchmarks.clerk_flood [--quick]`` sends ``flood`` random keys of a
+``python -m benchmarks.clerk_flood [--quick] [--prism]`` sends ``flood`` random keys of a
 Clerk secret's shape (``ak_`` and 32 characters), first from one client, then
 from ``clients`` clients at once (threads for the sync manager, tasks for the
 async one), to a manager with its default settings, the verification budget
@@ -9,7 +9,8 @@ a known key (verified before; its cache entry expired, by the manager's clock)
 and a valid key never seen before. Each phase starts a budget window of its own.
 
 Against :class:`~apikeys.testing.FakeClerk` and, when ``--prism-url`` names one,
-against Stoplight Prism serving Clerk's OpenAPI spec (asked to answer 404, an
+against Stoplight Prism serving Clerk's OpenAPI spec, started with ``--prism``
+(:mod:`tests.prism_server`) or found at ``--prism-url`` (asked to answer 404, an
 unknown key: Prism has no real keys, so no legitimate client there). The fake
 enforces a development instance's rate limit (100 requests in any 10 s, then
 429 with ``Retry-After``). For contrast, the same floods with the budget off.
@@ -36,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -54,6 +56,7 @@ from benchmarks.report import (
     publish_run,
     replace_between_markers,
 )
+from tests import prism_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -430,7 +433,7 @@ def run_flood(
         "seed": seed,
         "machine": machine_info(ROOT, argon2_parameters={}),
         "phases": rows,
-        "notes": [] if prism_url else ["Prism was not run (no --prism-url)."],
+        "notes": [] if prism_url else ["Prism was not run (neither --prism nor --prism-url)."],
     }
     record["problems"] = problems_of(rows)
     return record
@@ -479,17 +482,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Random well-shaped keys against the Clerk backend: calls, refusals, Clerk's window.",
         "clerk-flood",
     )
-    parser.add_argument("--prism-url", help="also flood Prism serving Clerk's spec at this URL")
+    prism = parser.add_mutually_exclusive_group()
+    prism.add_argument("--prism-url", help="also flood Prism serving Clerk's spec at this URL")
+    prism.add_argument(
+        "--prism", action="store_true", help="also flood Prism, started here (needs node and npm)"
+    )
     options = parser.parse_args(arguments)
     # The floods are floods by design: their warnings and events are not news here.
     logging.getLogger("apikeys").addHandler(logging.NullHandler())
     logging.getLogger("apikeys").propagate = False
-    record = run_flood(
-        QUICK if options.quick else FULL,
-        prism_url=options.prism_url,
-        seed=options.seed,
-        command=shlex.join(["python", "-m", "benchmarks.clerk_flood", *arguments]),
-    )
+    with ExitStack() as stack:
+        prism_url, unavailable = options.prism_url, None
+        if options.prism:
+            try:
+                prism_url = stack.enter_context(prism_server.served())
+            except prism_server.PrismUnavailable as exc:
+                unavailable = f"Prism was not run: {exc}."
+        record = run_flood(
+            QUICK if options.quick else FULL,
+            prism_url=prism_url,
+            seed=options.seed,
+            command=shlex.join(["python", "-m", "benchmarks.clerk_flood", *arguments]),
+        )
+    if unavailable:
+        record["notes"] = [unavailable]
     return publish_run(
         record,
         render_markdown,
