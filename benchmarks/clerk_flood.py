@@ -24,6 +24,7 @@ the budget, is an unexpected outcome (exit status 1).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -474,9 +475,7 @@ def update_markdown(path: Path, block: str) -> None:
     replace_between_markers(path, block, BEGIN_MARKER, END_MARKER, "clerk-flood")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the floods; exit 1 on an unexpected outcome (a known key refused, say)."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = harness_parser(
         "python -m benchmarks.clerk_flood",
         "Random well-shaped keys against the Clerk backend: calls, refusals, Clerk's window.",
@@ -487,7 +486,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     prism.add_argument(
         "--prism", action="store_true", help="also flood Prism, started here (needs node and npm)"
     )
-    options = parser.parse_args(arguments)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the floods; exit 1 on an unexpected outcome (a known key refused, say)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    options = _parser().parse_args(arguments)
     # The floods are floods by design: their warnings and events are not news here.
     logging.getLogger("apikeys").addHandler(logging.NullHandler())
     logging.getLogger("apikeys").propagate = False
