@@ -98,6 +98,7 @@ bench: bench-test
 	benchmarks/.venv/bin/python -m benchmarks.first_validation --json $(BENCH_RUN)/first_validation.json
 	benchmarks/.venv/bin/python -m benchmarks.timing --json $(BENCH_RUN)/timing.json
 	benchmarks/.venv/bin/python -m benchmarks.abuse --json $(BENCH_RUN)/abuse.json
+	benchmarks/.venv/bin/python -m benchmarks.clerk_flood --prism --json $(BENCH_RUN)/clerk_flood.json
 	benchmarks/.venv/bin/python -m benchmarks.http_instructions --json $(BENCH_RUN)/instructions.json
 	benchmarks/.venv/bin/python -m benchmarks.fleet --json $(BENCH_RUN)/fleet.json
 	benchmarks/.venv/bin/python -m benchmarks.meter --json $(BENCH_RUN)/meter.json

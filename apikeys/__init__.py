@@ -44,6 +44,7 @@ from apikeys._errors import (
     RateLimitedError,
     RevocationIncompleteError,
     RevokedKeyError,
+    VerificationBudgetSpentError,
 )
 from apikeys._events import KeyEvent, add_event_listener, remove_event_listener
 from apikeys._expiry import Expiration, parse_expiration
@@ -94,6 +95,7 @@ __all__ = [
     "RevocationIncompleteError",
     "RevokedKeyError",
     "Settings",
+    "VerificationBudgetSpentError",
     "VerificationCache",
     "VerifiedKey",
     "__version__",

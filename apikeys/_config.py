@@ -26,6 +26,7 @@ from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WIND
 from apikeys._expiry import MAX_LIFETIME
 from apikeys._keyformat import DEFAULT_PREFIX, validate_prefix
 from apikeys._ratelimit import DEFAULT_MAX_TRACKED_KEYS
+from apikeys._upstream import DEFAULT_VERIFICATION_BUDGET, parse_verification_budget
 
 DEFAULT_CLERK_API_URL = "https://api.clerk.com/v1"
 # Generous for people and services, small enough that one leaked key cannot mint
@@ -145,6 +146,12 @@ class Settings(BaseSettings):
         description="Failures against one key id per suspicious_window reported as suspicious",
     )
     suspicious_window: float = Field(default=DEFAULT_SUSPICIOUS_WINDOW, gt=0, allow_inf_nan=False)
+    verification_budget: str = Field(
+        default=DEFAULT_VERIFICATION_BUDGET,
+        description="Clerk: verifications of secrets not seen succeed in the last day, per"
+        " window (20/10s; production instances: up to 1000/10s less what else uses Clerk);"
+        " past it such a secret gets 503; 0 turns the budget off",
+    )
     clerk_secret_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("clerk_secret_key", "CLERK_SECRET_KEY"),
@@ -166,6 +173,12 @@ class Settings(BaseSettings):
         return data
 
     _check_redis_url = field_validator("redis_url")(check_redis_url)
+
+    @field_validator("verification_budget")
+    @classmethod
+    def _check_verification_budget(cls, value: str) -> str:
+        parse_verification_budget(value)
+        return value
 
     @field_validator("key_prefix")
     @classmethod

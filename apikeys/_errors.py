@@ -24,7 +24,8 @@ machine-readable ``code``, and the key id where one is known -- never a secret::
     ├── ConfigurationError (500)             the library is set up wrongly
     │   └── MissingDependencyError (500)     an optional extra is not installed
     └── BackendUnavailableError (503)        the key store cannot answer
-        └── RevocationIncompleteError (503)  a revocation left keys it should end active
+        ├── RevocationIncompleteError (503)  a revocation left keys it should end active
+        └── VerificationBudgetSpentError (503)  too many unknown keys to ask Clerk about
 """
 
 from __future__ import annotations
@@ -310,6 +311,22 @@ class RevocationIncompleteError(BackendUnavailableError):
                 " retry the revocation"
             )
         super().__init__(message, key_id=key_id, retry_after=retry_after)
+
+
+class VerificationBudgetSpentError(BackendUnavailableError):
+    """Too many secrets never seen to verify reached a remote key store (Clerk) lately (503).
+
+    Each verification there is a call on a rate limit the whole application
+    shares (and, past a free tier, billed), so secrets this deployment has not
+    seen succeed recently are verified within a budget; keys seen succeed
+    recently are never held back by it. The backend is protecting itself, not
+    refusing the key: retry after ``retry_after`` seconds.
+    """
+
+    code = "verification_budget_spent"
+    default_message = (
+        "Too many unknown API keys were presented lately: verification is paused, retry later"
+    )
 
 
 class InsecureTransportError(AuthenticationError):

@@ -4,7 +4,8 @@ Every manager reports what happens to keys -- created, validated, rejected
 (with a reason), revoked, rotated, deleted --, a burst of wrong secrets or
 unknown ids against one key id as ``suspicious``, and an expired or revoked
 key presented with its right secret as ``retired_key_used`` (an old key still
-in someone's hands, not a guess). Events name the key by its public id, never
+in someone's hands, not a guess); the Clerk backend reports ``flood`` when it
+starts refusing secrets it has never seen succeed, its verification budget spent. Events name the key by its public id, never
 by its secret. Bursts are counted per process, or, with ``redis_url``, across
 every process sharing the Redis (:class:`~apikeys._redis.RedisBurstDetector`).
 Two ways to receive them:
@@ -67,8 +68,10 @@ EventKind = Literal[
     "deleted",
     "suspicious",
     "retired_key_used",
+    "flood",
 ]
-"""What happened to a key."""
+"""What happened to a key; ``flood`` is about no key: a backend that verifies
+with a rate-limited service (Clerk) began refusing unknown keys to protect it."""
 
 RejectionReason = Literal[
     "missing", "invalid", "expired", "revoked", "insufficient_scope", "rate_limited", "unavailable"
@@ -94,6 +97,7 @@ _LEVELS: dict[str, int] = {
     "deleted": logging.INFO,
     "suspicious": logging.WARNING,
     "retired_key_used": logging.WARNING,
+    "flood": logging.WARNING,
 }
 
 # Rejections that count towards a burst: attempts with a wrong secret or an

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import re
 import secrets
 import string
@@ -41,6 +42,8 @@ from urllib.parse import urlsplit
 
 from apikeys._errors import MissingDependencyError
 from apikeys._expiry import WallClock, check_clock, utcnow
+from apikeys._keylimits import RateLimit
+from apikeys._upstream import MovingWindow
 
 try:
     import httpx
@@ -199,6 +202,10 @@ class FakeClerk:
             ahead of it. The managers :meth:`key_manager` makes share it, so a
             test that moves it moves both sides at once (see the example below).
         latency: Seconds every answer takes.
+        rate_limit: The instance's rate limit, as Clerk enforces it: at most
+            ``limit`` requests in any ``window`` (by ``clock``), then 429 with
+            ``Retry-After`` until the oldest leaves it; ``None`` (the default):
+            none. ``RateLimit(limit=100, window=10)`` is a development instance.
 
     Example:
         A key that expires, with no waiting::
@@ -223,6 +230,7 @@ class FakeClerk:
         invalid_verify: Literal["not_found", "flags"] = "not_found",
         clock: WallClock = utcnow,
         latency: float = 0.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.secret_key = secret_key
         self.api_url = api_url.rstrip("/")
@@ -233,6 +241,10 @@ class FakeClerk:
         self._base_path = urlsplit(self.api_url).path.rstrip("/")
         self._clock = check_clock(clock)
         self._offset = 0.0
+        self._window = None
+        if rate_limit is not None:
+            seconds = rate_limit.window.total_seconds()
+            self._window = MovingWindow(rate_limit.limit, seconds, lambda: self.now_ms() / 1000)
         self._keys: dict[str, _StoredKey] = {}
         self._by_digest: dict[bytes, str] = {}
         self._faults: list[Fault] = []
@@ -412,6 +424,11 @@ class FakeClerk:
     def _finish(self, request: httpx.Request, route: str, fault: Fault | None) -> httpx.Response:
         if fault is not None and not fault.after:
             return self._fault_answer(request, fault)
+        wait = None if self._window is None else self._window.take()
+        if wait is not None:
+            limited = self._error_answer(_Refused(429, "too_many_requests", "Too Many Requests"))
+            limited.headers["Retry-After"] = str(math.ceil(wait))
+            return limited
         try:
             with self._lock:
                 status, payload = self._dispatch(request, route)

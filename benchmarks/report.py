@@ -7,6 +7,7 @@ block, so the explanations around it survive every rerun.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -340,6 +342,49 @@ def publish(
     return 1 if record["problems"] else 0
 
 
+def harness_parser(prog: str, description: str, page_block: str) -> argparse.ArgumentParser:
+    """The options every published harness takes: ``--quick``, ``--seed``, ``--note``,
+    ``--json``, ``--markdown`` (its ``page_block`` of a page) and ``--no-write``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help="a smoke run; figures mean nothing")
+    parser.add_argument("--seed", type=int, default=2026, help="seeds the inputs")
+    parser.add_argument("--note", action="append", default=[], help="a note for the record")
+    parser.add_argument("--json", type=Path, help="write the record as JSON here")
+    parser.add_argument("--markdown", type=Path, help=f"update the {page_block} block of this page")
+    parser.add_argument("--no-write", action="store_true", help="write no file, even in a full run")
+    return parser
+
+
+def publish_run(
+    record: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    options: argparse.Namespace,
+    *,
+    results: Path,
+    page: Path,
+    update_page: Callable[[Path, str], None],
+) -> int:
+    """Add the notes of ``options`` (from :func:`harness_parser`) to ``record`` and
+    :func:`publish` it: a full run writes ``results`` (a file name stamped with the
+    UTC time is added) and ``page`` unless told otherwise; a quick run only where told."""
+    record["notes"].extend(options.note)
+    json_path, markdown_path = options.json, options.markdown
+    if options.quick:
+        record["notes"].append("Quick mode: a smoke run; the figures mean nothing.")
+    else:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        json_path = json_path or results.with_name(f"{results.name}-{stamp}.json")
+        markdown_path = markdown_path or page
+    return publish(
+        record,
+        render(record),
+        write=not options.no_write,
+        json_path=json_path,
+        markdown_path=markdown_path,
+        update_page=update_page,
+    )
+
+
 __all__ = [
     "BEGIN_MARKER",
     "END_MARKER",
@@ -347,8 +392,10 @@ __all__ = [
     "RunRecord",
     "format_figure",
     "git_commit_of",
+    "harness_parser",
     "machine_info",
     "publish",
+    "publish_run",
     "render_console",
     "render_markdown_block",
     "replace_between_markers",

@@ -7,14 +7,20 @@ or ``None``; transport failures are thrown back into it. Validation yields
 :class:`SharedVerify` as well: one verification with Clerk that concurrent
 callers of the same secret share; and, with ``redis_url``, the flows that end
 a key yield :class:`~apikeys.backends._shells.Announce`, so every process
-sharing the Redis drops it from its cache. The sync and async managers in
-:mod:`apikeys.backends.clerk` only perform those four requests.
+sharing the Redis drops it from its cache. Before each exchange a flow asks
+the manager's upstream guard (:mod:`apikeys._upstream`) whether Clerk's own
+429 paused every call, and before verifying a secret not seen succeed
+recently it draws from the verification budget (a :data:`GuardRequest`).
+The sync and async managers in :mod:`apikeys.backends.clerk` only perform
+those requests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
+import hmac
 import logging
 import math
 import random
@@ -60,10 +66,12 @@ from apikeys._errors import (
     MissingDependencyError,
     RevocationIncompleteError,
     RevokedKeyError,
+    VerificationBudgetSpentError,
 )
 from apikeys._events import DEFAULT_SUSPICIOUS_FAILURES, DEFAULT_SUSPICIOUS_WINDOW, EventReporter
 from apikeys._expiry import Expiration, WallClock, check_clock, parse_expiration, utcnow
 from apikeys._keyformat import CLERK_KEY_ID_RE, CLERK_SECRET_RE
+from apikeys._keylimits import RateLimit
 from apikeys._keystate import check_key_state
 from apikeys._limitstorage import (
     LIMITS_CLAIM,
@@ -75,6 +83,18 @@ from apikeys._limitstorage import (
 )
 from apikeys._models import APIKey, APIKeyPage, NewAPIKey, VerifiedKey
 from apikeys._revocations import RevocationChannel
+from apikeys._upstream import (
+    DEFAULT_VERIFICATION_BUDGET,
+    Draw,
+    FloodWatch,
+    GuardRequest,
+    Learn,
+    Look,
+    Outlook,
+    Pause,
+    guard_for,
+    parse_verification_budget,
+)
 from apikeys.backends._shells import Announce, FlowBackend, Spend, meter_for
 
 try:
@@ -89,6 +109,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_RETRY_BACKOFF = 0.2
 DEFAULT_MAX_RETRY_WAIT = 5.0
+#: Seconds every call to Clerk pauses after a 429 that names no ``Retry-After``.
+DEFAULT_PAUSE = 1.0
+#: The longest pause a 429 may ask for; past it one call tries again.
+MAX_PAUSE = 300.0
 
 #: Clerk refuses key names shorter than this.
 MIN_NAME_LENGTH = 3
@@ -119,7 +143,7 @@ _MAX_TIMESTAMP_MS = 253_402_300_799_999
 # How far short of a whole second a stored expiry may fall and still count as it.
 _EXPIRY_SLACK_MS = 10
 
-_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 # Failures after which the request surely never reached Clerk.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, ConnectionRefusedError)
 _jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
@@ -166,7 +190,7 @@ class SharedVerify:
     digest: bytes = field(repr=False)
 
 
-ClerkOp = Send | Sleep | SharedVerify | Announce | Spend
+ClerkOp = Send | Sleep | SharedVerify | Announce | Spend | GuardRequest
 
 
 # --- Clerk's key object --------------------------------------------------------------
@@ -512,11 +536,16 @@ class ClerkBase(FlowBackend):
         suspicious_failures: int = DEFAULT_SUSPICIOUS_FAILURES,
         suspicious_window: float = DEFAULT_SUSPICIOUS_WINDOW,
         max_active_keys_per_owner: int = DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER,
+        verification_budget: RateLimit | str | None = DEFAULT_VERIFICATION_BUDGET,
         redis_url: str | None = None,
         clock: WallClock = utcnow,
     ) -> None:
         self._secret_key = _check_secret_key(secret_key)
         self.clock = check_clock(clock)
+        try:
+            self.verification_budget = parse_verification_budget(verification_budget)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         if max_active_keys_per_owner < 0:
             raise ConfigurationError("max_active_keys_per_owner must be >= 0 (0: no limit)")
         self.max_active_keys_per_owner = max_active_keys_per_owner
@@ -543,6 +572,23 @@ class ClerkBase(FlowBackend):
         except ValueError as exc:
             raise ConfigurationError(f"invalid Clerk backend settings: {exc}") from None
         self._verified_ids = _DigestMemory(cache_max_entries)
+        # Keyed by this instance's secret key: the digests Redis may hold are of no use
+        # to anyone without it, and two Clerk instances sharing a Redis never mix.
+        self._mark_key = hmac.digest(
+            self._secret_key.get_secret_value().encode(), b"apikeys known secrets", "sha256"
+        )
+        seconds = self._seconds
+        self.guard = guard_for(
+            redis_url,
+            self.verification_budget,
+            namespace="clerk:" + hmac.digest(self._mark_key, b"instance", "sha256")[:8].hex(),
+            max_known=cache_max_entries,
+            clock=seconds,
+        )
+        budget_window = self.verification_budget.window if self.verification_budget else None
+        self._floods = FloodWatch(
+            budget_window.total_seconds() if budget_window else 10.0, clock=seconds
+        )
         # Quotas are money: counted only where every process sees one count (Redis).
         self.counts_quotas = redis_url is not None
         self.meter = meter_for(redis_url, self.clock)
@@ -575,6 +621,7 @@ class ClerkBase(FlowBackend):
             "suspicious_failures": settings.suspicious_failures,
             "suspicious_window": settings.suspicious_window,
             "max_active_keys_per_owner": settings.max_active_keys_per_owner,
+            "verification_budget": settings.verification_budget,
             "redis_url": settings.redis_url.get_secret_value() if settings.redis_url else None,
         }
 
@@ -583,6 +630,14 @@ class ClerkBase(FlowBackend):
 
     def _url(self, path: str) -> str:
         return self.api_url + path
+
+    def _seconds(self) -> float:
+        """The wall clock in seconds: the budget and the pause keep time by the injected clock."""
+        return self.clock().timestamp()
+
+    def _mark(self, secret: str) -> bytes:
+        """The digest a secret is known by, the same in every process of this Clerk instance."""
+        return hmac.digest(self._mark_key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256)
 
     def _request_headers(self) -> dict[str, str]:
         return {**self._headers, "Authorization": f"Bearer {self._secret_key.get_secret_value()}"}
@@ -593,16 +648,22 @@ class ClerkBase(FlowBackend):
         ceiling: float = min(self.retry_backoff * 2.0**attempt, self.max_retry_wait)
         return ceiling * _jitter.uniform(0.5, 1.0)
 
-    def _exchange(self, send: Send) -> Generator[ClerkOp, Any, httpx.Response]:
+    def _exchange(
+        self, send: Send, *, admitted: bool = False
+    ) -> Generator[ClerkOp, Any, httpx.Response]:
         """Send with bounded retries; return the final answer, whatever its status.
 
-        Retried: connection failures, timeouts, 5xx and 429 (after ``Retry-After``
+        Retried: connection failures, timeouts and 5xx (after ``Retry-After``
         when it is short enough). A create is retried only when Clerk surely did
-        not act on it (no connection, or 429); otherwise the error says the key
-        may exist.
+        not act on it (no connection); otherwise the error says the key may
+        exist. A 429 is never retried: it pauses every call (see :meth:`_paused_by`).
+        Each attempt first checks that no pause is on, except the first when the
+        caller has just checked (``admitted``).
         """
         attempt = 0
         while True:
+            if attempt or not admitted:
+                self._check_pause((yield Look()).paused_for)
             try:
                 response: httpx.Response = yield send
             except (httpx.RequestError, OSError) as exc:
@@ -626,9 +687,11 @@ class ClerkBase(FlowBackend):
                 )
             else:
                 status = response.status_code
+                if status == 429:
+                    raise (yield from self._paused_by(response, send))
                 if status not in _RETRYABLE_STATUSES:
                     return response
-                if status != 429 and not send.replayable:
+                if not send.replayable:
                     raise self._maybe_done(send, f"HTTP {status}")
                 retry_after = parse_retry_after(
                     response.headers.get("Retry-After"), now=self.clock()
@@ -636,9 +699,8 @@ class ClerkBase(FlowBackend):
                 if attempt >= self.max_retries or (
                     retry_after is not None and retry_after > self.max_retry_wait
                 ):
-                    what = "rate-limited us" if status == 429 else "failed"
                     raise BackendUnavailableError(
-                        f"Clerk {what} ({error_details(response, quote_text=send.quotable)}"
+                        f"Clerk failed ({error_details(response, quote_text=send.quotable)}"
                         f" on {send.operation},"
                         f" {attempt + 1} attempt(s))",
                         retry_after=retry_after if retry_after is not None else 1,
@@ -653,6 +715,44 @@ class ClerkBase(FlowBackend):
                 )
             attempt += 1
             yield Sleep(delay)
+
+    def _paused_by(
+        self, response: httpx.Response, send: Send
+    ) -> Generator[ClerkOp, Any, BackendUnavailableError]:
+        """Pause every call to Clerk for as long as its 429 asks; return this call's error.
+
+        Clerk's rate limit is the instance's, shared by every process: retrying
+        into it only prolongs it, for this request and every other one.
+        """
+        seconds = parse_retry_after(response.headers.get("Retry-After"), now=self.clock())
+        seconds = min(DEFAULT_PAUSE if seconds is None else seconds, MAX_PAUSE)
+        yield Pause(seconds)
+        details = error_details(response, quote_text=send.quotable)
+        logger.warning(
+            "Clerk rate-limited %s (%s): no call goes to Clerk for %.3g s",
+            send.operation,
+            details,
+            seconds,
+        )
+        return BackendUnavailableError(
+            f"Clerk rate-limited us ({details} on {send.operation}):"
+            f" no call goes to Clerk for {seconds:.3g} s",
+            retry_after=seconds,
+        )
+
+    @staticmethod
+    def _check_pause(paused_for: float) -> None:
+        """Refuse a call while Clerk's 429 pauses them all.
+
+        Raises:
+            BackendUnavailableError: With ``retry_after``, the pause left.
+        """
+        if paused_for > 0:
+            raise BackendUnavailableError(
+                f"Clerk rate-limited this instance: no call goes to Clerk for another"
+                f" {paused_for:.3g} s",
+                retry_after=math.ceil(paused_for * 1000) / 1000,
+            )
 
     @staticmethod
     def _maybe_done(send: Send, failure: str) -> BackendUnavailableError:
@@ -944,9 +1044,53 @@ class ClerkBase(FlowBackend):
             raise RevokedKeyError(key_id=known[0])  # final in Clerk: no need to ask again
         # Read before asking: a revocation here meanwhile keeps this answer out of the cache.
         generation = self.cache.generation
+        mark = self._mark(secret) if self.verification_budget else None
+        seen = yield from self._admit(mark)
         response = yield from self._exchange(
-            Send("POST", "/api_keys/verify", "verify", body={"secret": secret})
+            Send("POST", "/api_keys/verify", "verify", body={"secret": secret}), admitted=True
         )
+        if mark is None:
+            return (yield from self._verified(response, digest, generation))
+        try:
+            verified = yield from self._verified(response, digest, generation)
+        except InvalidKeyError:
+            if seen:  # refused now: it must earn its place again
+                yield Learn(mark, succeeded=False)
+            raise
+        yield Learn(mark, succeeded=True)
+        return verified
+
+    def _admit(self, mark: bytes | None) -> Generator[ClerkOp, Any, bool]:
+        """Let a verification go to Clerk, or refuse it; return whether its secret is known.
+
+        Refused while Clerk's 429 pauses every call. A secret not seen succeed
+        recently (``mark``: its digest; ``None`` when there is no budget) draws
+        one verification from the budget.
+
+        Raises:
+            BackendUnavailableError: A pause is on.
+            VerificationBudgetSpentError: The budget is spent.
+        """
+        outlook: Outlook = yield Look(mark)
+        self._check_pause(outlook.paused_for)
+        if mark is None or outlook.known:
+            return outlook.known
+        wait = yield Draw()
+        if wait is None:
+            return False
+        if self._floods.refused():
+            logger.warning(
+                "Clerk verification budget (%s) spent: secrets not seen succeed recently are"
+                " refused with 503 until it refills; known keys are not held back",
+                self.verification_budget,
+            )
+            self.events.report("flood", None)
+        raise VerificationBudgetSpentError(retry_after=wait)
+
+    def _verified(
+        self, response: httpx.Response, digest: bytes, generation: int
+    ) -> Generator[ClerkOp, Any, VerifiedKey]:
+        """Read Clerk's answer to a verification; cache what it accepts."""
         status = response.status_code
         if status in (400, 404, 422):
             if status != 404:

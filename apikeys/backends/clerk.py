@@ -29,6 +29,7 @@ from apikeys._config import Settings
 from apikeys._errors import BackendUnavailableError, MissingDependencyError
 from apikeys._flow import run_async, run_sync
 from apikeys._models import VerifiedKey
+from apikeys._upstream import GuardRequest
 from apikeys.backends._clerk import ClerkBase, ClerkOp, SharedVerify, Sleep
 from apikeys.backends._shells import Announce, AsyncShell, Spend, SyncShell
 
@@ -105,7 +106,12 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             ``0`` disables the cache. It bounds how long this process may still
             accept a key revoked elsewhere.
         cache_max_entries: Bound on cached verifications.
-        max_retries: Further attempts after a connection error, 5xx or 429.
+        max_retries: Further attempts after a connection error or 5xx. A 429 is
+            not retried: it pauses every call of the process (of every process
+            sharing ``redis_url``) for its ``Retry-After`` (1 s without one, 300 s
+            at most), and calls meanwhile raise
+            :class:`~apikeys.BackendUnavailableError` at once, with ``retry_after``
+            the pause left.
         retry_backoff: Base of the exponential backoff, in seconds (with jitter).
         max_retry_wait: Longest pause before a retry; a longer ``Retry-After``
             ends the attempts at once (the error carries it as ``retry_after``).
@@ -117,12 +123,20 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             presented with its right secret) of one key.
         max_active_keys_per_owner: Active keys one owner may hold, counted from
             Clerk's list before each create; ``0`` disables the limit.
+        verification_budget: Verifications of secrets not seen succeed in the
+            last day, per window: a :class:`~apikeys.RateLimit` or its short form,
+            ``"20/10s"`` by default (a fifth of a development instance's 100 per
+            10 s). Past it such a secret raises
+            :class:`~apikeys.VerificationBudgetSpentError` (503) and a ``flood``
+            event is reported; keys seen succeed are never held back. ``None`` or
+            ``0``: no budget. See ``docs/backends/clerk.md`` to size it.
         redis_url: Redis shared by every process: every key this SDK revokes,
             deletes, rotates out or cascades is announced there, and every
             process drops it from its cache at once; while the channel is down,
             the cache is off. Keys revoked outside this SDK (Clerk's dashboard)
             are still bounded by ``cache_ttl`` only. Burst detection counts
-            there too, across processes.
+            there too, across processes, as do the verification budget, the
+            secrets seen succeed and the pause after Clerk's 429.
         clock: The wall clock (a callable returning an aware UTC ``datetime``)
             that lifetimes are counted from and expiry is checked against,
             the cache's included; tests move it instead of waiting (see
@@ -163,6 +177,8 @@ class ClerkKeyManager(SyncShell, ClerkBase):
             return self._announce(request)
         if isinstance(request, Spend):
             return self._spend(request)
+        if isinstance(request, GuardRequest):
+            return request.perform(self.guard)
         if isinstance(request, SharedVerify):
             secret, digest = request.secret, request.digest
             return self._flights.run(
@@ -180,6 +196,7 @@ class ClerkKeyManager(SyncShell, ClerkBase):
     def close(self) -> None:
         """Stop listening for revocations; close the HTTP client, if this manager made it."""
         self._stop_hearing()
+        self.guard.close()
         if self._owns_client:
             self.http_client.close()
 
@@ -197,7 +214,8 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
         **options: Those of :class:`ClerkKeyManager`: ``api_url``, ``api_version``,
             ``timeout``, ``cache_ttl``, ``cache_max_entries``, ``max_retries``,
             ``retry_backoff``, ``max_retry_wait``, ``suspicious_failures``,
-            ``suspicious_window``, ``max_active_keys_per_owner``, ``redis_url``, ``clock``.
+            ``suspicious_window``, ``max_active_keys_per_owner``,
+            ``verification_budget``, ``redis_url``, ``clock``.
     """
 
     def __init__(
@@ -228,6 +246,8 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
             return await asyncio.to_thread(self._announce, request)
         if isinstance(request, Spend):
             return await self._spend_async(request)
+        if isinstance(request, GuardRequest):
+            return await request.perform_async(self.guard)
         if isinstance(request, SharedVerify):
             return await self._shared_verification(request)
         return await self.http_client.request(
@@ -262,6 +282,7 @@ class AsyncClerkKeyManager(AsyncShell, ClerkBase):
         """Stop listening for revocations; close the HTTP client, if this manager made it."""
         await asyncio.to_thread(self._stop_hearing)
         await self.meter.aclose()
+        await self.guard.aclose()
         if self._owns_client:
             await self.http_client.aclose()
 

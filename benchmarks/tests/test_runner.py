@@ -25,6 +25,7 @@ from apikeys import KEY_PATTERN, InvalidKeyError, generate_key, parse_key
 from apikeys.backends.sqlalchemy import api_keys_table
 from benchmarks import (
     abuse,
+    clerk_flood,
     compare,
     first_validation,
     fleet,
@@ -243,10 +244,10 @@ def test_the_runner_refuses_zero_repeats() -> None:
 def test_every_option_the_page_names_exists() -> None:
     page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`(--[a-z0-9-]+)", page))
-    # The page documents eight harnesses and the summary; each option it names must exist in one.
+    # The page documents nine harnesses and the summary; each option it names must exist in one.
     parsers = [run._parser(), compare._parser(), timing._parser(), http_instructions._parser()]
     parsers += [abuse._parser(), summary._parser(), fleet._parser(), first_validation._parser()]
-    parsers += [meter._parser()]
+    parsers += [meter._parser(), clerk_flood._parser()]
     known = {option for parser in parsers for option in parser._option_string_actions}
     assert "--quick" in named
     assert named <= known

@@ -120,6 +120,9 @@ def _clerk_manager(
     fake: FakeClerk = request.getfixturevalue("clerk_fake")
     # Clerk has no database: quotas are counted in Redis, which it needs for them.
     options.setdefault("redis_url", request.getfixturevalue("shared_redis").url)
+    # Every fake is the same Clerk instance (one secret key): with the session's Redis, every
+    # test would draw on one verification budget. The budget is tested in tests/backends/clerk.
+    options.setdefault("verification_budget", None)
     if flavour == "sync":
         return fake.key_manager(**options)
     return fake.async_key_manager(**options)

@@ -31,6 +31,7 @@ from apikeys import (
     RateLimitedError,
     RevocationIncompleteError,
     RevokedKeyError,
+    VerificationBudgetSpentError,
     generate_key,
     parse_key,
 )
@@ -68,6 +69,7 @@ TREE: list[tuple[type[APIKeysError], int, str, type[BaseException]]] = [
     (MissingDependencyError, 500, "missing_dependency", ConfigurationError),
     (BackendUnavailableError, 503, "backend_unavailable", APIKeysError),
     (RevocationIncompleteError, 503, "revocation_incomplete", BackendUnavailableError),
+    (VerificationBudgetSpentError, 503, "verification_budget_spent", BackendUnavailableError),
 ]
 SIMPLE = [cls for cls, *_ in TREE if cls not in (MissingDependencyError, InvalidRequestError)]
 

@@ -52,6 +52,7 @@ EXPECTED_ALL = [
     "RevocationIncompleteError",
     "RevokedKeyError",
     "Settings",
+    "VerificationBudgetSpentError",
     "VerificationCache",
     "VerifiedKey",
     "__version__",

@@ -116,12 +116,38 @@ def test_a_passing_5xx_is_retried(
     assert fake.count(*VERIFY) == 2
 
 
-def test_429_waits_for_retry_after(
-    twin: Twin, fake: FakeClerk, secret: str, sleeps: list[float]
+@pytest.fixture
+def moving_twin(make_twin: Callable[..., Twin]) -> tuple[Twin, list[datetime]]:
+    """A manager whose clock the test moves (``now[0]``)."""
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    return make_twin(clock=lambda: now[0]), now
+
+
+def test_429_pauses_every_call_for_retry_after(
+    moving_twin: tuple[Twin, list[datetime]], fake: FakeClerk, user_id: str
 ) -> None:
+    twin, now = moving_twin
+    sleeps = record_sleeps(twin.manager)
+    secret = str(twin.create_api_key(user_id, "under test").secret)
     fake.rate_limit(retry_after="2")
+    with pytest.raises(BackendUnavailableError) as caught:
+        twin.validate_api_key(secret)
+    assert caught.value.retry_after == 2.0 and "rate-limited" in caught.value.message
+    assert sleeps == [] and fake.count(*VERIFY) == 1  # not retried into the limit
+    before = fake.count()
+    now[0] += timedelta(seconds=1.5)
+    calls: list[Callable[[], object]] = [
+        lambda: twin.validate_api_key(secret),
+        lambda: twin.list_api_keys(user_id),
+    ]
+    for call in calls:
+        with pytest.raises(BackendUnavailableError) as paused:
+            call()
+        assert paused.value.retry_after == 0.5  # the pause left, for every kind of call
+    assert fake.count() == before  # nothing reached Clerk meanwhile
+    now[0] += timedelta(seconds=0.5)
     assert twin.validate_api_key(secret)
-    assert sleeps == [2.0] and fake.count(*VERIFY) == 2
+    assert fake.count(*VERIFY) == 2
 
 
 def test_429_with_an_http_date(
@@ -130,18 +156,23 @@ def test_429_with_an_http_date(
     fake.rate_limit(
         retry_after=format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
     )
-    assert twin.validate_api_key(secret)
-    assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 3.0
+    with pytest.raises(BackendUnavailableError) as caught:
+        twin.validate_api_key(secret)
+    assert 1.0 <= (caught.value.retry_after or 0) <= 3.0
+    assert sleeps == [] and fake.count(*VERIFY) == 1
 
 
-def test_429_without_retry_after_backs_off(
-    twin: Twin, fake: FakeClerk, secret: str, sleeps: list[float]
+def test_429_without_retry_after_pauses_a_second(
+    moving_twin: tuple[Twin, list[datetime]], fake: FakeClerk, user_id: str
 ) -> None:
-    twin.manager.retry_backoff = 0.4
-    fake.rate_limit(retry_after=None, times=2)
+    twin, now = moving_twin
+    secret = str(twin.create_api_key(user_id, "under test").secret)
+    fake.rate_limit(retry_after=None)
+    with pytest.raises(BackendUnavailableError) as caught:
+        twin.validate_api_key(secret)
+    assert caught.value.retry_after == 1.0
+    now[0] += timedelta(seconds=1)
     assert twin.validate_api_key(secret)
-    assert len(sleeps) == 2
-    assert 0.2 <= sleeps[0] <= 0.4 and 0.4 <= sleeps[1] <= 0.8
 
 
 def test_429_asking_for_a_long_wait_fails_at_once(
@@ -155,14 +186,25 @@ def test_429_asking_for_a_long_wait_fails_at_once(
     assert sleeps == [] and fake.count(*VERIFY) == 1
 
 
-def test_lasting_429_ends_as_backend_unavailable(
+def test_a_pause_is_at_most_five_minutes(
     twin: Twin, fake: FakeClerk, secret: str, sleeps: list[float]
 ) -> None:
-    fake.rate_limit(retry_after="1", times=100)
+    fake.rate_limit(retry_after="86400")
     with pytest.raises(BackendUnavailableError) as caught:
         twin.validate_api_key(secret)
+    assert caught.value.retry_after == 300.0
+
+
+def test_create_refused_by_429_is_not_retried_and_creates_nothing(
+    twin: Twin, fake: FakeClerk, user_id: str, sleeps: list[float]
+) -> None:
+    fake.rate_limit(route="POST /api_keys", retry_after="1")
+    with pytest.raises(BackendUnavailableError, match="rate-limited") as caught:
+        twin.create_api_key(user_id, "second try")
     assert caught.value.retry_after == 1.0
-    assert sleeps == [1.0, 1.0] and fake.count(*VERIFY) == 3
+    assert "may or may not" not in caught.value.message  # Clerk surely did nothing
+    assert fake.count(*CREATE) == 1 and sleeps == []
+    assert twin.manager.guard.look(None).paused_for > 0
 
 
 def test_401_means_our_secret_key_is_wrong(
@@ -293,14 +335,10 @@ def test_create_whose_answer_was_lost_says_so(
     assert twin.list_api_keys(user_id).total == 1  # it did happen, and we said it might have
 
 
-@pytest.mark.parametrize("fault", ["connect", "429"])
 def test_create_is_retried_when_clerk_surely_did_nothing(
-    twin: Twin, fake: FakeClerk, user_id: str, sleeps: list[float], fault: str
+    twin: Twin, fake: FakeClerk, user_id: str, sleeps: list[float]
 ) -> None:
-    if fault == "connect":
-        fake.raise_next(httpx.ConnectError, route="POST /api_keys")
-    else:
-        fake.rate_limit(route="POST /api_keys", retry_after="1")
+    fake.raise_next(httpx.ConnectError, route="POST /api_keys")
     new = twin.create_api_key(user_id, "second try")
     assert fake.count(*CREATE) == 2 and len(sleeps) == 1
     assert twin.list_api_keys(user_id).items[0].id == new.id

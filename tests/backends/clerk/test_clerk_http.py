@@ -19,9 +19,10 @@ from apikeys.testing import FakeClerk
 pytestmark = pytest.mark.clerk
 
 
-def _fastapi_client(fake: FakeClerk) -> Any:
+def fastapi_client(fake: FakeClerk, **options: Any) -> Any:
+    """A FastAPI app's test client, its manager (``options``) talking to ``fake``."""
     app = FastAPI()
-    fastapi_integration.APIKeys(app, manager=fake.async_key_manager())
+    fastapi_integration.APIKeys(app, manager=fake.async_key_manager(**options))
     readers = Depends(fastapi_integration.require_api_key(scopes=["read:data"]))
 
     @app.get("/reports")
@@ -31,9 +32,10 @@ def _fastapi_client(fake: FakeClerk) -> Any:
     return TestClient(app)
 
 
-def _flask_client(fake: FakeClerk) -> Any:
+def flask_client(fake: FakeClerk, **options: Any) -> Any:
+    """A Flask app's test client, its manager (``options``) talking to ``fake``."""
     app = Flask(__name__)
-    flask_integration.APIKeys(app, manager=fake.key_manager())
+    flask_integration.APIKeys(app, manager=fake.key_manager(**options))
 
     @app.get("/reports")
     @flask_integration.require_api_key(scopes=["read:data"])
@@ -45,11 +47,11 @@ def _flask_client(fake: FakeClerk) -> Any:
 
 @pytest.fixture(params=["fastapi", "flask"])
 def web(request: pytest.FixtureRequest, fake: FakeClerk) -> Any:
-    make = _fastapi_client if request.param == "fastapi" else _flask_client
+    make = fastapi_client if request.param == "fastapi" else flask_client
     return make(fake)
 
 
-def _get(web: Any, secret: str) -> tuple[int, dict[str, Any], Any]:
+def get_reports(web: Any, secret: str) -> tuple[int, dict[str, Any], Any]:
     answer = web.get("/reports", headers={"Authorization": f"Bearer {secret}"})
     return answer.status_code, answer.json() if callable(answer.json) else answer.json, answer
 
@@ -59,29 +61,42 @@ def test_statuses_over_clerk(web: Any, fake: FakeClerk, user_id: str) -> None:
     reader = issuer.create_api_key(user_id, "reader", ["read:data"])
     writer = issuer.create_api_key(user_id, "writer", ["write:data"])
 
-    status, body, _ = _get(web, reader.secret)
+    status, body, _ = get_reports(web, reader.secret)
     assert (status, body) == (200, {"user": user_id})
-    status, body, _ = _get(web, writer.secret)
+    status, body, _ = get_reports(web, writer.secret)
     assert (status, body["code"]) == (403, "insufficient_scope")
     calls = fake.count()
     for garbage in ("ak_" + "N" * 44, "apk_1" + "A" * 51):
-        status, body, _ = _get(web, garbage)
+        status, body, _ = get_reports(web, garbage)
         assert (status, body["code"]) == (403, "invalid_api_key")
     assert fake.count() == calls + 1  # the garbage cost no call
 
 
 def test_clerk_down_is_503_with_retry_after(web: Any, fake: FakeClerk, user_id: str) -> None:
     secret = fake.key_manager().create_api_key(user_id, "reader", ["read:data"]).secret
-    fake.rate_limit(retry_after="30")  # longer than max_retry_wait: no retry
-    status, body, answer = _get(web, secret)
+    fake.raise_next(httpx.ConnectError, times=3)  # every attempt
+    status, body, answer = get_reports(web, secret)
+    assert (status, body["code"]) == (503, "backend_unavailable")
+    assert answer.headers["Retry-After"] == "1"
+    assert secret not in str(body)
+    status, _, _ = get_reports(web, secret)  # Clerk is back
+    assert status == 200
+
+
+def test_clerk_429_is_503_with_retry_after_and_pauses_the_next(
+    web: Any, fake: FakeClerk, user_id: str
+) -> None:
+    secret = fake.key_manager().create_api_key(user_id, "reader", ["read:data"]).secret
+    fake.rate_limit(retry_after="30")
+    status, body, answer = get_reports(web, secret)
     assert (status, body["code"]) == (503, "backend_unavailable")
     assert answer.headers["Retry-After"] == "30"
-    fake.raise_next(httpx.ConnectError, times=3)  # every attempt
-    status, body, _ = _get(web, secret)
+    calls = fake.count()
+    status, body, answer = get_reports(web, secret)  # within the pause: not sent to Clerk
     assert (status, body["code"]) == (503, "backend_unavailable")
+    assert 0 < int(answer.headers["Retry-After"]) <= 30
+    assert fake.count() == calls
     assert secret not in str(body)
-    status, _, _ = _get(web, secret)  # Clerk is back
-    assert status == 200
 
 
 def test_a_wrong_instance_key_is_a_server_error_not_a_client_one(
@@ -89,5 +104,5 @@ def test_a_wrong_instance_key_is_a_server_error_not_a_client_one(
 ) -> None:
     secret = fake.key_manager().create_api_key(user_id, "reader", ["read:data"]).secret
     fake.secret_key = "sk_test_rotated_by_an_admin"  # our configured key no longer works
-    status, body, _ = _get(web, secret)
+    status, body, _ = get_reports(web, secret)
     assert (status, body["code"]) == (500, "configuration_error")

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.clerk
 @pytest.fixture
 def twin(make_twin: Callable[..., Twin], shared_redis: RedisServer) -> Twin:
     """A manager with its cache off, counting quotas in Redis (Clerk needs it for them)."""
-    return make_twin(redis_url=shared_redis.url)
+    # No budget: every fake is one Clerk instance, whose budget the session's Redis would share.
+    return make_twin(redis_url=shared_redis.url, verification_budget=None)
 
 
 def _stored_claims(fake: FakeClerk, key_id: str) -> Any:

@@ -41,6 +41,7 @@ def prism(prism_url: str, flavour: str, shared_redis: RedisServer) -> Iterator[A
             "cache_ttl": 0,
             "max_retries": 0,
             "redis_url": shared_redis.url,  # where Clerk counts quotas
+            "verification_budget": None,  # which every Prism test would share there
         }
         if flavour == "sync":
             client: Any = httpx.Client(headers=headers)

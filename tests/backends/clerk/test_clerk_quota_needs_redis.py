@@ -40,7 +40,8 @@ def test_setting_a_quota_is_refused_before_anything_is_sent(
 def test_a_key_with_a_quota_is_refused_with_a_configuration_error(
     make_twin: Callable[..., Twin], shared_redis: RedisServer, user_id: str
 ) -> None:
-    with_redis = make_twin(redis_url=shared_redis.url)
+    # No budget: every fake is one Clerk instance, whose budget the session's Redis would share.
+    with_redis = make_twin(redis_url=shared_redis.url, verification_budget=None)
     new = with_redis.create_api_key(user_id, "metered", quota="1000/30d")
     assert with_redis.validate_api_key(new.secret).usage.quota.remaining == 999
     without_redis = make_twin()

@@ -149,6 +149,7 @@ def spied(
         http_client=httpx.Client(transport=httpx.MockTransport(spy)),
         cache_ttl=0,
         redis_url=shared_redis.url,  # where Clerk counts quotas
+        verification_budget=None,  # which all fakes, one Clerk instance, would share there
     )
     yield manager, spy
     manager.http_client.close()
@@ -278,6 +279,7 @@ def test_every_create_the_backend_can_send_conforms(
         http_client=httpx.Client(transport=httpx.MockTransport(spy)),
         clock=lambda: now,
         redis_url=shared_redis.url,  # where Clerk counts quotas
+        verification_budget=None,  # which all fakes, one Clerk instance, would share there
     ) as manager:
         expiration = None if lifetime is None else timedelta(seconds=lifetime)
         try:
