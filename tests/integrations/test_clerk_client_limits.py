@@ -87,11 +87,16 @@ def _django() -> Iterator[None]:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClerk]:
-    """A FakeClerk on loopback, the Clerk instance every ``clerk://`` manager here reaches."""
+    """A FakeClerk on loopback, the Clerk instance every ``clerk://`` manager here reaches.
+
+    The managers' verification budget is off, so the per-client limit is measured alone;
+    :func:`test_fifty_clients_spend_at_most_the_verification_budget` turns it back on.
+    """
     fake = FakeClerk()
     with served(fake) as api_url:
         monkeypatch.setenv("CLERK_API_URL", api_url)
         monkeypatch.setenv("CLERK_SECRET_KEY", FAKE_SECRET_KEY)
+        monkeypatch.setenv("APIKEYS_VERIFICATION_BUDGET", "0")
         monkeypatch.delenv("APIKEYS_REDIS_URL", raising=False)
         yield fake
 
@@ -203,6 +208,35 @@ def test_fifty_clients_behind_a_trusted_proxy_are_each_limited(
         assert_limited(answers, CLERK_CLIENT_MAX_FAILURES)
     assert holder.refusals == [] and holder.calls == per_client
     assert flood_calls(fake, known_key) == CLIENTS * CLERK_CLIENT_MAX_FAILURES
+
+
+@pytest.mark.parametrize(("open_app", "route"), FRAMEWORKS)
+def test_fifty_clients_spend_at_most_the_verification_budget(
+    open_app: Opener, route: str, fake: FakeClerk, known_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both defaults on: each client's failure limit and the manager's budget for unknown keys.
+    monkeypatch.delenv("APIKEYS_VERIFICATION_BUDGET")
+    budget, window = 20, 10.0
+    per_client = FLOOD // CLIENTS
+    statuses: Counter[int] = Counter()
+    started = time.monotonic()
+    with open_app(behind_proxy()) as client:
+        holder = Holder(client, route, known_key)
+        for _ in range(per_client):
+            holder.call()
+            for n in range(CLIENTS):
+                address = f"198.51.100.{n + 1}"
+                headers = {**bearer(random_key()), **forwarded_for(f"192.0.2.9, {address}")}
+                reply = client.request("GET", route, headers=headers)
+                statuses[reply.status] += 1
+                if reply.status == 503:
+                    assert reply.json["code"] == "verification_budget_spent"
+                    assert int(reply.headers["retry-after"]) >= 1
+    windows = int((time.monotonic() - started) // window) + 1
+    assert set(statuses) <= {403, 429, 503}, statuses
+    assert statuses[503] > 0, statuses
+    assert holder.refusals == [] and holder.calls == per_client
+    assert flood_calls(fake, known_key) == statuses[403] <= budget * windows
 
 
 @pytest.mark.parametrize(("open_app", "route"), FRAMEWORKS)
