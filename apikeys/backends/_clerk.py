@@ -649,7 +649,7 @@ class ClerkBase(FlowBackend):
         return ceiling * _jitter.uniform(0.5, 1.0)
 
     def _exchange(
-        self, send: Send, *, admitted: bool = False
+        self, send: Send, *, admitted: bool = False, drawn: bool = False
     ) -> Generator[ClerkOp, Any, httpx.Response]:
         """Send with bounded retries; return the final answer, whatever its status.
 
@@ -658,12 +658,18 @@ class ClerkBase(FlowBackend):
         not act on it (no connection); otherwise the error says the key may
         exist. A 429 is never retried: it pauses every call (see :meth:`_paused_by`).
         Each attempt first checks that no pause is on, except the first when the
-        caller has just checked (``admitted``).
+        caller has just checked (``admitted``). When the first attempt was drawn
+        from the verification budget (``drawn``), so is every retry: a flood
+        while Clerk struggles must not send it more calls than the budget allows.
         """
         attempt = 0
         while True:
             if attempt or not admitted:
                 self._check_pause((yield Look()).paused_for)
+            if attempt and drawn:
+                wait = yield Draw()
+                if wait is not None:
+                    raise VerificationBudgetSpentError(retry_after=wait)
             try:
                 response: httpx.Response = yield send
             except (httpx.RequestError, OSError) as exc:
@@ -1046,13 +1052,16 @@ class ClerkBase(FlowBackend):
         generation = self.cache.generation
         mark = self._mark(secret) if self.verification_budget else None
         seen = yield from self._admit(mark)
+        drawn = mark is not None and not seen
         response = yield from self._exchange(
-            Send("POST", "/api_keys/verify", "verify", body={"secret": secret}), admitted=True
+            Send("POST", "/api_keys/verify", "verify", body={"secret": secret}),
+            admitted=True,
+            drawn=drawn,
         )
         if mark is None:
             return (yield from self._verified(response, digest, generation))
         try:
-            verified = yield from self._verified(response, digest, generation)
+            verified = yield from self._verified(response, digest, generation, drawn=drawn)
         except InvalidKeyError:
             if seen:  # refused now: it must earn its place again
                 yield Learn(mark, succeeded=False)
@@ -1088,15 +1097,16 @@ class ClerkBase(FlowBackend):
         raise VerificationBudgetSpentError(retry_after=wait)
 
     def _verified(
-        self, response: httpx.Response, digest: bytes, generation: int
+        self, response: httpx.Response, digest: bytes, generation: int, *, drawn: bool = False
     ) -> Generator[ClerkOp, Any, VerifiedKey]:
-        """Read Clerk's answer to a verification; cache what it accepts."""
+        """Read Clerk's answer to a verification; cache what it accepts. ``drawn``: the
+        verification was drawn from the budget, and so is any call explaining a refusal."""
         status = response.status_code
         if status in (400, 404, 422):
             if status != 404:
                 details = error_details(response, quote_text=False)
                 logger.warning("Clerk refused a verification: %s", details)
-            yield from self._explain_refusal(digest)
+            yield from self._explain_refusal(digest, drawn=drawn)
             raise InvalidKeyError()
         if not response.is_success:
             raise self._error_for(response, "verify")
@@ -1113,15 +1123,21 @@ class ClerkBase(FlowBackend):
         self.cache.put(digest, verified, generation=generation)
         return verified
 
-    def _explain_refusal(self, digest: bytes) -> Generator[ClerkOp, Any, None]:
+    def _explain_refusal(
+        self, digest: bytes, *, drawn: bool = False
+    ) -> Generator[ClerkOp, Any, None]:
         """After a refusal, tell the holder of a once-valid secret why, if we can.
 
         Only a secret that verified in this process before is looked up: its
         presenter has proven it holds the secret, so learning that the key is
-        revoked or expired tells nothing to anyone else.
+        revoked or expired tells nothing to anyone else. When the verification
+        was drawn from the budget (``drawn``), the look-up draws too, and is
+        skipped when the budget is spent: the refusal stands without its reason.
         """
         known = self._verified_ids.lookup(digest)
         if known is None:
+            return
+        if drawn and (yield Draw()) is not None:
             return
         key_id = known[0]
         try:
