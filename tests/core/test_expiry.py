@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time as process_time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
 import pytest
@@ -294,3 +296,77 @@ def test_a_clock_is_accepted_only_if_it_tells_aware_time() -> None:
     for wrong in (lambda: NOW.replace(tzinfo=None), lambda: NOW.timestamp(), lambda: None, NOW):
         with pytest.raises(ConfigurationError, match="timezone-aware"):
             check_clock(wrong)  # type: ignore[arg-type]
+
+
+# --- the messages users see -------------------------------------------------------------------------
+
+
+def test_unparseable_text_is_refused_quoting_it_and_saying_what_is_accepted() -> None:
+    assert (
+        refused("tomorrow").message == "expiration 'tomorrow' is not an ISO 8601 date or date-time"
+    )
+    with pytest.raises(InvalidInputError) as caught:
+        parse("tomorrow", accepted="a duration such as 30d")
+    assert caught.value.message == "expiration 'tomorrow' is not a duration such as 30d"
+
+
+@pytest.mark.parametrize(
+    "text", ["2031-01-01Z10:00:00", "2031-01-01Z10:00", "20310101Z1000", "2031-W01-1Z10:00"]
+)
+def test_a_z_in_place_of_the_date_time_separator_is_refused(text: str) -> None:
+    # Python reads any character between date and time as the separator; ISO 8601 does not.
+    assert "ISO 8601" in refused(text).message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        MAX_LIFETIME + timedelta(microseconds=1),
+        NOW + MAX_LIFETIME + timedelta(seconds=1),
+        date(2200, 1, 1),
+        "2200-01-01",
+        date.max,
+    ],
+)
+def test_too_far_is_refused_saying_so(value: object) -> None:
+    assert refused(value).message == "expiration is more than 100 years away"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9999-12-31T23:00:00-05:00", datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))],
+)
+def test_an_instant_past_the_last_representable_one_is_refused_as_out_of_range(
+    value: object,
+) -> None:
+    assert refused(value).message == "expiration is out of range"
+
+
+def test_a_bad_clock_is_refused_with_an_example_of_a_good_one() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        check_clock(lambda: NOW.replace(tzinfo=None))
+    assert caught.value.message == (
+        "clock must be a callable returning a timezone-aware datetime,"
+        " such as lambda: datetime.now(UTC)"
+    )
+
+
+# --- whatever the server's local time zone ----------------------------------------------------------
+
+
+@pytest.fixture
+def local_zone_five_hours_west(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "EST+05")
+    process_time.tzset()
+    yield
+    monkeypatch.undo()
+    process_time.tzset()
+
+
+@pytest.mark.usefixtures("local_zone_five_hours_west")
+def test_instants_come_back_in_utc_whatever_the_local_zone() -> None:
+    east = timezone(timedelta(hours=2))
+    assert as_utc(datetime(2031, 1, 1, 14, tzinfo=east)).utcoffset() == timedelta(0)
+    result = parse(datetime(2031, 1, 1, 14, tzinfo=east))
+    assert result is not None
+    assert (result.hour, result.utcoffset()) == (12, timedelta(0))

@@ -545,3 +545,66 @@ def test_key_ids_do_not_look_like_keys(key_id: str) -> None:
     from apikeys._keyformat import looks_like_key
 
     assert not looks_like_key(key_id)
+
+
+# --- the messages users see, and keys of any prefix at the edges ----------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["Apk", "1apk", "a" * 33, None])
+def test_a_malformed_prefix_is_refused_with_the_rule(prefix: object) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        validate_prefix(prefix)  # type: ignore[arg-type]
+    assert caught.value.message == (
+        "key prefix must be 1-32 characters of a-z, 0-9 and _, starting with a letter"
+    )
+
+
+def test_a_malformed_id_is_refused_with_the_rule() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        generate_key(id="short")
+    assert caught.value.message == "lookup id must be 12 base62 characters"
+
+
+def test_the_deprecated_lookup_id_keyword_names_both_spellings() -> None:
+    message = (
+        "generate_key(lookup_id=...) is deprecated and will be removed in the next release;"
+        " use generate_key(id=...)"
+    )
+    with pytest.warns(DeprecationWarning, match=f"^{re.escape(message)}$"):
+        generate_key(lookup_id="AbCdEf123456")
+
+
+def test_id_and_lookup_id_together_are_refused_saying_so() -> None:
+    with (
+        pytest.warns(DeprecationWarning, match="lookup_id"),
+        pytest.raises(TypeError, match=r"^generate_key\(\) got both id and lookup_id$"),
+    ):
+        generate_key(id="AbCdEf123456", lookup_id="AbCdEf123456")
+
+
+@pytest.mark.parametrize("value", [None, 5, b"apk_1", bytearray(b"apk_1"), ["apk_1"]])
+def test_a_non_string_is_no_key_of_any_prefix(value: object) -> None:
+    assert keyformat.try_parse_key_any_prefix(value) is None
+
+
+def test_the_longest_key_of_any_prefix_parses_and_one_more_character_does_not() -> None:
+    prefix = "p" * keyformat.MAX_PREFIX_LENGTH
+    key = generate_key(prefix)
+    assert len(key.key) == MAX_KEY_LENGTH
+    assert keyformat.try_parse_key_any_prefix(key.key) == key
+    longer = with_checksum(f"q{prefix}_1{key.id}{secret_part(key.key, prefix)}")
+    assert keyformat.try_parse_key_any_prefix(longer) is None
+
+
+@pytest.mark.parametrize("prefix", ["ak", "ak_live", "Apk", "1apk", "a-b"])
+def test_a_forged_key_under_a_prefix_we_never_issue_is_no_key_of_any_prefix(prefix: str) -> None:
+    forged = with_checksum(f"{prefix}_1AbCdEf123456{'s' * SECRET_LENGTH}")
+    assert keyformat.try_parse_key(forged, prefix) is not None  # well formed but for the prefix
+    assert keyformat.try_parse_key_any_prefix(forged) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["ak_" + "x" * 16, "token=ak_Zx9+Qw/Er_Ty-Ui=Op", "'ak_abcd+efgh/ijkl=mnop'"]
+)
+def test_text_carrying_a_short_clerk_secret_looks_like_a_key(text: str) -> None:
+    assert keyformat.looks_like_key(text)

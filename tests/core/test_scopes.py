@@ -271,3 +271,49 @@ def test_missing_scopes_is_required_minus_held_for_concrete_scopes(
     held: list[str], required: list[str]
 ) -> None:
     assert missing_scopes(held, required) == tuple(s for s in required if s not in held)
+
+
+# --- the messages users see ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["scopes", "required_scopes"])
+def test_a_non_iterable_is_refused_naming_the_field_and_the_type(field: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        normalize_scopes(5, field=field)  # type: ignore[arg-type]
+    assert caught.value.message == f"{field} must be a string or an iterable of strings, not int"
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("field", ["scopes", "required_scopes"])
+def test_a_non_string_item_is_refused_naming_its_type(field: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        normalize_scopes(["read", 7], field=field)  # type: ignore[list-item]
+    assert caught.value.message == "scopes must be strings, got int"
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("allow_wildcards", "hint"), [(True, ", optionally ending in ':*'"), (False, "")]
+)
+def test_a_malformed_scope_is_refused_with_the_grammar(allow_wildcards: bool, hint: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        normalize_scopes(["read/data"], allow_wildcards=allow_wildcards)
+    assert caught.value.message == (
+        "malformed scope 'read/data': use segments of letters, digits, '_', '.', '-'"
+        " joined by ':'" + hint
+    )
+
+
+@pytest.mark.parametrize("field", ["scopes", "required_scopes"])
+def test_too_many_scopes_are_refused_naming_the_field(field: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        normalize_scopes([f"s{i}" for i in range(MAX_SCOPES + 1)], field=field)
+    assert caught.value.message == "at most 64 scopes per key"
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("wanted", ["data:", "data", "dat"])
+def test_a_wildcard_does_not_cover_its_own_base_with_or_without_the_colon(wanted: str) -> None:
+    # "data:" is no scope, but a caller that skipped validation must still be refused.
+    assert not scope_covers("data:*", wanted)
+    assert missing_scopes(["data:*"], [wanted]) == (wanted,)
