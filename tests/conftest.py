@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests import postgres_server, redis_server
+
+# Selected by `make mutate` (--hypothesis-profile=mutation), which runs the same tests once per
+# mutant: every run must draw the same examples, and none may replay one saved by another run.
+settings.register_profile("mutation", derandomize=True, database=None)
 
 
 def _postgres_unavailable(reason: str) -> None:
