@@ -51,10 +51,27 @@ class ModuleResult:
         return {name: status for name, status in self.statuses.items() if status not in KILLED}
 
 
-def only_mutate(pyproject: Path = Path("pyproject.toml")) -> list[str]:
-    """The module paths ``make mutate`` mutates, as ``[tool.mutmut]`` lists them."""
-    config = tomllib.loads(pyproject.read_text())["tool"]["mutmut"]
-    return list(config["only_mutate"])
+def modules_to_mutate(pyproject: Path = Path("pyproject.toml")) -> tuple[list[str], list[str]]:
+    """The module paths ``make mutate`` mutates, and what is wrong with the configuration.
+
+    ``[tool.apikeys.mutation.tests]`` names each module's tests; mutmut's ``only_mutate`` and
+    test selection must name the same modules and the same test files.
+    """
+    tool = tomllib.loads(pyproject.read_text())["tool"]
+    tests_by_module: dict[str, list[str]] = tool["apikeys"]["mutation"]["tests"]
+    mutmut = tool["mutmut"]
+    problems = []
+    if set(mutmut["only_mutate"]) != set(tests_by_module):
+        problems.append(
+            "[tool.mutmut] only_mutate does not list the modules of [tool.apikeys.mutation.tests]"
+        )
+    own_tests = {test for tests in tests_by_module.values() for test in tests}
+    if set(mutmut["pytest_add_cli_args_test_selection"]) != own_tests:
+        problems.append(
+            "[tool.mutmut] pytest_add_cli_args_test_selection does not list the test files of "
+            "[tool.apikeys.mutation.tests]"
+        )
+    return list(tests_by_module), problems
 
 
 def module_name(path: str) -> str:
@@ -149,15 +166,29 @@ def report(results: list[ModuleResult], accepted: Mapping[str, str]) -> tuple[li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "modules", nargs="*", help="report only these modules (apikeys._cache ...); default: all"
+    )
     parser.add_argument("--accepted", type=Path, default=ACCEPTED_FILE)
     parser.add_argument("--mutants", type=Path, default=Path("mutants"))
     arguments = parser.parse_args(argv)
+    paths, problems = modules_to_mutate()
+    if arguments.modules:
+        paths = [path for path in paths if module_name(path) in arguments.modules]
     try:
         accepted = parse_accepted(arguments.accepted.read_text())
     except ValueError as exc:
-        print(f"{arguments.accepted}: {exc}", file=sys.stderr)
+        problems.append(f"{arguments.accepted}: {exc}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
-    lines, passed = report(load_results(only_mutate(), arguments.mutants), accepted)
+    results = load_results(paths, arguments.mutants)
+    mutated = {result.module for result in results}
+    # Entries of modules not reported on this time are not stale.
+    accepted = {
+        name: reason for name, reason in accepted.items() if name.rsplit(".x", 1)[0] in mutated
+    }
+    lines, passed = report(results, accepted)
     print("\n".join(lines))
     return 0 if passed else 1
 

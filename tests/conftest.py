@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,36 @@ from tests import postgres_server, redis_server
 # Selected by `make mutate` (--hypothesis-profile=mutation), which runs the same tests once per
 # mutant: every run must draw the same examples, and none may replay one saved by another run.
 settings.register_profile("mutation", derandomize=True, database=None)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mutation-scope",
+        action="store_true",
+        help="in a mutmut run, test a mutant only with its module's tests "
+        "([tool.apikeys.mutation.tests] in pyproject.toml)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # mutmut names the mutant under test in the environment; its own runs (the stats, the
+    # clean and the forced-fail runs) name none and run every test they ask for.
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not config.getoption("--mutation-scope") or "__mutmut_" not in mutant:
+        return
+    pyproject = tomllib.loads((config.rootpath / "pyproject.toml").read_text())
+    tests_by_module: dict[str, list[str]] = pyproject["tool"]["apikeys"]["mutation"]["tests"]
+    own = {
+        test
+        for path, tests in tests_by_module.items()
+        if mutant.startswith(path.removesuffix(".py").replace("/", ".") + ".")
+        for test in tests
+    }
+    kept = [item for item in items if item.nodeid.split("::", 1)[0] in own]
+    config.hook.pytest_deselected(
+        items=[item for item in items if item.nodeid.split("::", 1)[0] not in own]
+    )
+    items[:] = kept
 
 
 def _postgres_unavailable(reason: str) -> None:
