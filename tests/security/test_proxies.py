@@ -13,7 +13,6 @@ settings, which must be logged once.
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import socket
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any, NamedTuple, cast
 
 import pytest
 
-from apikeys.integrations import _clients
 from tests.integrations.apps import fastapi_app, flask_app
 from tests.integrations.conftest import Seeded, seed
 from tests.integrations.contract import AppOptions, bearer
@@ -65,22 +63,6 @@ class Outcome(NamedTuple):
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed(f"sqlite:///{tmp_path_factory.mktemp('proxies') / 'keys.db'}")
-
-
-@pytest.fixture
-def warnings_seen(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The apikeys warnings logged from here on, with the once-per-process memory reset."""
-    monkeypatch.setattr(_clients, "proxy_warnings_given", set())
-    caplog.set_level(logging.WARNING, logger="apikeys.integrations")
-
-    def seen() -> list[str]:
-        return [
-            record.getMessage()
-            for record in caplog.records
-            if record.name == "apikeys.integrations" and record.levelno == logging.WARNING
-        ]
-
-    return seen
 
 
 def attack(server_port: int, keys: Seeded) -> Outcome:
