@@ -10,13 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 from tests import postgres_server, redis_server
 
 # Selected by `make mutate` (--hypothesis-profile=mutation), which runs the same tests once per
 # mutant: every run must draw the same examples, and none may replay one saved by another run.
-settings.register_profile("mutation", derandomize=True, database=None)
+# A mutant is killed by any failing example: no time goes to shrinking it, and none to a
+# deadline, which a loaded machine would miss for reasons no mutant caused.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,15 +44,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     pyproject = tomllib.loads((config.rootpath / "pyproject.toml").read_text())
     tests_by_module: dict[str, list[str]] = pyproject["tool"]["apikeys"]["mutation"]["tests"]
-    own = {
-        test
+    # The module's test files in the order listed; in each, tests needing a server last:
+    # the first failure ends the run, and it comes soonest from the quick tests.
+    rank = {
+        test: index
         for path, tests in tests_by_module.items()
         if mutant.startswith(path.removesuffix(".py").replace("/", ".") + ".")
-        for test in tests
+        for index, test in enumerate(tests)
     }
-    kept = [item for item in items if item.nodeid.split("::", 1)[0] in own]
+    kept = [item for item in items if item.nodeid.split("::", 1)[0] in rank]
     config.hook.pytest_deselected(
-        items=[item for item in items if item.nodeid.split("::", 1)[0] not in own]
+        items=[item for item in items if item.nodeid.split("::", 1)[0] not in rank]
+    )
+    kept.sort(
+        key=lambda item: (
+            item.get_closest_marker("e2e") is not None,
+            rank[item.nodeid.split("::", 1)[0]],
+        )
     )
     items[:] = kept
 
