@@ -46,6 +46,10 @@ class ModuleResult:
         )
         return killed, len(self.statuses) - set_aside, set_aside
 
+    def timed_out(self) -> list[str]:
+        """Mutants killed by a timeout: a hang, or tests slower than mutmut allowed."""
+        return [name for name, status in self.statuses.items() if status == "timeout"]
+
     def survivors(self) -> dict[str, str]:
         """Every mutant not killed, with its status (survived, no tests, ...)."""
         return {name: status for name, status in self.statuses.items() if status not in KILLED}
@@ -153,6 +157,11 @@ def report(results: list[ModuleResult], accepted: Mapping[str, str]) -> tuple[li
         lines.append("")
         lines.append(f"Survivors not in {ACCEPTED_FILE} (`mutmut show <name>` shows each):")
         lines += [f"  {name}: {status}" for name, status in unexplained.items()]
+    timed_out = [name for result in results for name in result.timed_out()]
+    if timed_out:
+        lines.append("")
+        lines.append("Timed out, counted as killed (a hang, or tests slower than allowed):")
+        lines += [f"  {name}" for name in timed_out]
     if unchecked:
         lines.append("")
         lines.append(f"{len(unchecked)} mutants were not checked (the run did not finish).")

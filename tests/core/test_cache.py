@@ -494,6 +494,23 @@ def test_a_validation_racing_a_clear_stores_nothing(clock: FakeClock) -> None:
     assert cache.lookup("apk_1key") is None
 
 
+def test_a_suspended_cache_serves_and_stores_nothing_until_resumed(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    store = Store(cache)
+    store.begin_validation("apk_1held", "k1")()
+    assert cache.suspended is False
+    cache.suspend()  # the revocation channel is lost: a revocation may go unheard
+    assert cache.suspended is True
+    assert cache.lookup("apk_1held") is None
+    store.begin_validation("apk_1key", "k2")()  # begun and finished while suspended
+    assert cache.lookup("apk_1key") is None
+    assert len(cache) == 0
+    cache.resume()
+    assert cache.suspended is False
+    store.begin_validation("apk_1key", "k2")()
+    assert cache.lookup("apk_1key") is not None
+
+
 def test_a_validation_racing_a_suspension_stores_nothing_even_once_resumed(
     clock: FakeClock,
 ) -> None:
