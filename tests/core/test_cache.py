@@ -527,6 +527,26 @@ def test_a_validation_racing_a_suspension_stores_nothing_even_once_resumed(
     assert cache.lookup("apk_1key") is not None
 
 
+def test_two_lookups_dropping_the_same_stale_entry_both_answer_none(clock: FakeClock) -> None:
+    """Two requests read one stale entry at once: each drops it, neither may fail."""
+    meanwhile: list[Callable[[], None]] = []
+
+    def reading_the_clock() -> float:
+        # Read by a lookup between finding its entry and dropping it: another request runs.
+        while meanwhile:
+            meanwhile.pop()()
+        return clock()
+
+    cache = VerificationCache(ttl=10, clock=reading_the_clock)
+    cache.put(cache.digest("apk_1key"), verified())
+    clock.advance(10)
+    answers: list[VerifiedKey | None] = []
+    meanwhile.append(lambda: answers.append(cache.lookup("apk_1key")))
+    answers.append(cache.lookup("apk_1key"))
+    assert answers == [None, None]
+    assert len(cache) == 0
+
+
 def _bytes_held_by_the_cache_module(work: Callable[[], None]) -> int:
     """Bytes allocated by ``apikeys._cache`` during ``work`` and still held after it."""
     module_file = sys.modules[VerificationCache.__module__].__file__
