@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from apikeys import InvalidKeyError, RateLimitedError, RevokedKeyError
+from apikeys import BackendUnavailableError, InvalidKeyError, RateLimitedError, RevokedKeyError
 from apikeys._ratelimit import (
     DEFAULT_FAILURE_WINDOW,
     DEFAULT_MAX_FAILURES,
@@ -154,3 +154,20 @@ async def test_the_async_twins_count_as_the_sync_methods() -> None:
         await limiter.check_async("client")
     with pytest.raises(RateLimitedError):
         await limiter.take_async("client")
+
+
+def test_threads_get_back_every_turn_they_give_and_no_more() -> None:
+    cap = ConcurrencyCap(2, timeout=0.01)
+    for _ in range(3):
+        # Two at once: both let in, again and again; a third never.
+        with cap.hold(), cap.hold(), pytest.raises(BackendUnavailableError), cap.hold():
+            pytest.fail("a third entered a cap of two")
+
+
+async def test_tasks_get_back_every_turn_they_give_and_no_more() -> None:
+    cap = ConcurrencyCap(2, timeout=0.01)
+    for _ in range(3):
+        async with cap.hold_async(), cap.hold_async():
+            with pytest.raises(BackendUnavailableError):
+                async with cap.hold_async():
+                    pytest.fail("a third entered a cap of two")
