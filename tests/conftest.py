@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # mutmut names the mutant under test in the environment; its own runs (the stats, the
-    # clean and the forced-fail runs) name none and run every test they ask for.
+def _testing_a_mutant(config: pytest.Config) -> str | None:
+    """The mutant under test in a mutation run, if any.
+
+    mutmut names it in the environment; its own runs (the stats, the clean and the
+    forced-fail runs) name none and run every test they ask for.
+    """
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
-    if not config.getoption("--mutation-scope") or "__mutmut_" not in mutant:
+    if config.getoption("--mutation-scope") and "__mutmut_" in mutant:
+        return mutant
+    return None
+
+
+# A mutant that makes a test hang (an endless loop) fails the test after this long, instead
+# of holding a worker until mutmut's own timeout, which it counts from every test calling the
+# code mutated, in every file.
+MUTANT_TEST_SECONDS = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    if _testing_a_mutant(item.config) is None:
+        return (yield)
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the test ran over {MUTANT_TEST_SECONDS} s with the mutant")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(MUTANT_TEST_SECONDS)
+    try:
+        return (yield)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mutant = _testing_a_mutant(config)
+    if mutant is None:
         return
     pyproject = tomllib.loads((config.rootpath / "pyproject.toml").read_text())
     tests_by_module: dict[str, list[str]] = pyproject["tool"]["apikeys"]["mutation"]["tests"]
