@@ -84,7 +84,7 @@ def test_ttl_zero_disables_the_cache(clock: FakeClock) -> None:
 
 @pytest.mark.parametrize(("ttl", "max_entries"), [(-1, 10), (-0.001, 10), (10, 0), (10, -5)])
 def test_bad_bounds_are_refused(ttl: float, max_entries: int) -> None:
-    with pytest.raises(ValueError, match="cache ttl"):
+    with pytest.raises(ValueError, match=r"^cache ttl must be >= 0 and max_entries >= 1$"):
         VerificationCache(ttl=ttl, max_entries=max_entries)
 
 

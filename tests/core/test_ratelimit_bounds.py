@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import pytest
 
@@ -14,6 +16,7 @@ from apikeys._ratelimit import (
     ConcurrencyCap,
     FailureLimiter,
     counts_as_failure,
+    default_hash_concurrency,
 )
 from tests.reliability.helpers import FakeClock
 
@@ -171,3 +174,28 @@ async def test_tasks_get_back_every_turn_they_give_and_no_more() -> None:
             with pytest.raises(BackendUnavailableError):
                 async with cap.hold_async():
                     pytest.fail("a third entered a cap of two")
+
+
+def test_hashes_run_one_per_cpu_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert default_hash_concurrency() == 6
+    assert ConcurrencyCap().limit == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one
+    assert default_hash_concurrency() == 1
+
+
+def test_a_turn_handed_over_as_the_wait_runs_out_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    cap = ConcurrencyCap(1, timeout=0.01)
+    holder = cap.hold()
+    holder.__enter__()
+
+    class HandedOverAsTheWaitRunsOut(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            holder.__exit__(None, None, None)  # the holder leaves: its turn passes to this waiter
+            return False  # just as the wait runs out
+
+    monkeypatch.setattr(threading, "Event", HandedOverAsTheWaitRunsOut)
+    with cap.hold():  # the turn handed over is taken, not refused
+        monkeypatch.undo()
+    with cap.hold():  # and given back: no turn was lost
+        pass
