@@ -52,7 +52,7 @@ def _testing_a_mutant(config: pytest.Config) -> str | None:
 # A mutant that makes a test hang (an endless loop) fails the test after this long, instead
 # of holding a worker until mutmut's own timeout, which it counts from every test calling the
 # code mutated, in every file.
-MUTANT_TEST_SECONDS = 60
+MUTANT_TEST_SECONDS = 180
 
 
 @pytest.hookimpl(wrapper=True)
