@@ -153,8 +153,11 @@ class VerificationCache:
         with self._lock:
             if self._suspended or (generation is not None and generation != self._generation):
                 return
-            # Re-putting a digest moves it to the end, so eviction takes the oldest.
-            self._discard_locked(digest, verified.id)
+            # Re-putting a digest moves it to the end, so eviction takes the oldest. The entry
+            # it replaces is unindexed under its own key id, which may not be this one.
+            replaced = self._entries.get(digest)
+            if replaced is not None:
+                self._discard_locked(digest, replaced[0].id)
             while len(self._entries) >= self.max_entries:
                 oldest = next(iter(self._entries))
                 self._discard_locked(oldest, self._entries[oldest][0].id)

@@ -124,9 +124,10 @@ proxy_warnings_given: set[str] = set()
 _PROXY_DOCS = "see 'Behind a reverse proxy' in the apikeys security docs"
 
 
-def _warn_once(problem: str, message: str, *args: object) -> None:
-    if problem not in proxy_warnings_given:
-        proxy_warnings_given.add(problem)
+def _warn_once(message: str, *args: object) -> None:
+    # Once per problem, whatever its arguments: the message (unformatted) names the problem.
+    if message not in proxy_warnings_given:
+        proxy_warnings_given.add(message)
         logger.warning(message + "; " + _PROXY_DOCS, *args)
 
 
@@ -170,7 +171,6 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
         return peer
     if not hops and settings.client_max_failures != 0:  # unset: on for Clerk
         _warn_once(
-            "no_forwarded_for",
             "apikeys: a request from trusted proxy %s carried no X-Forwarded-For, so the "
             "per-client limit counts every client behind that proxy as one (waitress removes "
             "the header unless started with --no-clear-untrusted-proxy-headers)",
@@ -189,7 +189,6 @@ def resolve_client(headers: HeaderSource, peer: Peer, settings: IntegrationSetti
         scheme = "https" if all(protocol == "https" for protocol in protocols) else "http"
     elif settings.require_https and not peer.secure:
         _warn_once(
-            "no_forwarded_proto",
             "apikeys: a request from trusted proxy %s carried no X-Forwarded-Proto, so "
             "require_https refuses every key it forwards (waitress removes the header unless "
             "started with --no-clear-untrusted-proxy-headers)",
@@ -206,7 +205,6 @@ def _diagnose_untrusted_forwarding(
         # The peer is one of the forwarded hops: the server replaced the
         # proxy's address with the header's before the app was called.
         _warn_once(
-            "resolved_by_server",
             "apikeys: the server already took the client address %s from X-Forwarded-For "
             "(uvicorn does for connections from --forwarded-allow-ips, 127.0.0.1 and ::1 by "
             "default; waitress with --trusted-proxy), so per-client limits and require_https "
@@ -216,7 +214,6 @@ def _diagnose_untrusted_forwarding(
         )
     else:
         _warn_once(
-            "untrusted",
             "apikeys: X-Forwarded-For from %s is ignored, as it is not in trusted_proxies=%r; "
             "if it is your reverse proxy, list it, or the per-client limit counts every client "
             "behind it as one",

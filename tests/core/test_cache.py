@@ -1,4 +1,4 @@
-"""The verification cache: TTL, size bound, invalidation, expiry on hits, digests, threads."""
+"""The verification cache: TTL, size bound, invalidation, expiry on hits, digests, threads, races."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -83,7 +84,7 @@ def test_ttl_zero_disables_the_cache(clock: FakeClock) -> None:
 
 @pytest.mark.parametrize(("ttl", "max_entries"), [(-1, 10), (-0.001, 10), (10, 0), (10, -5)])
 def test_bad_bounds_are_refused(ttl: float, max_entries: int) -> None:
-    with pytest.raises(ValueError, match="cache ttl"):
+    with pytest.raises(ValueError, match=r"^cache ttl must be >= 0 and max_entries >= 1$"):
         VerificationCache(ttl=ttl, max_entries=max_entries)
 
 
@@ -433,3 +434,165 @@ class CacheModel(RuleBasedStateMachine):
 
 TestCacheModel = CacheModel.TestCase
 TestCacheModel.settings = settings(max_examples=60, stateful_step_count=40)
+
+
+# --- revocations racing validations, and the memory bound -------------------------------------
+
+
+class Store:
+    """Key rows as a backend holds them, validated and revoked the way the managers do it.
+
+    A validation reads the cache's generation, then the row, and stores what it read in the
+    cache; a revocation marks the row, then invalidates the cache. :meth:`begin_validation`
+    stops a validation between the read and the store, so a revocation can land in between.
+    """
+
+    def __init__(self, cache: VerificationCache) -> None:
+        self.cache = cache
+        self.revoked: set[str] = set()
+
+    def begin_validation(self, presented: str, key_id: str) -> Callable[[], None]:
+        generation = self.cache.generation
+        row_valid = key_id not in self.revoked
+
+        def finish() -> None:
+            if row_valid:
+                self.cache.put(
+                    self.cache.digest(presented), verified(key_id), generation=generation
+                )
+
+        return finish
+
+    def revoke(self, key_id: str) -> None:
+        self.revoked.add(key_id)
+        self.cache.invalidate(key_id)
+
+
+def test_two_revocations_racing_two_validations_never_put_a_revoked_key_back(
+    clock: FakeClock,
+) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    store = Store(cache)
+    # Each validation reads a row that is valid, then its key is revoked before it stores it.
+    for presented, key_id in (("apk_1first", "k1"), ("apk_1second", "k2")):
+        finish = store.begin_validation(presented, key_id)
+        store.revoke(key_id)
+        finish()
+    # Neither revoked key is served from memory; the next validation goes to the store.
+    assert cache.lookup("apk_1first") is None
+    assert cache.lookup("apk_1second") is None
+    assert len(cache) == 0
+
+
+def test_a_validation_racing_a_clear_stores_nothing(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    store = Store(cache)
+    store.revoke("k0")  # an earlier revocation: the generation has moved once already
+    finish = store.begin_validation("apk_1key", "k1")
+    cache.clear()
+    finish()
+    assert cache.lookup("apk_1key") is None
+
+
+def test_a_suspended_cache_serves_and_stores_nothing_until_resumed(clock: FakeClock) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    store = Store(cache)
+    store.begin_validation("apk_1held", "k1")()
+    assert cache.suspended is False
+    cache.suspend()  # the revocation channel is lost: a revocation may go unheard
+    assert cache.suspended is True
+    assert cache.lookup("apk_1held") is None
+    store.begin_validation("apk_1key", "k2")()  # begun and finished while suspended
+    assert cache.lookup("apk_1key") is None
+    assert len(cache) == 0
+    cache.resume()
+    assert cache.suspended is False
+    store.begin_validation("apk_1key", "k2")()
+    assert cache.lookup("apk_1key") is not None
+
+
+def test_a_validation_racing_a_suspension_stores_nothing_even_once_resumed(
+    clock: FakeClock,
+) -> None:
+    cache = VerificationCache(ttl=60, clock=clock)
+    store = Store(cache)
+    store.revoke("k0")
+    finish = store.begin_validation("apk_1key", "k1")
+    cache.suspend()  # the revocation channel is lost: a revocation may go unheard
+    cache.resume()
+    finish()
+    assert cache.lookup("apk_1key") is None
+    # A validation that began after the resumption is cached again.
+    store.begin_validation("apk_1key", "k1")()
+    assert cache.lookup("apk_1key") is not None
+
+
+def test_two_lookups_dropping_the_same_stale_entry_both_answer_none(clock: FakeClock) -> None:
+    """Two requests read one stale entry at once: each drops it, neither may fail."""
+    meanwhile: list[Callable[[], None]] = []
+
+    def reading_the_clock() -> float:
+        # Read by a lookup between finding its entry and dropping it: another request runs.
+        while meanwhile:
+            meanwhile.pop()()
+        return clock()
+
+    cache = VerificationCache(ttl=10, clock=reading_the_clock)
+    cache.put(cache.digest("apk_1key"), verified())
+    clock.advance(10)
+    answers: list[VerifiedKey | None] = []
+    meanwhile.append(lambda: answers.append(cache.lookup("apk_1key")))
+    answers.append(cache.lookup("apk_1key"))
+    assert answers == [None, None]
+    assert len(cache) == 0
+
+
+def _bytes_held_by_the_cache_module(work: Callable[[], None]) -> int:
+    """Bytes allocated by ``apikeys._cache`` during ``work`` and still held after it."""
+    module_file = sys.modules[VerificationCache.__module__].__file__
+    assert module_file is not None
+    only_the_cache = [tracemalloc.Filter(True, module_file)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot().filter_traces(only_the_cache)
+        work()
+        after = tracemalloc.take_snapshot().filter_traces(only_the_cache)
+    finally:
+        tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+
+
+@pytest.mark.parametrize("way", ["evicted", "aged out", "expired", "re-put"])
+def test_max_entries_bounds_memory_however_entries_go(
+    clock: FakeClock, wall_clock: FakeWallClock, way: str
+) -> None:
+    """A stream of distinct keys through a two-entry cache leaves no trace of the keys gone.
+
+    The key-id index must drop a key id with its last entry: otherwise every key ever
+    cached stays in memory, and ``max_entries`` bounds nothing.
+    """
+    cache = VerificationCache(ttl=10, max_entries=2, clock=clock, wall_clock=wall_clock)
+    soon = wall_clock.now + timedelta(seconds=1)
+
+    def stream() -> None:
+        for n in range(3000):
+            presented = f"apk_1key{n}"
+            digest = cache.digest(presented)
+            if way == "evicted":
+                cache.put(digest, verified(f"k{n}"))
+            elif way == "aged out":
+                cache.put(digest, verified(f"k{n}"))
+                clock.advance(10)
+                assert cache.lookup(presented) is None
+            elif way == "expired":
+                cache.put(digest, verified(f"k{n}", expires_at=soon))
+                wall_clock.advance(1)
+                assert cache.lookup(presented) is None
+                wall_clock.now = soon - timedelta(seconds=1)
+            else:  # the same key presented again under a new id (a rotated-in row)
+                cache.put(cache.digest("apk_1same"), verified(f"k{n}"))
+
+    held = _bytes_held_by_the_cache_module(stream)
+    assert len(cache) <= 2
+    # Two entries and their index: a few kilobytes. 3000 leaked ids would hold hundreds.
+    assert held < 16_000, held

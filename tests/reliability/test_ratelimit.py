@@ -262,6 +262,7 @@ def test_a_thread_waiting_too_long_is_refused_not_let_through() -> None:
     assert time.monotonic() - started < 1.0
     assert caught.value.status_code == 503
     assert caught.value.retry_after == 1
+    assert caught.value.message == "too many API key checks in progress"
     release.set()
     holder.join()
     with cap.hold():  # the turn was given back
@@ -299,9 +300,11 @@ async def test_tasks_never_exceed_the_cap_and_the_loop_keeps_running() -> None:
 async def test_a_task_waiting_too_long_is_refused() -> None:
     cap = ConcurrencyCap(1, timeout=0.05)
     async with cap.hold_async():
-        with pytest.raises(BackendUnavailableError):
+        with pytest.raises(BackendUnavailableError) as caught:
             async with cap.hold_async():
                 pytest.fail("entered a full cap")
+    assert caught.value.message == "too many API key checks in progress"
+    assert (caught.value.status_code, caught.value.retry_after) == (503, 1)
     async with cap.hold_async():  # nothing leaked
         pass
 

@@ -8,6 +8,7 @@ ASGI test client is told so), so trusted-proxy settings can name it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys.backends.sqlalchemy import api_keys_table
+from apikeys.integrations import _clients
 from apikeys.integrations._settings import IntegrationSettings
 from tests.integrations.apps import (
     asgi_client,
@@ -93,3 +95,21 @@ def snapshot(url: str) -> dict[str, tuple[Any, ...]]:
     finally:
         engine.dispose()
     return {row[0]: (row[1], row[2], tuple(row[3]), row[4], row[5]) for row in rows}
+
+
+@pytest.fixture
+def warnings_seen(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], list[str]]:
+    """The apikeys warnings logged from here on, with the once-per-process memory reset."""
+    monkeypatch.setattr(_clients, "proxy_warnings_given", set())
+    caplog.set_level(logging.WARNING, logger="apikeys.integrations")
+
+    def seen() -> list[str]:
+        return [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "apikeys.integrations" and record.levelno == logging.WARNING
+        ]
+
+    return seen

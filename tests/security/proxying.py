@@ -4,9 +4,10 @@
 X-Forwarded-For $proxy_add_x_forwarded_for`` and ``X-Forwarded-Proto
 $scheme``: it appends the address of whoever connected to it to
 ``X-Forwarded-For`` and replaces ``X-Forwarded-Proto`` with its own scheme (a
-TLS-terminating proxy sends ``https``). Clients tell themselves apart by the
-loopback address they connect from (``127.0.0.2``, ``127.0.0.3``: all of
-``127.0.0.0/8`` is the loopback interface).
+TLS-terminating proxy sends ``https``); set up otherwise, it adds its own
+``X-Forwarded-Proto`` line before or after the client's, or sends none. Clients
+tell themselves apart by the loopback address they connect from (``127.0.0.2``,
+``127.0.0.3``: all of ``127.0.0.0/8`` is the loopback interface).
 
 waitress and uvicorn run in a thread of the test process, so ``caplog`` sees
 what the app logs; gunicorn forks workers and runs as a process whose output
@@ -22,11 +23,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import pytest
 
@@ -37,6 +38,8 @@ _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
      "upgrade", "host", "content-length"}
 )  # fmt: skip
+# Rewritten by the proxy (see ``ProtoLine``), never passed on as sent.
+_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto"})
 
 
 class Answer(NamedTuple):
@@ -48,16 +51,23 @@ def fetch(
     host: str,
     port: int,
     path: str,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
     *,
     source: str | None = None,
 ) -> Answer:
-    """GET ``path`` on one new connection, from the loopback address ``source`` if given."""
+    """GET ``path`` on one new connection, from the loopback address ``source`` if given.
+
+    ``headers`` as ``(name, value)`` pairs may repeat a name: each pair is one header line.
+    """
     connection = http.client.HTTPConnection(
         host, port, timeout=10, source_address=(source, 0) if source else None
     )
+    lines = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     try:
-        connection.request("GET", path, headers=dict(headers or {}))
+        connection.putrequest("GET", path)
+        for name, value in lines:
+            connection.putheader(name, value)
+        connection.endheaders()
         response = connection.getresponse()
         return Answer(response.status, response.read())
     finally:
@@ -72,11 +82,17 @@ def _wait_until(condition: Any, what: str) -> None:
         time.sleep(0.02)
 
 
+ProtoLine = Literal["replace", "before", "after", "none"]
+"""What the proxy does with ``X-Forwarded-Proto``: replace the client's lines with its own, add
+its own line before or after the client's, or send none of its own (passing the client's)."""
+
+
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 16
     upstream: tuple[str, int]
     scheme: str
+    proto: ProtoLine
 
 
 class _Forward(BaseHTTPRequestHandler):
@@ -84,15 +100,24 @@ class _Forward(BaseHTTPRequestHandler):
     timeout = 10  # seconds a client connection may stay idle
 
     def do_GET(self) -> None:
-        headers = {
-            name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP
-        }
+        headers = [
+            (name, value)
+            for name, value in self.headers.items()
+            if name.lower() not in _HOP_BY_HOP | _FORWARDED
+        ]
         client = self.client_address[0]
         sent_for = self.headers.get("X-Forwarded-For")
-        headers.pop("X-Forwarded-For", None)
-        headers["X-Forwarded-For"] = f"{sent_for}, {client}" if sent_for else client
-        headers.pop("X-Forwarded-Proto", None)
-        headers["X-Forwarded-Proto"] = self.server.scheme
+        headers.append(("X-Forwarded-For", f"{sent_for}, {client}" if sent_for else client))
+        sent_proto = [
+            ("X-Forwarded-Proto", v) for v in self.headers.get_all("X-Forwarded-Proto", [])
+        ]
+        own_proto = [("X-Forwarded-Proto", self.server.scheme)]
+        headers += {
+            "replace": own_proto,
+            "before": own_proto + sent_proto,
+            "after": sent_proto + own_proto,
+            "none": sent_proto,
+        }[self.server.proto]
         host, port = self.server.upstream
         answer = fetch(host, port, self.path, headers)
         self.send_response(answer.status)
@@ -105,11 +130,14 @@ class _Forward(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def forwarding_proxy(upstream: tuple[str, int], *, scheme: str = "https") -> Iterator[int]:
+def forwarding_proxy(
+    upstream: tuple[str, int], *, scheme: str = "https", proto: ProtoLine = "replace"
+) -> Iterator[int]:
     """Run a proxy to ``upstream`` on 127.0.0.1; yield its port."""
     server = _ProxyServer(("127.0.0.1", 0), _Forward)
     server.upstream = upstream
     server.scheme = scheme
+    server.proto = proto
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:

@@ -12,7 +12,7 @@ settings, which must be logged once.
 
 from __future__ import annotations
 
-import logging
+import json
 import shlex
 import socket
 from pathlib import Path
@@ -20,12 +20,12 @@ from typing import Any, NamedTuple, cast
 
 import pytest
 
-from apikeys.integrations import _clients
 from tests.integrations.apps import fastapi_app, flask_app
 from tests.integrations.conftest import Seeded, seed
 from tests.integrations.contract import AppOptions, bearer
 from tests.security.proxied_app import MAX_FAILURES, protected_settings
 from tests.security.proxying import (
+    ProtoLine,
     fetch,
     forwarding_proxy,
     gunicorn_serving,
@@ -63,22 +63,6 @@ class Outcome(NamedTuple):
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed(f"sqlite:///{tmp_path_factory.mktemp('proxies') / 'keys.db'}")
-
-
-@pytest.fixture
-def warnings_seen(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The apikeys warnings logged from here on, with the once-per-process memory reset."""
-    monkeypatch.setattr(_clients, "proxy_warnings_given", set())
-    caplog.set_level(logging.WARNING, logger="apikeys.integrations")
-
-    def seen() -> list[str]:
-        return [
-            record.getMessage()
-            for record in caplog.records
-            if record.name == "apikeys.integrations" and record.levelno == logging.WARNING
-        ]
-
-    return seen
 
 
 def attack(server_port: int, keys: Seeded) -> Outcome:
@@ -295,3 +279,55 @@ def test_the_documented_commands_parse_to_the_settings_tested_here() -> None:
          "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}},
         {"proxy_headers": True, "forwarded_allow_ips": LOOPBACK},
     ]  # fmt: skip
+
+
+# --- X-Forwarded-Proto lines a client forged, and a proxy that sends none ---------------------
+
+
+@pytest.mark.parametrize("proxy_line", ["before", "after"])
+def test_a_forged_https_line_beside_the_proxys_http_line_counts_as_plain_http(
+    keys: Seeded, warnings_seen: Any, proxy_line: ProtoLine
+) -> None:
+    """A plain-HTTP proxy that adds its ``X-Forwarded-Proto: http`` line beside the client's.
+
+    The client forges ``https``; the app gets two lines, in either order, and one of them
+    says ``http``: the key is refused as sent in the clear.
+    """
+    app = fastapi_with(keys, (LOOPBACK,))
+    forged = [*bearer(keys.admin.secret).items(), ("X-Forwarded-Proto", "https")]
+    with (
+        uvicorn_serving(app, proxy_headers=False) as port,
+        forwarding_proxy((LOOPBACK, port), scheme="http", proto=proxy_line) as proxy,
+    ):
+        refused = fetch(LOOPBACK, proxy, "/protected", forged, source=NEIGHBOUR)
+        # Through a TLS proxy set up the same way, both lines say https: served.
+        with forwarding_proxy((LOOPBACK, port), proto=proxy_line) as tls:
+            served = fetch(LOOPBACK, tls, "/protected", forged, source=NEIGHBOUR)
+    assert refused.status == 403
+    assert json.loads(refused.body)["code"] == "https_required"
+    assert served.status == 200
+    assert warnings_seen() == []
+
+
+def test_a_trusted_proxy_sending_no_proto_gets_keys_refused_and_it_is_logged_once(
+    keys: Seeded, warnings_seen: Any
+) -> None:
+    app = fastapi_with(keys, (LOOPBACK,))
+    right = bearer(keys.admin.secret)
+    with (
+        uvicorn_serving(app, proxy_headers=False) as port,
+        forwarding_proxy((LOOPBACK, port), proto="none") as proxy,
+    ):
+        statuses = [
+            fetch(LOOPBACK, proxy, "/protected", right, source=client).status
+            for client in (NEIGHBOUR, ATTACKER)
+        ]
+    # The proxy may have taken the key over HTTPS, but nothing says so: refused, not served.
+    assert statuses == [403, 403]
+    seen = warnings_seen()
+    assert len(matching(seen, STRIPPED_PROTO)) == 1
+    assert matching(seen, STRIPPED_FOR) == []
+    assert matching(seen, STRIPPED_PROTO)[0].startswith(
+        "apikeys: a request from trusted proxy 127.0.0.1 carried no X-Forwarded-Proto, so "
+        "require_https refuses every key it forwards"
+    )
