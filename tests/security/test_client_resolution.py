@@ -179,8 +179,9 @@ def test_a_set_up_that_defeats_the_settings_is_logged_once_with_its_fix(
 def test_missing_headers_the_settings_do_not_need_are_not_logged(
     warnings_seen: Callable[[], list[str]],
 ) -> None:
-    # No per-client limit, HTTPS not required: neither header matters.
-    assert resolved({}) == Peer(PROXY, "http")
+    # No per-client limit (unset, it is on for Clerk), HTTPS not required: neither header matters.
+    unlimited = IntegrationSettings(trusted_proxies=("10.0.0.0/8",), client_max_failures=0)
+    assert resolved({}, unlimited) == Peer(PROXY, "http")
     assert warnings_seen() == []
 
 
